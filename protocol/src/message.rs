@@ -1,0 +1,190 @@
+//! Every payload that travels over MQTT.
+//!
+//! Each carries `"v": 1` ([`ProtocolVersion`]); decoding any other version fails with a
+//! clear error. Unknown fields are ignored and unknown enum values map to an `Unknown`
+//! variant, so a newer agent can talk to an older control plane within one major version.
+//! Timestamps are RFC 3339 in UTC.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+
+use crate::ids::{BootId, SessionId, TaskId};
+use crate::PROTOCOL_VERSION;
+
+/// The schema version field `v`. It serialises as [`PROTOCOL_VERSION`] and refuses to
+/// deserialise from anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProtocolVersion;
+
+impl Serialize for ProtocolVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(PROTOCOL_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProtocolVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v == u64::from(PROTOCOL_VERSION) {
+            Ok(ProtocolVersion)
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "unsupported protocol version {v} (this side speaks {PROTOCOL_VERSION})"
+            )))
+        }
+    }
+}
+
+/// `up/heartbeat`: the appliance's facts, sent every heartbeat interval (QoS 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub v: ProtocolVersion,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// The kernel's boot id; `seq` restarts at 1 with each boot.
+    pub boot_id: BootId,
+    /// Per-boot sequence number, 1, 2, 3, … (gaps mean lost heartbeats).
+    pub seq: u64,
+    pub agent_version: String,
+    pub uptime_s: u64,
+    /// 1, 5 and 15 minute load averages.
+    pub load: [f64; 3],
+    pub memory: Memory,
+    pub root_fs: Filesystem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filesystem {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// `up/status` (retained, QoS 1): published "online" by the agent on connect, "offline" by
+/// the agent on a clean shutdown and by the broker (last will) on an unclean drop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub v: ProtocolVersion,
+    pub state: PresenceState,
+    /// The connection this status belongs to.
+    pub session: SessionId,
+    /// When the agent composed it. For a last will that is connect time, so receivers
+    /// use their own receive time for presence history.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Online,
+    Offline,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `up/config/request` (QoS 1): "send me my desired configuration".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRequest {
+    pub v: ProtocolVersion,
+    /// The version the appliance last applied, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<u64>,
+}
+
+/// `down/config` (QoS 1): the desired configuration document for one appliance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigDocument {
+    pub v: ProtocolVersion,
+    /// Monotonic per appliance.
+    pub version: u64,
+    /// The merged document; its schema belongs to the configuration feature.
+    pub document: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `up/config/applied` (QoS 1): which version the appliance applied and how that went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigApplied {
+    pub v: ProtocolVersion,
+    pub version: u64,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// How a configuration apply or a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Did not finish before its deadline.
+    TimedOut,
+    /// The agent refused it (unknown action, parameters outside the catalog's schema).
+    Rejected,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `down/task` (QoS 1): one catalog action to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDispatch {
+    pub v: ProtocolVersion,
+    pub task_id: TaskId,
+    /// A catalog action id such as `users.add`.
+    pub action: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+}
+
+/// `up/task/{id}/event` (QoS 1): one step of a running task, like a line of a CI log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub v: ProtocolVersion,
+    pub task_id: TaskId,
+    /// 1, 2, 3, … per task; receivers de-duplicate on (task_id, seq).
+    pub seq: u64,
+    pub kind: TaskEventKind,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEventKind {
+    Received,
+    Started,
+    Step,
+    Output,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `up/task/{id}/result` (QoS 1): a task's final outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub v: ProtocolVersion,
+    pub task_id: TaskId,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// `down/cert` (QoS 1): a renewed certificate for the appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRenewal {
+    pub v: ProtocolVersion,
+    pub certificate_pem: String,
+    pub ca_chain_pem: String,
+}

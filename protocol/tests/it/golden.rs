@@ -1,0 +1,132 @@
+//! Every message kind decodes from its committed golden vector and re-encodes to the same
+//! JSON value.
+
+use std::path::PathBuf;
+
+use hearth_protocol::codec::{decode, encode, Payload};
+use hearth_protocol::*;
+use serde_json::Value;
+
+fn golden(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/golden").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn round_trip<T: Payload + std::fmt::Debug>(name: &str) -> T {
+    let bytes = golden(name);
+    let decoded: T = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let reencoded = encode(&decoded).expect("encode");
+    let a: Value = serde_json::from_slice(&bytes).expect("golden is JSON");
+    let b: Value = serde_json::from_slice(&reencoded).expect("encoded is JSON");
+    assert_eq!(a, b, "{name} does not re-encode to the same JSON");
+    decoded
+}
+
+#[test]
+fn heartbeat() {
+    let hb: Heartbeat = round_trip("heartbeat.json");
+    assert_eq!(hb.seq, 42);
+    assert_eq!(hb.load, [0.15, 0.1, 0.05]);
+    assert_eq!(hb.memory.total_bytes, 2_147_483_648);
+}
+
+#[test]
+fn status() {
+    let on: Status = round_trip("status-online.json");
+    let off: Status = round_trip("status-offline.json");
+    assert_eq!(on.state, PresenceState::Online);
+    assert_eq!(off.state, PresenceState::Offline);
+    assert_eq!(on.session, off.session);
+}
+
+#[test]
+fn config_messages() {
+    let req: ConfigRequest = round_trip("config-request.json");
+    assert_eq!(req.applied_version, Some(6));
+    let doc: ConfigDocument = round_trip("config-document.json");
+    assert_eq!(doc.version, 7);
+    let applied: ConfigApplied = round_trip("config-applied.json");
+    assert_eq!(applied.outcome, Outcome::Succeeded);
+}
+
+#[test]
+fn task_messages() {
+    let d: TaskDispatch = round_trip("task-dispatch.json");
+    assert_eq!(d.action, "users.add");
+    let e: TaskEvent = round_trip("task-event.json");
+    assert_eq!((e.seq, e.kind), (3, TaskEventKind::Step));
+    let r: TaskResult = round_trip("task-result.json");
+    assert_eq!(r.task_id, d.task_id);
+}
+
+#[test]
+fn certificate_renewal() {
+    let c: CertificateRenewal = round_trip("certificate-renewal.json");
+    assert!(c.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+#[test]
+fn every_golden_file_is_checked() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/golden");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("golden dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let checked = [
+        "certificate-renewal.json",
+        "config-applied.json",
+        "config-document.json",
+        "config-request.json",
+        "heartbeat.json",
+        "status-offline.json",
+        "status-online.json",
+        "task-dispatch.json",
+        "task-event.json",
+        "task-result.json",
+    ];
+    assert_eq!(names, checked, "a golden vector was added without a test, or removed");
+}
+
+#[test]
+fn up_message_dispatches_on_channel_and_checks_task_ids() {
+    let hb = UpMessage::decode(UpChannel::Heartbeat, &golden("heartbeat.json")).expect("heartbeat");
+    assert_eq!(hb.kind(), "heartbeat");
+    // A heartbeat body on the status channel is refused, not misread.
+    let err = UpMessage::decode(UpChannel::Status, &golden("heartbeat.json")).unwrap_err();
+    assert_eq!(err.reason(), "malformed");
+
+    let event = golden("task-event.json");
+    let right: TaskId = "0193a0c2-2222-7abc-8def-0123456789ab".parse().expect("id");
+    assert!(UpMessage::decode(UpChannel::TaskEvent(right), &event).is_ok());
+    let err = UpMessage::decode(UpChannel::TaskEvent(TaskId::new()), &event).unwrap_err();
+    assert!(matches!(err, DecodeError::TaskMismatch { .. }), "{err}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let mut hb: Value = serde_json::from_slice(&golden("heartbeat.json")).expect("json");
+
+    hb["v"] = 2.into();
+    let err = decode::<Heartbeat>(&serde_json::to_vec(&hb).expect("json")).unwrap_err();
+    assert!(err.to_string().contains("unsupported protocol version 2"), "{err}");
+
+    hb["v"] = 1.into();
+    hb["memory"]["available_bytes"] = (u64::MAX).into();
+    let err = decode::<Heartbeat>(&serde_json::to_vec(&hb).expect("json")).unwrap_err();
+    assert_eq!(err.reason(), "invalid");
+    assert!(err.to_string().contains("memory.available_bytes"), "{err}");
+
+    let err = decode::<Heartbeat>(&vec![b' '; 5000]).unwrap_err();
+    assert!(matches!(err, DecodeError::TooLarge { len: 5000, max: 4096, .. }), "{err}");
+
+    let err = decode::<Status>(br#"{"v":1,"state":"online"}"#).unwrap_err();
+    assert!(err.to_string().contains("missing field `session`"), "{err}");
+
+    // Unknown enum values map to Unknown instead of failing: newer agents stay readable.
+    let s: Status = decode(
+        br#"{"v":1,"state":"sleeping","session":"0193a0c2-1111-7abc-8def-0123456789ab","at":"2026-11-22T12:00:00Z"}"#,
+    )
+    .expect("unknown state tolerated");
+    assert_eq!(s.state, PresenceState::Unknown);
+}
