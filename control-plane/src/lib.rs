@@ -1,1 +1,21 @@
+//! Hearth's control plane: the multi-tenant cloud side of the fleet.
+//!
+//! - [`http`]: the axum API (tenant API, enrollment, health, metrics).
+//! - [`ingest`]: the MQTT consumer and the batched PostgreSQL writer.
+//! - [`presence`]: the sweeper that marks silent appliances offline.
+//! - [`db`]: PostgreSQL access, migrations, and tenant-scoped transactions (RLS).
+//! - [`pki`]: the fleet CA and certificate issuance; [`broker_config`]: Mosquitto's
+//!   configuration for this fleet.
+//! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
 
+pub mod broker_config;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod pki;
+pub mod presence;
+pub mod secret;
+pub mod serve;
+pub mod token;

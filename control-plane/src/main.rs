@@ -1,1 +1,237 @@
-fn main() {}
+//! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`,
+//! `tenant create`, `appliance create`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hearth_control_plane::broker_config::{self, BrokerConfig};
+use hearth_control_plane::config::Config;
+use hearth_control_plane::{db, pki, serve};
+use hearth_protocol::TenantId;
+use tokio_util::sync::CancellationToken;
+
+/// Hearth's control plane: HTTP API, MQTT ingest and PostgreSQL for a fleet of appliances.
+///
+/// Configuration: built-in defaults, then the TOML file given with --config, then
+/// environment variables HEARTH_<SECTION>__<KEY> (e.g. HEARTH_DATABASE__URL,
+/// HEARTH_MQTT__PORT, HEARTH_PKI__DIR). See docs/architecture.md.
+#[derive(Debug, Parser)]
+#[command(name = "hearth-control-plane", version, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "HEARTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API, the MQTT consumer and the presence sweeper until SIGTERM/SIGINT.
+    Serve {
+        /// Apply pending database migrations before starting.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// The fleet's certificates.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Render the Mosquitto configuration (mosquitto.conf and acl) for this fleet.
+    BrokerConfig {
+        /// Directory written by `pki init`.
+        #[arg(long)]
+        pki_dir: PathBuf,
+        /// Directory for the rendered files, the broker's log, pid file and persistence.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        #[arg(long, default_value_t = 8883)]
+        port: u16,
+        /// The user Mosquitto runs as when started as root (default: the current user).
+        #[arg(long)]
+        run_as: Option<String>,
+        /// Keep retained messages and sessions across broker restarts.
+        #[arg(long)]
+        persistence: bool,
+    },
+    /// Customers.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Appliances.
+    Appliance {
+        #[command(subcommand)]
+        command: ApplianceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create the fleet CA and the broker's, the API's and the control plane's certificates.
+    Init {
+        /// Where to write them (keys are written 0600).
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name or IP the broker is reached at (repeatable; default localhost, 127.0.0.1, ::1).
+        #[arg(long = "broker-name")]
+        broker_names: Vec<String>,
+        /// DNS name or IP the HTTPS API is reached at (repeatable; default localhost, 127.0.0.1, ::1).
+        #[arg(long = "api-name")]
+        api_names: Vec<String>,
+        /// Replace an existing PKI (every enrolled appliance would need re-enrolling).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its id and its first API key (shown once).
+    Create { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApplianceCommand {
+    /// Register an appliance; prints its id and a one-time enrollment token (shown once).
+    Create {
+        #[arg(long)]
+        tenant: TenantId,
+        name: String,
+        /// How long the enrollment token stays valid, in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Pki { command: PkiCommand::Init { dir, broker_names, api_names, force } } => {
+            init_logging("warn", "text");
+            let mut opts = pki::InitOptions { force, ..Default::default() };
+            if !broker_names.is_empty() {
+                opts.broker_names = broker_names;
+            }
+            if !api_names.is_empty() {
+                opts.api_names = api_names;
+            }
+            pki::init(&dir, &opts)?;
+            println!("pki_dir={}", dir.display());
+            Ok(())
+        }
+        Command::BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence } => {
+            let run_as = run_as.unwrap_or_else(current_user);
+            let conf = broker_config::render(&BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence })
+                .context("cannot write the broker configuration")?;
+            println!("mosquitto_conf={}", conf.display());
+            Ok(())
+        }
+        Command::Migrate => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_logging("info", &config.log.format);
+            let pool = db::connect(&config.database).await?;
+            db::migrate(&pool).await?;
+            tracing::info!("database is up to date");
+            Ok(())
+        }
+        Command::Tenant { command: TenantCommand::Create { name } } => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_logging("warn", &config.log.format);
+            let pool = db::connect(&config.database).await?;
+            let (tenant, key) = db::tenants::create(&pool, &name).await.context("cannot create the tenant")?;
+            println!("tenant_id={}\napi_key={}", tenant.id, key.expose());
+            Ok(())
+        }
+        Command::Appliance { command: ApplianceCommand::Create { tenant, name, ttl_hours } } => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_logging("warn", &config.log.format);
+            let pool = db::connect(&config.database).await?;
+            anyhow::ensure!(db::tenants::exists(&pool, tenant).await?, "no tenant with id {tenant}");
+            let ttl = time::Duration::hours(i64::from(ttl_hours));
+            let (id, token, expires) = db::enrollment::create_appliance(&pool, tenant, &name, ttl).await.map_err(|e| {
+                if db::is_constraint(&e, "appliances_tenant_name_key") {
+                    anyhow::anyhow!("tenant {tenant} already has an appliance named {name:?}")
+                } else {
+                    anyhow::Error::new(e).context("cannot create the appliance")
+                }
+            })?;
+            let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
+            println!("appliance_id={id}\nenrollment_token={}\nexpires_at={expires}", token.expose());
+            Ok(())
+        }
+        Command::Serve { migrate } => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_logging("info", &config.log.format);
+            let pool = db::connect(&config.database).await?;
+            if migrate {
+                db::migrate(&pool).await?;
+            }
+            let shutdown = CancellationToken::new();
+            let running = serve::start(&config, pool, shutdown.clone()).await?;
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+            running.wait().await?;
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(default: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn current_user() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "mosquitto".into())
+}

@@ -141,6 +141,21 @@ impl UpMessage {
     }
 }
 
+impl UpChannel {
+    /// The [`Payload::KIND`] of what travels on this channel (for errors and metrics, even
+    /// when the payload could not be decoded).
+    pub fn payload_kind(&self) -> &'static str {
+        match self {
+            UpChannel::Heartbeat => Heartbeat::KIND,
+            UpChannel::Status => Status::KIND,
+            UpChannel::ConfigRequest => ConfigRequest::KIND,
+            UpChannel::ConfigApplied => ConfigApplied::KIND,
+            UpChannel::TaskEvent(_) => TaskEvent::KIND,
+            UpChannel::TaskResult(_) => TaskResult::KIND,
+        }
+    }
+}
+
 fn same_task(kind: &'static str, topic: crate::TaskId, payload: crate::TaskId) -> Result<(), DecodeError> {
     if topic == payload {
         Ok(())

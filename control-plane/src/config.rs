@@ -1,0 +1,298 @@
+//! The control plane's configuration: built-in defaults, then a TOML file (`--config`),
+//! then environment variables prefixed `HEARTH_` with `__` between levels
+//! (`HEARTH_DATABASE__URL`, `HEARTH_MQTT__PORT`, …). Every error names the setting, where
+//! its value came from and what to do.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::pki::files;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub pki: PkiConfig,
+    pub presence: PresenceConfig,
+    pub ingest: IngestConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host/db`. Required.
+    pub url: Secret<String>,
+    pub max_connections: u32,
+    pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Serve HTTPS with `tls_cert`/`tls_key` (default: `api.crt`/`api.key` in the PKI
+    /// directory). Turn off only behind a TLS-terminating proxy.
+    pub tls: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The broker the control plane connects to.
+    pub host: String,
+    pub port: u16,
+    /// Stable per replica so the broker keeps its session (default: `hearth-cp-<hostname>`).
+    pub client_id: Option<String>,
+    /// Replicas in one group share the `up` traffic.
+    pub share_group: String,
+    pub keep_alive_s: u64,
+    /// Defaults: `ca.crt`, `control-plane.crt`, `control-plane.key` in the PKI directory.
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The broker address handed to enrolling appliances (default: `host`/`port`).
+    pub public_host: Option<String>,
+    pub public_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiConfig {
+    /// Where `pki init` wrote the CA and the service certificates.
+    pub dir: PathBuf,
+    pub appliance_cert_days: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// An appliance not heard from for this long is marked offline by the sweeper.
+    /// Keep it at least three agent heartbeat intervals.
+    pub offline_after_s: f64,
+    pub sweep_interval_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A batch is written when it holds this many messages…
+    pub batch_max: usize,
+    /// …or when its first message has waited this long.
+    pub batch_wait_ms: u64,
+    /// Messages buffered between the MQTT loop and the writer.
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: DatabaseConfig { url: Secret::new(String::new()), max_connections: 10, connect_timeout_s: 5 },
+            http: HttpConfig { listen: ([127, 0, 0, 1], 8443).into(), tls: true, tls_cert: None, tls_key: None },
+            mqtt: MqttConfig {
+                host: "localhost".into(),
+                port: 8883,
+                client_id: None,
+                share_group: "hearth-cp".into(),
+                keep_alive_s: 30,
+                ca_cert: None,
+                client_cert: None,
+                client_key: None,
+                public_host: None,
+                public_port: None,
+            },
+            pki: PkiConfig { dir: PathBuf::from("/etc/hearth/pki"), appliance_cert_days: 90 },
+            presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
+            ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
+            log: LogConfig { format: "text".into() },
+        }
+    }
+}
+
+/// A configuration mistake, described so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0}: not found")]
+    MissingFile(PathBuf),
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("setting `{setting}` ({env}): {problem}")]
+    Invalid { setting: &'static str, env: &'static str, problem: String },
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then the `HEARTH_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, Env::prefixed("HEARTH_").split("__"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // Only HEARTH_ variables that name a section are ours (HEARTH_API_URL and friends
+        // in `.hearth/dev.env` are for people and scripts).
+        let sections = ["DATABASE__", "HTTP__", "MQTT__", "PKI__", "PRESENCE__", "INGEST__", "LOG__"];
+        let env = env.filter(move |k| {
+            let k = k.as_str().to_ascii_uppercase();
+            sections.iter().any(|s| k.starts_with(s))
+        });
+        let config: Config = fig.merge(env).extract().map_err(|e| {
+            ConfigError::Parse(e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, env, problem: &str| Err(ConfigError::Invalid { setting, env, problem: problem.into() });
+        if self.database.url.expose().is_empty() {
+            return invalid(
+                "database.url",
+                "HEARTH_DATABASE__URL",
+                "is required, e.g. postgres://hearth@127.0.0.1/hearth",
+            );
+        }
+        if !self.database.url.expose().starts_with("postgres://") && !self.database.url.expose().starts_with("postgresql://") {
+            return invalid("database.url", "HEARTH_DATABASE__URL", "must be a postgres:// URL");
+        }
+        if self.presence.offline_after_s <= 0.0 || self.presence.sweep_interval_s <= 0.0 {
+            return invalid(
+                "presence.offline_after_s / presence.sweep_interval_s",
+                "HEARTH_PRESENCE__…",
+                "must be positive numbers of seconds",
+            );
+        }
+        if self.ingest.batch_max == 0 || self.ingest.queue == 0 {
+            return invalid("ingest.batch_max / ingest.queue", "HEARTH_INGEST__…", "must be at least 1");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format", "HEARTH_LOG__FORMAT", "must be `text` or `json`");
+        }
+        Ok(())
+    }
+
+    pub fn mqtt_ca_cert(&self) -> PathBuf {
+        self.mqtt.ca_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::CA_CERT))
+    }
+    pub fn mqtt_client_cert(&self) -> PathBuf {
+        self.mqtt.client_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_CERT))
+    }
+    pub fn mqtt_client_key(&self) -> PathBuf {
+        self.mqtt.client_key.clone().unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_KEY))
+    }
+    pub fn http_tls_cert(&self) -> PathBuf {
+        self.http.tls_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::API_CERT))
+    }
+    pub fn http_tls_key(&self) -> PathBuf {
+        self.http.tls_key.clone().unwrap_or_else(|| self.pki.dir.join(files::API_KEY))
+    }
+    pub fn mqtt_client_id(&self) -> String {
+        self.mqtt.client_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            format!("hearth-cp-{}", if host.is_empty() { "local" } else { &host })
+        })
+    }
+    pub fn offline_after(&self) -> Duration {
+        Duration::from_secs_f64(self.presence.offline_after_s)
+    }
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.presence.sweep_interval_s)
+    }
+}
+
+/// One figment error as "setting `a.b` (from HEARTH_A__B): problem".
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let source = match &e.metadata {
+        Some(m) => match &m.source {
+            Some(src) => format!(" (from {} {src})", m.name),
+            None => format!(" (from {})", m.name),
+        },
+        None => String::new(),
+    };
+    if key.is_empty() {
+        format!("{}{source}", e.kind)
+    } else {
+        format!("setting `{key}`{source}: {}", e.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env(vars: &[(&str, &str)], file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            out = Some(Config::load_from(file, Env::prefixed("HEARTH_").split("__")));
+            Ok(())
+        });
+        out.expect("jail ran")
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_nests() {
+        let c = with_env(
+            &[("HEARTH_DATABASE__URL", "postgres://x@127.0.0.1/db"), ("HEARTH_MQTT__PORT", "18883"), ("HEARTH_API_URL", "https://ignored")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.port, 18883);
+        assert_eq!(c.database.url.expose(), "postgres://x@127.0.0.1/db");
+        assert_eq!(c.ingest.batch_max, 500);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = with_env(&[], None).unwrap_err().to_string();
+        assert!(err.contains("database.url") && err.contains("HEARTH_DATABASE__URL"), "{err}");
+
+        let err = with_env(&[("HEARTH_DATABASE__URL", "postgres://x@y/z"), ("HEARTH_MQTT__PORT", "eighty")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.port") && err.contains("HEARTH_MQTT__PORT"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cp.toml");
+        std::fs::write(&file, "[database]\nurl = \"postgres://a@b/c\"\n[http]\nlisten = \"nowhere\"\n").unwrap();
+        let err = with_env(&[], Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("http.listen") && err.contains("cp.toml"), "{err}");
+
+        std::fs::write(&file, "[database]\nurl = \"postgres://a@b/c\"\nurll = 1\n").unwrap();
+        let err = with_env(&[], Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = with_env(&[("HEARTH_DATABASE__URL", "postgres://u:hunter2@h/d")], None).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

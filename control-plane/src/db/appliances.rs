@@ -1,0 +1,73 @@
+//! Appliances: identity (name, tenant, certificate) and latest state (presence, last
+//! heartbeat). Reads for customers go through a tenant transaction ([`super::tenant_tx`]).
+
+use hearth_protocol::{ApplianceId, TenantId};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+/// An appliance as the tenant API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Appliance {
+    pub id: ApplianceId,
+    pub name: String,
+    /// `never_seen`, `online` or `offline`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub status_since: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub agent_version: Option<String>,
+    /// The latest heartbeat's facts (uptime, load, memory, root filesystem, boot, seq).
+    pub metrics: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub metrics_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub enrolled_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str =
+    "id, name, status, status_since, last_seen, agent_version, metrics, metrics_at, created_at, enrolled_at";
+
+/// One page of a tenant's appliances in id order (ids are time-ordered: oldest first),
+/// starting after `after`.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    after: Option<ApplianceId>,
+    limit: i64,
+) -> Result<Vec<Appliance>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM appliances WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: ApplianceId) -> Result<Option<Appliance>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM appliances WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Registers an appliance (not yet enrolled).
+pub async fn create(conn: &mut PgConnection, tenant: TenantId, name: &str) -> Result<ApplianceId, sqlx::Error> {
+    sqlx::query_scalar("INSERT INTO appliances (id, tenant_id, name) VALUES ($1, $2, $3) RETURNING id")
+        .bind(ApplianceId::new())
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}
+
+/// Online appliances across all tenants (the `hearth_appliances_online` gauge).
+pub async fn count_online(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM appliances WHERE status = 'online'").fetch_one(pool).await
+}

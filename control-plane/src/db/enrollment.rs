@@ -1,0 +1,97 @@
+//! One-time enrollment tokens: `hearth_et_<43 chars>`, SHA-256 stored, with an expiry.
+
+use hearth_protocol::{ApplianceId, TenantId};
+use sqlx::PgPool;
+use time::{Duration, OffsetDateTime};
+
+use super::appliances;
+use crate::secret::Secret;
+use crate::token;
+
+pub const TOKEN_PREFIX: &str = "hearth_et_";
+
+/// Registers an appliance and returns its id with a fresh token (shown once).
+pub async fn create_appliance(
+    pool: &PgPool,
+    tenant: TenantId,
+    name: &str,
+    ttl: Duration,
+) -> Result<(ApplianceId, Secret<String>, OffsetDateTime), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id = appliances::create(&mut tx, tenant, name).await?;
+    let token = token::generate(TOKEN_PREFIX);
+    let expires_at: OffsetDateTime = sqlx::query_scalar(
+        "INSERT INTO enrollment_tokens (token_hash, tenant_id, appliance_id, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+    )
+    .bind(token::hash(token.expose()))
+    .bind(tenant)
+    .bind(id)
+    .bind(ttl.as_seconds_f64())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((id, token, expires_at))
+}
+
+/// Why a token cannot be redeemed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    Used,
+    Expired,
+}
+
+/// A redeemed token: the appliance to issue a certificate for.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub appliance: ApplianceId,
+    pub tenant: TenantId,
+}
+
+/// Consumes the token if it is unused and unexpired. The check and the consumption are one
+/// statement, so two concurrent enrollments with one token cannot both succeed. Runs in the
+/// caller's transaction: if issuing the certificate then fails, the token stays unused.
+pub async fn redeem(conn: &mut sqlx::PgConnection, token: &str) -> Result<Result<Claim, Refusal>, sqlx::Error> {
+    let hash = token::hash(token);
+    let claimed: Option<(ApplianceId, TenantId)> = sqlx::query_as(
+        "UPDATE enrollment_tokens SET used_at = now()
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+         RETURNING appliance_id, tenant_id",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((appliance, tenant)) = claimed {
+        return Ok(Ok(Claim { appliance, tenant }));
+    }
+    let used: Option<bool> = sqlx::query_scalar("SELECT used_at IS NOT NULL FROM enrollment_tokens WHERE token_hash = $1")
+        .bind(&hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(Err(match used {
+        None => Refusal::Unknown,
+        Some(true) => Refusal::Used,
+        Some(false) => Refusal::Expired,
+    }))
+}
+
+/// Records the issued certificate on the appliance.
+pub async fn record_certificate(
+    conn: &mut sqlx::PgConnection,
+    claim: Claim,
+    serial_hex: &str,
+    not_after: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE appliances SET enrolled_at = now(), cert_serial = $3, cert_not_after = $4
+         WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(claim.appliance)
+    .bind(claim.tenant)
+    .bind(serial_hex)
+    .bind(not_after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

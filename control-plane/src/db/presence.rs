@@ -1,0 +1,193 @@
+//! Writes of appliance state from MQTT: the ingest batch (latest heartbeat plus presence
+//! transitions, one statement for the whole batch) and the offline sweep.
+//!
+//! Both take row locks in id order (`ORDER BY id FOR UPDATE`) so that concurrent batches
+//! from several replicas cannot deadlock; the sweep skips rows a batch holds (`SKIP
+//! LOCKED`) since a batch holding them is about to prove them alive.
+
+use hearth_protocol::{ApplianceId, BootId, SessionId};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+/// The latest heartbeat of one appliance within a batch.
+#[derive(Debug, Clone)]
+pub struct HeartbeatRow {
+    pub agent_version: String,
+    pub boot_id: BootId,
+    pub seq: u64,
+    pub metrics: serde_json::Value,
+    pub sent_at: OffsetDateTime,
+}
+
+/// The presence an appliance's messages in a batch add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub online: bool,
+    /// The connection it belongs to (absent when inferred from a heartbeat).
+    pub session: Option<SessionId>,
+    /// `status_message` or `heartbeat`.
+    pub reason: &'static str,
+}
+
+/// Everything one batch says about one appliance.
+#[derive(Debug, Clone)]
+pub struct ApplianceUpdate {
+    pub id: ApplianceId,
+    pub heartbeat: Option<HeartbeatRow>,
+    pub presence: Option<PresenceChange>,
+    /// A message in the batch proves the appliance was connected (refreshes `last_seen`).
+    pub seen: bool,
+}
+
+/// What a batch write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Appliances found and updated (the rest are unknown ids: deleted, or never created).
+    pub updated: u64,
+    /// Presence transitions recorded.
+    pub transitions: u64,
+}
+
+const WRITE_BATCH: &str = r#"
+WITH ev AS (
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::jsonb[], $6::timestamptz[],
+                         $7::text[], $8::uuid[], $9::text[], $10::bool[])
+        AS t(id, agent_version, boot_id, seq, metrics, metrics_at, p_status, p_session, p_reason, seen)
+),
+prev AS (
+    SELECT a.id, a.status AS old_status, a.session_id AS old_session
+    FROM appliances a JOIN ev ON ev.id = a.id
+    ORDER BY a.id
+    FOR UPDATE OF a
+),
+upd AS (
+    UPDATE appliances a SET
+        agent_version = COALESCE(ev.agent_version, a.agent_version),
+        boot_id       = COALESCE(ev.boot_id, a.boot_id),
+        heartbeat_seq = COALESCE(ev.seq, a.heartbeat_seq),
+        metrics       = COALESCE(ev.metrics, a.metrics),
+        metrics_at    = COALESCE(ev.metrics_at, a.metrics_at),
+        last_seen     = CASE WHEN ev.seen THEN now() ELSE a.last_seen END,
+        status        = CASE WHEN x.applies THEN ev.p_status ELSE a.status END,
+        status_since  = CASE WHEN x.applies AND ev.p_status IS DISTINCT FROM prev.old_status
+                             THEN now() ELSE a.status_since END,
+        session_id    = CASE WHEN x.applies AND ev.p_session IS NOT NULL
+                             THEN ev.p_session ELSE a.session_id END
+    FROM ev
+    JOIN prev ON prev.id = ev.id
+    -- An "offline" applies only to the connection that is current: a late last will of
+    -- an older connection must not override a newer "online".
+    CROSS JOIN LATERAL (SELECT COALESCE(
+        ev.p_status = 'online'
+        OR (ev.p_status = 'offline'
+            AND (prev.old_session IS NULL OR ev.p_session IS NULL OR prev.old_session = ev.p_session)),
+        false) AS applies) x
+    WHERE a.id = ev.id
+    RETURNING a.id, a.tenant_id, prev.old_status, a.status AS new_status, ev.p_reason
+),
+ins AS (
+    INSERT INTO presence_events (tenant_id, appliance_id, status, reason)
+    SELECT tenant_id, id, new_status, p_reason FROM upd
+    WHERE new_status IS DISTINCT FROM old_status AND new_status <> 'never_seen'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)
+"#;
+
+/// Writes a whole batch with one statement. `updates` must hold each appliance at most
+/// once (the ingest coalesces per appliance).
+pub async fn write_batch(pool: &PgPool, updates: &[ApplianceUpdate]) -> Result<BatchOutcome, sqlx::Error> {
+    let n = updates.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut boots = Vec::with_capacity(n);
+    let mut seqs = Vec::with_capacity(n);
+    let mut metrics = Vec::with_capacity(n);
+    let mut metrics_at = Vec::with_capacity(n);
+    let mut p_status = Vec::with_capacity(n);
+    let mut p_session = Vec::with_capacity(n);
+    let mut p_reason = Vec::with_capacity(n);
+    let mut seen = Vec::with_capacity(n);
+    for u in updates {
+        ids.push(*u.id.as_uuid());
+        let hb = u.heartbeat.as_ref();
+        versions.push(hb.map(|h| h.agent_version.clone()));
+        boots.push(hb.map(|h| *h.boot_id.as_uuid()));
+        seqs.push(hb.map(|h| i64::try_from(h.seq).unwrap_or(i64::MAX)));
+        metrics.push(hb.map(|h| h.metrics.clone()));
+        metrics_at.push(hb.map(|h| h.sent_at));
+        p_status.push(u.presence.map(|p| if p.online { "online" } else { "offline" }));
+        p_session.push(u.presence.and_then(|p| p.session).map(|s| *s.as_uuid()));
+        p_reason.push(u.presence.map(|p| p.reason));
+        seen.push(u.seen);
+    }
+    let (updated, transitions): (i64, i64) = sqlx::query_as(WRITE_BATCH)
+        .bind(ids)
+        .bind(versions)
+        .bind(boots)
+        .bind(seqs)
+        .bind(metrics)
+        .bind(metrics_at)
+        .bind(p_status)
+        .bind(p_session)
+        .bind(p_reason)
+        .bind(seen)
+        .fetch_one(pool)
+        .await?;
+    Ok(BatchOutcome { updated: updated as u64, transitions: transitions as u64 })
+}
+
+/// Marks offline every online appliance not seen for `offline_after`; returns how many.
+/// Idempotent and safe to run from every replica at once.
+pub async fn sweep(pool: &PgPool, offline_after: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        r#"
+WITH stale AS (
+    SELECT id FROM appliances
+    WHERE status = 'online' AND last_seen < now() - make_interval(secs => $1)
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+),
+upd AS (
+    UPDATE appliances a SET status = 'offline', status_since = now()
+    FROM stale WHERE a.id = stale.id
+    RETURNING a.id, a.tenant_id
+)
+INSERT INTO presence_events (tenant_id, appliance_id, status, reason)
+SELECT tenant_id, id, 'offline', 'missed_heartbeats' FROM upd
+"#,
+    )
+    .bind(offline_after.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// One recorded presence transition.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct PresenceEvent {
+    pub status: String,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// An appliance's presence history, oldest first.
+pub async fn history(
+    conn: &mut sqlx::PgConnection,
+    tenant: hearth_protocol::TenantId,
+    id: ApplianceId,
+    limit: i64,
+) -> Result<Vec<PresenceEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, reason, at FROM (
+             SELECT id, status, reason, at FROM presence_events
+             WHERE tenant_id = $1 AND appliance_id = $2 ORDER BY id DESC LIMIT $3
+         ) recent ORDER BY id",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,84 @@
+//! The tenant's appliances. Every query runs in a tenant transaction (row-level
+//! security) and filters by the tenant itself.
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::Router;
+use hearth_protocol::ApplianceId;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Tenant;
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::db::appliances::{self, Appliance};
+use crate::db::presence::{self, PresenceEvent};
+use crate::db::tenant_tx;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/appliances", get(list)).route("/api/v1/appliances/{id}", get(detail))
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+const HISTORY: i64 = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+    /// The `next_after` of the previous page.
+    after: Option<ApplianceId>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListResponse {
+    appliances: Vec<Appliance>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<ApplianceId>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ApiJson<ListResponse>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let appliances = appliances::list(&mut tx, tenant, q.after, limit + 1).await?;
+    tx.commit().await?;
+    let mut appliances = appliances;
+    let next_after = if appliances.len() as i64 > limit {
+        appliances.truncate(limit as usize);
+        appliances.last().map(|a| a.id)
+    } else {
+        None
+    };
+    Ok(ApiJson(ListResponse { appliances, next_after }))
+}
+
+#[derive(Debug, Serialize)]
+struct Detail {
+    #[serde(flatten)]
+    appliance: Appliance,
+    /// The most recent presence transitions, oldest first.
+    presence_history: Vec<PresenceEvent>,
+}
+
+async fn detail(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<axum::extract::Path<ApplianceId>, axum::extract::rejection::PathRejection>,
+) -> Result<ApiJson<Detail>, ApiError> {
+    let axum::extract::Path(id) = id?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let appliance = appliances::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("appliance"))?;
+    let presence_history = presence::history(&mut tx, tenant, id, HISTORY).await?;
+    tx.commit().await?;
+    Ok(ApiJson(Detail { appliance, presence_history }))
+}

@@ -1,0 +1,64 @@
+//! `POST /api/v1/enroll`: an appliance redeems its one-time token and gets a certificate
+//! for the key it generated (CN = its appliance id), the CA chain and the broker address.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use hearth_protocol::api::{EnrollRequest, EnrollResponse};
+
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::db::enrollment::{self, Refusal, TOKEN_PREFIX};
+use crate::pki::PkiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/enroll", post(enroll))
+}
+
+const MAX_TOKEN_LEN: usize = 128;
+const MAX_CSR_LEN: usize = 16 * 1024;
+
+async fn enroll(State(s): State<AppState>, ApiJson(req): ApiJson<EnrollRequest>) -> Result<ApiJson<EnrollResponse>, ApiError> {
+    if !req.token.starts_with(TOKEN_PREFIX) || req.token.len() > MAX_TOKEN_LEN {
+        return Err(refused(Refusal::Unknown));
+    }
+    if req.csr_pem.len() > MAX_CSR_LEN {
+        return Err(ApiError::bad_request("invalid_csr", format!("csr_pem is larger than {MAX_CSR_LEN} bytes")));
+    }
+
+    // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
+    let mut tx = s.pool.begin().await?;
+    let claim = enrollment::redeem(&mut tx, &req.token).await?.map_err(refused)?;
+    let issued = s.ca.sign_appliance(&req.csr_pem, claim.appliance, s.appliance_cert_days).map_err(|e| match e {
+        PkiError::BadCsr(_) | PkiError::WeakKey => ApiError::bad_request("invalid_csr", e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    enrollment::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
+    tx.commit().await?;
+
+    tracing::info!(appliance = %claim.appliance, tenant = %claim.tenant, serial = %issued.serial_hex, "appliance enrolled");
+    Ok(ApiJson(EnrollResponse {
+        appliance_id: claim.appliance,
+        certificate_pem: issued.pem,
+        ca_chain_pem: s.ca.chain_pem().to_owned(),
+        broker: s.broker.clone(),
+    }))
+}
+
+fn refused(r: Refusal) -> ApiError {
+    let (status, code, message) = match r {
+        Refusal::Unknown => (StatusCode::UNAUTHORIZED, "enrollment_token_invalid", "this enrollment token is not valid"),
+        Refusal::Used => (
+            StatusCode::CONFLICT,
+            "enrollment_token_used",
+            "this enrollment token was already used; create a new one for the appliance",
+        ),
+        Refusal::Expired => (
+            StatusCode::GONE,
+            "enrollment_token_expired",
+            "this enrollment token has expired; create a new one for the appliance",
+        ),
+    };
+    ApiError::Refused { status, code, message: message.into() }
+}

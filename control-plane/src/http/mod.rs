@@ -1,0 +1,74 @@
+//! The HTTP API (axum). `app(state)` is the whole router so tests can drive it in-process
+//! or over a real socket; each resource has its own `router()`.
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /healthz` | anyone | the process is up |
+//! | `GET /readyz` | anyone | PostgreSQL answers and the MQTT connection is up |
+//! | `GET /metrics` | scraper | Prometheus text format |
+//! | `POST /api/v1/enroll` | an appliance with a one-time token | certificate for its CSR |
+//! | `GET /api/v1/appliances` | tenant API key | the tenant's appliances |
+//! | `GET /api/v1/appliances/{id}` | tenant API key | one appliance, with its presence history |
+
+mod appliances;
+pub mod auth;
+mod enroll;
+pub mod error;
+mod health;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use hearth_protocol::api::BrokerAddress;
+use sqlx::PgPool;
+
+use crate::metrics::Metrics;
+use crate::pki::CertificateAuthority;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub metrics: Arc<Metrics>,
+    pub ca: Arc<CertificateAuthority>,
+    /// The broker address handed to enrolling appliances.
+    pub broker: BrokerAddress,
+    pub appliance_cert_days: i64,
+    /// Set by the MQTT loop while connected (for `/readyz`).
+    pub mqtt_connected: Arc<AtomicBool>,
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(enroll::router())
+        .merge(appliances::router())
+        .fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by method, route template and status.
+async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "other",
+    };
+    let start = Instant::now();
+    let response = next.run(req).await;
+    metrics.http_duration.with_label_values(&[method, &route]).observe(start.elapsed().as_secs_f64());
+    metrics.http_requests.with_label_values(&[method, &route, response.status().as_str()]).inc();
+    response
+}

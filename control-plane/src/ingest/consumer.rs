@@ -1,0 +1,172 @@
+//! The MQTT consumer: the one task that owns the control plane's rumqttc event loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_protocol::{Channel, Topic, TopicFilter, UpMessage};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::Ingested;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What the consumer needs to know.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub share_group: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("setting `{setting}`: cannot read {path}: {source} (run `hearth-control-plane pki init` or set the path)")]
+    Read { setting: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("MQTT TLS material is not usable: {0}")]
+    Tls(#[from] hearth_protocol::tls::TlsError),
+}
+
+/// Connection options for the control plane's mutual-TLS MQTT session.
+pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
+    let read = |setting: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| MqttSetupError::Read { setting, path: path.to_owned(), source })
+    };
+    let ca = read("mqtt.ca_cert", &cfg.mqtt_ca_cert())?;
+    let cert = read("mqtt.client_cert", &cfg.mqtt_client_cert())?;
+    let key = read("mqtt.client_key", &cfg.mqtt_client_key())?;
+    let tls = hearth_protocol::tls::mtls_client_config(&ca, &cert, &key)?;
+
+    let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+    // A persistent session: QoS 1 messages published while we reconnect wait at the broker.
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
+    let max = hearth_protocol::codec::MAX_PAYLOAD_BYTES + 1024;
+    opts.set_max_packet_size(max, max);
+    opts.set_inflight(100);
+    Ok(opts)
+}
+
+/// Reads from the broker until `shutdown`, sending decoded messages to the writer.
+pub async fn run_consumer(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    cfg: ConsumerConfig,
+    tx: mpsc::Sender<Ingested>,
+    metrics: Arc<Metrics>,
+    connected: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let filter = TopicFilter::AllUp.shared(&cfg.share_group);
+    let mut delay = Duration::from_millis(500);
+    let set_connected = |up: bool| {
+        connected.store(up, Ordering::Relaxed);
+        metrics.mqtt_connected.set(i64::from(up));
+    };
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
+                set_connected(true);
+                delay = Duration::from_millis(500);
+                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                    tracing::error!(error = %e, "cannot queue the subscription");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    tracing::error!(%filter, "the broker refused our subscription; check its ACL for the control plane identity");
+                } else {
+                    tracing::info!(%filter, "subscribed");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(msg) = decode(&p.topic, &p.payload, &metrics) {
+                    // Backpressure: wait for the writer rather than drop.
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                set_connected(false);
+                tracing::warn!(error = %e, retry_in = ?delay, "MQTT connection lost");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    // Leave cleanly so the broker keeps our session for the next start.
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(ev) = eventloop.poll().await {
+                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    set_connected(false);
+    tracing::info!("MQTT consumer stopped");
+}
+
+/// Decodes one publish; counts and drops anything that is not a valid up message.
+fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Ingested> {
+    let refuse = |kind: &str, reason: &str, detail: &dyn std::fmt::Display| {
+        metrics.mqtt_decode_errors.with_label_values(&[kind, reason]).inc();
+        tracing::debug!(topic = %topic.chars().take(160).collect::<String>(), %detail, "dropped an MQTT message");
+        None
+    };
+    let parsed: Topic = match topic.parse() {
+        Ok(t) => t,
+        Err(e) => return refuse("topic", "bad_topic", &e),
+    };
+    let Channel::Up(channel) = parsed.channel else {
+        return refuse("topic", "not_up", &"a down topic reached the consumer");
+    };
+    let msg = match UpMessage::decode(channel, payload) {
+        Ok(m) => m,
+        Err(e) => return refuse(channel.payload_kind(), e.reason(), &e),
+    };
+    metrics.mqtt_messages.with_label_values(&[msg.kind()]).inc();
+    let appliance = parsed.appliance;
+    match msg {
+        UpMessage::Heartbeat(hb) => Some(Ingested::Heartbeat(appliance, hb)),
+        UpMessage::Status(st) => Some(Ingested::Status(appliance, st)),
+        other => {
+            tracing::debug!(%appliance, kind = other.kind(), "message kind not handled by this version");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_protocol::{ApplianceId, UpChannel};
+
+    #[test]
+    fn bad_messages_are_counted_by_kind_and_reason() {
+        let m = Metrics::new().unwrap();
+        let a = ApplianceId::new();
+        let hb_topic = Topic::new(a, UpChannel::Heartbeat).to_string();
+        assert!(decode("hearth/v1/nope/up/heartbeat", b"{}", &m).is_none());
+        assert!(decode(&hb_topic, b"{not json", &m).is_none());
+        assert!(decode(&hb_topic, &vec![b'x'; 10_000], &m).is_none());
+        let get = |k: &str, r: &str| m.mqtt_decode_errors.with_label_values(&[k, r]).get();
+        assert_eq!(get("topic", "bad_topic"), 1);
+        assert_eq!(get("heartbeat", "malformed"), 1);
+        assert_eq!(get("heartbeat", "too_large"), 1);
+    }
+}

@@ -1,0 +1,41 @@
+//! The presence sweeper: marks offline the appliances whose heartbeats stopped without a
+//! last will reaching us (broker restart, lost message, network partition), and keeps the
+//! `hearth_appliances_online` gauge current. Every replica runs it; the sweep is idempotent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{appliances, presence};
+use crate::metrics::Metrics;
+
+pub async fn run_sweeper(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    offline_after: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match presence::sweep(&pool, offline_after).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.sweeper_offline.inc_by(n);
+                tracing::info!(appliances = n, "marked offline after missed heartbeats");
+            }
+            Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+        }
+        match appliances::count_online(&pool).await {
+            Ok(n) => metrics.appliances_online.set(n),
+            Err(e) => tracing::warn!(error = %e, "counting online appliances failed"),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `hearth-control-plane serve`: the HTTP API, the MQTT ingest and the presence sweeper,
+//! all stopped by one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use hearth_protocol::api::BrokerAddress;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{app, AppState};
+use crate::ingest::{self, ConsumerConfig, MqttSetupError};
+use crate::metrics::Metrics;
+use crate::pki::{CertificateAuthority, PkiError};
+use crate::presence::run_sweeper;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("setting `pki.dir` (HEARTH_PKI__DIR): the CA cannot be loaded: {0}")]
+    Ca(PkiError),
+    #[error("setting `http.tls_cert`/`http.tls_key`: {0}")]
+    HttpTls(String),
+    #[error("setting `http.listen` (HEARTH_HTTP__LISTEN): cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Mqtt(#[from] MqttSetupError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A started control plane.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP API listens (useful with port 0).
+    pub http_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    tasks: JoinSet<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Waits until every part has stopped (after the shutdown token is cancelled).
+    pub async fn wait(mut self) -> Result<(), ServeError> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => tracing::error!(error = %e, "a control plane task panicked"),
+            }
+        }
+        result
+    }
+}
+
+/// Starts everything; returns once the HTTP listener is bound.
+pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, ServeError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let ca = Arc::new(CertificateAuthority::load(&config.pki.dir).map_err(ServeError::Ca)?);
+    let connected = Arc::new(AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+
+    // MQTT ingest: consumer → channel → writer.
+    let opts = ingest::mqtt_options(config)?;
+    let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
+    let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
+    tasks.spawn({
+        let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
+        let (metrics, connected, token) = (metrics.clone(), connected.clone(), shutdown.clone());
+        async move {
+            ingest::run_consumer(client, eventloop, consumer, tx, metrics, connected, token).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (pool, metrics, cfg) = (pool.clone(), metrics.clone(), config.ingest.clone());
+        async move {
+            ingest::run_writer(rx, pool, metrics, cfg).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
+        let (after, every) = (config.offline_after(), config.sweep_interval());
+        async move {
+            run_sweeper(pool, metrics, after, every, token).await;
+            Ok(())
+        }
+    });
+
+    // HTTP.
+    let state = AppState {
+        pool,
+        metrics: metrics.clone(),
+        ca,
+        broker: BrokerAddress {
+            host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
+            port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
+        },
+        appliance_cert_days: config.pki.appliance_cert_days,
+        mqtt_connected: connected,
+    };
+    let router = app(state);
+    let addr = config.http.listen;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+
+    if config.http.tls {
+        let read = |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())));
+        let cert = read(config.http_tls_cert())?;
+        let key = read(config.http_tls_key())?;
+        let tls = hearth_protocol::tls::server_config(&cert, &key).map_err(|e| ServeError::HttpTls(e.to_string()))?;
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
+            .handle(handle.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            token.cancelled().await;
+            handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            Ok(())
+        });
+        tasks.spawn(async move { server.serve(router.into_make_service()).await.map_err(ServeError::Http) });
+    } else {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned()).await.map_err(ServeError::Http)
+        });
+    }
+    tracing::info!(%http_addr, tls = config.http.tls, "HTTP API listening");
+    Ok(Running { http_addr, metrics, tasks })
+}
