@@ -1,1 +1,28 @@
+//! `hearth-agent`: the daemon that runs on each Hearth appliance.
+//!
+//! - [`enroll`](mod@enroll): one-time enrollment — make a key pair, trade a CSR and a
+//!   one-time token for a client certificate over HTTPS, store the identity in the state
+//!   directory.
+//! - [`run`](mod@run): the long-running part — one mutual-TLS MQTT connection,
+//!   `online`/`offline` presence with a per-connection session, heartbeats, reconnects with
+//!   backoff.
+//! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
+//! - [`facts`], [`backoff`], [`connection`]: the pieces `run` is made of.
+//!
+//! Topics and payloads come from `hearth_protocol`; nothing here formats them by hand.
 
+pub mod backoff;
+pub mod config;
+pub mod connection;
+pub mod enroll;
+pub mod facts;
+pub mod run;
+pub mod state;
+
+pub use config::AgentConfig;
+pub use enroll::{enroll, EnrollError, EnrollOptions};
+pub use run::{run, RunError};
+pub use state::State;
+
+/// This agent's version, as reported in heartbeats.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

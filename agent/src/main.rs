@@ -1,1 +1,160 @@
-fn main() {}
+//! The `hearth-agent` command line: `enroll` once, then `run` as a service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hearth_agent::config::{AgentConfig, LogFormat};
+use hearth_agent::enroll::{enroll, EnrollOptions};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hearth-agent",
+    version,
+    about = "Hearth's appliance agent: enrolls the appliance, then keeps it connected to its fleet.",
+    long_about = "Hearth's appliance agent.\n\n\
+        Run `hearth-agent enroll` once with a one-time token to obtain the appliance's identity, \
+        then `hearth-agent run` as a service. Settings come from defaults, then the configuration \
+        file, then HEARTH_AGENT_* environment variables (e.g. HEARTH_AGENT_STATE_DIR, \
+        HEARTH_AGENT_HEARTBEAT_INTERVAL_S). Log verbosity follows RUST_LOG (default: info)."
+)]
+struct Cli {
+    /// Configuration file (TOML). Default: /etc/hearth/agent.toml if it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this appliance: make a key pair, exchange a one-time token and a certificate
+    /// request for a client certificate, and store the identity in the state directory.
+    Enroll(EnrollArgs),
+    /// Connect to the broker and stay connected: presence, heartbeats, reconnects. Stops
+    /// cleanly on SIGTERM or SIGINT.
+    Run,
+}
+
+#[derive(Args)]
+struct EnrollArgs {
+    /// The control plane's base URL; must start with https://.
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// The one-time enrollment token (hearth_et_…) printed by `appliance create`.
+    #[arg(long, value_name = "TOKEN")]
+    token: String,
+    /// PEM file with the CA certificate the control plane's HTTPS certificate chains to.
+    /// Required: the agent trusts no system certificate store.
+    #[arg(long, value_name = "PATH")]
+    ca_file: PathBuf,
+    /// Where to store the key, certificates and state.toml. Default: `state_dir` from the
+    /// configuration (HEARTH_AGENT_STATE_DIR, else /var/lib/hearth-agent).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Replace an existing enrollment in the state directory.
+    #[arg(long)]
+    force: bool,
+}
+
+impl std::fmt::Debug for EnrollArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollArgs")
+            .field("server", &self.server)
+            .field("token", &"[redacted]")
+            .field("ca_file", &self.ca_file)
+            .field("state_dir", &self.state_dir)
+            .field("force", &self.force)
+            .finish()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("hearth-agent: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    // Configuration errors already name the setting and where its value came from.
+    let config = AgentConfig::load(cli.config.as_deref())?;
+    init_logging(config.log_format)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Enroll(args) => enroll_command(config, args).await,
+            Command::Run => run_command(config).await,
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn enroll_command(config: AgentConfig, args: EnrollArgs) -> anyhow::Result<()> {
+    let state_dir = args.state_dir.unwrap_or(config.state_dir);
+    let state = enroll(EnrollOptions {
+        server: args.server,
+        token: args.token,
+        ca_file: Some(args.ca_file),
+        state_dir,
+        force: args.force,
+    })
+    .await?;
+    println!(
+        "enrolled as appliance {}; broker {}:{}",
+        state.appliance_id, state.broker_host, state.broker_port
+    );
+    println!("identity stored in {}", state.dir.display());
+    Ok(())
+}
+
+async fn run_command(config: AgentConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    // Listen before connecting, so an early SIGTERM is not fatal.
+    let signals = tokio::spawn(cancel_on_signal(listen_for_signals()?, shutdown.clone()));
+    let result = hearth_agent::run::run(config, shutdown.clone()).await;
+    signals.abort();
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+fn listen_for_signals() -> anyhow::Result<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok((term, int))
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+async fn cancel_on_signal((mut term, mut int): Signals, token: CancellationToken) {
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    token.cancel();
+}

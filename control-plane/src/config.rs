@@ -153,7 +153,7 @@ impl Config {
         }
         // Only HEARTH_ variables that name a section are ours (HEARTH_API_URL and friends
         // in `.hearth/dev.env` are for people and scripts).
-        let sections = ["DATABASE__", "HTTP__", "MQTT__", "PKI__", "PRESENCE__", "INGEST__", "LOG__"];
+        let sections = ["DATABASE.", "HTTP.", "MQTT.", "PKI.", "PRESENCE.", "INGEST.", "LOG."];
         let env = env.filter(move |k| {
             let k = k.as_str().to_ascii_uppercase();
             sections.iter().any(|s| k.starts_with(s))
@@ -227,6 +227,10 @@ impl Config {
 fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
     let source = match &e.metadata {
+        // Name the exact variable, not just "HEARTH_ environment variable(s)".
+        Some(m) if m.name.contains("environment") => {
+            format!(" (from environment variable HEARTH_{})", e.path.join("__").to_ascii_uppercase())
+        }
         Some(m) => match &m.source {
             Some(src) => format!(" (from {} {src})", m.name),
             None => format!(" (from {})", m.name),

@@ -1,1 +1,11 @@
+//! hearth-control-plane's integration tests, against real services only: a fresh
+//! PostgreSQL database per test (`#[sqlx::test]`, DATABASE_URL must point at a server), a
+//! Mosquitto started per test with the shipped configuration and certificates made by
+//! `pki init`, and the real agent.
 
+mod api;
+mod broker_security;
+mod e2e;
+mod enroll;
+mod ingest;
+mod support;

@@ -1,0 +1,147 @@
+//! The agent's MQTT connection settings: mutual TLS with the enrolled identity, client id =
+//! appliance id, a persistent session, and a retained `offline` last will that carries the
+//! connection's [`SessionId`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_protocol::codec::MAX_PAYLOAD_BYTES;
+use hearth_protocol::tls::{mtls_client_config, TlsError};
+use hearth_protocol::{
+    encode, ApplianceId, EncodeError, PresenceState, ProtocolVersion, SessionId, Status, Topic,
+    UpChannel,
+};
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use time::OffsetDateTime;
+
+/// Room for the fixed header, topic and packet id on top of the largest payload.
+pub const PACKET_OVERHEAD: usize = 4 * 1024;
+
+/// How many requests (publishes, subscribes) may wait for the event loop.
+pub const REQUEST_CHANNEL_CAPACITY: usize = 64;
+
+/// Could not build the connection settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot encode the last will: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+/// Everything needed to reach the broker as this appliance.
+#[derive(Clone)]
+pub struct ConnectionParams {
+    pub appliance_id: ApplianceId,
+    pub host: String,
+    pub port: u16,
+    pub keep_alive: Duration,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    /// Never log it.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ConnectionParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionParams")
+            .field("appliance_id", &self.appliance_id)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("keep_alive", &self.keep_alive)
+            .field("key_pem", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A status message for this connection, stamped now.
+pub fn status(state: PresenceState, session: SessionId) -> Status {
+    Status {
+        v: ProtocolVersion,
+        state,
+        session,
+        at: OffsetDateTime::now_utc(),
+    }
+}
+
+/// The retained `offline` status the broker publishes if the connection `session` drops.
+pub fn last_will(appliance_id: ApplianceId, session: SessionId) -> Result<LastWill, EncodeError> {
+    let payload = encode(&status(PresenceState::Offline, session))?;
+    Ok(LastWill::new(
+        Topic::new(appliance_id, UpChannel::Status).to_string(),
+        payload,
+        QoS::AtLeastOnce,
+        true,
+    ))
+}
+
+/// The MQTT options for the first connection, with `session`'s last will. The TLS server
+/// name is the broker host (a DNS name or an IP literal).
+pub fn mqtt_options(
+    params: &ConnectionParams,
+    session: SessionId,
+) -> Result<MqttOptions, ConnectionError> {
+    let tls = mtls_client_config(
+        params.ca_pem.as_bytes(),
+        params.cert_pem.as_bytes(),
+        params.key_pem.as_bytes(),
+    )?;
+    let mut options = MqttOptions::new(
+        params.appliance_id.to_string(),
+        params.host.clone(),
+        params.port,
+    );
+    // The client id is never empty, so a persistent session is allowed; keep-alive is
+    // validated by the configuration to be 0 or whole seconds.
+    options
+        .set_clean_session(false)
+        .set_keep_alive(params.keep_alive)
+        .set_max_packet_size(
+            MAX_PAYLOAD_BYTES + PACKET_OVERHEAD,
+            MAX_PAYLOAD_BYTES + PACKET_OVERHEAD,
+        )
+        .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )))
+        .set_last_will(last_will(params.appliance_id, session)?);
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_protocol::decode;
+
+    use super::*;
+
+    #[test]
+    fn last_will_is_retained_offline_status_for_the_session() {
+        let id = ApplianceId::new();
+        let session = SessionId::new();
+        let will = last_will(id, session).unwrap();
+        assert_eq!(will.topic, Topic::new(id, UpChannel::Status).to_string());
+        assert_eq!(will.qos, QoS::AtLeastOnce);
+        assert!(will.retain);
+        let status: Status = decode(&will.message).unwrap();
+        assert_eq!(
+            (status.state, status.session),
+            (PresenceState::Offline, session)
+        );
+    }
+
+    #[test]
+    fn bad_certificates_are_reported() {
+        let params = ConnectionParams {
+            appliance_id: ApplianceId::new(),
+            host: "localhost".into(),
+            port: 8883,
+            keep_alive: Duration::from_secs(30),
+            ca_pem: "not a pem".into(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        };
+        let err = mqtt_options(&params, SessionId::new()).unwrap_err();
+        assert!(err.to_string().starts_with("TLS: "), "{err}");
+        assert!(!format!("{params:?}").contains("key_pem: \"\""));
+    }
+}

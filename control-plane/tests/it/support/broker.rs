@@ -1,0 +1,86 @@
+//! A real Mosquitto per test, on a free port, running the configuration shipped in
+//! `deploy/mosquitto/` as rendered by `broker_config::render`.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hearth_control_plane::broker_config::{render, BrokerConfig};
+use tempfile::TempDir;
+
+use super::Pki;
+
+pub struct Broker {
+    pub port: u16,
+    child: Child,
+    pub data: TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl Broker {
+    /// Starts Mosquitto; fails the test (never skips) if it is not installed or cannot start.
+    pub fn start(pki: &Pki) -> Broker {
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = render(&BrokerConfig {
+            pki_dir: pki.dir.path().to_owned(),
+            data_dir: data.path().to_owned(),
+            bind: "127.0.0.1".into(),
+            port,
+            run_as: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            persistence: false,
+        })
+        .expect("render broker config");
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install mosquitto); .ci/run installs it");
+        let mut broker = Broker { port, child, data };
+        broker.wait_ready();
+        broker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("mosquitto exited with {status}; log:\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("mosquitto did not listen on {} within 10 s; log:\n{}", self.port, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto_bin() -> String {
+    std::env::var("HEARTH_TEST_MOSQUITTO").unwrap_or_else(|_| {
+        for p in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
+            if std::path::Path::new(p).exists() {
+                return p.to_string();
+            }
+        }
+        "mosquitto".to_string()
+    })
+}

@@ -1,0 +1,165 @@
+//! Test harness: PKI, broker, control plane and MQTT probes.
+
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod mqtt;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_control_plane::config::Config;
+use hearth_control_plane::pki;
+use hearth_control_plane::secret::Secret;
+use hearth_control_plane::serve::{self, Running};
+use hearth_protocol::{ApplianceId, TenantId};
+use sqlx::PgPool;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub use broker::Broker;
+
+/// A fleet PKI in a temporary directory.
+pub struct Pki {
+    pub dir: TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pki::init(dir.path(), &pki::InitOptions::default()).expect("pki init");
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("pki file")
+    }
+
+    /// A client certificate for appliance `id`, signed by this CA, with its key.
+    pub fn appliance_cert(&self, id: ApplianceId) -> (String, String) {
+        let ca = pki::CertificateAuthority::load(self.dir.path()).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
+        (ca.sign_appliance(&csr, id, 1).expect("sign").pem, key.serialize_pem())
+    }
+}
+
+/// A running control plane (HTTPS API, MQTT ingest, sweeper) for one test.
+pub struct ControlPlane {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub running: Option<Running>,
+    pub shutdown: CancellationToken,
+}
+
+pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
+    let mut c = Config::default();
+    c.database.url = Secret::new("postgres://unused".into());
+    c.http.listen = ([127, 0, 0, 1], 0).into();
+    c.mqtt.host = "127.0.0.1".into();
+    c.mqtt.port = broker.port;
+    c.mqtt.client_id = Some(format!("hearth-cp-test-{}", uuid::Uuid::new_v4()));
+    c.pki.dir = pki.dir.path().to_owned();
+    c.presence.offline_after_s = 2.0;
+    c.presence.sweep_interval_s = 0.25;
+    c.ingest.batch_wait_ms = 20;
+    c
+}
+
+impl ControlPlane {
+    pub async fn start(pool: PgPool, config: Config, pki: &Pki) -> ControlPlane {
+        let shutdown = CancellationToken::new();
+        let running = serve::start(&config, pool.clone(), shutdown.clone()).await.expect("control plane starts");
+        let url = format!("https://127.0.0.1:{}", running.http_addr.port());
+        ControlPlane { url, http: https_client(&pki.read(pki::files::CA_CERT)), pool, running: Some(running), shutdown }
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(15), r.wait()).await.expect("stops in time").expect("stops cleanly");
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, serde_json::Value) {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An HTTPS client trusting only the fleet CA.
+pub fn https_client(ca_pem: &[u8]) -> reqwest::Client {
+    let tls = hearth_protocol::tls::client_config(ca_pem).expect("tls");
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// A tenant and its API key.
+pub async fn tenant(pool: &PgPool, name: &str) -> (TenantId, String) {
+    let (t, key) = hearth_control_plane::db::tenants::create(pool, name).await.expect("tenant");
+    (t.id, key.expose().clone())
+}
+
+/// A registered appliance and its enrollment token.
+pub async fn appliance(pool: &PgPool, tenant: TenantId, name: &str) -> (ApplianceId, String) {
+    let (id, token, _) =
+        hearth_control_plane::db::enrollment::create_appliance(pool, tenant, name, time::Duration::hours(1))
+            .await
+            .expect("appliance");
+    (id, token.expose().clone())
+}
+
+/// Polls `check` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one sample line of a Prometheus text exposition, e.g.
+/// `hearth_mqtt_decode_errors_total{kind="heartbeat",reason="malformed"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write");
+    p
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

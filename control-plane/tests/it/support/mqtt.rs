@@ -1,0 +1,108 @@
+//! Raw MQTT clients for tests: connect with any certificate (or none) and watch what
+//! arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+
+use super::Broker;
+
+/// A connected test client and the messages it receives.
+pub struct Probe {
+    pub client: AsyncClient,
+    pub rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    pub suback: mpsc::UnboundedReceiver<Vec<rumqttc::SubscribeReasonCode>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn options(broker: &Broker, id: &str, ca: &[u8], cert_key: Option<(&[u8], &[u8])>) -> MqttOptions {
+    let tls = match cert_key {
+        Some((cert, key)) => hearth_protocol::tls::mtls_client_config(ca, cert, key).expect("tls"),
+        None => hearth_protocol::tls::client_config(ca).expect("tls"),
+    };
+    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+    o.set_keep_alive(Duration::from_secs(5));
+    o
+}
+
+/// Connects and returns once the broker accepted the connection, or the error it gave.
+pub async fn connect(opts: MqttOptions) -> Result<Probe, String> {
+    let (client, mut eventloop) = AsyncClient::new(opts, 32);
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) if a.code == ConnectReturnCode::Success => return Ok(()),
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return Err(format!("refused: {:?}", a.code)),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out".into()));
+    first?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stx, suback) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(Event::Incoming(Packet::SubAck(s))) => {
+                    let _ = stx.send(s.return_codes);
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(Probe { client, rx, suback, task })
+}
+
+impl Probe {
+    pub async fn subscribe(&mut self, filter: &str) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+        tokio::time::timeout(Duration::from_secs(5), self.suback.recv()).await.expect("suback in time").expect("suback")
+    }
+
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+    }
+
+    /// The next message on `topic`, skipping others, within `timeout`.
+    pub async fn next_on(&mut self, topic: &str, timeout: Duration) -> Option<Vec<u8>> {
+        tokio::time::timeout(timeout, async {
+            while let Some((t, p)) = self.rx.recv().await {
+                if t == topic {
+                    return Some(p);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Every message that arrives within `window`.
+    pub async fn drain(&mut self, window: Duration) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(window, async {
+            while let Some(m) = self.rx.recv().await {
+                out.push(m);
+            }
+        })
+        .await;
+        out
+    }
+}
