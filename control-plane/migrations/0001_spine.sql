@@ -3,11 +3,14 @@
 -- and row-level security for the role hearth_tenant, which tenant-scoped API requests
 -- assume (SET LOCAL ROLE) for the length of their transaction.
 
--- The role is cluster-wide; several databases (and parallel test databases) may race to
--- create it, so both "already exists" errors are tolerated.
+-- The role is cluster-wide: an operator may have created it already (then the service
+-- role needs no CREATEROLE), and parallel test databases may race to create it, so both
+-- "already exists" errors are tolerated.
 DO $$
 BEGIN
-    CREATE ROLE hearth_tenant NOLOGIN;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hearth_tenant') THEN
+        CREATE ROLE hearth_tenant NOLOGIN;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END

@@ -24,7 +24,10 @@ pub enum ServeError {
     #[error("setting `http.tls_cert`/`http.tls_key`: {0}")]
     HttpTls(String),
     #[error("setting `http.listen` (HEARTH_HTTP__LISTEN): cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Mqtt(#[from] MqttSetupError),
     #[error("metrics registry: {0}")]
@@ -58,7 +61,11 @@ impl Running {
 }
 
 /// Starts everything; returns once the HTTP listener is bound.
-pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, ServeError> {
+pub async fn start(
+    config: &Config,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new()?);
     let ca = Arc::new(CertificateAuthority::load(&config.pki.dir).map_err(ServeError::Ca)?);
     let connected = Arc::new(AtomicBool::new(false));
@@ -69,7 +76,9 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
     tasks.spawn({
-        let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
+        let consumer = ConsumerConfig {
+            share_group: config.mqtt.share_group.clone(),
+        };
         let (metrics, connected, token) = (metrics.clone(), connected.clone(), shutdown.clone());
         async move {
             ingest::run_consumer(client, eventloop, consumer, tx, metrics, connected, token).await;
@@ -98,7 +107,11 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         metrics: metrics.clone(),
         ca,
         broker: BrokerAddress {
-            host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
+            host: config
+                .mqtt
+                .public_host
+                .clone()
+                .unwrap_or_else(|| config.mqtt.host.clone()),
             port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
         },
         appliance_cert_days: config.pki.appliance_cert_days,
@@ -106,32 +119,56 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     };
     let router = app(state);
     let addr = config.http.listen;
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
-    let http_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
 
     if config.http.tls {
-        let read = |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())));
+        let read = |p: std::path::PathBuf| {
+            std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())))
+        };
         let cert = read(config.http_tls_cert())?;
         let key = read(config.http_tls_key())?;
-        let tls = hearth_protocol::tls::server_config(&cert, &key).map_err(|e| ServeError::HttpTls(e.to_string()))?;
+        let tls = hearth_protocol::tls::server_config(&cert, &key)
+            .map_err(|e| ServeError::HttpTls(e.to_string()))?;
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
-            .handle(handle.clone());
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+        )
+        .handle(handle.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
             token.cancelled().await;
             handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
             Ok(())
         });
-        tasks.spawn(async move { server.serve(router.into_make_service()).await.map_err(ServeError::Http) });
+        tasks.spawn(async move {
+            server
+                .serve(router.into_make_service())
+                .await
+                .map_err(ServeError::Http)
+        });
     } else {
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| ServeError::Bind { addr, source })?;
         let token = shutdown.clone();
         tasks.spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned()).await.map_err(ServeError::Http)
+            axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .map_err(ServeError::Http)
         });
     }
     tracing::info!(%http_addr, tls = config.http.tls, "HTTP API listening");
-    Ok(Running { http_addr, metrics, tasks })
+    Ok(Running {
+        http_addr,
+        metrics,
+        tasks,
+    })
 }

@@ -21,9 +21,9 @@ pub mod api;
 pub mod codec;
 pub mod ids;
 pub mod message;
-pub mod topic;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod topic;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, Payload, UpMessage};
 pub use ids::{ApplianceId, BootId, IdParseError, SessionId, TaskId, TenantId};

@@ -95,7 +95,10 @@ pub struct Topic {
 
 impl Topic {
     pub fn new(appliance: ApplianceId, channel: impl Into<Channel>) -> Self {
-        Self { appliance, channel: channel.into() }
+        Self {
+            appliance,
+            channel: channel.into(),
+        }
     }
 }
 
@@ -225,12 +228,33 @@ mod tests {
     #[test]
     fn rejects_foreign_and_malformed_topics() {
         let a = ApplianceId::new();
-        assert_eq!("other/v1/x/up/heartbeat".parse::<Topic>(), Err(TopicError::WrongRoot));
-        assert_eq!("hearth/v2/x/up/heartbeat".parse::<Topic>(), Err(TopicError::WrongRoot));
-        assert_eq!("hearth/v1/+/up/heartbeat".parse::<Topic>(), Err(TopicError::BadAppliance));
-        assert_eq!(format!("hearth/v1/{a}/up/heartbeat/extra").parse::<Topic>(), Err(TopicError::UnknownChannel));
-        assert_eq!(format!("hearth/v1/{a}/up/task/nope/event").parse::<Topic>(), Err(TopicError::BadTask));
-        assert_eq!(format!("hearth/v1/{a}").parse::<Topic>(), Err(TopicError::UnknownChannel));
-        assert!(matches!("x".repeat(500).parse::<Topic>(), Err(TopicError::TooLong { .. })));
+        assert_eq!(
+            "other/v1/x/up/heartbeat".parse::<Topic>(),
+            Err(TopicError::WrongRoot)
+        );
+        assert_eq!(
+            "hearth/v2/x/up/heartbeat".parse::<Topic>(),
+            Err(TopicError::WrongRoot)
+        );
+        assert_eq!(
+            "hearth/v1/+/up/heartbeat".parse::<Topic>(),
+            Err(TopicError::BadAppliance)
+        );
+        assert_eq!(
+            format!("hearth/v1/{a}/up/heartbeat/extra").parse::<Topic>(),
+            Err(TopicError::UnknownChannel)
+        );
+        assert_eq!(
+            format!("hearth/v1/{a}/up/task/nope/event").parse::<Topic>(),
+            Err(TopicError::BadTask)
+        );
+        assert_eq!(
+            format!("hearth/v1/{a}").parse::<Topic>(),
+            Err(TopicError::UnknownChannel)
+        );
+        assert!(matches!(
+            "x".repeat(500).parse::<Topic>(),
+            Err(TopicError::TooLong { .. })
+        ));
     }
 }

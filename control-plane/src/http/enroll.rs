@@ -19,21 +19,33 @@ pub fn router() -> Router<AppState> {
 const MAX_TOKEN_LEN: usize = 128;
 const MAX_CSR_LEN: usize = 16 * 1024;
 
-async fn enroll(State(s): State<AppState>, ApiJson(req): ApiJson<EnrollRequest>) -> Result<ApiJson<EnrollResponse>, ApiError> {
+async fn enroll(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<ApiJson<EnrollResponse>, ApiError> {
     if !req.token.starts_with(TOKEN_PREFIX) || req.token.len() > MAX_TOKEN_LEN {
         return Err(refused(Refusal::Unknown));
     }
     if req.csr_pem.len() > MAX_CSR_LEN {
-        return Err(ApiError::bad_request("invalid_csr", format!("csr_pem is larger than {MAX_CSR_LEN} bytes")));
+        return Err(ApiError::bad_request(
+            "invalid_csr",
+            format!("csr_pem is larger than {MAX_CSR_LEN} bytes"),
+        ));
     }
 
     // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
     let mut tx = s.pool.begin().await?;
-    let claim = enrollment::redeem(&mut tx, &req.token).await?.map_err(refused)?;
-    let issued = s.ca.sign_appliance(&req.csr_pem, claim.appliance, s.appliance_cert_days).map_err(|e| match e {
-        PkiError::BadCsr(_) | PkiError::WeakKey => ApiError::bad_request("invalid_csr", e.to_string()),
-        other => ApiError::Internal(other.to_string()),
-    })?;
+    let claim = enrollment::redeem(&mut tx, &req.token)
+        .await?
+        .map_err(refused)?;
+    let issued =
+        s.ca.sign_appliance(&req.csr_pem, claim.appliance, s.appliance_cert_days)
+            .map_err(|e| match e {
+                PkiError::BadCsr(_) | PkiError::WeakKey => {
+                    ApiError::bad_request("invalid_csr", e.to_string())
+                }
+                other => ApiError::Internal(other.to_string()),
+            })?;
     enrollment::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
     tx.commit().await?;
 
@@ -48,7 +60,11 @@ async fn enroll(State(s): State<AppState>, ApiJson(req): ApiJson<EnrollRequest>)
 
 fn refused(r: Refusal) -> ApiError {
     let (status, code, message) = match r {
-        Refusal::Unknown => (StatusCode::UNAUTHORIZED, "enrollment_token_invalid", "this enrollment token is not valid"),
+        Refusal::Unknown => (
+            StatusCode::UNAUTHORIZED,
+            "enrollment_token_invalid",
+            "this enrollment token is not valid",
+        ),
         Refusal::Used => (
             StatusCode::CONFLICT,
             "enrollment_token_used",
@@ -60,5 +76,9 @@ fn refused(r: Refusal) -> ApiError {
             "this enrollment token has expired; create a new one for the appliance",
         ),
     };
-    ApiError::Refused { status, code, message: message.into() }
+    ApiError::Refused {
+        status,
+        code,
+        message: message.into(),
+    }
 }

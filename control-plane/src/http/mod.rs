@@ -56,7 +56,11 @@ pub fn app(state: AppState) -> Router {
 
 /// Counts every request by method, route template and status.
 async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
     let method: &'static str = match req.method().as_str() {
         "GET" => "GET",
         "POST" => "POST",
@@ -68,7 +72,13 @@ async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) ->
     };
     let start = Instant::now();
     let response = next.run(req).await;
-    metrics.http_duration.with_label_values(&[method, &route]).observe(start.elapsed().as_secs_f64());
-    metrics.http_requests.with_label_values(&[method, &route, response.status().as_str()]).inc();
+    metrics
+        .http_duration
+        .with_label_values(&[method, &route])
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[method, &route, response.status().as_str()])
+        .inc();
     response
 }

@@ -34,7 +34,12 @@ impl Coalescer {
         let id = match &msg {
             Ingested::Heartbeat(id, _) | Ingested::Status(id, _) => *id,
         };
-        let u = self.updates.entry(id).or_insert_with(|| ApplianceUpdate { id, heartbeat: None, presence: None, seen: false });
+        let u = self.updates.entry(id).or_insert_with(|| ApplianceUpdate {
+            id,
+            heartbeat: None,
+            presence: None,
+            seen: false,
+        });
         match msg {
             Ingested::Heartbeat(_, hb) => {
                 self.heartbeats += 1;
@@ -42,7 +47,11 @@ impl Coalescer {
                 // A heartbeat proves the appliance online; keep an "online" we already have
                 // from a status message, since it names the connection.
                 if !matches!(u.presence, Some(PresenceChange { online: true, .. })) {
-                    u.presence = Some(PresenceChange { online: true, session: None, reason: "heartbeat" });
+                    u.presence = Some(PresenceChange {
+                        online: true,
+                        session: None,
+                        reason: "heartbeat",
+                    });
                 }
                 u.heartbeat = Some(HeartbeatRow {
                     agent_version: hb.agent_version.clone(),
@@ -62,10 +71,18 @@ impl Coalescer {
             Ingested::Status(_, st) => match st.state {
                 PresenceState::Online => {
                     u.seen = true;
-                    u.presence = Some(PresenceChange { online: true, session: Some(st.session), reason: "status_message" });
+                    u.presence = Some(PresenceChange {
+                        online: true,
+                        session: Some(st.session),
+                        reason: "status_message",
+                    });
                 }
                 PresenceState::Offline => {
-                    u.presence = Some(PresenceChange { online: false, session: Some(st.session), reason: "status_message" });
+                    u.presence = Some(PresenceChange {
+                        online: false,
+                        session: Some(st.session),
+                        reason: "status_message",
+                    });
                 }
                 PresenceState::Unknown => {}
             },
@@ -84,10 +101,19 @@ impl Coalescer {
     }
 }
 
-const RETRIES: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(500), Duration::from_secs(2)];
+const RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
 
 /// Runs until every sender is dropped and the channel is drained.
-pub async fn run_writer(mut rx: mpsc::Receiver<Ingested>, pool: PgPool, metrics: Arc<Metrics>, cfg: IngestConfig) {
+pub async fn run_writer(
+    mut rx: mpsc::Receiver<Ingested>,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    cfg: IngestConfig,
+) {
     let wait = Duration::from_millis(cfg.batch_wait_ms);
     while let Some(first) = rx.recv().await {
         let mut batch = Coalescer::default();
@@ -115,7 +141,9 @@ async fn flush(pool: &PgPool, metrics: &Metrics, batch: Coalescer) {
         let started = Instant::now();
         match presence::write_batch(pool, &updates).await {
             Ok(outcome) => {
-                metrics.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
+                metrics
+                    .ingest_batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 metrics.ingest_batch_size.observe(updates.len() as f64);
                 metrics.heartbeats_ingested.inc_by(heartbeats);
                 metrics.presence_transitions.inc_by(outcome.transitions);
@@ -156,13 +184,24 @@ mod tests {
             agent_version: "0.1.0".into(),
             uptime_s: 1,
             load: [0.0; 3],
-            memory: Memory { total_bytes: 2, available_bytes: 1 },
-            root_fs: Filesystem { total_bytes: 2, available_bytes: 1 },
+            memory: Memory {
+                total_bytes: 2,
+                available_bytes: 1,
+            },
+            root_fs: Filesystem {
+                total_bytes: 2,
+                available_bytes: 1,
+            },
         }
     }
 
     fn status(state: PresenceState, session: SessionId) -> Status {
-        Status { v: ProtocolVersion, state, session, at: time::OffsetDateTime::now_utc() }
+        Status {
+            v: ProtocolVersion,
+            state,
+            session,
+            at: time::OffsetDateTime::now_utc(),
+        }
     }
 
     #[test]
@@ -182,10 +221,20 @@ mod tests {
         let ua = updates.iter().find(|u| u.id == a).unwrap();
         assert_eq!(ua.heartbeat.as_ref().unwrap().seq, 2);
         // The heartbeat did not erase the session named by the status message.
-        assert_eq!(ua.presence, Some(PresenceChange { online: true, session: Some(s), reason: "status_message" }));
+        assert_eq!(
+            ua.presence,
+            Some(PresenceChange {
+                online: true,
+                session: Some(s),
+                reason: "status_message"
+            })
+        );
         let ub = updates.iter().find(|u| u.id == b).unwrap();
         assert_eq!(ub.presence.map(|p| p.online), Some(false));
         assert!(ub.seen);
-        assert!(updates.windows(2).all(|w| w[0].id < w[1].id), "sorted by id for lock order");
+        assert!(
+            updates.windows(2).all(|w| w[0].id < w[1].id),
+            "sorted by id for lock order"
+        );
     }
 }

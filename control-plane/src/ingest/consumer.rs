@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_protocol::{Channel, Topic, TopicFilter, UpMessage};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration,
+    Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +26,11 @@ pub struct ConsumerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
     #[error("setting `{setting}`: cannot read {path}: {source} (run `hearth-control-plane pki init` or set the path)")]
-    Read { setting: &'static str, path: PathBuf, source: std::io::Error },
+    Read {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("MQTT TLS material is not usable: {0}")]
     Tls(#[from] hearth_protocol::tls::TlsError),
 }
@@ -31,7 +38,11 @@ pub enum MqttSetupError {
 /// Connection options for the control plane's mutual-TLS MQTT session.
 pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
     let read = |setting: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|source| MqttSetupError::Read { setting, path: path.to_owned(), source })
+        std::fs::read(path).map_err(|source| MqttSetupError::Read {
+            setting,
+            path: path.to_owned(),
+            source,
+        })
     };
     let ca = read("mqtt.ca_cert", &cfg.mqtt_ca_cert())?;
     let cert = read("mqtt.client_cert", &cfg.mqtt_client_cert())?;
@@ -39,7 +50,9 @@ pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
     let tls = hearth_protocol::tls::mtls_client_config(&ca, &cert, &key)?;
 
     let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        Arc::new(tls),
+    )));
     // A persistent session: QoS 1 messages published while we reconnect wait at the broker.
     opts.set_clean_session(false);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
@@ -72,7 +85,10 @@ pub async fn run_consumer(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
                 set_connected(true);
                 delay = Duration::from_millis(500);
                 if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
@@ -80,7 +96,11 @@ pub async fn run_consumer(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
                     tracing::error!(%filter, "the broker refused our subscription; check its ACL for the control plane identity");
                 } else {
                     tracing::info!(%filter, "subscribed");
@@ -124,7 +144,10 @@ pub async fn run_consumer(
 /// Decodes one publish; counts and drops anything that is not a valid up message.
 fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Ingested> {
     let refuse = |kind: &str, reason: &str, detail: &dyn std::fmt::Display| {
-        metrics.mqtt_decode_errors.with_label_values(&[kind, reason]).inc();
+        metrics
+            .mqtt_decode_errors
+            .with_label_values(&[kind, reason])
+            .inc();
         tracing::debug!(topic = %topic.chars().take(160).collect::<String>(), %detail, "dropped an MQTT message");
         None
     };

@@ -17,7 +17,11 @@ pub struct Broker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 impl Broker {
@@ -30,7 +34,7 @@ impl Broker {
             data_dir: data.path().to_owned(),
             bind: "127.0.0.1".into(),
             port,
-            run_as: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            run_as: hearth_control_plane::broker_config::current_user(),
             persistence: false,
         })
         .expect("render broker config");
@@ -56,7 +60,11 @@ impl Broker {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("mosquitto did not listen on {} within 10 s; log:\n{}", self.port, self.log());
+                panic!(
+                    "mosquitto did not listen on {} within 10 s; log:\n{}",
+                    self.port,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Hearth on one machine, from a clean clone:
+#
+#   deploy/quickstart.sh         install what is missing, build, start everything, enroll a
+#                                demo appliance, wait until the API shows it online
+#   deploy/quickstart.sh down    stop everything it started
+#   deploy/quickstart.sh status  what is running
+#
+# Everything lives in .hearth/ (git-ignored): the PKI, the broker's files, logs, pid files,
+# the demo agent's state and dev.env (source it to talk to the stack with curl and
+# mosquitto_pub). Ports: HEARTH_API_PORT (8443), HEARTH_MQTT_PORT (8883).
+# HEARTH_BUILD_PROFILE=dev builds a debug build instead of release (faster to compile).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE=$ROOT/.hearth
+RUN=$STATE/run
+LOGS=$STATE/logs
+API_PORT=${HEARTH_API_PORT:-8443}
+MQTT_PORT=${HEARTH_MQTT_PORT:-8883}
+PROFILE=${HEARTH_BUILD_PROFILE:-release}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+DB_NAME=hearth
+DB_USER=hearth
+DB_PASSWORD=hearth-dev
+
+say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_pidfile() {
+    local name=$1 file=$2
+    if pid_alive "$file"; then
+        local pid; pid=$(cat "$file")
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        say "stopped $name (pid $pid)"
+    fi
+    rm -f "$file"
+}
+
+down() {
+    stop_pidfile "agent" "$RUN/agent.pid"
+    stop_pidfile "control plane" "$RUN/control-plane.pid"
+    stop_pidfile "broker" "$STATE/broker/mosquitto.pid"
+}
+
+status() {
+    for p in "agent:$RUN/agent.pid" "control plane:$RUN/control-plane.pid" "broker:$STATE/broker/mosquitto.pid"; do
+        if pid_alive "${p#*:}"; then say "${p%%:*}: running (pid $(cat "${p#*:}"))"; else say "${p%%:*}: stopped"; fi
+    done
+}
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+api() { # api PATH → body; fails on HTTP errors
+    curl -fsS --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $TENANT_KEY" "https://localhost:$API_PORT$1"
+}
+
+up() {
+    local started=$SECONDS
+    mkdir -p "$RUN" "$LOGS"
+    command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
+
+    say "checking PostgreSQL and Mosquitto"
+    local admin_url; admin_url=$("$ROOT/deploy/services.sh")
+
+    say "building ($PROFILE)"
+    (cd "$ROOT" && cargo build --locked --profile "$PROFILE" -p hearth-control-plane -p hearth-agent) >&2
+
+    down  # a previous run's processes, if any
+
+    say "database $DB_NAME"
+    psql "$admin_url" -qtA -v ON_ERROR_STOP=1 >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER') THEN
+    CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hearth_tenant') THEN
+    CREATE ROLE hearth_tenant NOLOGIN;
+  END IF;
+END \$\$;
+GRANT hearth_tenant TO $DB_USER;
+SQL
+    if [ "$(psql "$admin_url" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
+        psql "$admin_url" -qc "CREATE DATABASE $DB_NAME OWNER $DB_USER" >/dev/null
+    fi
+    export HEARTH_DATABASE__URL="postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:5432/$DB_NAME"
+    export HEARTH_PKI__DIR=$STATE/pki
+    export HEARTH_HTTP__LISTEN=127.0.0.1:$API_PORT
+    export HEARTH_MQTT__HOST=localhost
+    export HEARTH_MQTT__PORT=$MQTT_PORT
+    "$BIN/hearth-control-plane" migrate
+
+    if [ ! -f "$STATE/pki/ca.key" ]; then
+        say "creating the development PKI in .hearth/pki"
+        "$BIN/hearth-control-plane" pki init --dir "$STATE/pki" >/dev/null
+    fi
+
+    say "starting Mosquitto (mutual TLS, per-appliance ACL) on port $MQTT_PORT"
+    local conf; conf=$("$BIN/hearth-control-plane" broker-config --pki-dir "$STATE/pki" --data-dir "$STATE/broker" \
+        --port "$MQTT_PORT" --run-as "$(id -un)" --persistence | sed -n 's/^mosquitto_conf=//p')
+    local mosquitto; mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    "$mosquitto" -d -c "$conf"
+    wait_port "$MQTT_PORT" || die "Mosquitto did not start; see $STATE/broker/mosquitto.log"
+
+    say "starting the control plane on https://localhost:$API_PORT"
+    nohup "$BIN/hearth-control-plane" serve >"$LOGS/control-plane.log" 2>&1 &
+    echo $! >"$RUN/control-plane.pid"
+    for _ in $(seq 1 100); do
+        curl -fsS --cacert "$STATE/pki/ca.crt" "https://localhost:$API_PORT/readyz" >/dev/null 2>&1 && break
+        pid_alive "$RUN/control-plane.pid" || die "the control plane exited; see $LOGS/control-plane.log"
+        sleep 0.2
+    done
+    curl -fsS --cacert "$STATE/pki/ca.crt" "https://localhost:$API_PORT/readyz" >/dev/null \
+        || die "the control plane is not ready; see $LOGS/control-plane.log"
+
+    # The demo tenant and appliance are made once and reused while their key still works.
+    TENANT_KEY=""
+    [ -f "$STATE/demo.env" ] && . "$STATE/demo.env"
+    if [ -z "$TENANT_KEY" ] || ! api /api/v1/appliances >/dev/null 2>&1; then
+        say "creating the demo tenant and enrolling a demo appliance"
+        local out; out=$("$BIN/hearth-control-plane" tenant create "Demo household")
+        TENANT_ID=$(sed -n 's/^tenant_id=//p' <<<"$out")
+        TENANT_KEY=$(sed -n 's/^api_key=//p' <<<"$out")
+        out=$("$BIN/hearth-control-plane" appliance create --tenant "$TENANT_ID" "demo-appliance")
+        APPLIANCE_ID=$(sed -n 's/^appliance_id=//p' <<<"$out")
+        local token; token=$(sed -n 's/^enrollment_token=//p' <<<"$out")
+        rm -rf "$STATE/agent"
+        "$BIN/hearth-agent" enroll --server "https://localhost:$API_PORT" --token "$token" \
+            --ca-file "$STATE/pki/ca.crt" --state-dir "$STATE/agent" >&2
+        umask 077
+        printf 'TENANT_ID=%s\nTENANT_KEY=%s\nAPPLIANCE_ID=%s\n' "$TENANT_ID" "$TENANT_KEY" "$APPLIANCE_ID" >"$STATE/demo.env"
+        umask 022
+    fi
+
+    cat >"$STATE/agent.toml" <<TOML
+state_dir = "$STATE/agent"
+heartbeat_interval_s = 10
+TOML
+    say "starting the demo agent"
+    nohup "$BIN/hearth-agent" run --config "$STATE/agent.toml" >"$LOGS/agent.log" 2>&1 &
+    echo $! >"$RUN/agent.pid"
+
+    (umask 077; cat >"$STATE/dev.env" <<ENV
+# Written by deploy/quickstart.sh. Source it: . .hearth/dev.env
+HEARTH_API_URL=https://localhost:$API_PORT
+HEARTH_TENANT_ID=$TENANT_ID
+HEARTH_TENANT_KEY=$TENANT_KEY
+HEARTH_DATABASE_URL=$HEARTH_DATABASE__URL
+HEARTH_MQTT_HOST=localhost
+HEARTH_MQTT_PORT=$MQTT_PORT
+HEARTH_CA_CERT=$STATE/pki/ca.crt
+HEARTH_DEMO_APPLIANCE_ID=$APPLIANCE_ID
+HEARTH_DEMO_CERT=$STATE/agent/cert.pem
+HEARTH_DEMO_KEY=$STATE/agent/key.pem
+ENV
+)
+
+    say "waiting for the demo appliance to come online"
+    local body=""
+    for _ in $(seq 1 150); do
+        body=$(api "/api/v1/appliances/$APPLIANCE_ID" 2>/dev/null || true)
+        grep -q '"status":"online"' <<<"$body" && grep -q '"metrics":{' <<<"$body" && break
+        pid_alive "$RUN/agent.pid" || die "the agent exited; see $LOGS/agent.log"
+        sleep 0.2
+    done
+    grep -q '"status":"online"' <<<"$body" || die "the demo appliance did not come online; see $LOGS/"
+    say "demo appliance $APPLIANCE_ID is online ($((SECONDS - started)) s)"
+
+    cat <<NEXT
+
+Hearth is running. Logs in .hearth/logs/, broker log in .hearth/broker/mosquitto.log.
+
+  . .hearth/dev.env
+  curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/appliances
+  curl --cacert \$HEARTH_CA_CERT \$HEARTH_API_URL/metrics | grep ^hearth_
+  mosquitto_sub --cafile \$HEARTH_CA_CERT --cert \$HEARTH_DEMO_CERT --key \$HEARTH_DEMO_KEY \\
+      -h \$HEARTH_MQTT_HOST -p \$HEARTH_MQTT_PORT -t "hearth/v1/\$HEARTH_DEMO_APPLIANCE_ID/down/#" -v
+
+Stop everything with: deploy/quickstart.sh down
+NEXT
+}
+
+case "${1:-up}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) die "usage: deploy/quickstart.sh [up|down|status]" ;;
+esac
