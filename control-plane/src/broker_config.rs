@@ -55,7 +55,9 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
 /// The name of the effective user (Mosquitto started as root drops to this user).
 pub fn current_user() -> String {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()
@@ -64,7 +66,13 @@ pub fn current_user() -> String {
             let name = f.next()?;
             (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
         })
-        .unwrap_or_else(|| if uid == 0 { "root".into() } else { uid.to_string() })
+        .unwrap_or_else(|| {
+            if uid == 0 {
+                "root".into()
+            } else {
+                uid.to_string()
+            }
+        })
 }
 
 fn absolute(path: &Path) -> std::io::Result<PathBuf> {
