@@ -41,9 +41,11 @@ pub struct Heartbeat {
     pub v: ProtocolVersion,
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: OffsetDateTime,
-    /// The kernel's boot id; `seq` restarts at 1 with each boot.
+    /// The kernel's boot id.
     pub boot_id: BootId,
-    /// Per-boot sequence number, 1, 2, 3, … (gaps mean lost heartbeats).
+    /// 1, 2, 3, … counted by the running agent: it restarts at 1 when the appliance
+    /// reboots (new `boot_id`) or the agent restarts. Gaps within one run mean lost
+    /// heartbeats.
     pub seq: u64,
     pub agent_version: String,
     pub uptime_s: u64,
