@@ -166,6 +166,55 @@ async fn batch_statement_applies_presence_rules(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn replicas_sweeping_at_once_record_each_transition_once(pool: PgPool) {
+    let (t, _) = tenant(&pool, "acme").await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(appliance(&pool, t, &format!("box-{i}")).await.0);
+    }
+    let updates: Vec<_> = ids
+        .iter()
+        .map(|id| ApplianceUpdate {
+            id: *id,
+            heartbeat: Some(hb_row(1)),
+            presence: Some(PresenceChange {
+                online: true,
+                session: None,
+                reason: "heartbeat",
+            }),
+            seen: true,
+        })
+        .collect();
+    presence::write_batch(&pool, &updates).await.expect("batch");
+    sqlx::query("UPDATE appliances SET last_seen = now() - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .expect("age");
+
+    // Four "replicas" sweep concurrently, each on its own connection.
+    let sweeps: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { presence::sweep(&pool, Duration::from_secs(60)).await })
+        })
+        .collect();
+    let mut total = 0;
+    for s in sweeps {
+        total += s.await.expect("join").expect("sweep");
+    }
+    assert_eq!(
+        total, 50,
+        "every appliance swept exactly once across replicas"
+    );
+    let offline: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM presence_events WHERE status = 'offline'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(offline, 50);
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn bad_payloads_are_counted_and_dropped_and_ingest_goes_on(pool: PgPool) {
     let pki = Pki::new();
     let broker = Broker::start(&pki);

@@ -1,0 +1,130 @@
+//! Measures the heartbeat batch write: N appliances, heartbeats written in batches of B
+//! with the same statement the ingest uses, R rounds. Prints the figures and one JSON line.
+//!
+//! ```sh
+//! deploy/bench/ingest-batch.sh --appliances 10000 --batch 500 --rounds 10
+//! ```
+//!
+//! Needs DATABASE_URL pointing at a PostgreSQL superuser; creates and drops its own
+//! database.
+
+use std::time::Instant;
+
+use hearth_control_plane::db::{self, presence};
+use hearth_protocol::{ApplianceId, BootId, TenantId};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let appliances = arg("--appliances", 10_000);
+    let batch = arg("--batch", 500).max(1);
+    let rounds = arg("--rounds", 10).max(1);
+    let admin = std::env::var("DATABASE_URL")
+        .map_err(|_| anyhow::anyhow!("set DATABASE_URL to a PostgreSQL superuser URL"))?;
+
+    let name = format!("hearth_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => anyhow::bail!("DATABASE_URL has no database part"),
+    };
+    let result = run(&url, appliances, batch, rounds).await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    result
+}
+
+async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+    db::migrate(&pool).await?;
+    let tenant = TenantId::new();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'bench')")
+        .bind(tenant)
+        .execute(&pool)
+        .await?;
+    let ids: Vec<ApplianceId> = (0..appliances).map(|_| ApplianceId::new()).collect();
+    let names: Vec<String> = (0..appliances).map(|i| format!("box-{i}")).collect();
+    let uuids: Vec<uuid::Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
+    sqlx::query("INSERT INTO appliances (id, tenant_id, name) SELECT id, $2, name FROM UNNEST($1::uuid[], $3::text[]) AS t(id, name)")
+        .bind(&uuids)
+        .bind(tenant)
+        .bind(&names)
+        .execute(&pool)
+        .await?;
+
+    let boot = BootId::new();
+    let mut timings = Vec::new();
+    let started = Instant::now();
+    for round in 1..=rounds {
+        for chunk in ids.chunks(batch) {
+            let updates: Vec<_> = chunk
+                .iter()
+                .map(|id| presence::ApplianceUpdate {
+                    id: *id,
+                    heartbeat: Some(presence::HeartbeatRow {
+                        agent_version: "0.1.0".into(),
+                        boot_id: boot,
+                        seq: round as u64,
+                        metrics: serde_json::json!({"uptime_s": round, "load": [0.1, 0.2, 0.3],
+                            "memory": {"total_bytes": 2u64 << 30, "available_bytes": 1u64 << 30},
+                            "root_fs": {"total_bytes": 32u64 << 30, "available_bytes": 20u64 << 30}}),
+                        sent_at: time::OffsetDateTime::now_utc(),
+                    }),
+                    presence: Some(presence::PresenceChange { online: true, session: None, reason: "heartbeat" }),
+                    seen: true,
+                })
+                .collect();
+            let t = Instant::now();
+            let out = presence::write_batch(&pool, &updates).await?;
+            timings.push(t.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(
+                out.updated as usize == chunk.len(),
+                "batch updated {} of {}",
+                out.updated,
+                chunk.len()
+            );
+        }
+    }
+    let total = started.elapsed().as_secs_f64();
+    timings.sort_by(f64::total_cmp);
+    let rows = appliances * rounds;
+    let (p50, p99, max) = (
+        percentile(&timings, 0.5),
+        percentile(&timings, 0.99),
+        timings[timings.len() - 1],
+    );
+    println!(
+        "appliances {appliances}, batch {batch}, rounds {rounds}: {} batches",
+        timings.len()
+    );
+    println!("batch write: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    println!(
+        "throughput: {:.0} heartbeats/s written ({rows} in {total:.2} s, one statement per batch)",
+        rows as f64 / total
+    );
+    println!(
+        "{{\"bench\":\"ingest_batch\",\"appliances\":{appliances},\"batch\":{batch},\"rounds\":{rounds},\"batches\":{},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"heartbeats_per_s\":{:.0}}}",
+        timings.len(),
+        rows as f64 / total
+    );
+    Ok(())
+}
