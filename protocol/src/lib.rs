@@ -10,6 +10,7 @@
 //!   version field `v`.
 //! - [`codec`]: strict, size-limited encoding and decoding; bad input is a [`DecodeError`],
 //!   never a panic.
+//! - [`catalog`]: the action catalog (`ansible/catalog.json`) and its one validator.
 //! - [`api`]: the HTTP bodies both sides speak (enrollment, the error body).
 //! - `tls` (feature `tls`): the TLS profile both sides use (rustls with the ring provider,
 //!   mutual TLS on MQTT).
@@ -18,6 +19,7 @@
 //! test suite, so another implementation can be verified against the same bytes.
 
 pub mod api;
+pub mod catalog;
 pub mod codec;
 pub mod ids;
 pub mod message;

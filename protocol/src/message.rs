@@ -155,6 +155,9 @@ pub struct TaskEvent {
     /// 1, 2, 3, … per task; receivers de-duplicate on (task_id, seq).
     pub seq: u64,
     pub kind: TaskEventKind,
+    /// The Ansible task the event is about (`role : task name`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -163,9 +166,21 @@ pub struct TaskEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskEventKind {
+    /// The agent accepted the task (it passed the agent's own catalog check).
     Received,
+    /// `ansible-playbook` started.
     Started,
-    Step,
+    /// An Ansible task started.
+    TaskStarted,
+    /// An Ansible task finished without changing anything.
+    TaskOk,
+    /// An Ansible task changed something.
+    TaskChanged,
+    /// An Ansible task was skipped.
+    TaskSkipped,
+    /// An Ansible task failed.
+    TaskFailed,
+    /// Anything else the run printed.
     Output,
     #[serde(other)]
     Unknown,
@@ -179,8 +194,21 @@ pub struct TaskResult {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Ansible's play recap, when a playbook ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<PlayStats>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+/// Ansible's per-run counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayStats {
+    pub ok: u32,
+    pub changed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub unreachable: u32,
 }
 
 /// `down/cert` (QoS 1): a renewed certificate for the appliance.

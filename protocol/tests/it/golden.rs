@@ -56,9 +56,11 @@ fn task_messages() {
     let d: TaskDispatch = round_trip("task-dispatch.json");
     assert_eq!(d.action, "users.add");
     let e: TaskEvent = round_trip("task-event.json");
-    assert_eq!((e.seq, e.kind), (3, TaskEventKind::Step));
+    assert_eq!((e.seq, e.kind), (3, TaskEventKind::TaskChanged));
+    assert_eq!(e.task.as_deref(), Some("dns : add the record"));
     let r: TaskResult = round_trip("task-result.json");
     assert_eq!(r.task_id, d.task_id);
+    assert_eq!(r.stats.map(|s| s.changed), Some(1));
 }
 
 #[test]
