@@ -18,11 +18,7 @@ impl Backoff {
     /// A backoff starting at `initial` and capped at `max` (a `max` below `initial` is
     /// raised to `initial`).
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-        }
+        Self { initial, max: max.max(initial), attempt: 0 }
     }
 
     /// The upper bound of the next delay.
@@ -71,10 +67,7 @@ mod tests {
             let d = b.next_delay(&mut rng);
             assert!(d <= 60_000 * MS);
         }
-        assert_eq!(
-            caps,
-            [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000, 60000]
-        );
+        assert_eq!(caps, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000, 60000]);
     }
 
     #[test]
@@ -126,14 +119,8 @@ mod tests {
             }
             let mean = sum / f64::from(n);
             let half = cap.as_secs_f64() / 2.0;
-            assert!(
-                (mean - half).abs() < half * 0.05,
-                "k={k}: mean {mean} vs {half}"
-            );
-            assert!(
-                min < cap / 20,
-                "k={k}: smallest delay {min:?} should be near 0"
-            );
+            assert!((mean - half).abs() < half * 0.05, "k={k}: mean {mean} vs {half}");
+            assert!(min < cap / 20, "k={k}: smallest delay {min:?} should be near 0");
         }
     }
 

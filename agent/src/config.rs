@@ -87,36 +87,22 @@ pub enum ConfigError {
     #[error("{}: configuration file not found", path.display())]
     NotFound { path: PathBuf },
     #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The file is not valid TOML or has an unknown key or a value of the wrong type.
     #[error("{}: {detail}", path.display())]
     Parse { path: PathBuf, detail: String },
     /// A value in the file is out of range.
     #[error("{}: {setting} {problem}", path.display())]
-    File {
-        path: PathBuf,
-        setting: &'static str,
-        problem: String,
-    },
+    File { path: PathBuf, setting: &'static str, problem: String },
     /// An environment variable holds a bad value.
     #[error("{var}={value:?}: {problem}")]
-    Env {
-        var: String,
-        value: String,
-        problem: String,
-    },
+    Env { var: String, value: String, problem: String },
     /// An environment variable with the agent's prefix that names no setting.
     #[error("{var}: unknown setting (known: {known})")]
     UnknownEnv { var: String, known: String },
     /// A value set in code (or a combination of values) is out of range.
     #[error("{setting} {problem}")]
-    Value {
-        setting: &'static str,
-        problem: String,
-    },
+    Value { setting: &'static str, problem: String },
 }
 
 /// Every setting's name, for the list of known environment variables.
@@ -155,9 +141,7 @@ fn check_number(setting: &str, value: u64) -> Result<(), String> {
         "heartbeat_interval_s" if value > MAX_HEARTBEAT_INTERVAL_S => {
             Err(format!("must be at most {MAX_HEARTBEAT_INTERVAL_S}"))
         }
-        "keep_alive_s" if value > u64::from(u16::MAX) => {
-            Err(format!("must be at most {}", u16::MAX))
-        }
+        "keep_alive_s" if value > u64::from(u16::MAX) => Err(format!("must be at most {}", u16::MAX)),
         "backoff_initial_ms" | "backoff_max_ms" if value < 1 => Err("must be at least 1".into()),
         "broker_port" if value == 0 => Err("must not be 0".into()),
         _ => Ok(()),
@@ -184,11 +168,7 @@ impl AgentConfig {
     }
 
     /// [`load`](Self::load) with the default file location and the environment injected.
-    pub fn load_from<I, K, V>(
-        path: Option<&Path>,
-        default_path: &Path,
-        env: I,
-    ) -> Result<Self, ConfigError>
+    pub fn load_from<I, K, V>(path: Option<&Path>, default_path: &Path, env: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<std::ffi::OsStr>,
@@ -198,9 +178,7 @@ impl AgentConfig {
         match path {
             Some(p) => {
                 if !p.exists() {
-                    return Err(ConfigError::NotFound {
-                        path: p.to_path_buf(),
-                    });
+                    return Err(ConfigError::NotFound { path: p.to_path_buf() });
                 }
                 config.apply_file(p)?;
             }
@@ -214,30 +192,25 @@ impl AgentConfig {
 
     /// Overlays the settings present in the TOML file at `path`.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         self.apply_toml(path, &text)
     }
 
     /// Overlays the settings present in `text`; `path` is used only in errors.
     pub fn apply_toml(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let layer: FileLayer = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            detail: toml_error(text, &e),
-        })?;
-        let number =
-            |setting: &'static str, value: Option<u64>| -> Result<Option<u64>, ConfigError> {
-                if let Some(v) = value {
-                    check_number(setting, v).map_err(|problem| ConfigError::File {
-                        path: path.to_path_buf(),
-                        setting,
-                        problem,
-                    })?;
-                }
-                Ok(value)
-            };
+        let layer: FileLayer = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: toml_error(text, &e) })?;
+        let number = |setting: &'static str, value: Option<u64>| -> Result<Option<u64>, ConfigError> {
+            if let Some(v) = value {
+                check_number(setting, v).map_err(|problem| ConfigError::File {
+                    path: path.to_path_buf(),
+                    setting,
+                    problem,
+                })?;
+            }
+            Ok(value)
+        };
         let hb = number("heartbeat_interval_s", layer.heartbeat_interval_s)?;
         let ka = number("keep_alive_s", layer.keep_alive_s)?;
         let bi = number("backoff_initial_ms", layer.backoff_initial_ms)?;
@@ -304,10 +277,7 @@ impl AgentConfig {
                 problem,
             };
             let number = |what: &str| -> Result<u64, ConfigError> {
-                let v: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(format!("not a whole number of {what}")))?;
+                let v: u64 = value.trim().parse().map_err(|_| bad(format!("not a whole number of {what}")))?;
                 check_number(&setting, v).map_err(&bad)?;
                 Ok(v)
             };
@@ -318,15 +288,10 @@ impl AgentConfig {
                 "backoff_initial_ms" => self.backoff_initial_ms = number("milliseconds")?,
                 "backoff_max_ms" => self.backoff_max_ms = number("milliseconds")?,
                 "root_fs_path" => self.root_fs_path = PathBuf::from(value),
-                "broker_host" => {
-                    self.broker_host = Some(value.trim().to_string()).filter(|h| !h.is_empty())
-                }
+                "broker_host" => self.broker_host = Some(value.trim().to_string()).filter(|h| !h.is_empty()),
                 "broker_port" if value.trim().is_empty() => self.broker_port = None,
                 "broker_port" => {
-                    let port: u16 = value
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad("not a port number (1-65535)".into()))?;
+                    let port: u16 = value.trim().parse().map_err(|_| bad("not a port number (1-65535)".into()))?;
                     check_number("broker_port", port.into()).map_err(&bad)?;
                     self.broker_port = Some(port);
                 }
@@ -355,14 +320,11 @@ impl AgentConfig {
             ("backoff_max_ms", self.backoff_max_ms),
         ];
         for (setting, value) in numbers {
-            check_number(setting, value)
-                .map_err(|problem| ConfigError::Value { setting, problem })?;
+            check_number(setting, value).map_err(|problem| ConfigError::Value { setting, problem })?;
         }
         if let Some(port) = self.broker_port {
-            check_number("broker_port", port.into()).map_err(|problem| ConfigError::Value {
-                setting: "broker_port",
-                problem,
-            })?;
+            check_number("broker_port", port.into())
+                .map_err(|problem| ConfigError::Value { setting: "broker_port", problem })?;
         }
         if self.backoff_max_ms < self.backoff_initial_ms {
             return Err(ConfigError::Value {
@@ -374,10 +336,7 @@ impl AgentConfig {
             });
         }
         if self.broker_host.as_deref() == Some("") {
-            return Err(ConfigError::Value {
-                setting: "broker_host",
-                problem: "must not be empty".into(),
-            });
+            return Err(ConfigError::Value { setting: "broker_host", problem: "must not be empty".into() });
         }
         Ok(())
     }
@@ -396,10 +355,7 @@ impl fmt::Display for LogFormat {
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
-            let line = text
-                .get(..span.start)
-                .map_or(0, |s| s.matches('\n').count())
-                + 1;
+            let line = text.get(..span.start).map_or(0, |s| s.matches('\n').count()) + 1;
             format!("line {line}: {}", e.message())
         }
         None => e.message().to_string(),
@@ -424,15 +380,9 @@ mod tests {
         let c = AgentConfig::default();
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/hearth-agent"));
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(30));
-        assert_eq!(
-            (c.keep_alive_s, c.backoff_initial_ms, c.backoff_max_ms),
-            (30, 1000, 60_000)
-        );
+        assert_eq!((c.keep_alive_s, c.backoff_initial_ms, c.backoff_max_ms), (30, 1000, 60_000));
         assert_eq!(c.root_fs_path, PathBuf::from("/"));
-        assert_eq!(
-            (c.broker_host, c.broker_port, c.log_format),
-            (None, None, LogFormat::Text)
-        );
+        assert_eq!((c.broker_host, c.broker_port, c.log_format), (None, None, LogFormat::Text));
         assert!(AgentConfig::default().validate().is_ok());
     }
 
@@ -440,11 +390,8 @@ mod tests {
     fn file_then_env_overlay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
-            "state_dir = \"/srv/a\"\nheartbeat_interval_s = 5\nbroker_host = \"mqtt.example\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "state_dir = \"/srv/a\"\nheartbeat_interval_s = 5\nbroker_host = \"mqtt.example\"\n")
+            .unwrap();
         let env = [
             ("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "7"),
             ("HEARTH_AGENT_LOG_FORMAT", "json"),
@@ -469,10 +416,7 @@ mod tests {
         assert_eq!(c, AgentConfig::default());
 
         let err = AgentConfig::load_from(Some(&missing), &missing, NO_ENV).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("{}: configuration file not found", missing.display())
-        );
+        assert_eq!(err.to_string(), format!("{}: configuration file not found", missing.display()));
 
         std::fs::write(&missing, "keep_alive_s = 10\n").unwrap();
         let c = AgentConfig::load_from(None, &missing, NO_ENV).unwrap();
@@ -482,29 +426,17 @@ mod tests {
     #[test]
     fn file_errors_name_the_setting() {
         let err = from_toml("heartbeat_interval_s = 0").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "agent.toml: heartbeat_interval_s must be at least 1"
-        );
+        assert_eq!(err.to_string(), "agent.toml: heartbeat_interval_s must be at least 1");
 
         let err = from_toml("backoff_initial_ms = 0").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "agent.toml: backoff_initial_ms must be at least 1"
-        );
+        assert_eq!(err.to_string(), "agent.toml: backoff_initial_ms must be at least 1");
 
         let err = from_toml("keep_alive_s = 70000").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "agent.toml: keep_alive_s must be at most 65535"
-        );
+        assert_eq!(err.to_string(), "agent.toml: keep_alive_s must be at most 65535");
 
         let err = from_toml("state_dir = \"/x\"\nheartbeat_intervall_s = 3").unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("agent.toml: line 2: unknown field `heartbeat_intervall_s`"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("agent.toml: line 2: unknown field `heartbeat_intervall_s`"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
 
         let err = from_toml("heartbeat_interval_s = \"ten\"").unwrap_err();
@@ -514,96 +446,46 @@ mod tests {
         assert!(err.to_string().contains("xml"), "{err}");
 
         let err = from_toml("backoff_initial_ms = 5000\nbackoff_max_ms = 100").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "backoff_max_ms (100) must be at least backoff_initial_ms (5000)"
-        );
+        assert_eq!(err.to_string(), "backoff_max_ms (100) must be at least backoff_initial_ms (5000)");
     }
 
     #[test]
     fn env_errors_name_the_variable() {
         let mut c = AgentConfig::default();
-        let err = c
-            .apply_env([("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "abc")])
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "HEARTH_AGENT_HEARTBEAT_INTERVAL_S=\"abc\": not a whole number of seconds"
-        );
+        let err = c.apply_env([("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "abc")]).unwrap_err();
+        assert_eq!(err.to_string(), "HEARTH_AGENT_HEARTBEAT_INTERVAL_S=\"abc\": not a whole number of seconds");
 
-        let err = c
-            .apply_env([("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "0")])
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "HEARTH_AGENT_HEARTBEAT_INTERVAL_S=\"0\": must be at least 1"
-        );
+        let err = c.apply_env([("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "0")]).unwrap_err();
+        assert_eq!(err.to_string(), "HEARTH_AGENT_HEARTBEAT_INTERVAL_S=\"0\": must be at least 1");
 
-        let err = c
-            .apply_env([("HEARTH_AGENT_BACKOFF_MAX_MS", "-1")])
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "HEARTH_AGENT_BACKOFF_MAX_MS=\"-1\": not a whole number of milliseconds"
-        );
+        let err = c.apply_env([("HEARTH_AGENT_BACKOFF_MAX_MS", "-1")]).unwrap_err();
+        assert_eq!(err.to_string(), "HEARTH_AGENT_BACKOFF_MAX_MS=\"-1\": not a whole number of milliseconds");
 
-        let err = c
-            .apply_env([("HEARTH_AGENT_BROKER_PORT", "70000")])
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "HEARTH_AGENT_BROKER_PORT=\"70000\": not a port number (1-65535)"
-        );
+        let err = c.apply_env([("HEARTH_AGENT_BROKER_PORT", "70000")]).unwrap_err();
+        assert_eq!(err.to_string(), "HEARTH_AGENT_BROKER_PORT=\"70000\": not a port number (1-65535)");
 
-        let err = c
-            .apply_env([("HEARTH_AGENT_LOG_FORMAT", "xml")])
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "HEARTH_AGENT_LOG_FORMAT=\"xml\": must be \"text\" or \"json\""
-        );
+        let err = c.apply_env([("HEARTH_AGENT_LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(err.to_string(), "HEARTH_AGENT_LOG_FORMAT=\"xml\": must be \"text\" or \"json\"");
 
         let err = c.apply_env([("HEARTH_AGENT_STAT_DIR", "/x")]).unwrap_err();
         assert!(
-            err.to_string().starts_with(
-                "HEARTH_AGENT_STAT_DIR: unknown setting (known: HEARTH_AGENT_STATE_DIR, "
-            ),
+            err.to_string().starts_with("HEARTH_AGENT_STAT_DIR: unknown setting (known: HEARTH_AGENT_STATE_DIR, "),
             "{err}"
         );
     }
 
     #[test]
     fn env_can_clear_broker_override() {
-        let mut c = AgentConfig {
-            broker_host: Some("h".into()),
-            broker_port: Some(1),
-            ..Default::default()
-        };
-        c.apply_env([
-            ("HEARTH_AGENT_BROKER_HOST", ""),
-            ("HEARTH_AGENT_BROKER_PORT", ""),
-        ])
-        .unwrap();
+        let mut c = AgentConfig { broker_host: Some("h".into()), broker_port: Some(1), ..Default::default() };
+        c.apply_env([("HEARTH_AGENT_BROKER_HOST", ""), ("HEARTH_AGENT_BROKER_PORT", "")]).unwrap();
         assert_eq!((c.broker_host, c.broker_port), (None, None));
     }
 
     #[test]
     fn validate_catches_values_set_in_code() {
-        let c = AgentConfig {
-            heartbeat_interval_s: 0,
-            ..Default::default()
-        };
-        assert_eq!(
-            c.validate().unwrap_err().to_string(),
-            "heartbeat_interval_s must be at least 1"
-        );
-        let c = AgentConfig {
-            broker_host: Some(String::new()),
-            ..Default::default()
-        };
-        assert_eq!(
-            c.validate().unwrap_err().to_string(),
-            "broker_host must not be empty"
-        );
+        let c = AgentConfig { heartbeat_interval_s: 0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().to_string(), "heartbeat_interval_s must be at least 1");
+        let c = AgentConfig { broker_host: Some(String::new()), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().to_string(), "broker_host must not be empty");
     }
 }

@@ -8,8 +8,7 @@ use std::time::Duration;
 use hearth_protocol::codec::MAX_PAYLOAD_BYTES;
 use hearth_protocol::tls::{mtls_client_config, TlsError};
 use hearth_protocol::{
-    encode, ApplianceId, EncodeError, PresenceState, ProtocolVersion, SessionId, Status, Topic,
-    UpChannel,
+    encode, ApplianceId, EncodeError, PresenceState, ProtocolVersion, SessionId, Status, Topic, UpChannel,
 };
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use time::OffsetDateTime;
@@ -56,54 +55,28 @@ impl std::fmt::Debug for ConnectionParams {
 
 /// A status message for this connection, stamped now.
 pub fn status(state: PresenceState, session: SessionId) -> Status {
-    Status {
-        v: ProtocolVersion,
-        state,
-        session,
-        at: OffsetDateTime::now_utc(),
-    }
+    Status { v: ProtocolVersion, state, session, at: OffsetDateTime::now_utc() }
 }
 
 /// The retained `offline` status the broker publishes if the connection `session` drops.
 pub fn last_will(appliance_id: ApplianceId, session: SessionId) -> Result<LastWill, EncodeError> {
     let payload = encode(&status(PresenceState::Offline, session))?;
-    Ok(LastWill::new(
-        Topic::new(appliance_id, UpChannel::Status).to_string(),
-        payload,
-        QoS::AtLeastOnce,
-        true,
-    ))
+    Ok(LastWill::new(Topic::new(appliance_id, UpChannel::Status).to_string(), payload, QoS::AtLeastOnce, true))
 }
 
 /// The MQTT options for the first connection, with `session`'s last will. The TLS server
 /// name is the broker host (a DNS name or an IP literal).
-pub fn mqtt_options(
-    params: &ConnectionParams,
-    session: SessionId,
-) -> Result<MqttOptions, ConnectionError> {
-    let tls = mtls_client_config(
-        params.ca_pem.as_bytes(),
-        params.cert_pem.as_bytes(),
-        params.key_pem.as_bytes(),
-    )?;
-    let mut options = MqttOptions::new(
-        params.appliance_id.to_string(),
-        params.host.clone(),
-        params.port,
-    );
+pub fn mqtt_options(params: &ConnectionParams, session: SessionId) -> Result<MqttOptions, ConnectionError> {
+    let tls = mtls_client_config(params.ca_pem.as_bytes(), params.cert_pem.as_bytes(), params.key_pem.as_bytes())?;
+    let mut options = MqttOptions::new(params.appliance_id.to_string(), params.host.clone(), params.port);
     // The client id is never empty, so a persistent session is allowed; keep-alive is
     // validated by the configuration to be 0 or whole seconds.
     options
         .set_clean_session(false)
         .set_keep_alive(params.keep_alive)
-        .set_max_packet_size(
-            MAX_PAYLOAD_BYTES + PACKET_OVERHEAD,
-            MAX_PAYLOAD_BYTES + PACKET_OVERHEAD,
-        )
+        .set_max_packet_size(MAX_PAYLOAD_BYTES + PACKET_OVERHEAD, MAX_PAYLOAD_BYTES + PACKET_OVERHEAD)
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls),
-        )))
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))))
         .set_last_will(last_will(params.appliance_id, session)?);
     Ok(options)
 }
@@ -123,10 +96,7 @@ mod tests {
         assert_eq!(will.qos, QoS::AtLeastOnce);
         assert!(will.retain);
         let status: Status = decode(&will.message).unwrap();
-        assert_eq!(
-            (status.state, status.session),
-            (PresenceState::Offline, session)
-        );
+        assert_eq!((status.state, status.session), (PresenceState::Offline, session));
     }
 
     #[test]

@@ -66,10 +66,7 @@ pub enum EnrollError {
     #[error("a CA file (--ca-file) is required: the agent trusts only the CA it is given")]
     CaFileRequired,
     #[error("{}: cannot read the CA file: {source}", path.display())]
-    CaFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CaFile { path: PathBuf, source: std::io::Error },
     #[error(
         "{} already holds an enrollment (appliance {appliance}); pass --force to replace it",
         dir.display()
@@ -87,11 +84,7 @@ pub enum EnrollError {
     Request { url: String, detail: String },
     /// The control plane answered with an API error body.
     #[error("enrollment refused ({status} {code}): {message}")]
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Refused { status: u16, code: String, message: String },
     /// The control plane answered with an error that is not an API error body.
     #[error("enrollment failed: the server answered {status}: {excerpt}")]
     UnexpectedStatus { status: u16, excerpt: String },
@@ -117,10 +110,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// `{server}/api/v1/enroll`, refusing anything but an absolute `https://` URL.
 pub fn enroll_url(server: &str) -> Result<Url, EnrollError> {
-    let invalid = |reason: String| EnrollError::InvalidServer {
-        server: server.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| EnrollError::InvalidServer { server: server.to_string(), reason };
     let mut url = Url::parse(server).map_err(|e| invalid(e.to_string()))?;
     if url.scheme() != "https" {
         return Err(invalid("must start with https://".into()));
@@ -137,11 +127,7 @@ pub fn enroll_url(server: &str) -> Result<Url, EnrollError> {
 /// the start of the body.
 pub fn refusal(status: StatusCode, body: &[u8]) -> EnrollError {
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(b) => EnrollError::Refused {
-            status: status.as_u16(),
-            code: b.error.code,
-            message: b.error.message,
-        },
+        Ok(b) => EnrollError::Refused { status: status.as_u16(), code: b.error.code, message: b.error.message },
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let mut excerpt: String = text.trim().chars().take(BODY_EXCERPT_CHARS).collect();
@@ -149,15 +135,9 @@ pub fn refusal(status: StatusCode, body: &[u8]) -> EnrollError {
                 excerpt.push('…');
             }
             if excerpt.is_empty() {
-                excerpt = status
-                    .canonical_reason()
-                    .unwrap_or("(empty body)")
-                    .to_string();
+                excerpt = status.canonical_reason().unwrap_or("(empty body)").to_string();
             }
-            EnrollError::UnexpectedStatus {
-                status: status.as_u16(),
-                excerpt,
-            }
+            EnrollError::UnexpectedStatus { status: status.as_u16(), excerpt }
         }
     }
 }
@@ -166,19 +146,13 @@ pub fn refusal(status: StatusCode, body: &[u8]) -> EnrollError {
 fn key_and_csr() -> Result<(KeyPair, String), rcgen::Error> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, CSR_COMMON_NAME);
+    params.distinguished_name.push(DnType::CommonName, CSR_COMMON_NAME);
     let csr = params.serialize_request(&key)?.pem()?;
     Ok((key, csr))
 }
 
 /// Checks a 2xx answer and turns it into the state to save.
-fn accept(
-    response: EnrollResponse,
-    key_pem: String,
-    state_dir: &Path,
-) -> Result<State, EnrollError> {
+fn accept(response: EnrollResponse, key_pem: String, state_dir: &Path) -> Result<State, EnrollError> {
     if response.broker.host.is_empty() || response.broker.port == 0 {
         return Err(EnrollError::BadResponse(format!(
             "broker address {}:{} is not usable",
@@ -187,12 +161,8 @@ fn accept(
     }
     // Builds the very TLS configuration `run` will use: this parses the CA chain and the
     // certificate and checks that the certificate is for our key.
-    mtls_client_config(
-        response.ca_chain_pem.as_bytes(),
-        response.certificate_pem.as_bytes(),
-        key_pem.as_bytes(),
-    )
-    .map_err(|e| EnrollError::BadResponse(e.to_string()))?;
+    mtls_client_config(response.ca_chain_pem.as_bytes(), response.certificate_pem.as_bytes(), key_pem.as_bytes())
+        .map_err(|e| EnrollError::BadResponse(e.to_string()))?;
     Ok(State {
         dir: state_dir.to_path_buf(),
         appliance_id: response.appliance_id,
@@ -215,16 +185,10 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
         let appliance = State::load(&opts.state_dir)
             .map(|s| s.appliance_id.to_string())
             .unwrap_or_else(|_| "unreadable state".into());
-        return Err(EnrollError::AlreadyEnrolled {
-            dir: opts.state_dir.clone(),
-            appliance,
-        });
+        return Err(EnrollError::AlreadyEnrolled { dir: opts.state_dir.clone(), appliance });
     }
     let ca_path = opts.ca_file.as_ref().ok_or(EnrollError::CaFileRequired)?;
-    let ca_pem = std::fs::read(ca_path).map_err(|source| EnrollError::CaFile {
-        path: ca_path.clone(),
-        source,
-    })?;
+    let ca_pem = std::fs::read(ca_path).map_err(|source| EnrollError::CaFile { path: ca_path.clone(), source })?;
     let tls = client_config(&ca_pem)?;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -240,13 +204,11 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
     let pending = opts.state_dir.join(PENDING_KEY_FILE);
     state::write_atomic(&pending, key_pem.as_bytes(), KEY_MODE)?;
 
-    let result = request(&client, &url, opts.token.clone(), csr_pem)
-        .await
-        .and_then(|response| {
-            let state = accept(response, key_pem, &opts.state_dir)?;
-            state.save()?;
-            Ok(state)
-        });
+    let result = request(&client, &url, opts.token.clone(), csr_pem).await.and_then(|response| {
+        let state = accept(response, key_pem, &opts.state_dir)?;
+        state.save()?;
+        Ok(state)
+    });
     // The key is in key.pem now, or it was never certified: either way the pending copy goes.
     let _ = std::fs::remove_file(&pending);
     result
@@ -258,16 +220,9 @@ async fn request(
     token: String,
     csr_pem: String,
 ) -> Result<EnrollResponse, EnrollError> {
-    let request_err = |e: reqwest::Error| EnrollError::Request {
-        url: url.to_string(),
-        detail: chain(&e),
-    };
-    let response = client
-        .post(url.clone())
-        .json(&EnrollRequest { token, csr_pem })
-        .send()
-        .await
-        .map_err(request_err)?;
+    let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: chain(&e) };
+    let response =
+        client.post(url.clone()).json(&EnrollRequest { token, csr_pem }).send().await.map_err(request_err)?;
     let status = response.status();
     let body = response.bytes().await.map_err(request_err)?;
     if !status.is_success() {
@@ -286,25 +241,14 @@ mod tests {
 
     #[test]
     fn urls() {
+        assert_eq!(enroll_url("https://cp.example").unwrap().as_str(), "https://cp.example/api/v1/enroll");
+        assert_eq!(enroll_url("https://cp.example:8443/").unwrap().as_str(), "https://cp.example:8443/api/v1/enroll");
         assert_eq!(
-            enroll_url("https://cp.example").unwrap().as_str(),
-            "https://cp.example/api/v1/enroll"
-        );
-        assert_eq!(
-            enroll_url("https://cp.example:8443/").unwrap().as_str(),
-            "https://cp.example:8443/api/v1/enroll"
-        );
-        assert_eq!(
-            enroll_url("https://127.0.0.1:8443/hearth/")
-                .unwrap()
-                .as_str(),
+            enroll_url("https://127.0.0.1:8443/hearth/").unwrap().as_str(),
             "https://127.0.0.1:8443/hearth/api/v1/enroll"
         );
         let err = enroll_url("http://cp.example").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "server URL \"http://cp.example\": must start with https://"
-        );
+        assert_eq!(err.to_string(), "server URL \"http://cp.example\": must start with https://");
         assert!(enroll_url("cp.example").is_err());
         assert!(enroll_url("https://cp.example/?x=1").is_err());
     }
@@ -317,37 +261,24 @@ mod tests {
             err.to_string(),
             "enrollment refused (409 enrollment_token_used): this enrollment token was already used"
         );
-        assert!(
-            matches!(err, EnrollError::Refused { status: 409, ref code, .. } if code == "enrollment_token_used")
-        );
+        assert!(matches!(err, EnrollError::Refused { status: 409, ref code, .. } if code == "enrollment_token_used"));
     }
 
     #[test]
     fn refusal_without_error_body() {
         let err = refusal(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>\n");
-        assert_eq!(
-            err.to_string(),
-            "enrollment failed: the server answered 502: <html>bad gateway</html>"
-        );
+        assert_eq!(err.to_string(), "enrollment failed: the server answered 502: <html>bad gateway</html>");
 
         let long = "x".repeat(500);
         let err = refusal(StatusCode::INTERNAL_SERVER_ERROR, long.as_bytes());
-        let EnrollError::UnexpectedStatus { excerpt, .. } = err else {
-            panic!("{err:?}")
-        };
+        let EnrollError::UnexpectedStatus { excerpt, .. } = err else { panic!("{err:?}") };
         assert_eq!(excerpt, format!("{}…", "x".repeat(200)));
 
         let err = refusal(StatusCode::NOT_FOUND, b"");
-        assert_eq!(
-            err.to_string(),
-            "enrollment failed: the server answered 404: Not Found"
-        );
+        assert_eq!(err.to_string(), "enrollment failed: the server answered 404: Not Found");
 
         let err = refusal(StatusCode::BAD_REQUEST, &[0xff, 0xfe, b'{']);
-        assert!(matches!(
-            err,
-            EnrollError::UnexpectedStatus { status: 400, .. }
-        ));
+        assert!(matches!(err, EnrollError::UnexpectedStatus { status: 400, .. }));
     }
 
     #[test]
@@ -366,16 +297,12 @@ mod tests {
     fn issue(key: &KeyPair) -> (String, String) {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::default();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
+        ca_params.distinguished_name.push(DnType::CommonName, "test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "appliance");
+        params.distinguished_name.push(DnType::CommonName, "appliance");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(key, &issuer).unwrap();
         (cert.pem(), ca_cert.pem())
@@ -386,10 +313,7 @@ mod tests {
             appliance_id: ApplianceId::new(),
             certificate_pem: cert_pem,
             ca_chain_pem: ca_pem,
-            broker: BrokerAddress {
-                host: "localhost".into(),
-                port: 8883,
-            },
+            broker: BrokerAddress { host: "localhost".into(), port: 8883 },
         }
     }
 
@@ -408,11 +332,7 @@ mod tests {
         let other = KeyPair::generate().unwrap();
         let (cert, ca) = issue(&other);
         let err = accept(response(cert, ca), key.serialize_pem(), Path::new("/x")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("the server's enrollment answer is unusable: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("the server's enrollment answer is unusable: "), "{err}");
 
         let mut bad = response(String::new(), String::new());
         bad.broker.port = 0;
@@ -434,22 +354,11 @@ mod tests {
             force: false,
         };
         let err = enroll(opts.clone()).await.unwrap_err();
-        assert!(
-            err.to_string().contains("pass --force to replace it"),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains(&state.appliance_id.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains("pass --force to replace it"), "{err}");
+        assert!(err.to_string().contains(&state.appliance_id.to_string()), "{err}");
 
         // With --force it gets as far as needing the CA file.
-        let err = enroll(EnrollOptions {
-            force: true,
-            ..opts
-        })
-        .await
-        .unwrap_err();
+        let err = enroll(EnrollOptions { force: true, ..opts }).await.unwrap_err();
         assert!(matches!(err, EnrollError::CaFileRequired), "{err}");
         assert_eq!(State::load(tmp.path()).unwrap(), state);
     }
@@ -472,8 +381,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("enrollment request to https://127.0.0.1:1/api/v1/enroll failed: "),
+            err.to_string().starts_with("enrollment request to https://127.0.0.1:1/api/v1/enroll failed: "),
             "{err}"
         );
         assert!(!State::exists(&state_dir));

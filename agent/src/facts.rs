@@ -13,19 +13,13 @@ use time::OffsetDateTime;
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{file}: {detail}")]
     Parse { file: &'static str, detail: String },
 }
 
 fn parse_err(file: &'static str, detail: impl Into<String>) -> FactsError {
-    FactsError::Parse {
-        file,
-        detail: detail.into(),
-    }
+    FactsError::Parse { file, detail: detail.into() }
 }
 
 /// One reading of the appliance's facts.
@@ -67,10 +61,7 @@ pub struct FactsSource {
 
 impl Default for FactsSource {
     fn default() -> Self {
-        Self {
-            proc_root: PathBuf::from("/proc"),
-            root_fs_path: PathBuf::from("/"),
-        }
+        Self { proc_root: PathBuf::from("/proc"), root_fs_path: PathBuf::from("/") }
     }
 }
 
@@ -94,18 +85,10 @@ impl FactsSource {
 /// `/proc/uptime`: `"350735.47 234388.90"` → whole seconds since boot.
 pub fn parse_uptime(text: &str) -> Result<u64, FactsError> {
     const FILE: &str = "uptime";
-    let first = text
-        .split_whitespace()
-        .next()
-        .ok_or_else(|| parse_err(FILE, "empty"))?;
-    let secs: f64 = first
-        .parse()
-        .map_err(|_| parse_err(FILE, format!("{first:?} is not a number")))?;
+    let first = text.split_whitespace().next().ok_or_else(|| parse_err(FILE, "empty"))?;
+    let secs: f64 = first.parse().map_err(|_| parse_err(FILE, format!("{first:?} is not a number")))?;
     if !secs.is_finite() || secs < 0.0 {
-        return Err(parse_err(
-            FILE,
-            format!("{first:?} is not a non-negative number"),
-        ));
+        return Err(parse_err(FILE, format!("{first:?} is not a non-negative number")));
     }
     // Truncation is intended; `as` saturates at u64::MAX.
     Ok(secs.trunc() as u64)
@@ -117,17 +100,10 @@ pub fn parse_loadavg(text: &str) -> Result<[f64; 3], FactsError> {
     let mut fields = text.split_whitespace();
     let mut load = [0.0; 3];
     for (i, slot) in load.iter_mut().enumerate() {
-        let field = fields
-            .next()
-            .ok_or_else(|| parse_err(FILE, format!("has {i} fields, expected at least 3")))?;
-        let v: f64 = field
-            .parse()
-            .map_err(|_| parse_err(FILE, format!("{field:?} is not a number")))?;
+        let field = fields.next().ok_or_else(|| parse_err(FILE, format!("has {i} fields, expected at least 3")))?;
+        let v: f64 = field.parse().map_err(|_| parse_err(FILE, format!("{field:?} is not a number")))?;
         if !v.is_finite() || v < 0.0 {
-            return Err(parse_err(
-                FILE,
-                format!("{field:?} is not a non-negative number"),
-            ));
+            return Err(parse_err(FILE, format!("{field:?} is not a non-negative number")));
         }
         *slot = v;
     }
@@ -144,66 +120,37 @@ pub fn parse_meminfo(text: &str) -> Result<Memory, FactsError> {
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')))
             .ok_or_else(|| parse_err(FILE, format!("no {name} line")))?;
         let mut parts = line.split_whitespace();
-        let value = parts
-            .next()
-            .ok_or_else(|| parse_err(FILE, format!("{name} has no value")))?;
-        let value: u64 = value.parse().map_err(|_| {
-            parse_err(
-                FILE,
-                format!("{name} value {value:?} is not a whole number"),
-            )
-        })?;
+        let value = parts.next().ok_or_else(|| parse_err(FILE, format!("{name} has no value")))?;
+        let value: u64 =
+            value.parse().map_err(|_| parse_err(FILE, format!("{name} value {value:?} is not a whole number")))?;
         let multiplier = match parts.next() {
             Some("kB") => 1024,
             None => 1,
             Some(unit) => return Err(parse_err(FILE, format!("{name} has unknown unit {unit:?}"))),
         };
-        value
-            .checked_mul(multiplier)
-            .ok_or_else(|| parse_err(FILE, format!("{name} is too large")))
+        value.checked_mul(multiplier).ok_or_else(|| parse_err(FILE, format!("{name} is too large")))
     };
     let total_bytes = field("MemTotal")?;
     let available_bytes = field("MemAvailable")?.min(total_bytes);
-    Ok(Memory {
-        total_bytes,
-        available_bytes,
-    })
+    Ok(Memory { total_bytes, available_bytes })
 }
 
 /// `/proc/sys/kernel/random/boot_id`: one UUID and a newline.
 pub fn parse_boot_id(text: &str) -> Result<BootId, FactsError> {
-    text.trim()
-        .parse()
-        .map_err(|e: hearth_protocol::IdParseError| parse_err("boot_id", e.to_string()))
+    text.trim().parse().map_err(|e: hearth_protocol::IdParseError| parse_err("boot_id", e.to_string()))
 }
 
 /// Size and free space (for unprivileged users) of the filesystem holding `path`.
 pub fn filesystem(path: &Path) -> Result<Filesystem, FactsError> {
-    let st = rustix::fs::statvfs(path).map_err(|e| FactsError::Read {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    Ok(filesystem_from_blocks(
-        st.f_blocks,
-        st.f_bavail,
-        st.f_frsize,
-    ))
+    let st = rustix::fs::statvfs(path).map_err(|e| FactsError::Read { path: path.to_path_buf(), source: e.into() })?;
+    Ok(filesystem_from_blocks(st.f_blocks, st.f_bavail, st.f_frsize))
 }
 
 /// Blocks × fragment size, saturating; available clamped to total.
-pub fn filesystem_from_blocks(
-    blocks: u64,
-    available_blocks: u64,
-    fragment_size: u64,
-) -> Filesystem {
+pub fn filesystem_from_blocks(blocks: u64, available_blocks: u64, fragment_size: u64) -> Filesystem {
     let total_bytes = blocks.saturating_mul(fragment_size);
-    let available_bytes = available_blocks
-        .saturating_mul(fragment_size)
-        .min(total_bytes);
-    Filesystem {
-        total_bytes,
-        available_bytes,
-    }
+    let available_bytes = available_blocks.saturating_mul(fragment_size).min(total_bytes);
+    Filesystem { total_bytes, available_bytes }
 }
 
 #[cfg(test)]
@@ -224,19 +171,9 @@ mod tests {
 
     #[test]
     fn loadavg() {
-        assert_eq!(
-            parse_loadavg("0.15 0.10 0.05 1/123 4567\n").unwrap(),
-            [0.15, 0.10, 0.05]
-        );
+        assert_eq!(parse_loadavg("0.15 0.10 0.05 1/123 4567\n").unwrap(), [0.15, 0.10, 0.05]);
         assert_eq!(parse_loadavg("1 2 3").unwrap(), [1.0, 2.0, 3.0]);
-        for bad in [
-            "",
-            "0.1 0.2",
-            "0.1 x 0.3",
-            "0.1 -0.2 0.3",
-            "NaN 0 0",
-            "inf 0 0",
-        ] {
+        for bad in ["", "0.1 0.2", "0.1 x 0.3", "0.1 -0.2 0.3", "NaN 0 0", "inf 0 0"] {
             let err = parse_loadavg(bad).unwrap_err();
             assert!(err.to_string().starts_with("loadavg: "), "{bad:?}: {err}");
         }
@@ -245,13 +182,7 @@ mod tests {
     #[test]
     fn meminfo() {
         let m = parse_meminfo(MEMINFO).unwrap();
-        assert_eq!(
-            m,
-            Memory {
-                total_bytes: 2_009_484 * 1024,
-                available_bytes: 1_004_742 * 1024
-            }
-        );
+        assert_eq!(m, Memory { total_bytes: 2_009_484 * 1024, available_bytes: 1_004_742 * 1024 });
 
         let clamped = parse_meminfo("MemTotal: 10 kB\nMemAvailable: 20 kB\n").unwrap();
         assert_eq!(clamped.available_bytes, clamped.total_bytes);
@@ -259,19 +190,10 @@ mod tests {
         for (bad, expect) in [
             ("", "no MemTotal line"),
             ("MemTotal: 10 kB\n", "no MemAvailable line"),
-            (
-                "MemTotal: x kB\nMemAvailable: 1 kB",
-                "MemTotal value \"x\" is not a whole number",
-            ),
+            ("MemTotal: x kB\nMemAvailable: 1 kB", "MemTotal value \"x\" is not a whole number"),
             ("MemTotal:\nMemAvailable: 1 kB", "MemTotal has no value"),
-            (
-                "MemTotal: 1 MB\nMemAvailable: 1 kB",
-                "MemTotal has unknown unit \"MB\"",
-            ),
-            (
-                "MemTotal: 18446744073709551615 kB\nMemAvailable: 1 kB",
-                "MemTotal is too large",
-            ),
+            ("MemTotal: 1 MB\nMemAvailable: 1 kB", "MemTotal has unknown unit \"MB\""),
+            ("MemTotal: 18446744073709551615 kB\nMemAvailable: 1 kB", "MemTotal is too large"),
         ] {
             let err = parse_meminfo(bad).unwrap_err();
             assert_eq!(err.to_string(), format!("meminfo: {expect}"), "{bad:?}");
@@ -283,23 +205,14 @@ mod tests {
         let id = parse_boot_id("5b1f6a0e-2c4d-4e8f-9a1b-3c5d7e9f1a2b\n").unwrap();
         assert_eq!(id.to_string(), "5b1f6a0e-2c4d-4e8f-9a1b-3c5d7e9f1a2b");
         for bad in ["", "nope", "5B1F6A0E-2C4D-4E8F-9A1B-3C5D7E9F1A2B"] {
-            assert!(parse_boot_id(bad)
-                .unwrap_err()
-                .to_string()
-                .starts_with("boot_id: "));
+            assert!(parse_boot_id(bad).unwrap_err().to_string().starts_with("boot_id: "));
         }
     }
 
     #[test]
     fn filesystem_arithmetic() {
         let fs = filesystem_from_blocks(1000, 250, 4096);
-        assert_eq!(
-            fs,
-            Filesystem {
-                total_bytes: 4_096_000,
-                available_bytes: 1_024_000
-            }
-        );
+        assert_eq!(fs, Filesystem { total_bytes: 4_096_000, available_bytes: 1_024_000 });
         let fs = filesystem_from_blocks(u64::MAX, u64::MAX, 4096);
         assert_eq!(fs.total_bytes, u64::MAX);
         assert_eq!(fs.available_bytes, u64::MAX);
@@ -311,18 +224,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path();
         std::fs::create_dir_all(p.join("sys/kernel/random")).unwrap();
-        std::fs::write(
-            p.join("sys/kernel/random/boot_id"),
-            "5b1f6a0e-2c4d-4e8f-9a1b-3c5d7e9f1a2b\n",
-        )
-        .unwrap();
+        std::fs::write(p.join("sys/kernel/random/boot_id"), "5b1f6a0e-2c4d-4e8f-9a1b-3c5d7e9f1a2b\n").unwrap();
         std::fs::write(p.join("uptime"), "100.5 50.0\n").unwrap();
         std::fs::write(p.join("loadavg"), "0.15 0.10 0.05 1/123 4567\n").unwrap();
         std::fs::write(p.join("meminfo"), MEMINFO).unwrap();
-        let source = FactsSource {
-            proc_root: p.to_path_buf(),
-            root_fs_path: p.to_path_buf(),
-        };
+        let source = FactsSource { proc_root: p.to_path_buf(), root_fs_path: p.to_path_buf() };
         let facts = source.collect().unwrap();
         assert_eq!(facts.uptime_s, 100);
         assert!(facts.root_fs.total_bytes > 0);
@@ -334,11 +240,7 @@ mod tests {
 
         std::fs::remove_file(p.join("uptime")).unwrap();
         let err = source.collect().unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with(&format!("{}: ", p.join("uptime").display())),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with(&format!("{}: ", p.join("uptime").display())), "{err}");
     }
 
     #[test]

@@ -88,10 +88,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     // Configuration errors already name the setting and where its value came from.
     let config = AgentConfig::load(cli.config.as_deref())?;
     init_logging(config.log_format)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
             Command::Enroll(args) => enroll_command(config, args).await,
@@ -102,9 +100,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -122,10 +118,7 @@ async fn enroll_command(config: AgentConfig, args: EnrollArgs) -> anyhow::Result
         force: args.force,
     })
     .await?;
-    println!(
-        "enrolled as appliance {}; broker {}:{}",
-        state.appliance_id, state.broker_host, state.broker_port
-    );
+    println!("enrolled as appliance {}; broker {}:{}", state.appliance_id, state.broker_host, state.broker_port);
     println!("identity stored in {}", state.dir.display());
     Ok(())
 }

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use hearth_protocol::{
-    encode, ApplianceId, Channel, DownChannel, EncodeError, PresenceState, SessionId, Topic,
-    TopicFilter, UpChannel,
+    encode, ApplianceId, Channel, DownChannel, EncodeError, PresenceState, SessionId, Topic, TopicFilter, UpChannel,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -23,9 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{AgentConfig, ConfigError};
-use crate::connection::{
-    self, last_will, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY,
-};
+use crate::connection::{self, last_will, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::facts::FactsSource;
 use crate::state::{State, StateError};
 
@@ -60,8 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         key_pem: state.key_pem,
     };
     let session = SessionId::new();
-    let (client, eventloop) =
-        AsyncClient::new(mqtt_options(&params, session)?, REQUEST_CHANNEL_CAPACITY);
+    let (client, eventloop) = AsyncClient::new(mqtt_options(&params, session)?, REQUEST_CHANNEL_CAPACITY);
     info!(
         appliance = %params.appliance_id,
         broker = %format_args!("{}:{}", params.host, params.port),
@@ -77,10 +73,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         client: client.clone(),
         topic: Topic::new(params.appliance_id, UpChannel::Heartbeat).to_string(),
         interval: config.heartbeat_interval(),
-        facts: FactsSource {
-            root_fs_path: config.root_fs_path.clone(),
-            ..FactsSource::default()
-        },
+        facts: FactsSource { root_fs_path: config.root_fs_path.clone(), ..FactsSource::default() },
         connected: connected_rx,
         stop: stop_heartbeats.clone(),
     }));
@@ -122,11 +115,7 @@ struct Agent {
 }
 
 impl Agent {
-    async fn drive(
-        &mut self,
-        mut eventloop: EventLoop,
-        shutdown: CancellationToken,
-    ) -> Result<(), RunError> {
+    async fn drive(&mut self, mut eventloop: EventLoop, shutdown: CancellationToken) -> Result<(), RunError> {
         let mut first_attempt = true;
         let mut deadline: Option<Instant> = None;
         loop {
@@ -134,9 +123,7 @@ impl Agent {
                 // About to (re)connect: a fresh session, and a last will that carries it.
                 if !first_attempt {
                     self.session = SessionId::new();
-                    eventloop
-                        .mqtt_options
-                        .set_last_will(last_will(self.id, self.session)?);
+                    eventloop.mqtt_options.set_last_will(last_will(self.id, self.session)?);
                 }
                 first_attempt = false;
             }
@@ -161,12 +148,8 @@ impl Agent {
                 }
             };
             match event {
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                    self.on_connected(ack.session_present)?
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    on_message(self.id, &p.topic, p.payload.len())
-                }
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => self.on_connected(ack.session_present)?,
+                Ok(Event::Incoming(Incoming::Publish(p))) => on_message(self.id, &p.topic, p.payload.len()),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) if deadline.is_some() => {
                     info!("disconnected");
                     return Ok(());
@@ -198,16 +181,10 @@ impl Agent {
         self.generation += 1;
         self.backoff.reset();
         let online = encode(&status(PresenceState::Online, self.session))?;
-        if let Err(e) = self
-            .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, online)
-        {
+        if let Err(e) = self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, online) {
             warn!(error = %e, "cannot queue the online status");
         }
-        if let Err(e) = self
-            .client
-            .try_subscribe(TopicFilter::Down(self.id).to_string(), QoS::AtLeastOnce)
-        {
+        if let Err(e) = self.client.try_subscribe(TopicFilter::Down(self.id).to_string(), QoS::AtLeastOnce) {
             warn!(error = %e, "cannot queue the subscription to down topics");
         }
         self.connected_tx.send_replace(Some(self.generation));
@@ -245,10 +222,7 @@ impl Agent {
         };
         // If `offline` cannot be queued, do not disconnect cleanly: dropping the connection
         // makes the broker publish the last will, which says the same.
-        if let Err(e) = self
-            .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, offline)
-        {
+        if let Err(e) = self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, offline) {
             warn!(error = %e, "cannot queue the offline status; leaving it to the last will");
             return false;
         }
@@ -271,18 +245,12 @@ fn down_kind(channel: DownChannel) -> &'static str {
 
 /// Handles one incoming message. Nothing here can fail or panic; payloads are not logged.
 fn on_message(own: ApplianceId, topic: &str, len: usize) {
-    let shown: String = topic
-        .chars()
-        .take(hearth_protocol::topic::MAX_TOPIC_LEN)
-        .collect();
+    let shown: String = topic.chars().take(hearth_protocol::topic::MAX_TOPIC_LEN).collect();
     match topic.parse::<Topic>() {
         Ok(t) if t.appliance != own => {
             warn!(topic = %shown, "ignoring a message addressed to another appliance")
         }
-        Ok(Topic {
-            channel: Channel::Down(c),
-            ..
-        }) => info!(
+        Ok(Topic { channel: Channel::Down(c), .. }) => info!(
             kind = down_kind(c),
             bytes = len,
             "received a {} message; this agent version does not handle it yet",
@@ -372,10 +340,7 @@ fn send_heartbeat(hb: &Heartbeats, seq: &mut u64) {
             return;
         }
     };
-    match hb
-        .client
-        .try_publish(&hb.topic, QoS::AtMostOnce, false, payload)
-    {
+    match hb.client.try_publish(&hb.topic, QoS::AtMostOnce, false, payload) {
         Ok(()) => {
             *seq = next;
             debug!(seq = next, "heartbeat");
@@ -392,11 +357,7 @@ mod tests {
     fn messages_never_panic() {
         let me = ApplianceId::new();
         on_message(me, &Topic::new(me, DownChannel::Task).to_string(), 10);
-        on_message(
-            me,
-            &Topic::new(ApplianceId::new(), DownChannel::Config).to_string(),
-            10,
-        );
+        on_message(me, &Topic::new(ApplianceId::new(), DownChannel::Config).to_string(), 10);
         on_message(me, &Topic::new(me, UpChannel::Heartbeat).to_string(), 10);
         on_message(me, "garbage/ü/\u{0}", 0);
         on_message(me, &"x".repeat(10_000), 0);
@@ -405,17 +366,11 @@ mod tests {
     #[tokio::test]
     async fn run_without_enrollment_is_a_clear_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let config = AgentConfig {
-            state_dir: tmp.path().to_path_buf(),
-            ..Default::default()
-        };
+        let config = AgentConfig { state_dir: tmp.path().to_path_buf(), ..Default::default() };
         let err = run(config, CancellationToken::new()).await.unwrap_err();
         assert!(err.to_string().starts_with("not enrolled: "), "{err}");
 
-        let config = AgentConfig {
-            heartbeat_interval_s: 0,
-            ..Default::default()
-        };
+        let config = AgentConfig { heartbeat_interval_s: 0, ..Default::default() };
         let err = run(config, CancellationToken::new()).await.unwrap_err();
         assert_eq!(err.to_string(), "heartbeat_interval_s must be at least 1");
     }
@@ -427,11 +382,9 @@ mod tests {
             .pending
             .drain(..)
             .filter_map(|r| match r {
-                rumqttc::Request::Publish(p) => Some(
-                    hearth_protocol::decode::<hearth_protocol::Heartbeat>(&p.payload)
-                        .unwrap()
-                        .seq,
-                ),
+                rumqttc::Request::Publish(p) => {
+                    Some(hearth_protocol::decode::<hearth_protocol::Heartbeat>(&p.payload).unwrap().seq)
+                }
                 _ => None,
             })
             .collect()
@@ -452,19 +405,11 @@ mod tests {
             stop: stop.clone(),
         }));
         tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(
-            queued_seqs(&mut eventloop),
-            Vec::<u64>::new(),
-            "nothing while disconnected"
-        );
+        assert_eq!(queued_seqs(&mut eventloop), Vec::<u64>::new(), "nothing while disconnected");
 
         tx.send_replace(Some(1));
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(
-            queued_seqs(&mut eventloop),
-            [1],
-            "one right after connecting"
-        );
+        assert_eq!(queued_seqs(&mut eventloop), [1], "one right after connecting");
         tokio::time::sleep(Duration::from_secs(25)).await;
         assert_eq!(queued_seqs(&mut eventloop), [2, 3], "then one per interval");
 

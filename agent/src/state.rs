@@ -33,10 +33,7 @@ pub enum StateError {
     #[error("{}: missing (the state directory is incomplete; enroll again with --force)", path.display())]
     Missing { path: PathBuf },
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {detail}", path.display())]
     Parse { path: PathBuf, detail: String },
 }
@@ -85,10 +82,7 @@ impl fmt::Debug for State {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StateError::Io { path: path.to_path_buf(), source }
 }
 
 impl State {
@@ -103,23 +97,17 @@ impl State {
         let text = match fs::read_to_string(&state_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NotEnrolled {
-                    dir: dir.to_path_buf(),
-                })
+                return Err(StateError::NotEnrolled { dir: dir.to_path_buf() })
             }
             Err(e) => return Err(io_err(&state_path)(e)),
         };
-        let file: StateFile = toml::from_str(&text).map_err(|e| StateError::Parse {
-            path: state_path.clone(),
-            detail: e.message().to_string(),
-        })?;
+        let file: StateFile = toml::from_str(&text)
+            .map_err(|e| StateError::Parse { path: state_path.clone(), detail: e.message().to_string() })?;
         let read = |name: &str| -> Result<String, StateError> {
             let path = dir.join(name);
             match fs::read_to_string(&path) {
                 Ok(t) => Ok(t),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(StateError::Missing { path })
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StateError::Missing { path }),
                 Err(e) => Err(io_err(&path)(e)),
             }
         };
@@ -146,16 +134,10 @@ impl State {
             enrolled_at: self.enrolled_at,
         };
         let state_path = self.dir.join(STATE_FILE);
-        let toml = toml::to_string(&file).map_err(|e| StateError::Parse {
-            path: state_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let toml = toml::to_string(&file)
+            .map_err(|e| StateError::Parse { path: state_path.clone(), detail: e.to_string() })?;
         write_atomic(&self.dir.join(KEY_FILE), self.key_pem.as_bytes(), KEY_MODE)?;
-        write_atomic(
-            &self.dir.join(CERT_FILE),
-            self.cert_pem.as_bytes(),
-            PUBLIC_MODE,
-        )?;
+        write_atomic(&self.dir.join(CERT_FILE), self.cert_pem.as_bytes(), PUBLIC_MODE)?;
         write_atomic(&self.dir.join(CA_FILE), self.ca_pem.as_bytes(), PUBLIC_MODE)?;
         write_atomic(&state_path, toml.as_bytes(), PUBLIC_MODE)?;
         sync_dir(&self.dir)
@@ -164,20 +146,13 @@ impl State {
 
 /// Creates `dir` (and its parents) with mode 0700; an existing directory is left as is.
 pub fn create_dir(dir: &Path) -> Result<(), StateError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(io_err(dir))
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(io_err(dir))
 }
 
 /// Writes `bytes` to `path` atomically: a new temporary file created with `mode` in the
 /// same directory, flushed to disk, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     // A stale temporary file from a crashed run would make create_new fail.
     match fs::remove_file(&tmp) {
@@ -186,11 +161,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
         Err(e) => return Err(io_err(&tmp)(e)),
     }
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -203,9 +174,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 #[cfg(test)]
@@ -242,10 +211,7 @@ mod tests {
         assert_eq!(mode(dir.clone()), 0o700);
 
         let toml = fs::read_to_string(dir.join(STATE_FILE)).unwrap();
-        assert!(
-            toml.contains("enrolled_at = \"2026-11-22T12:00:00Z\""),
-            "{toml}"
-        );
+        assert!(toml.contains("enrolled_at = \"2026-11-22T12:00:00Z\""), "{toml}");
 
         // Saving again replaces the files and leaves no temporary files behind.
         let mut again = state.clone();
@@ -269,23 +235,14 @@ mod tests {
         let err = State::load(tmp.path()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "not enrolled: {}/state.toml missing — run `hearth-agent enroll`",
-                tmp.path().display()
-            )
+            format!("not enrolled: {}/state.toml missing — run `hearth-agent enroll`", tmp.path().display())
         );
 
         let state = sample(tmp.path());
         state.save().unwrap();
         fs::remove_file(tmp.path().join(CERT_FILE)).unwrap();
         let err = State::load(tmp.path()).unwrap_err();
-        assert!(
-            err.to_string().starts_with(&format!(
-                "{}: missing",
-                tmp.path().join(CERT_FILE).display()
-            )),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with(&format!("{}: missing", tmp.path().join(CERT_FILE).display())), "{err}");
 
         fs::write(tmp.path().join(STATE_FILE), "appliance_id = \"nope\"").unwrap();
         let err = State::load(tmp.path()).unwrap_err();

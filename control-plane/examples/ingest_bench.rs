@@ -17,11 +17,7 @@ use sqlx::{Connection, PgConnection};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -34,22 +30,18 @@ async fn main() -> anyhow::Result<()> {
     let appliances = arg("--appliances", 10_000);
     let batch = arg("--batch", 500).max(1);
     let rounds = arg("--rounds", 10).max(1);
-    let admin = std::env::var("DATABASE_URL")
-        .map_err(|_| anyhow::anyhow!("set DATABASE_URL to a PostgreSQL superuser URL"))?;
+    let admin =
+        std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("set DATABASE_URL to a PostgreSQL superuser URL"))?;
 
     let name = format!("hearth_bench_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
     let url = match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => anyhow::bail!("DATABASE_URL has no database part"),
     };
     let result = run(&url, appliances, batch, rounds).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await?;
     result
 }
 
@@ -57,10 +49,7 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
     let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
     db::migrate(&pool).await?;
     let tenant = TenantId::new();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'bench')")
-        .bind(tenant)
-        .execute(&pool)
-        .await?;
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'bench')").bind(tenant).execute(&pool).await?;
     let ids: Vec<ApplianceId> = (0..appliances).map(|_| ApplianceId::new()).collect();
     let names: Vec<String> = (0..appliances).map(|i| format!("box-{i}")).collect();
     let uuids: Vec<uuid::Uuid> = ids.iter().map(|i| *i.as_uuid()).collect();
@@ -96,26 +85,14 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
             let t = Instant::now();
             let out = presence::write_batch(&pool, &updates).await?;
             timings.push(t.elapsed().as_secs_f64() * 1000.0);
-            anyhow::ensure!(
-                out.updated as usize == chunk.len(),
-                "batch updated {} of {}",
-                out.updated,
-                chunk.len()
-            );
+            anyhow::ensure!(out.updated as usize == chunk.len(), "batch updated {} of {}", out.updated, chunk.len());
         }
     }
     let total = started.elapsed().as_secs_f64();
     timings.sort_by(f64::total_cmp);
     let rows = appliances * rounds;
-    let (p50, p99, max) = (
-        percentile(&timings, 0.5),
-        percentile(&timings, 0.99),
-        timings[timings.len() - 1],
-    );
-    println!(
-        "appliances {appliances}, batch {batch}, rounds {rounds}: {} batches",
-        timings.len()
-    );
+    let (p50, p99, max) = (percentile(&timings, 0.5), percentile(&timings, 0.99), timings[timings.len() - 1]);
+    println!("appliances {appliances}, batch {batch}, rounds {rounds}: {} batches", timings.len());
     println!("batch write: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     println!(
         "throughput: {:.0} heartbeats/s written ({rows} in {total:.2} s, one statement per batch)",

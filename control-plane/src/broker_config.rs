@@ -34,10 +34,7 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
     let p = |path: &Path| path.display().to_string();
 
     let conf = CONF_TEMPLATE
-        .replace(
-            "@PERSISTENCE@",
-            if cfg.persistence { "true" } else { "false" },
-        )
+        .replace("@PERSISTENCE@", if cfg.persistence { "true" } else { "false" })
         .replace("@DATA_DIR@", &p(&data_dir))
         .replace("@RUN_AS@", &cfg.run_as)
         .replace("@PORT@", &cfg.port.to_string())
@@ -55,9 +52,7 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
 /// The name of the effective user (Mosquitto started as root drops to this user).
 pub fn current_user() -> String {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()
@@ -66,13 +61,7 @@ pub fn current_user() -> String {
             let name = f.next()?;
             (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
         })
-        .unwrap_or_else(|| {
-            if uid == 0 {
-                "root".into()
-            } else {
-                uid.to_string()
-            }
-        })
+        .unwrap_or_else(|| if uid == 0 { "root".into() } else { uid.to_string() })
 }
 
 fn absolute(path: &Path) -> std::io::Result<PathBuf> {
@@ -100,10 +89,7 @@ mod tests {
         };
         let conf = fs::read_to_string(render(&cfg).unwrap()).unwrap();
         let acl = fs::read_to_string(dir.path().join("broker/acl")).unwrap();
-        assert!(
-            !conf.contains('@') && !acl.contains('@'),
-            "unrendered placeholder:\n{conf}\n{acl}"
-        );
+        assert!(!conf.contains('@') && !acl.contains('@'), "unrendered placeholder:\n{conf}\n{acl}");
         assert!(conf.contains("listener 18883 127.0.0.1"));
         assert!(conf.contains("require_certificate true"));
         assert!(acl.contains("user hearth-control-plane"));

@@ -23,7 +23,25 @@ pub struct Config {
     pub pki: PkiConfig,
     pub presence: PresenceConfig,
     pub ingest: IngestConfig,
+    pub tasks: TasksConfig,
+    pub secrets: SecretsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// How long a task may take from creation to result, unless the request says otherwise.
+    pub default_deadline_s: u64,
+    pub max_deadline_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32 random bytes, base64 (`openssl rand -base64 32`): seals secrets in configuration
+    /// documents at rest. Without it, documents holding secrets are refused.
+    pub key: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,17 +122,8 @@ pub struct LogConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            database: DatabaseConfig {
-                url: Secret::new(String::new()),
-                max_connections: 10,
-                connect_timeout_s: 5,
-            },
-            http: HttpConfig {
-                listen: ([127, 0, 0, 1], 8443).into(),
-                tls: true,
-                tls_cert: None,
-                tls_key: None,
-            },
+            database: DatabaseConfig { url: Secret::new(String::new()), max_connections: 10, connect_timeout_s: 5 },
+            http: HttpConfig { listen: ([127, 0, 0, 1], 8443).into(), tls: true, tls_cert: None, tls_key: None },
             mqtt: MqttConfig {
                 host: "localhost".into(),
                 port: 8883,
@@ -127,22 +136,12 @@ impl Default for Config {
                 public_host: None,
                 public_port: None,
             },
-            pki: PkiConfig {
-                dir: PathBuf::from("/etc/hearth/pki"),
-                appliance_cert_days: 90,
-            },
-            presence: PresenceConfig {
-                offline_after_s: 90.0,
-                sweep_interval_s: 10.0,
-            },
-            ingest: IngestConfig {
-                batch_max: 500,
-                batch_wait_ms: 50,
-                queue: 10_000,
-            },
-            log: LogConfig {
-                format: "text".into(),
-            },
+            pki: PkiConfig { dir: PathBuf::from("/etc/hearth/pki"), appliance_cert_days: 90 },
+            presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
+            ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
+            tasks: TasksConfig { default_deadline_s: 3600, max_deadline_s: 86_400 },
+            secrets: SecretsConfig { key: None },
+            log: LogConfig { format: "text".into() },
         }
     }
 }
@@ -155,11 +154,7 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Parse(String),
     #[error("setting `{setting}` ({env}): {problem}")]
-    Invalid {
-        setting: &'static str,
-        env: &'static str,
-        problem: String,
-    },
+    Invalid { setting: &'static str, env: &'static str, problem: String },
 }
 
 impl Config {
@@ -178,39 +173,21 @@ impl Config {
         }
         // Only HEARTH_ variables that name a section are ours (HEARTH_API_URL and friends
         // in `.hearth/dev.env` are for people and scripts).
-        let sections = [
-            "DATABASE.",
-            "HTTP.",
-            "MQTT.",
-            "PKI.",
-            "PRESENCE.",
-            "INGEST.",
-            "LOG.",
-        ];
+        let sections = ["DATABASE.", "HTTP.", "MQTT.", "PKI.", "PRESENCE.", "INGEST.", "LOG."];
         let env = env.filter(move |k| {
             let k = k.as_str().to_ascii_uppercase();
             sections.iter().any(|s| k.starts_with(s))
         });
-        let config: Config = fig.merge(env).extract().map_err(|e| {
-            ConfigError::Parse(
-                e.into_iter()
-                    .map(|e| describe(&e))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let config: Config = fig
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("; ")))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, env, problem: &str| {
-            Err(ConfigError::Invalid {
-                setting,
-                env,
-                problem: problem.into(),
-            })
-        };
+        let invalid = |setting, env, problem: &str| Err(ConfigError::Invalid { setting, env, problem: problem.into() });
         if self.database.url.expose().is_empty() {
             return invalid(
                 "database.url",
@@ -221,11 +198,7 @@ impl Config {
         if !self.database.url.expose().starts_with("postgres://")
             && !self.database.url.expose().starts_with("postgresql://")
         {
-            return invalid(
-                "database.url",
-                "HEARTH_DATABASE__URL",
-                "must be a postgres:// URL",
-            );
+            return invalid("database.url", "HEARTH_DATABASE__URL", "must be a postgres:// URL");
         }
         if self.presence.offline_after_s <= 0.0 || self.presence.sweep_interval_s <= 0.0 {
             return invalid(
@@ -235,65 +208,53 @@ impl Config {
             );
         }
         if self.ingest.batch_max == 0 || self.ingest.queue == 0 {
+            return invalid("ingest.batch_max / ingest.queue", "HEARTH_INGEST__…", "must be at least 1");
+        }
+        if let Some(key) = &self.secrets.key {
+            crate::desired::secrets::SecretKey::from_base64(key.expose()).map_err(|e| ConfigError::Invalid {
+                setting: "secrets.key",
+                env: "HEARTH_SECRETS__KEY",
+                problem: e.to_string(),
+            })?;
+        }
+        if self.tasks.default_deadline_s == 0 || self.tasks.default_deadline_s > self.tasks.max_deadline_s {
             return invalid(
-                "ingest.batch_max / ingest.queue",
-                "HEARTH_INGEST__…",
-                "must be at least 1",
+                "tasks.default_deadline_s",
+                "HEARTH_TASKS__DEFAULT_DEADLINE_S",
+                "must be at least 1 and at most tasks.max_deadline_s",
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return invalid(
-                "log.format",
-                "HEARTH_LOG__FORMAT",
-                "must be `text` or `json`",
-            );
+            return invalid("log.format", "HEARTH_LOG__FORMAT", "must be `text` or `json`");
         }
         Ok(())
     }
 
     pub fn mqtt_ca_cert(&self) -> PathBuf {
-        self.mqtt
-            .ca_cert
-            .clone()
-            .unwrap_or_else(|| self.pki.dir.join(files::CA_CERT))
+        self.mqtt.ca_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::CA_CERT))
     }
     pub fn mqtt_client_cert(&self) -> PathBuf {
-        self.mqtt
-            .client_cert
-            .clone()
-            .unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_CERT))
+        self.mqtt.client_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_CERT))
     }
     pub fn mqtt_client_key(&self) -> PathBuf {
-        self.mqtt
-            .client_key
-            .clone()
-            .unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_KEY))
+        self.mqtt.client_key.clone().unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_KEY))
     }
     pub fn http_tls_cert(&self) -> PathBuf {
-        self.http
-            .tls_cert
-            .clone()
-            .unwrap_or_else(|| self.pki.dir.join(files::API_CERT))
+        self.http.tls_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::API_CERT))
     }
     pub fn http_tls_key(&self) -> PathBuf {
-        self.http
-            .tls_key
-            .clone()
-            .unwrap_or_else(|| self.pki.dir.join(files::API_KEY))
+        self.http.tls_key.clone().unwrap_or_else(|| self.pki.dir.join(files::API_KEY))
     }
     pub fn mqtt_client_id(&self) -> String {
         self.mqtt.client_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-            let host: String = host
-                .trim()
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            format!(
-                "hearth-cp-{}",
-                if host.is_empty() { "local" } else { &host }
-            )
+            let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            format!("hearth-cp-{}", if host.is_empty() { "local" } else { &host })
         })
+    }
+    /// The key sealing configuration secrets, if configured (validated at load).
+    pub fn secret_key(&self) -> Option<crate::desired::secrets::SecretKey> {
+        self.secrets.key.as_ref().and_then(|k| crate::desired::secrets::SecretKey::from_base64(k.expose()).ok())
     }
     pub fn offline_after(&self) -> Duration {
         Duration::from_secs_f64(self.presence.offline_after_s)
@@ -309,10 +270,7 @@ fn describe(e: &figment::Error) -> String {
     let source = match &e.metadata {
         // Name the exact variable, not just "HEARTH_ environment variable(s)".
         Some(m) if m.name.contains("environment") => {
-            format!(
-                " (from environment variable HEARTH_{})",
-                e.path.join("__").to_ascii_uppercase()
-            )
+            format!(" (from environment variable HEARTH_{})", e.path.join("__").to_ascii_uppercase())
         }
         Some(m) => match &m.source {
             Some(src) => format!(" (from {} {src})", m.name),
@@ -340,10 +298,7 @@ mod tests {
             for (k, v) in vars {
                 jail.set_env(k, v);
             }
-            out = Some(Config::load_from(
-                file,
-                Env::prefixed("HEARTH_").split("__"),
-            ));
+            out = Some(Config::load_from(file, Env::prefixed("HEARTH_").split("__")));
             Ok(())
         });
         out.expect("jail ran")
@@ -368,37 +323,18 @@ mod tests {
     #[test]
     fn errors_name_the_setting() {
         let err = with_env(&[], None).unwrap_err().to_string();
-        assert!(
-            err.contains("database.url") && err.contains("HEARTH_DATABASE__URL"),
-            "{err}"
-        );
+        assert!(err.contains("database.url") && err.contains("HEARTH_DATABASE__URL"), "{err}");
 
-        let err = with_env(
-            &[
-                ("HEARTH_DATABASE__URL", "postgres://x@y/z"),
-                ("HEARTH_MQTT__PORT", "eighty"),
-            ],
-            None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("mqtt.port") && err.contains("HEARTH_MQTT__PORT"),
-            "{err}"
-        );
+        let err = with_env(&[("HEARTH_DATABASE__URL", "postgres://x@y/z"), ("HEARTH_MQTT__PORT", "eighty")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.port") && err.contains("HEARTH_MQTT__PORT"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cp.toml");
-        std::fs::write(
-            &file,
-            "[database]\nurl = \"postgres://a@b/c\"\n[http]\nlisten = \"nowhere\"\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "[database]\nurl = \"postgres://a@b/c\"\n[http]\nlisten = \"nowhere\"\n").unwrap();
         let err = with_env(&[], Some(&file)).unwrap_err().to_string();
-        assert!(
-            err.contains("http.listen") && err.contains("cp.toml"),
-            "{err}"
-        );
+        assert!(err.contains("http.listen") && err.contains("cp.toml"), "{err}");
 
         std::fs::write(&file, "[database]\nurl = \"postgres://a@b/c\"\nurll = 1\n").unwrap();
         let err = with_env(&[], Some(&file)).unwrap_err().to_string();
@@ -407,11 +343,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let c = with_env(
-            &[("HEARTH_DATABASE__URL", "postgres://u:hunter2@h/d")],
-            None,
-        )
-        .unwrap();
+        let c = with_env(&[("HEARTH_DATABASE__URL", "postgres://u:hunter2@h/d")], None).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`http`]: the axum API (tenant API, enrollment, health, metrics).
 //! - [`ingest`]: the MQTT consumer and the batched PostgreSQL writer.
-//! - [`presence`]: the sweeper that marks silent appliances offline.
+//! - [`dispatch`]: sends queued tasks and due configuration documents, once, from any replica.
+//! - [`desired`]: desired configuration — merging, validation, secrets sealed at rest.
+//! - [`presence`]: the sweeper that marks silent appliances offline and times out tasks.
 //! - [`db`]: PostgreSQL access, migrations, and tenant-scoped transactions (RLS).
 //! - [`pki`]: the fleet CA and certificate issuance; [`broker_config`]: Mosquitto's
 //!   configuration for this fleet.
@@ -11,6 +13,8 @@
 pub mod broker_config;
 pub mod config;
 pub mod db;
+pub mod desired;
+pub mod dispatch;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -112,10 +112,7 @@ enum ApplianceCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -146,20 +143,9 @@ fn report(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Pki {
-            command:
-                PkiCommand::Init {
-                    dir,
-                    broker_names,
-                    api_names,
-                    force,
-                },
-        } => {
+        Command::Pki { command: PkiCommand::Init { dir, broker_names, api_names, force } } => {
             init_logging("warn", "text");
-            let mut opts = pki::InitOptions {
-                force,
-                ..Default::default()
-            };
+            let mut opts = pki::InitOptions { force, ..Default::default() };
             if !broker_names.is_empty() {
                 opts.broker_names = broker_names;
             }
@@ -170,24 +156,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("pki_dir={}", dir.display());
             Ok(())
         }
-        Command::BrokerConfig {
-            pki_dir,
-            data_dir,
-            bind,
-            port,
-            run_as,
-            persistence,
-        } => {
+        Command::BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence } => {
             let run_as = run_as.unwrap_or_else(broker_config::current_user);
-            let conf = broker_config::render(&BrokerConfig {
-                pki_dir,
-                data_dir,
-                bind,
-                port,
-                run_as,
-                persistence,
-            })
-            .context("cannot write the broker configuration")?;
+            let conf = broker_config::render(&BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence })
+                .context("cannot write the broker configuration")?;
             println!("mosquitto_conf={}", conf.display());
             Ok(())
         }
@@ -199,37 +171,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("database is up to date");
             Ok(())
         }
-        Command::Tenant {
-            command: TenantCommand::Create { name },
-        } => {
+        Command::Tenant { command: TenantCommand::Create { name } } => {
             let config = Config::load(cli.config.as_deref())?;
             init_logging("warn", &config.log.format);
             let pool = db::connect(&config.database).await?;
-            let (tenant, key) = db::tenants::create(&pool, &name)
-                .await
-                .context("cannot create the tenant")?;
+            let (tenant, key) = db::tenants::create(&pool, &name).await.context("cannot create the tenant")?;
             println!("tenant_id={}\napi_key={}", tenant.id, key.expose());
             Ok(())
         }
-        Command::Appliance {
-            command:
-                ApplianceCommand::Create {
-                    tenant,
-                    name,
-                    ttl_hours,
-                },
-        } => {
+        Command::Appliance { command: ApplianceCommand::Create { tenant, name, ttl_hours } } => {
             let config = Config::load(cli.config.as_deref())?;
             init_logging("warn", &config.log.format);
             let pool = db::connect(&config.database).await?;
-            anyhow::ensure!(
-                db::tenants::exists(&pool, tenant).await?,
-                "no tenant with id {tenant}"
-            );
+            anyhow::ensure!(db::tenants::exists(&pool, tenant).await?, "no tenant with id {tenant}");
             let ttl = time::Duration::hours(i64::from(ttl_hours));
-            let (id, token, expires) = db::enrollment::create_appliance(&pool, tenant, &name, ttl)
-                .await
-                .map_err(|e| {
+            let (id, token, expires) =
+                db::enrollment::create_appliance(&pool, tenant, &name, ttl).await.map_err(|e| {
                     if db::is_constraint(&e, "appliances_tenant_name_key") {
                         anyhow::anyhow!("tenant {tenant} already has an appliance named {name:?}")
                     } else {
@@ -237,10 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 })?;
             let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
-            println!(
-                "appliance_id={id}\nenrollment_token={}\nexpires_at={expires}",
-                token.expose()
-            );
+            println!("appliance_id={id}\nenrollment_token={}\nexpires_at={expires}", token.expose());
             Ok(())
         }
         Command::Serve { migrate } => {
@@ -264,9 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(default: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

@@ -2,8 +2,7 @@
 //! bounded: route templates (never raw paths), message kinds, error reasons.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -19,6 +18,10 @@ pub struct Metrics {
     pub ingest_batch_errors: IntCounter,
     pub ingest_messages_dropped: IntCounter,
     pub presence_transitions: IntCounter,
+    pub task_events_stored: IntCounter,
+    pub tasks_dispatched: IntCounter,
+    pub tasks_timed_out: IntCounter,
+    pub configs_pushed: IntCounter,
     pub sweeper_offline: IntCounter,
     pub appliances_online: IntGauge,
     pub http_requests: IntCounterVec,
@@ -28,12 +31,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -44,26 +46,24 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let histogram =
-            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
-        let seconds = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ];
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let seconds = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
         let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "hearth_http_request_duration_seconds",
-                "HTTP request latency by route template.",
-            )
-            .buckets(seconds.clone()),
+            HistogramOpts::new("hearth_http_request_duration_seconds", "HTTP request latency by route template.")
+                .buckets(seconds.clone()),
             &["method", "route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
         Ok(Metrics {
-            mqtt_messages: counter_vec("hearth_mqtt_messages_total", "MQTT messages received, by payload kind.", &["kind"])?,
+            mqtt_messages: counter_vec(
+                "hearth_mqtt_messages_total",
+                "MQTT messages received, by payload kind.",
+                &["kind"],
+            )?,
             mqtt_decode_errors: counter_vec(
                 "hearth_mqtt_decode_errors_total",
                 "MQTT messages dropped because their topic or payload was refused, by kind and reason.",
@@ -81,13 +81,29 @@ impl Metrics {
                 vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0],
             )?,
             ingest_batch_seconds: histogram("hearth_ingest_batch_seconds", "Time to write one ingest batch.", seconds)?,
-            ingest_batch_errors: counter("hearth_ingest_batch_errors_total", "Ingest batch writes that failed (and were retried).")?,
+            ingest_batch_errors: counter(
+                "hearth_ingest_batch_errors_total",
+                "Ingest batch writes that failed (and were retried).",
+            )?,
             ingest_messages_dropped: counter(
                 "hearth_ingest_messages_dropped_total",
                 "Messages given up on after the database kept failing.",
             )?,
-            presence_transitions: counter("hearth_presence_transitions_total", "Online/offline transitions recorded by ingest.")?,
-            sweeper_offline: counter("hearth_presence_sweeper_offline_total", "Appliances marked offline for missed heartbeats.")?,
+            presence_transitions: counter(
+                "hearth_presence_transitions_total",
+                "Online/offline transitions recorded by ingest.",
+            )?,
+            task_events_stored: counter("hearth_task_events_stored_total", "Task events stored (each once).")?,
+            tasks_dispatched: counter("hearth_tasks_dispatched_total", "Tasks sent to appliances.")?,
+            tasks_timed_out: counter("hearth_tasks_timed_out_total", "Tasks that passed their deadline unfinished.")?,
+            configs_pushed: counter(
+                "hearth_configs_pushed_total",
+                "Desired configuration documents sent to appliances.",
+            )?,
+            sweeper_offline: counter(
+                "hearth_presence_sweeper_offline_total",
+                "Appliances marked offline for missed heartbeats.",
+            )?,
             appliances_online: gauge("hearth_appliances_online", "Appliances online, across all tenants.")?,
             http_requests: counter_vec(
                 "hearth_http_requests_total",

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use hearth_protocol::ApplianceId;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -39,17 +39,18 @@ pub mod files {
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} already exists; pass --force to replace the PKI (every enrolled appliance would need re-enrolling)")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{path} already exists; pass --force to replace the PKI (every enrolled appliance would need re-enrolling)"
+    )]
     Exists { path: PathBuf },
     #[error("{path} is not a usable certificate or key: {source}")]
     BadMaterial { path: PathBuf, source: rcgen::Error },
     #[error("the certificate signing request is not valid: {0}")]
     BadCsr(rcgen::Error),
-    #[error("the certificate signing request uses a key type that is not accepted (use ECDSA P-256 or P-384, or Ed25519)")]
+    #[error(
+        "the certificate signing request uses a key type that is not accepted (use ECDSA P-256 or P-384, or Ed25519)"
+    )]
     WeakKey,
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
@@ -69,27 +70,14 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        let local = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ];
-        Self {
-            broker_names: local.clone(),
-            api_names: local,
-            ca_days: 3650,
-            service_days: 825,
-            force: false,
-        }
+        let local = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        Self { broker_names: local.clone(), api_names: local, ca_days: 3650, service_days: 825, force: false }
     }
 }
 
 /// Creates the CA and the service certificates in `dir`.
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
-    fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
+    fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
     if !opts.force {
         let ca = dir.join(files::CA_KEY);
         if ca.exists() {
@@ -101,11 +89,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = dn("Hearth Fleet CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     ca_params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
     ca_params.not_after = OffsetDateTime::now_utc() + Duration::days(opts.ca_days);
     ca_params.serial_number = Some(random_serial());
@@ -146,8 +131,7 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority")
-            .finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
     }
 }
 
@@ -167,15 +151,10 @@ impl CertificateAuthority {
         };
         let ca_pem = read(files::CA_CERT)?;
         let key_pem = read(files::CA_KEY)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::BadMaterial {
-            path: dir.join(files::CA_KEY),
-            source,
-        })?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|source| PkiError::BadMaterial {
-                path: dir.join(files::CA_CERT),
-                source,
-            })?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|source| PkiError::BadMaterial { path: dir.join(files::CA_KEY), source })?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)
+            .map_err(|source| PkiError::BadMaterial { path: dir.join(files::CA_CERT), source })?;
         Ok(Self { issuer, ca_pem })
     }
 
@@ -186,19 +165,10 @@ impl CertificateAuthority {
 
     /// Signs an appliance certificate for the key in `csr_pem`. The CSR's signature must
     /// verify (proof the requester holds the key); everything else it asks for is ignored.
-    pub fn sign_appliance(
-        &self,
-        csr_pem: &str,
-        id: ApplianceId,
-        days: i64,
-    ) -> Result<IssuedCertificate, PkiError> {
+    pub fn sign_appliance(&self, csr_pem: &str, id: ApplianceId, days: i64) -> Result<IssuedCertificate, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
         let alg = csr.public_key.algorithm();
-        let accepted = [
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-            &rcgen::PKCS_ECDSA_P384_SHA384,
-            &rcgen::PKCS_ED25519,
-        ];
+        let accepted = [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519];
         if !accepted.contains(&alg) {
             return Err(PkiError::WeakKey);
         }
@@ -209,11 +179,7 @@ impl CertificateAuthority {
         params.serial_number = Some(serial);
         let not_after = params.not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCertificate {
-            pem: cert.pem(),
-            serial_hex,
-            not_after,
-        })
+        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after })
     }
 }
 
@@ -253,10 +219,7 @@ fn random_serial() -> SerialNumber {
 fn write(dir: &Path, name: &str, contents: &str, secret: bool) -> Result<(), PkiError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    let io = |source| PkiError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io = |source| PkiError::Io { path: path.clone(), source };
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -278,15 +241,9 @@ mod tests {
     fn init_then_sign_a_csr() {
         let dir = tempfile::tempdir().unwrap();
         init(dir.path(), &InitOptions::default()).unwrap();
-        let mode = fs::metadata(dir.path().join(files::CA_KEY))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join(files::CA_KEY)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(matches!(
-            init(dir.path(), &InitOptions::default()),
-            Err(PkiError::Exists { .. })
-        ));
+        assert!(matches!(init(dir.path(), &InitOptions::default()), Err(PkiError::Exists { .. })));
 
         let ca = CertificateAuthority::load(dir.path()).unwrap();
         let key = KeyPair::generate().unwrap();
@@ -298,31 +255,14 @@ mod tests {
 
         let der = rustls_pki_types_pem(&issued.pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(
-            cn,
-            id.to_string(),
-            "the CN is the appliance id, whatever the CSR asked for"
-        );
+        let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+        assert_eq!(cn, id.to_string(), "the CN is the appliance id, whatever the CSR asked for");
         assert_eq!(hex::encode(cert.raw_serial()), issued.serial_hex);
 
-        assert!(matches!(
-            ca.sign_appliance("not a csr", id, 90),
-            Err(PkiError::BadCsr(_))
-        ));
+        assert!(matches!(ca.sign_appliance("not a csr", id, 90), Err(PkiError::BadCsr(_))));
     }
 
     fn rustls_pki_types_pem(pem: &str) -> Vec<u8> {
-        hearth_protocol::tls::certificates("test", pem.as_bytes())
-            .unwrap()
-            .remove(0)
-            .to_vec()
+        hearth_protocol::tls::certificates("test", pem.as_bytes()).unwrap().remove(0).to_vec()
     }
 }

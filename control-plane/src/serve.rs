@@ -11,8 +11,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::http::{app, AppState};
-use crate::ingest::{self, ConsumerConfig, MqttSetupError};
+use crate::ingest::{self, ConsumerConfig, ConsumerLinks, MqttSetupError, WriterContext};
 use crate::metrics::Metrics;
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::presence::run_sweeper;
@@ -24,10 +25,7 @@ pub enum ServeError {
     #[error("setting `http.tls_cert`/`http.tls_key`: {0}")]
     HttpTls(String),
     #[error("setting `http.listen` (HEARTH_HTTP__LISTEN): cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Mqtt(#[from] MqttSetupError),
     #[error("metrics registry: {0}")]
@@ -61,34 +59,52 @@ impl Running {
 }
 
 /// Starts everything; returns once the HTTP listener is bound.
-pub async fn start(
-    config: &Config,
-    pool: PgPool,
-    shutdown: CancellationToken,
-) -> Result<Running, ServeError> {
+pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new()?);
     let ca = Arc::new(CertificateAuthority::load(&config.pki.dir).map_err(ServeError::Ca)?);
     let connected = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
 
-    // MQTT ingest: consumer → channel → writer.
+    // MQTT: consumer → channel → writer; the writer's acks go back to the consumer; the
+    // dispatcher publishes through the same client.
     let opts = ingest::mqtt_options(config)?;
-    let (client, eventloop) = rumqttc::AsyncClient::new(opts, 64);
+    let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    let wake = Arc::new(tokio::sync::Notify::new());
     tasks.spawn({
-        let consumer = ConsumerConfig {
-            share_group: config.mqtt.share_group.clone(),
-        };
-        let (metrics, connected, token) = (metrics.clone(), connected.clone(), shutdown.clone());
+        let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
+        let links = ConsumerLinks { tx, acks: ack_rx, metrics: metrics.clone(), connected: connected.clone() };
+        let (client, token) = (client.clone(), shutdown.clone());
         async move {
-            ingest::run_consumer(client, eventloop, consumer, tx, metrics, connected, token).await;
+            ingest::run_consumer(client, eventloop, consumer, links, token).await;
             Ok(())
         }
     });
     tasks.spawn({
-        let (pool, metrics, cfg) = (pool.clone(), metrics.clone(), config.ingest.clone());
+        let ctx = WriterContext {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            cfg: config.ingest.clone(),
+            acks: ack_tx,
+            dispatcher: wake.clone(),
+        };
         async move {
-            ingest::run_writer(rx, pool, metrics, cfg).await;
+            ingest::run_writer(rx, ctx).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let dispatcher = Dispatcher {
+            pool: pool.clone(),
+            client,
+            wake: wake.clone(),
+            metrics: metrics.clone(),
+            secrets: config.secret_key(),
+        };
+        let token = shutdown.clone();
+        async move {
+            dispatcher.run(token).await;
             Ok(())
         }
     });
@@ -107,56 +123,41 @@ pub async fn start(
         metrics: metrics.clone(),
         ca,
         broker: BrokerAddress {
-            host: config
-                .mqtt
-                .public_host
-                .clone()
-                .unwrap_or_else(|| config.mqtt.host.clone()),
+            host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
             port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
         },
         appliance_cert_days: config.pki.appliance_cert_days,
         mqtt_connected: connected,
+        dispatcher: wake,
+        secrets: config.secret_key(),
+        tasks: config.tasks.clone(),
     };
     let router = app(state);
     let addr = config.http.listen;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
 
     if config.http.tls {
-        let read = |p: std::path::PathBuf| {
-            std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())))
-        };
+        let read =
+            |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())));
         let cert = read(config.http_tls_cert())?;
         let key = read(config.http_tls_key())?;
-        let tls = hearth_protocol::tls::server_config(&cert, &key)
-            .map_err(|e| ServeError::HttpTls(e.to_string()))?;
+        let tls = hearth_protocol::tls::server_config(&cert, &key).map_err(|e| ServeError::HttpTls(e.to_string()))?;
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(
-            listener,
-            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
-        )
-        .handle(handle.clone());
+        let server =
+            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
+                .handle(handle.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
             token.cancelled().await;
             handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
             Ok(())
         });
-        tasks.spawn(async move {
-            server
-                .serve(router.into_make_service())
-                .await
-                .map_err(ServeError::Http)
-        });
+        tasks.spawn(async move { server.serve(router.into_make_service()).await.map_err(ServeError::Http) });
     } else {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(listener, router)
@@ -166,9 +167,5 @@ pub async fn start(
         });
     }
     tracing::info!(%http_addr, tls = config.http.tls, "HTTP API listening");
-    Ok(Running {
-        http_addr,
-        metrics,
-        tasks,
-    })
+    Ok(Running { http_addr, metrics, tasks })
 }

@@ -22,10 +22,7 @@ pub fn hash(secret: &str) -> Vec<u8> {
 
 /// The type prefix plus six characters: enough to find the row, useless to an attacker.
 pub fn display_prefix(secret: &str) -> String {
-    let cut = secret
-        .find('_')
-        .and_then(|i| secret[i + 1..].find('_').map(|j| i + j + 2))
-        .unwrap_or(0);
+    let cut = secret.find('_').and_then(|i| secret[i + 1..].find('_').map(|j| i + j + 2)).unwrap_or(0);
     secret.chars().take(cut + 6).collect()
 }
 

@@ -41,13 +41,16 @@ pub struct BrokerAddress {
 
 /// Every API error: `{"error": {"code": "...", "message": "..."}}`. `code` is stable and
 /// meant for programs; `message` is for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// Machine-readable specifics, e.g. `{"param": "hostname", "rule": "not_local_domain"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }

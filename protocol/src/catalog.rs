@@ -355,8 +355,19 @@ fn is_email(s: &str) -> bool {
 /// Checks a parameter schema uses only the subset the validator understands.
 fn check_schema(schema: &Value) -> Result<(), String> {
     const KEYS: &[&str] = &[
-        "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-        "maxLength", "enum", "default", "format", "pattern", "description",
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "minItems",
+        "maxItems",
+        "maxLength",
+        "enum",
+        "default",
+        "format",
+        "pattern",
+        "description",
     ];
     let obj = schema.as_object().ok_or("a schema must be an object")?;
     if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
@@ -398,9 +409,19 @@ mod tests {
     fn the_embedded_catalog_has_every_required_action() {
         let ids: Vec<&str> = Catalog::embedded().actions.iter().map(|a| a.id.as_str()).collect();
         for id in [
-            "users.add", "users.remove", "users.reset_password", "shares.add", "shares.remove", "dns.record.add",
-            "dns.record.remove", "dns.forwarders.set", "mail.alias.add", "mail.alias.remove", "pki.cert.issue",
-            "service.restart", "appliance.reboot",
+            "users.add",
+            "users.remove",
+            "users.reset_password",
+            "shares.add",
+            "shares.remove",
+            "dns.record.add",
+            "dns.record.remove",
+            "dns.forwarders.set",
+            "mail.alias.add",
+            "mail.alias.remove",
+            "pki.cert.issue",
+            "service.restart",
+            "appliance.reboot",
         ] {
             assert!(ids.contains(&id), "{id} missing");
         }
@@ -415,7 +436,11 @@ mod tests {
             assert!(check("users.remove", json!({ "username": ok })).is_ok(), "{ok}");
         }
         for bad in ["Alice", "1bob", "-x", "", "al ice", "root;rm", &"a".repeat(33), "ålice"] {
-            assert_eq!(rule("users.remove", json!({ "username": bad })), (Some("username".into()), "invalid_username"), "{bad}");
+            assert_eq!(
+                rule("users.remove", json!({ "username": bad })),
+                (Some("username".into()), "invalid_username"),
+                "{bad}"
+            );
         }
     }
 
@@ -451,14 +476,20 @@ mod tests {
     fn ips_forwarders_and_types() {
         assert_eq!(rule("dns.record.add", json!({ "hostname": "a.home", "ip": "300.1.1.1" })).1, "invalid_ip");
         assert_eq!(rule("dns.forwarders.set", json!({ "servers": [] })).1, "too_few");
-        assert_eq!(rule("dns.forwarders.set", json!({ "servers": ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"] })).1, "too_many");
+        assert_eq!(
+            rule("dns.forwarders.set", json!({ "servers": ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"] })).1,
+            "too_many"
+        );
         assert_eq!(rule("dns.forwarders.set", json!({ "servers": "1.1.1.1" })).1, "wrong_type");
         assert!(check("dns.forwarders.set", json!({ "servers": ["9.9.9.9", "2620:fe::fe"] })).is_ok());
     }
 
     #[test]
     fn unknown_missing_and_defaults() {
-        assert_eq!(rule("users.add", json!({ "username": "a", "shell": "/bin/sh" })), (Some("shell".into()), "unknown_parameter"));
+        assert_eq!(
+            rule("users.add", json!({ "username": "a", "shell": "/bin/sh" })),
+            (Some("shell".into()), "unknown_parameter")
+        );
         assert_eq!(rule("users.add", json!({})), (Some("username".into()), "missing_parameter"));
         assert_eq!(rule("appliance.reboot", json!({ "now": true })).1, "unknown_parameter");
         assert_eq!(rule("rm -rf", json!({})), (None, "unknown_action"));
@@ -471,9 +502,16 @@ mod tests {
     fn mail() {
         assert!(check("mail.alias.add", json!({ "alias": "family", "destination": "alice" })).is_ok());
         assert!(check("mail.alias.add", json!({ "alias": "post.master", "destination": "bob@example.com" })).is_ok());
-        assert_eq!(rule("mail.alias.add", json!({ "alias": "Family!", "destination": "alice" })).1, "invalid_mail_alias");
+        assert_eq!(
+            rule("mail.alias.add", json!({ "alias": "Family!", "destination": "alice" })).1,
+            "invalid_mail_alias"
+        );
         for bad in ["bob@", "@x.com", "a b@x.com", "bob@localhost", "|/bin/sh", "a@b..com"] {
-            assert_eq!(rule("mail.alias.add", json!({ "alias": "x", "destination": bad })).1, "invalid_mail_destination", "{bad}");
+            assert_eq!(
+                rule("mail.alias.add", json!({ "alias": "x", "destination": bad })).1,
+                "invalid_mail_destination",
+                "{bad}"
+            );
         }
     }
 
@@ -482,7 +520,10 @@ mod tests {
         let c = Catalog::embedded();
         let p = json!({ "hostname": "evil.com", "ip": "1.2.3.4" });
         let err = c.validate("dns.record.add", p.as_object().unwrap(), &Policy::default()).unwrap_err();
-        assert_eq!(err.to_string(), "hostname \"evil.com\" is not inside the appliance's local domains (home, lan, local, internal)");
+        assert_eq!(
+            err.to_string(),
+            "hostname \"evil.com\" is not inside the appliance's local domains (home, lan, local, internal)"
+        );
     }
 
     #[test]

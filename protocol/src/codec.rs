@@ -41,21 +41,13 @@ pub trait Payload: Serialize + DeserializeOwned {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("{kind} payload is {len} bytes, more than the limit of {max}")]
-    TooLarge {
-        kind: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLarge { kind: &'static str, len: usize, max: usize },
     #[error("{kind} payload is not valid: {detail}")]
     Malformed { kind: &'static str, detail: String },
     #[error("{kind} payload is out of range: {detail}")]
     Invalid { kind: &'static str, detail: String },
     #[error("{kind} payload names task {payload} but arrived on the topic of task {topic}")]
-    TaskMismatch {
-        kind: &'static str,
-        topic: crate::TaskId,
-        payload: crate::TaskId,
-    },
+    TaskMismatch { kind: &'static str, topic: crate::TaskId, payload: crate::TaskId },
 }
 
 impl DecodeError {
@@ -73,11 +65,7 @@ impl DecodeError {
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     #[error("{kind} payload would be {len} bytes, more than the limit of {max}")]
-    TooLarge {
-        kind: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLarge { kind: &'static str, len: usize, max: usize },
     #[error("{kind} payload is out of range: {detail}")]
     Invalid { kind: &'static str, detail: String },
     #[error("payload cannot be serialised: {0}")]
@@ -87,36 +75,20 @@ pub enum EncodeError {
 /// Parses and validates one payload.
 pub fn decode<T: Payload>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > T::MAX_BYTES {
-        return Err(DecodeError::TooLarge {
-            kind: T::KIND,
-            len: bytes.len(),
-            max: T::MAX_BYTES,
-        });
+        return Err(DecodeError::TooLarge { kind: T::KIND, len: bytes.len(), max: T::MAX_BYTES });
     }
-    let value: T = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed {
-        kind: T::KIND,
-        detail: e.to_string(),
-    })?;
-    value.validate().map_err(|detail| DecodeError::Invalid {
-        kind: T::KIND,
-        detail,
-    })?;
+    let value: T =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed { kind: T::KIND, detail: e.to_string() })?;
+    value.validate().map_err(|detail| DecodeError::Invalid { kind: T::KIND, detail })?;
     Ok(value)
 }
 
 /// Serialises one payload, refusing one that would break its own limits.
 pub fn encode<T: Payload>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    value.validate().map_err(|detail| EncodeError::Invalid {
-        kind: T::KIND,
-        detail,
-    })?;
+    value.validate().map_err(|detail| EncodeError::Invalid { kind: T::KIND, detail })?;
     let bytes = serde_json::to_vec(value)?;
     if bytes.len() > T::MAX_BYTES {
-        return Err(EncodeError::TooLarge {
-            kind: T::KIND,
-            len: bytes.len(),
-            max: T::MAX_BYTES,
-        });
+        return Err(EncodeError::TooLarge { kind: T::KIND, len: bytes.len(), max: T::MAX_BYTES });
     }
     Ok(bytes)
 }
@@ -182,19 +154,11 @@ impl UpChannel {
     }
 }
 
-fn same_task(
-    kind: &'static str,
-    topic: crate::TaskId,
-    payload: crate::TaskId,
-) -> Result<(), DecodeError> {
+fn same_task(kind: &'static str, topic: crate::TaskId, payload: crate::TaskId) -> Result<(), DecodeError> {
     if topic == payload {
         Ok(())
     } else {
-        Err(DecodeError::TaskMismatch {
-            kind,
-            topic,
-            payload,
-        })
+        Err(DecodeError::TaskMismatch { kind, topic, payload })
     }
 }
 
@@ -219,9 +183,7 @@ impl Payload for Heartbeat {
             return Err("seq starts at 1".into());
         }
         if let Some(l) = self.load.iter().find(|l| !l.is_finite() || **l < 0.0) {
-            return Err(format!(
-                "load average {l} is not a finite non-negative number"
-            ));
+            return Err(format!("load average {l} is not a finite non-negative number"));
         }
         if self.memory.available_bytes > self.memory.total_bytes {
             return Err("memory.available_bytes exceeds memory.total_bytes".into());

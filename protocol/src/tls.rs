@@ -27,16 +27,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Parses every certificate in a PEM bundle.
-pub fn certificates(
-    what: &'static str,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn certificates(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadCertificate {
-            what,
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::BadCertificate { what, detail: e.to_string() })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { what });
     }
@@ -45,19 +39,13 @@ pub fn certificates(
 
 /// Parses one PEM private key (PKCS#8, SEC1 or PKCS#1).
 pub fn private_key(what: &'static str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::BadKey {
-        what,
-        detail: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::BadKey { what, detail: e.to_string() })
 }
 
 fn roots(ca_pem: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     for cert in certificates("CA certificate", ca_pem)? {
-        store.add(cert).map_err(|e| TlsError::BadCertificate {
-            what: "CA certificate",
-            detail: e.to_string(),
-        })?;
+        store.add(cert).map_err(|e| TlsError::BadCertificate { what: "CA certificate", detail: e.to_string() })?;
     }
     Ok(store)
 }
@@ -73,18 +61,11 @@ pub fn client_config(ca_pem: &[u8]) -> Result<ClientConfig, TlsError> {
 
 /// A mutual-TLS client: trusts only `ca_pem` and presents `cert_pem` (with its chain)
 /// and `key_pem`. This is how both the agent and the control plane reach the broker.
-pub fn mtls_client_config(
-    ca_pem: &[u8],
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<ClientConfig, TlsError> {
+pub fn mtls_client_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientConfig, TlsError> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(ca_pem)?)
-        .with_client_auth_cert(
-            certificates("client certificate", cert_pem)?,
-            private_key("client key", key_pem)?,
-        )?)
+        .with_client_auth_cert(certificates("client certificate", cert_pem)?, private_key("client key", key_pem)?)?)
 }
 
 /// A server presenting `cert_pem`/`key_pem` without asking for client certificates (the
@@ -93,10 +74,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, Tl
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(
-            certificates("server certificate", cert_pem)?,
-            private_key("server key", key_pem)?,
-        )?;
+        .with_single_cert(certificates("server certificate", cert_pem)?, private_key("server key", key_pem)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

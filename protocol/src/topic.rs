@@ -95,10 +95,7 @@ pub struct Topic {
 
 impl Topic {
     pub fn new(appliance: ApplianceId, channel: impl Into<Channel>) -> Self {
-        Self {
-            appliance,
-            channel: channel.into(),
-        }
+        Self { appliance, channel: channel.into() }
     }
 }
 
@@ -148,10 +145,7 @@ impl FromStr for Topic {
         if s.len() > MAX_TOPIC_LEN {
             return Err(TopicError::TooLong { max: MAX_TOPIC_LEN });
         }
-        let rest = s
-            .strip_prefix(ROOT)
-            .and_then(|r| r.strip_prefix('/'))
-            .ok_or(TopicError::WrongRoot)?;
+        let rest = s.strip_prefix(ROOT).and_then(|r| r.strip_prefix('/')).ok_or(TopicError::WrongRoot)?;
         let (appliance, rest) = rest.split_once('/').ok_or(TopicError::UnknownChannel)?;
         let appliance: ApplianceId = appliance.parse().map_err(|_| TopicError::BadAppliance)?;
         let levels: Vec<&str> = rest.split('/').collect();
@@ -228,33 +222,12 @@ mod tests {
     #[test]
     fn rejects_foreign_and_malformed_topics() {
         let a = ApplianceId::new();
-        assert_eq!(
-            "other/v1/x/up/heartbeat".parse::<Topic>(),
-            Err(TopicError::WrongRoot)
-        );
-        assert_eq!(
-            "hearth/v2/x/up/heartbeat".parse::<Topic>(),
-            Err(TopicError::WrongRoot)
-        );
-        assert_eq!(
-            "hearth/v1/+/up/heartbeat".parse::<Topic>(),
-            Err(TopicError::BadAppliance)
-        );
-        assert_eq!(
-            format!("hearth/v1/{a}/up/heartbeat/extra").parse::<Topic>(),
-            Err(TopicError::UnknownChannel)
-        );
-        assert_eq!(
-            format!("hearth/v1/{a}/up/task/nope/event").parse::<Topic>(),
-            Err(TopicError::BadTask)
-        );
-        assert_eq!(
-            format!("hearth/v1/{a}").parse::<Topic>(),
-            Err(TopicError::UnknownChannel)
-        );
-        assert!(matches!(
-            "x".repeat(500).parse::<Topic>(),
-            Err(TopicError::TooLong { .. })
-        ));
+        assert_eq!("other/v1/x/up/heartbeat".parse::<Topic>(), Err(TopicError::WrongRoot));
+        assert_eq!("hearth/v2/x/up/heartbeat".parse::<Topic>(), Err(TopicError::WrongRoot));
+        assert_eq!("hearth/v1/+/up/heartbeat".parse::<Topic>(), Err(TopicError::BadAppliance));
+        assert_eq!(format!("hearth/v1/{a}/up/heartbeat/extra").parse::<Topic>(), Err(TopicError::UnknownChannel));
+        assert_eq!(format!("hearth/v1/{a}/up/task/nope/event").parse::<Topic>(), Err(TopicError::BadTask));
+        assert_eq!(format!("hearth/v1/{a}").parse::<Topic>(), Err(TopicError::UnknownChannel));
+        assert!(matches!("x".repeat(500).parse::<Topic>(), Err(TopicError::TooLong { .. })));
     }
 }

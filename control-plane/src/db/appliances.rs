@@ -49,39 +49,25 @@ pub async fn list(
     .await
 }
 
-pub async fn get(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: ApplianceId,
-) -> Result<Option<Appliance>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM appliances WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: ApplianceId) -> Result<Option<Appliance>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM appliances WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Registers an appliance (not yet enrolled).
-pub async fn create(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    name: &str,
-) -> Result<ApplianceId, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO appliances (id, tenant_id, name) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(ApplianceId::new())
-    .bind(tenant)
-    .bind(name)
-    .fetch_one(conn)
-    .await
+pub async fn create(conn: &mut PgConnection, tenant: TenantId, name: &str) -> Result<ApplianceId, sqlx::Error> {
+    sqlx::query_scalar("INSERT INTO appliances (id, tenant_id, name) VALUES ($1, $2, $3) RETURNING id")
+        .bind(ApplianceId::new())
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(conn)
+        .await
 }
 
 /// Online appliances across all tenants (the `hearth_appliances_online` gauge).
 pub async fn count_online(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM appliances WHERE status = 'online'")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT count(*) FROM appliances WHERE status = 'online'").fetch_one(pool).await
 }

@@ -52,10 +52,7 @@ pub struct Claim {
 /// Consumes the token if it is unused and unexpired. The check and the consumption are one
 /// statement, so two concurrent enrollments with one token cannot both succeed. Runs in the
 /// caller's transaction: if issuing the certificate then fails, the token stays unused.
-pub async fn redeem(
-    conn: &mut sqlx::PgConnection,
-    token: &str,
-) -> Result<Result<Claim, Refusal>, sqlx::Error> {
+pub async fn redeem(conn: &mut sqlx::PgConnection, token: &str) -> Result<Result<Claim, Refusal>, sqlx::Error> {
     let hash = token::hash(token);
     let claimed: Option<(ApplianceId, TenantId)> = sqlx::query_as(
         "UPDATE enrollment_tokens SET used_at = now()
@@ -68,12 +65,11 @@ pub async fn redeem(
     if let Some((appliance, tenant)) = claimed {
         return Ok(Ok(Claim { appliance, tenant }));
     }
-    let used: Option<bool> = sqlx::query_scalar(
-        "SELECT used_at IS NOT NULL FROM enrollment_tokens WHERE token_hash = $1",
-    )
-    .bind(&hash)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let used: Option<bool> =
+        sqlx::query_scalar("SELECT used_at IS NOT NULL FROM enrollment_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(Err(match used {
         None => Refusal::Unknown,
         Some(true) => Refusal::Used,

@@ -3,8 +3,10 @@
 //! takes the tenant id.
 
 pub mod appliances;
+pub mod desired;
 pub mod enrollment;
 pub mod presence;
+pub mod tasks;
 pub mod tenants;
 
 use std::time::Duration;
@@ -32,12 +34,7 @@ pub enum DbError {
 pub async fn connect(cfg: &DatabaseConfig) -> Result<PgPool, DbError> {
     let opts: PgConnectOptions = cfg.url.expose().parse().map_err(DbError::BadUrl)?;
     // Name the server without the password.
-    let target = format!(
-        "{}:{}/{}",
-        opts.get_host(),
-        opts.get_port(),
-        opts.get_database().unwrap_or("(default)")
-    );
+    let target = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
     PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .acquire_timeout(Duration::from_secs(cfg.connect_timeout_s))
@@ -54,10 +51,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// Begins a transaction confined to `tenant` by row-level security: it assumes the role
 /// `hearth_tenant` and sets `hearth.tenant_id`, both local to the transaction. Queries in
 /// it still filter by tenant themselves; RLS is the second wall.
-pub async fn tenant_tx(
-    pool: &PgPool,
-    tenant: TenantId,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+pub async fn tenant_tx(pool: &PgPool, tenant: TenantId) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT set_config('hearth.tenant_id', $1, true), set_config('role', 'hearth_tenant', true)")
         .bind(tenant.to_string())

@@ -96,10 +96,13 @@ SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)
 
 /// Writes a whole batch with one statement. `updates` must hold each appliance at most
 /// once (the ingest coalesces per appliance).
-pub async fn write_batch(
-    pool: &PgPool,
+pub async fn write_batch<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     updates: &[ApplianceUpdate],
 ) -> Result<BatchOutcome, sqlx::Error> {
+    if updates.is_empty() {
+        return Ok(BatchOutcome::default());
+    }
     let n = updates.len();
     let mut ids = Vec::with_capacity(n);
     let mut versions = Vec::with_capacity(n);
@@ -119,10 +122,7 @@ pub async fn write_batch(
         seqs.push(hb.map(|h| i64::try_from(h.seq).unwrap_or(i64::MAX)));
         metrics.push(hb.map(|h| h.metrics.clone()));
         metrics_at.push(hb.map(|h| h.sent_at));
-        p_status.push(
-            u.presence
-                .map(|p| if p.online { "online" } else { "offline" }),
-        );
+        p_status.push(u.presence.map(|p| if p.online { "online" } else { "offline" }));
         p_session.push(u.presence.and_then(|p| p.session).map(|s| *s.as_uuid()));
         p_reason.push(u.presence.map(|p| p.reason));
         seen.push(u.seen);
@@ -138,12 +138,9 @@ pub async fn write_batch(
         .bind(p_session)
         .bind(p_reason)
         .bind(seen)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
-    Ok(BatchOutcome {
-        updated: updated as u64,
-        transitions: transitions as u64,
-    })
+    Ok(BatchOutcome { updated: updated as u64, transitions: transitions as u64 })
 }
 
 /// Marks offline every online appliance not seen for `offline_after`; returns how many.

@@ -22,13 +22,12 @@ pub struct Tenant {
 /// Creates a tenant with its first API key, returned once.
 pub async fn create(pool: &PgPool, name: &str) -> Result<(Tenant, Secret<String>), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let tenant: Tenant = sqlx::query_as(
-        "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
-    )
-    .bind(TenantId::new())
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
+    let tenant: Tenant =
+        sqlx::query_as("INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at")
+            .bind(TenantId::new())
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
     let key = token::generate(API_KEY_PREFIX);
     sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, prefix) VALUES ($1, $2, $3, $4)")
         .bind(uuid::Uuid::now_v7())
@@ -53,8 +52,5 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<TenantId>, 
 }
 
 pub async fn exists(pool: &PgPool, id: TenantId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)").bind(id).fetch_one(pool).await
 }

@@ -15,9 +15,7 @@ use crate::db::presence::{self, PresenceEvent};
 use crate::db::tenant_tx;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/appliances", get(list))
-        .route("/api/v1/appliances/{id}", get(detail))
+    Router::new().route("/api/v1/appliances", get(list)).route("/api/v1/appliances/{id}", get(detail))
 }
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -49,10 +47,7 @@ async fn list(
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let appliances = appliances::list(&mut tx, tenant, q.after, limit + 1).await?;
@@ -64,10 +59,7 @@ async fn list(
     } else {
         None
     };
-    Ok(ApiJson(ListResponse {
-        appliances,
-        next_after,
-    }))
+    Ok(ApiJson(ListResponse { appliances, next_after }))
 }
 
 #[derive(Debug, Serialize)]
@@ -85,13 +77,8 @@ async fn detail(
 ) -> Result<ApiJson<Detail>, ApiError> {
     let axum::extract::Path(id) = id?;
     let mut tx = tenant_tx(&s.pool, tenant).await?;
-    let appliance = appliances::get(&mut tx, tenant, id)
-        .await?
-        .ok_or(ApiError::NotFound("appliance"))?;
+    let appliance = appliances::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("appliance"))?;
     let presence_history = presence::history(&mut tx, tenant, id, HISTORY).await?;
     tx.commit().await?;
-    Ok(ApiJson(Detail {
-        appliance,
-        presence_history,
-    }))
+    Ok(ApiJson(Detail { appliance, presence_history }))
 }

@@ -27,25 +27,16 @@ async fn enroll(
         return Err(refused(Refusal::Unknown));
     }
     if req.csr_pem.len() > MAX_CSR_LEN {
-        return Err(ApiError::bad_request(
-            "invalid_csr",
-            format!("csr_pem is larger than {MAX_CSR_LEN} bytes"),
-        ));
+        return Err(ApiError::bad_request("invalid_csr", format!("csr_pem is larger than {MAX_CSR_LEN} bytes")));
     }
 
     // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
     let mut tx = s.pool.begin().await?;
-    let claim = enrollment::redeem(&mut tx, &req.token)
-        .await?
-        .map_err(refused)?;
-    let issued =
-        s.ca.sign_appliance(&req.csr_pem, claim.appliance, s.appliance_cert_days)
-            .map_err(|e| match e {
-                PkiError::BadCsr(_) | PkiError::WeakKey => {
-                    ApiError::bad_request("invalid_csr", e.to_string())
-                }
-                other => ApiError::Internal(other.to_string()),
-            })?;
+    let claim = enrollment::redeem(&mut tx, &req.token).await?.map_err(refused)?;
+    let issued = s.ca.sign_appliance(&req.csr_pem, claim.appliance, s.appliance_cert_days).map_err(|e| match e {
+        PkiError::BadCsr(_) | PkiError::WeakKey => ApiError::bad_request("invalid_csr", e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
     enrollment::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
     tx.commit().await?;
 
@@ -60,11 +51,9 @@ async fn enroll(
 
 fn refused(r: Refusal) -> ApiError {
     let (status, code, message) = match r {
-        Refusal::Unknown => (
-            StatusCode::UNAUTHORIZED,
-            "enrollment_token_invalid",
-            "this enrollment token is not valid",
-        ),
+        Refusal::Unknown => {
+            (StatusCode::UNAUTHORIZED, "enrollment_token_invalid", "this enrollment token is not valid")
+        }
         Refusal::Used => (
             StatusCode::CONFLICT,
             "enrollment_token_used",
@@ -76,9 +65,5 @@ fn refused(r: Refusal) -> ApiError {
             "this enrollment token has expired; create a new one for the appliance",
         ),
     };
-    ApiError::Refused {
-        status,
-        code,
-        message: message.into(),
-    }
+    ApiError::Refused { status, code, message: message.into() }
 }

@@ -18,11 +18,10 @@ pub enum ApiError {
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
-    Refused {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
+    Refused { status: StatusCode, code: &'static str, message: String },
+    /// 422: the request is well-formed but breaks a rule; `details` says which.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String, details: serde_json::Value },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -33,9 +32,13 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            code,
-            message: message.into(),
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            ApiError::Unprocessable { details, .. } => Some(details.clone()),
+            _ => None,
         }
     }
 
@@ -46,25 +49,14 @@ impl ApiError {
                 "unauthorized",
                 "send a tenant API key as `Authorization: Bearer hearth_tk_…`".into(),
             ),
-            ApiError::NotFound(what) => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ),
-            ApiError::BadRequest { code, message } => {
-                (StatusCode::BAD_REQUEST, code, message.clone())
-            }
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
-            ApiError::Refused {
-                status,
-                code,
-                message,
-            } => (*status, code, message.clone()),
-            ApiError::Unavailable(what) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("{what} is unavailable"),
-            ),
+            ApiError::Refused { status, code, message } => (*status, code, message.clone()),
+            ApiError::Unprocessable { code, message, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()),
+            ApiError::Unavailable(what) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable"))
+            }
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -80,12 +72,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.into(),
-                message,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details: self.details() } };
         (status, Json(body)).into_response()
     }
 }

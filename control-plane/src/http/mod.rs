@@ -9,12 +9,20 @@
 //! | `POST /api/v1/enroll` | an appliance with a one-time token | certificate for its CSR |
 //! | `GET /api/v1/appliances` | tenant API key | the tenant's appliances |
 //! | `GET /api/v1/appliances/{id}` | tenant API key | one appliance, with its presence history |
+//! | `POST/GET /api/v1/appliances/{id}/tasks` | tenant API key | create a catalog task / list tasks |
+//! | `GET /api/v1/tasks/{id}`, `POST …/cancel` | tenant API key | a task with its event log / cancel it |
+//! | `GET/PUT /api/v1/appliances/{id}/config` | tenant API key | desired configuration, applied version, drift |
+//! | `GET/PUT /api/v1/config/defaults` | tenant API key | the tenant's configuration defaults |
+//! | `GET /api/v1/inventory` | tenant API key | the appliances as an Ansible dynamic inventory |
 
 mod appliances;
 pub mod auth;
+mod desired;
 mod enroll;
 pub mod error;
 mod health;
+mod inventory;
+mod tasks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -26,7 +34,10 @@ use axum::response::Response;
 use axum::Router;
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
+use crate::config::TasksConfig;
+use crate::desired::secrets::SecretKey;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;
 
@@ -41,6 +52,11 @@ pub struct AppState {
     pub appliance_cert_days: i64,
     /// Set by the MQTT loop while connected (for `/readyz`).
     pub mqtt_connected: Arc<AtomicBool>,
+    /// Wakes the dispatcher (a task was queued, a configuration changed).
+    pub dispatcher: Arc<Notify>,
+    /// Seals configuration secrets; `None` when `secrets.key` is not configured.
+    pub secrets: Option<SecretKey>,
+    pub tasks: TasksConfig,
 }
 
 /// The whole API.
@@ -49,6 +65,9 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(enroll::router())
         .merge(appliances::router())
+        .merge(tasks::router())
+        .merge(desired::router())
+        .merge(inventory::router())
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .with_state(state)
@@ -56,11 +75,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Counts every request by method, route template and status.
 async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method: &'static str = match req.method().as_str() {
         "GET" => "GET",
         "POST" => "POST",
@@ -72,13 +87,7 @@ async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) ->
     };
     let start = Instant::now();
     let response = next.run(req).await;
-    metrics
-        .http_duration
-        .with_label_values(&[method, &route])
-        .observe(start.elapsed().as_secs_f64());
-    metrics
-        .http_requests
-        .with_label_values(&[method, &route, response.status().as_str()])
-        .inc();
+    metrics.http_duration.with_label_values(&[method, &route]).observe(start.elapsed().as_secs_f64());
+    metrics.http_requests.with_label_values(&[method, &route, response.status().as_str()]).inc();
     response
 }

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use hearth_protocol::{Channel, Topic, TopicFilter, UpMessage};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration,
-    Transport,
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::Ingested;
+use super::batch::{Inbound, Ingested};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -26,11 +25,7 @@ pub struct ConsumerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
     #[error("setting `{setting}`: cannot read {path}: {source} (run `hearth-control-plane pki init` or set the path)")]
-    Read {
-        setting: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { setting: &'static str, path: PathBuf, source: std::io::Error },
     #[error("MQTT TLS material is not usable: {0}")]
     Tls(#[from] hearth_protocol::tls::TlsError),
 }
@@ -38,11 +33,7 @@ pub enum MqttSetupError {
 /// Connection options for the control plane's mutual-TLS MQTT session.
 pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
     let read = |setting: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|source| MqttSetupError::Read {
-            setting,
-            path: path.to_owned(),
-            source,
-        })
+        std::fs::read(path).map_err(|source| MqttSetupError::Read { setting, path: path.to_owned(), source })
     };
     let ca = read("mqtt.ca_cert", &cfg.mqtt_ca_cert())?;
     let cert = read("mqtt.client_cert", &cfg.mqtt_client_cert())?;
@@ -50,45 +41,71 @@ pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
     let tls = hearth_protocol::tls::mtls_client_config(&ca, &cert, &key)?;
 
     let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(tls),
-    )));
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
     // A persistent session: QoS 1 messages published while we reconnect wait at the broker.
     opts.set_clean_session(false);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
     let max = hearth_protocol::codec::MAX_PAYLOAD_BYTES + 1024;
     opts.set_max_packet_size(max, max);
     opts.set_inflight(100);
+    // QoS 1 messages are acknowledged only once stored (see `batch`).
+    opts.set_manual_acks(true);
     Ok(opts)
 }
 
-/// Reads from the broker until `shutdown`, sending decoded messages to the writer.
+/// The consumer's connections to the rest of the control plane.
+#[derive(Debug)]
+pub struct ConsumerLinks {
+    /// Decoded messages for the writer.
+    pub tx: mpsc::Sender<Inbound>,
+    /// Publishes the writer has stored and that may now be acknowledged.
+    pub acks: mpsc::UnboundedReceiver<rumqttc::Publish>,
+    pub metrics: Arc<Metrics>,
+    /// `/readyz` reads it.
+    pub connected: Arc<AtomicBool>,
+}
+
+/// Reads from the broker until `shutdown`, sending decoded messages to the writer and
+/// acknowledging what it stored.
 pub async fn run_consumer(
     client: AsyncClient,
     mut eventloop: EventLoop,
     cfg: ConsumerConfig,
-    tx: mpsc::Sender<Ingested>,
-    metrics: Arc<Metrics>,
-    connected: Arc<AtomicBool>,
+    mut links: ConsumerLinks,
     shutdown: CancellationToken,
 ) {
     let filter = TopicFilter::AllUp.shared(&cfg.share_group);
     let mut delay = Duration::from_millis(500);
+    let metrics = links.metrics.clone();
+    let connected = links.connected.clone();
     let set_connected = |up: bool| {
         connected.store(up, Ordering::Relaxed);
         metrics.mqtt_connected.set(i64::from(up));
     };
+    let mut pending_acks: std::collections::VecDeque<rumqttc::Publish> = Default::default();
     loop {
+        // Hand stored messages' acknowledgements to the client; what does not fit in its
+        // request queue waits for the next turn.
+        while let Ok(p) = links.acks.try_recv() {
+            pending_acks.push_back(p);
+        }
+        while let Some(p) = pending_acks.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            pending_acks.pop_front();
+        }
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(p) = links.acks.recv() => {
+                pending_acks.push_back(p);
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(
-                    session_present = ack.session_present,
-                    "connected to the MQTT broker"
-                );
+                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
                 set_connected(true);
                 delay = Duration::from_millis(500);
                 if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
@@ -96,27 +113,34 @@ pub async fn run_consumer(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
+                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
                     tracing::error!(%filter, "the broker refused our subscription; check its ACL for the control plane identity");
                 } else {
                     tracing::info!(%filter, "subscribed");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if let Some(msg) = decode(&p.topic, &p.payload, &metrics) {
+                let ack = (p.qos != QoS::AtMostOnce).then(|| p.clone());
+                match decode(&p.topic, &p.payload, &links.metrics) {
                     // Backpressure: wait for the writer rather than drop.
-                    if tx.send(msg).await.is_err() {
-                        break;
+                    Some(msg) => {
+                        if links.tx.send(Inbound { msg, ack }).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Refused messages are acknowledged at once: redelivery would not help.
+                    None => {
+                        if let Some(p) = ack {
+                            pending_acks.push_back(p);
+                        }
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 set_connected(false);
+                // Unacknowledged messages will be redelivered on the resumed session.
+                pending_acks.clear();
                 tracing::warn!(error = %e, retry_in = ?delay, "MQTT connection lost");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -144,10 +168,7 @@ pub async fn run_consumer(
 /// Decodes one publish; counts and drops anything that is not a valid up message.
 fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Ingested> {
     let refuse = |kind: &str, reason: &str, detail: &dyn std::fmt::Display| {
-        metrics
-            .mqtt_decode_errors
-            .with_label_values(&[kind, reason])
-            .inc();
+        metrics.mqtt_decode_errors.with_label_values(&[kind, reason]).inc();
         tracing::debug!(topic = %topic.chars().take(160).collect::<String>(), %detail, "dropped an MQTT message");
         None
     };
@@ -167,10 +188,10 @@ fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Ingested> {
     match msg {
         UpMessage::Heartbeat(hb) => Some(Ingested::Heartbeat(appliance, hb)),
         UpMessage::Status(st) => Some(Ingested::Status(appliance, st)),
-        other => {
-            tracing::debug!(%appliance, kind = other.kind(), "message kind not handled by this version");
-            None
-        }
+        UpMessage::TaskEvent(e) => Some(Ingested::TaskEvent(appliance, e)),
+        UpMessage::TaskResult(r) => Some(Ingested::TaskResult(appliance, r)),
+        UpMessage::ConfigRequest(r) => Some(Ingested::ConfigRequest(appliance, r)),
+        UpMessage::ConfigApplied(r) => Some(Ingested::ConfigApplied(appliance, r)),
     }
 }
 

@@ -14,5 +14,5 @@
 mod batch;
 mod consumer;
 
-pub use batch::{run_writer, Coalescer, Ingested};
-pub use consumer::{mqtt_options, run_consumer, ConsumerConfig, MqttSetupError};
+pub use batch::{run_writer, Coalescer, Inbound, Ingested, WriterContext};
+pub use consumer::{mqtt_options, run_consumer, ConsumerConfig, ConsumerLinks, MqttSetupError};

@@ -21,12 +21,8 @@ async fn a_tenant_sees_only_its_own_appliances(pool: PgPool) {
 
     let (status, body) = cp.get("/api/v1/appliances", &key_a).await;
     assert_eq!(status, 200, "{body}");
-    let ids: Vec<&str> = body["appliances"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|x| x["id"].as_str().expect("id"))
-        .collect();
+    let ids: Vec<&str> =
+        body["appliances"].as_array().expect("list").iter().map(|x| x["id"].as_str().expect("id")).collect();
     assert_eq!(ids, [a1.to_string()]);
     assert_eq!(body["appliances"][0]["status"], "never_seen");
 
@@ -36,28 +32,16 @@ async fn a_tenant_sees_only_its_own_appliances(pool: PgPool) {
 
     // Tenant B's key cannot tell A's appliance from one that does not exist.
     let (status, body) = cp.get(&format!("/api/v1/appliances/{a1}"), &key_b).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("not_found")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
     let (status, _) = cp.get(&format!("/api/v1/appliances/{b1}"), &key_b).await;
     assert_eq!(status, 200);
 
     for key in ["", "hearth_tk_forged", key_a.trim_end_matches(|_| true)] {
         let (status, body) = cp.get("/api/v1/appliances", key).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (401, Some("unauthorized")),
-            "{key:?}: {body}"
-        );
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{key:?}: {body}");
     }
     let (status, body) = cp.get("/api/v1/appliances/not-a-uuid", &key_a).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_path")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_path")), "{body}");
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
@@ -70,34 +54,20 @@ async fn row_level_security_is_a_second_wall(pool: PgPool) {
 
     // Queries that forget the tenant filter still see only the transaction's tenant.
     let mut tx = db::tenant_tx(&pool, a).await.expect("tx");
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM appliances ORDER BY name")
-        .fetch_all(&mut *tx)
-        .await
-        .expect("select");
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM appliances ORDER BY name").fetch_all(&mut *tx).await.expect("select");
     assert_eq!(names, ["a-one"]);
-    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
-        .fetch_one(&mut *tx)
-        .await
-        .expect("count");
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *tx).await.expect("count");
     assert_eq!(tenants, 1);
     // Secrets' tables are not readable at all from a tenant transaction.
-    let err = sqlx::query("SELECT 1 FROM api_keys")
-        .execute(&mut *tx)
-        .await
-        .expect_err("api_keys not granted");
+    let err = sqlx::query("SELECT 1 FROM api_keys").execute(&mut *tx).await.expect_err("api_keys not granted");
     assert!(err.to_string().contains("permission denied"), "{err}");
     drop(tx);
 
     let mut tx = db::tenant_tx(&pool, b).await.expect("tx");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM appliances")
-        .fetch_one(&mut *tx)
-        .await
-        .expect("count");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM appliances").fetch_one(&mut *tx).await.expect("count");
     assert_eq!(n, 2);
-    let err = sqlx::query("UPDATE appliances SET name = 'stolen'")
-        .execute(&mut *tx)
-        .await
-        .expect_err("read only");
+    let err = sqlx::query("UPDATE appliances SET name = 'stolen'").execute(&mut *tx).await.expect_err("read only");
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
 
@@ -118,29 +88,16 @@ async fn listing_pages_through_every_appliance(pool: PgPool) {
         assert_eq!(status, 200, "{body}");
         let page = body["appliances"].as_array().expect("list");
         assert!(page.len() <= 2);
-        seen.extend(
-            page.iter()
-                .map(|a| a["id"].as_str().expect("id").to_string()),
-        );
+        seen.extend(page.iter().map(|a| a["id"].as_str().expect("id").to_string()));
         match body["next_after"].as_str() {
             Some(after) => path = format!("/api/v1/appliances?limit=2&after={after}"),
             None => break,
         }
     }
     assert_eq!(seen, expected);
-    for bad in [
-        "limit=0",
-        "limit=1001",
-        "limit=x",
-        "after=nope",
-        "colour=blue",
-    ] {
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=nope", "colour=blue"] {
         let (status, body) = cp.get(&format!("/api/v1/appliances?{bad}"), &key).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (400, Some("invalid_query")),
-            "{bad}: {body}"
-        );
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{bad}: {body}");
     }
 }
 
@@ -152,64 +109,37 @@ async fn health_readiness_and_metrics(pool: PgPool) {
     let (t, key) = tenant(&pool, "acme").await;
     let (id, _) = appliance(&pool, t, "box").await;
 
-    let r = cp
-        .http
-        .get(format!("{}/healthz", cp.url))
-        .send()
-        .await
-        .expect("healthz");
+    let r = cp.http.get(format!("{}/healthz", cp.url)).send().await.expect("healthz");
     assert_eq!(r.status().as_u16(), 200);
     let ready = || async {
-        let r = cp
-            .http
-            .get(format!("{}/readyz", cp.url))
-            .send()
-            .await
-            .ok()?;
+        let r = cp.http.get(format!("{}/readyz", cp.url)).send().await.ok()?;
         let status = r.status().as_u16();
         let body: Value = r.json().await.ok()?;
         Some((status, body))
     };
-    eventually(
-        Duration::from_secs(10),
-        "ready once the broker connection is up",
-        || async { ready().await.filter(|(s, _)| *s == 200) },
-    )
+    eventually(Duration::from_secs(10), "ready once the broker connection is up", || async {
+        ready().await.filter(|(s, _)| *s == 200)
+    })
     .await;
 
     cp.get(&format!("/api/v1/appliances/{id}"), &key).await;
     let (status, body) = cp.get("/no/such/route", &key).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
     let text = cp.metrics().await;
     assert_eq!(
-        metric(
-            &text,
-            r#"hearth_http_requests_total{method="GET",route="/api/v1/appliances/{id}",status="200"}"#
-        ),
+        metric(&text, r#"hearth_http_requests_total{method="GET",route="/api/v1/appliances/{id}",status="200"}"#),
         Some(1.0),
         "{text}"
     );
     assert!(text.contains(r#"route="unmatched""#));
-    assert!(
-        !text.contains(&id.to_string()),
-        "metrics must not be labelled by raw ids"
-    );
+    assert!(!text.contains(&id.to_string()), "metrics must not be labelled by raw ids");
     assert_eq!(metric(&text, "hearth_mqtt_connected"), Some(1.0));
 
     // The broker goes away: not ready, and the body says which dependency is missing.
     drop(broker);
-    let (_, body) = eventually(
-        Duration::from_secs(15),
-        "not ready without the broker",
-        || async { ready().await.filter(|(s, _)| *s == 503) },
-    )
+    let (_, body) = eventually(Duration::from_secs(15), "not ready without the broker", || async {
+        ready().await.filter(|(s, _)| *s == 503)
+    })
     .await;
-    assert_eq!(
-        (body["database"].as_str(), body["broker"].as_str()),
-        (Some("ok"), Some("unavailable")),
-        "{body}"
-    );
+    assert_eq!((body["database"].as_str(), body["broker"].as_str()), (Some("ok"), Some("unavailable")), "{body}");
 }

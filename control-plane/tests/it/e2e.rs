@@ -13,11 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-async fn enroll_agent(
-    cp: &ControlPlane,
-    pki: &Pki,
-    token: String,
-) -> (tempfile::TempDir, ApplianceId) {
+async fn enroll_agent(cp: &ControlPlane, pki: &Pki, token: String) -> (tempfile::TempDir, ApplianceId) {
     let state = tempfile::tempdir().expect("state dir");
     let enrolled = hearth_agent::enroll(EnrollOptions {
         server: cp.url.clone(),
@@ -33,29 +29,18 @@ async fn enroll_agent(
 
 fn start_agent(
     state: &tempfile::TempDir,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>,
-) {
+) -> (CancellationToken, tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>) {
     let token = CancellationToken::new();
-    let config = AgentConfig {
-        state_dir: state.path().to_owned(),
-        heartbeat_interval_s: 1,
-        ..Default::default()
-    };
+    let config = AgentConfig { state_dir: state.path().to_owned(), heartbeat_interval_s: 1, ..Default::default() };
     let handle = tokio::spawn(hearth_agent::run(config, token.clone()));
     (token, handle)
 }
 
 async fn wait_status(cp: &ControlPlane, key: &str, id: ApplianceId, status: &str) -> Value {
-    eventually(
-        Duration::from_secs(15),
-        &format!("appliance {status}"),
-        || async {
-            let (_, body) = cp.get(&format!("/api/v1/appliances/{id}"), key).await;
-            (body["status"] == status).then_some(body)
-        },
-    )
+    eventually(Duration::from_secs(15), &format!("appliance {status}"), || async {
+        let (_, body) = cp.get(&format!("/api/v1/appliances/{id}"), key).await;
+        (body["status"] == status).then_some(body)
+    })
     .await
 }
 
@@ -77,16 +62,12 @@ async fn heartbeat_to_api_then_offline_by_last_will(pool: PgPool) {
 
     let body = eventually(Duration::from_secs(15), "online with metrics", || async {
         let (_, body) = cp.get(&format!("/api/v1/appliances/{id}"), &key).await;
-        (body["status"] == "online" && body["metrics"]["memory"]["total_bytes"].as_u64() > Some(0))
-            .then_some(body)
+        (body["status"] == "online" && body["metrics"]["memory"]["total_bytes"].as_u64() > Some(0)).then_some(body)
     })
     .await;
     assert_eq!(body["agent_version"], hearth_agent::VERSION);
     assert!(body["metrics"]["uptime_s"].as_u64().is_some(), "{body}");
-    assert!(
-        body["metrics"]["root_fs"]["total_bytes"].as_u64() > Some(0),
-        "{body}"
-    );
+    assert!(body["metrics"]["root_fs"]["total_bytes"].as_u64() > Some(0), "{body}");
     assert!(body["last_seen"].is_string());
     let (_, list) = cp.get("/api/v1/appliances", &key).await;
     assert_eq!(list["appliances"][0]["status"], "online");
@@ -105,11 +86,7 @@ async fn heartbeat_to_api_then_offline_by_last_will(pool: PgPool) {
     let body = wait_status(&cp, &key, id, "offline").await;
     assert_eq!(last_reason(&body), Some("status_message"), "{body}");
     let text = cp.metrics().await;
-    assert_eq!(
-        metric(&text, "hearth_presence_sweeper_offline_total"),
-        Some(0.0),
-        "the last will, not the sweeper"
-    );
+    assert_eq!(metric(&text, "hearth_presence_sweeper_offline_total"), Some(0.0), "the last will, not the sweeper");
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
@@ -170,29 +147,17 @@ async fn missed_heartbeats_mark_offline_by_the_sweeper(pool: PgPool) {
         agent_version: "silent".into(),
         uptime_s: 1,
         load: [0.0; 3],
-        memory: hearth_protocol::Memory {
-            total_bytes: 1,
-            available_bytes: 1,
-        },
-        root_fs: hearth_protocol::Filesystem {
-            total_bytes: 1,
-            available_bytes: 1,
-        },
+        memory: hearth_protocol::Memory { total_bytes: 1, available_bytes: 1 },
+        root_fs: hearth_protocol::Filesystem { total_bytes: 1, available_bytes: 1 },
     };
     probe
-        .publish(
-            &Topic::new(id, UpChannel::Heartbeat).to_string(),
-            hearth_protocol::encode(&hb).expect("encode"),
-        )
+        .publish(&Topic::new(id, UpChannel::Heartbeat).to_string(), hearth_protocol::encode(&hb).expect("encode"))
         .await;
     wait_status(&cp, &key, id, "online").await;
 
     let body = wait_status(&cp, &key, id, "offline").await;
     assert_eq!(last_reason(&body), Some("missed_heartbeats"), "{body}");
     let text = cp.metrics().await;
-    assert_eq!(
-        metric(&text, "hearth_presence_sweeper_offline_total"),
-        Some(1.0)
-    );
+    assert_eq!(metric(&text, "hearth_presence_sweeper_offline_total"), Some(1.0));
     drop(probe);
 }

@@ -10,24 +10,12 @@ use crate::support::*;
 fn csr(cn: &str) -> String {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem")
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).expect("csr").pem().expect("pem")
 }
 
 async fn post(cp: &ControlPlane, body: &impl serde::Serialize) -> (u16, Value) {
-    let r = cp
-        .http
-        .post(format!("{}/api/v1/enroll", cp.url))
-        .json(body)
-        .send()
-        .await
-        .expect("request");
+    let r = cp.http.post(format!("{}/api/v1/enroll", cp.url)).json(body).send().await.expect("request");
     (r.status().as_u16(), r.json().await.expect("json body"))
 }
 
@@ -44,55 +32,26 @@ async fn a_token_enrolls_once(pool: PgPool) {
     let (id, token) = appliance(&pool, tenant, "living-room").await;
 
     // The CSR tries to claim the control plane's identity; the CN is ours to set.
-    let (status, body) = post(
-        &cp,
-        &EnrollRequest {
-            token: token.clone(),
-            csr_pem: csr("hearth-control-plane"),
-        },
-    )
-    .await;
+    let (status, body) = post(&cp, &EnrollRequest { token: token.clone(), csr_pem: csr("hearth-control-plane") }).await;
     assert_eq!(status, 200, "{body}");
     let resp: EnrollResponse = serde_json::from_value(body).expect("EnrollResponse");
     assert_eq!(resp.appliance_id, id);
-    assert_eq!(
-        (resp.broker.host.as_str(), resp.broker.port),
-        ("127.0.0.1", broker.port)
-    );
-    let der = hearth_protocol::tls::certificates("cert", resp.certificate_pem.as_bytes())
-        .expect("pem")
-        .remove(0);
+    assert_eq!((resp.broker.host.as_str(), resp.broker.port), ("127.0.0.1", broker.port));
+    let der = hearth_protocol::tls::certificates("cert", resp.certificate_pem.as_bytes()).expect("pem").remove(0);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .map(str::to_owned);
+    let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).map(str::to_owned);
     assert_eq!(cn, Some(id.to_string()));
     assert_eq!(resp.ca_chain_pem.as_bytes(), pki.read("ca.crt").as_slice());
 
-    let enrolled: Option<time::OffsetDateTime> =
-        sqlx::query_scalar("SELECT enrolled_at FROM appliances WHERE id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .expect("row");
+    let enrolled: Option<time::OffsetDateTime> = sqlx::query_scalar("SELECT enrolled_at FROM appliances WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .expect("row");
     assert!(enrolled.is_some());
 
-    let (status, body) = post(
-        &cp,
-        &EnrollRequest {
-            token,
-            csr_pem: csr("x"),
-        },
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (409, "enrollment_token_used"),
-        "{body}"
-    );
+    let (status, body) = post(&cp, &EnrollRequest { token, csr_pem: csr("x") }).await;
+    assert_eq!((status, code(&body)), (409, "enrollment_token_used"), "{body}");
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
@@ -102,54 +61,17 @@ async fn bad_tokens_and_csrs_get_clear_errors(pool: PgPool) {
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let (tenant, _) = tenant(&pool, "acme").await;
 
-    let (status, body) = post(
-        &cp,
-        &EnrollRequest {
-            token: "hearth_et_nope".into(),
-            csr_pem: csr("x"),
-        },
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (401, "enrollment_token_invalid"),
-        "{body}"
-    );
-    let (status, body) = post(
-        &cp,
-        &EnrollRequest {
-            token: "x".repeat(5000),
-            csr_pem: csr("x"),
-        },
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (401, "enrollment_token_invalid"),
-        "{body}"
-    );
+    let (status, body) = post(&cp, &EnrollRequest { token: "hearth_et_nope".into(), csr_pem: csr("x") }).await;
+    assert_eq!((status, code(&body)), (401, "enrollment_token_invalid"), "{body}");
+    let (status, body) = post(&cp, &EnrollRequest { token: "x".repeat(5000), csr_pem: csr("x") }).await;
+    assert_eq!((status, code(&body)), (401, "enrollment_token_invalid"), "{body}");
 
-    let (_, expired_token, _) = hearth_control_plane::db::enrollment::create_appliance(
-        &pool,
-        tenant,
-        "old",
-        time::Duration::seconds(-1),
-    )
-    .await
-    .expect("appliance");
-    let (status, body) = post(
-        &cp,
-        &EnrollRequest {
-            token: expired_token.expose().clone(),
-            csr_pem: csr("x"),
-        },
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (410, "enrollment_token_expired"),
-        "{body}"
-    );
+    let (_, expired_token, _) =
+        hearth_control_plane::db::enrollment::create_appliance(&pool, tenant, "old", time::Duration::seconds(-1))
+            .await
+            .expect("appliance");
+    let (status, body) = post(&cp, &EnrollRequest { token: expired_token.expose().clone(), csr_pem: csr("x") }).await;
+    assert_eq!((status, code(&body)), (410, "enrollment_token_expired"), "{body}");
 
     // A refused CSR does not burn the token.
     let (_, token) = appliance(&pool, tenant, "kitchen").await;
@@ -157,21 +79,12 @@ async fn bad_tokens_and_csrs_get_clear_errors(pool: PgPool) {
         &cp,
         &EnrollRequest {
             token: token.clone(),
-            csr_pem:
-                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
-                    .into(),
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
         },
     )
     .await;
     assert_eq!((status, code(&body)), (400, "invalid_csr"), "{body}");
-    let (status, body) = post(
-        &cp,
-        &EnrollRequest {
-            token,
-            csr_pem: csr("x"),
-        },
-    )
-    .await;
+    let (status, body) = post(&cp, &EnrollRequest { token, csr_pem: csr("x") }).await;
     assert_eq!(status, 200, "{body}");
 
     // A body that is not an EnrollRequest gets the same JSON error shape.
@@ -186,7 +99,5 @@ async fn bad_tokens_and_csrs_get_clear_errors(pool: PgPool) {
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.expect("json");
     assert_eq!(code(&body), "invalid_body", "{body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
 }

@@ -5,7 +5,9 @@
 
 mod api;
 mod broker_security;
+mod desired;
 mod e2e;
 mod enroll;
 mod ingest;
 mod support;
+mod tasks;

@@ -8,9 +8,7 @@ use hearth_protocol::*;
 use serde_json::Value;
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/golden")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/golden").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -89,10 +87,7 @@ fn every_golden_file_is_checked() {
         "task-event.json",
         "task-result.json",
     ];
-    assert_eq!(
-        names, checked,
-        "a golden vector was added without a test, or removed"
-    );
+    assert_eq!(names, checked, "a golden vector was added without a test, or removed");
 }
 
 #[test]
@@ -116,10 +111,7 @@ fn bad_inputs_get_clear_errors() {
 
     hb["v"] = 2.into();
     let err = decode::<Heartbeat>(&serde_json::to_vec(&hb).expect("json")).unwrap_err();
-    assert!(
-        err.to_string().contains("unsupported protocol version 2"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("unsupported protocol version 2"), "{err}");
 
     hb["v"] = 1.into();
     hb["memory"]["available_bytes"] = (u64::MAX).into();
@@ -128,17 +120,7 @@ fn bad_inputs_get_clear_errors() {
     assert!(err.to_string().contains("memory.available_bytes"), "{err}");
 
     let err = decode::<Heartbeat>(&vec![b' '; 5000]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::TooLarge {
-                len: 5000,
-                max: 4096,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DecodeError::TooLarge { len: 5000, max: 4096, .. }), "{err}");
 
     let err = decode::<Status>(br#"{"v":1,"state":"online"}"#).unwrap_err();
     assert!(err.to_string().contains("missing field `session`"), "{err}");

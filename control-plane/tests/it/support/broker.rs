@@ -17,11 +17,7 @@ pub struct Broker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 impl Broker {
@@ -60,11 +56,7 @@ impl Broker {
                 return;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "mosquitto did not listen on {} within 10 s; log:\n{}",
-                    self.port,
-                    self.log()
-                );
+                panic!("mosquitto did not listen on {} within 10 s; log:\n{}", self.port, self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

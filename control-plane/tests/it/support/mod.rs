@@ -45,15 +45,8 @@ impl Pki {
     pub fn appliance_cert(&self, id: ApplianceId) -> (String, String) {
         let ca = pki::CertificateAuthority::load(self.dir.path()).expect("ca");
         let key = rcgen::KeyPair::generate().expect("key");
-        let csr = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .expect("csr")
-            .pem()
-            .expect("pem");
-        (
-            ca.sign_appliance(&csr, id, 1).expect("sign").pem,
-            key.serialize_pem(),
-        )
+        let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
+        (ca.sign_appliance(&csr, id, 1).expect("sign").pem, key.serialize_pem())
     }
 }
 
@@ -83,17 +76,9 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
 impl ControlPlane {
     pub async fn start(pool: PgPool, config: Config, pki: &Pki) -> ControlPlane {
         let shutdown = CancellationToken::new();
-        let running = serve::start(&config, pool.clone(), shutdown.clone())
-            .await
-            .expect("control plane starts");
+        let running = serve::start(&config, pool.clone(), shutdown.clone()).await.expect("control plane starts");
         let url = format!("https://127.0.0.1:{}", running.http_addr.port());
-        ControlPlane {
-            url,
-            http: https_client(&pki.read(pki::files::CA_CERT)),
-            pool,
-            running: Some(running),
-            shutdown,
-        }
+        ControlPlane { url, http: https_client(&pki.read(pki::files::CA_CERT)), pool, running: Some(running), shutdown }
     }
 
     pub async fn stop(&mut self) {
@@ -107,26 +92,13 @@ impl ControlPlane {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request");
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.http.get(format!("{}/metrics", self.url)).send().await.expect("metrics").text().await.expect("text")
     }
 }
 
@@ -139,31 +111,21 @@ impl Drop for ControlPlane {
 /// An HTTPS client trusting only the fleet CA.
 pub fn https_client(ca_pem: &[u8]) -> reqwest::Client {
     let tls = hearth_protocol::tls::client_config(ca_pem).expect("tls");
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 /// A tenant and its API key.
 pub async fn tenant(pool: &PgPool, name: &str) -> (TenantId, String) {
-    let (t, key) = hearth_control_plane::db::tenants::create(pool, name)
-        .await
-        .expect("tenant");
+    let (t, key) = hearth_control_plane::db::tenants::create(pool, name).await.expect("tenant");
     (t.id, key.expose().clone())
 }
 
 /// A registered appliance and its enrollment token.
 pub async fn appliance(pool: &PgPool, tenant: TenantId, name: &str) -> (ApplianceId, String) {
-    let (id, token, _) = hearth_control_plane::db::enrollment::create_appliance(
-        pool,
-        tenant,
-        name,
-        time::Duration::hours(1),
-    )
-    .await
-    .expect("appliance");
+    let (id, token, _) =
+        hearth_control_plane::db::enrollment::create_appliance(pool, tenant, name, time::Duration::hours(1))
+            .await
+            .expect("appliance");
     (id, token.expose().clone())
 }
 
@@ -188,10 +150,7 @@ where
 /// The value of one sample line of a Prometheus text exposition, e.g.
 /// `hearth_mqtt_decode_errors_total{kind="heartbeat",reason="malformed"}`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {

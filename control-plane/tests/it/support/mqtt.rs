@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 use super::Broker;
@@ -25,20 +23,13 @@ impl Drop for Probe {
     }
 }
 
-pub fn options(
-    broker: &Broker,
-    id: &str,
-    ca: &[u8],
-    cert_key: Option<(&[u8], &[u8])>,
-) -> MqttOptions {
+pub fn options(broker: &Broker, id: &str, ca: &[u8], cert_key: Option<(&[u8], &[u8])>) -> MqttOptions {
     let tls = match cert_key {
         Some((cert, key)) => hearth_protocol::tls::mtls_client_config(ca, cert, key).expect("tls"),
         None => hearth_protocol::tls::client_config(ca).expect("tls"),
     };
     let mut o = MqttOptions::new(id, "127.0.0.1", broker.port);
-    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(tls),
-    )));
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
     o.set_keep_alive(Duration::from_secs(5));
     o
 }
@@ -49,12 +40,8 @@ pub async fn connect(opts: MqttOptions) -> Result<Probe, String> {
     let first = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(a))) if a.code == ConnectReturnCode::Success => {
-                    return Ok(())
-                }
-                Ok(Event::Incoming(Packet::ConnAck(a))) => {
-                    return Err(format!("refused: {:?}", a.code))
-                }
+                Ok(Event::Incoming(Packet::ConnAck(a))) if a.code == ConnectReturnCode::Success => return Ok(()),
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return Err(format!("refused: {:?}", a.code)),
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
             }
@@ -79,31 +66,17 @@ pub async fn connect(opts: MqttOptions) -> Result<Probe, String> {
             }
         }
     });
-    Ok(Probe {
-        client,
-        rx,
-        suback,
-        task,
-    })
+    Ok(Probe { client, rx, suback, task })
 }
 
 impl Probe {
     pub async fn subscribe(&mut self, filter: &str) -> Vec<rumqttc::SubscribeReasonCode> {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        tokio::time::timeout(Duration::from_secs(5), self.suback.recv())
-            .await
-            .expect("suback in time")
-            .expect("suback")
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+        tokio::time::timeout(Duration::from_secs(5), self.suback.recv()).await.expect("suback in time").expect("suback")
     }
 
     pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("publish");
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
     }
 
     /// The next message on `topic`, skipping others, within `timeout`.

@@ -1,0 +1,220 @@
+//! Desired configuration rows: tenant defaults, per-appliance overrides with their desired
+//! version, what was last pushed, and what the appliance applied.
+
+use hearth_protocol::{ApplianceId, ConfigApplied, Outcome, TenantId};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+/// One appliance's configuration state (documents as stored: secrets sealed).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApplianceConfig {
+    pub defaults: Value,
+    pub overrides: Value,
+    pub desired_version: i64,
+    pub applied_version: Option<i64>,
+    pub last_apply_version: Option<i64>,
+    pub last_apply_outcome: Option<String>,
+    pub last_apply_message: Option<String>,
+    pub last_apply_at: Option<OffsetDateTime>,
+}
+
+/// The last apply attempt, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastApply {
+    pub version: i64,
+    pub outcome: String,
+    pub message: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
+}
+
+impl ApplianceConfig {
+    pub fn last_apply(&self) -> Option<LastApply> {
+        Some(LastApply {
+            version: self.last_apply_version?,
+            outcome: self.last_apply_outcome.clone()?,
+            message: self.last_apply_message.clone(),
+            at: self.last_apply_at,
+        })
+    }
+}
+
+pub async fn tenant_defaults(conn: &mut PgConnection, tenant: TenantId) -> Result<Value, sqlx::Error> {
+    let v: Option<Value> = sqlx::query_scalar("SELECT defaults FROM tenant_config WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(conn)
+        .await?;
+    Ok(v.unwrap_or_else(|| Value::Object(Default::default())))
+}
+
+/// The appliance's configuration; `None` if the appliance is not the tenant's. An
+/// appliance nobody configured yet has version 0 and empty overrides.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    appliance: ApplianceId,
+) -> Result<Option<ApplianceConfig>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE(tc.defaults, '{}'::jsonb) AS defaults,
+                COALESCE(c.overrides, '{}'::jsonb) AS overrides,
+                COALESCE(c.desired_version, 0) AS desired_version,
+                c.applied_version, c.last_apply_version, c.last_apply_outcome, c.last_apply_message, c.last_apply_at
+         FROM appliances a
+         LEFT JOIN appliance_config c ON c.appliance_id = a.id
+         LEFT JOIN tenant_config tc ON tc.tenant_id = a.tenant_id
+         WHERE a.tenant_id = $1 AND a.id = $2",
+    )
+    .bind(tenant)
+    .bind(appliance)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Replaces the appliance's overrides and bumps its desired version.
+pub async fn set_overrides(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    overrides: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO appliance_config (appliance_id, tenant_id, overrides, desired_version)
+         VALUES ($2, $1, $3, 1)
+         ON CONFLICT (appliance_id) DO UPDATE
+         SET overrides = EXCLUDED.overrides, desired_version = appliance_config.desired_version + 1,
+             pushed_version = NULL, updated_at = now()
+         WHERE appliance_config.tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(appliance)
+    .bind(overrides)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the tenant's defaults and bumps every one of its appliances' desired version.
+pub async fn set_defaults(conn: &mut PgConnection, tenant: TenantId, defaults: &Value) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tenant_config (tenant_id, defaults) VALUES ($1, $2)
+         ON CONFLICT (tenant_id) DO UPDATE SET defaults = EXCLUDED.defaults, updated_at = now()",
+    )
+    .bind(tenant)
+    .bind(defaults)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO appliance_config (appliance_id, tenant_id)
+         SELECT id, tenant_id FROM appliances WHERE tenant_id = $1
+         ON CONFLICT (appliance_id) DO UPDATE
+         SET desired_version = appliance_config.desired_version + 1, pushed_version = NULL, updated_at = now()",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A document to send down.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Pending {
+    pub appliance_id: ApplianceId,
+    pub tenant_id: TenantId,
+    pub desired_version: i64,
+    pub defaults: Value,
+    pub overrides: Value,
+}
+
+/// Locks up to `limit` configurations of online appliances that are due to be sent.
+pub async fn claim_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults, c.overrides
+         FROM appliance_config c
+         JOIN appliances a ON a.id = c.appliance_id
+         LEFT JOIN tenant_config tc ON tc.tenant_id = c.tenant_id
+         WHERE a.status = 'online' AND (c.pushed_version IS NULL OR c.pushed_version < c.desired_version)
+         ORDER BY c.appliance_id
+         LIMIT $1
+         FOR UPDATE OF c SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_pushed(conn: &mut PgConnection, sent: &[(ApplianceId, i64)]) -> Result<(), sqlx::Error> {
+    let ids: Vec<_> = sent.iter().map(|(a, _)| *a.as_uuid()).collect();
+    let versions: Vec<_> = sent.iter().map(|(_, v)| *v).collect();
+    sqlx::query(
+        "UPDATE appliance_config c SET pushed_version = s.version
+         FROM UNNEST($1::uuid[], $2::int8[]) AS s(id, version) WHERE c.appliance_id = s.id",
+    )
+    .bind(ids)
+    .bind(versions)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Appliances asked for their configuration, saying which version they have applied: the
+/// ones behind are sent it again (an appliance of a tenant with defaults but no row yet
+/// gets one).
+pub async fn requested(conn: &mut PgConnection, requests: &[(ApplianceId, Option<u64>)]) -> Result<(), sqlx::Error> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<_> = requests.iter().map(|(a, _)| *a.as_uuid()).collect();
+    let applied: Vec<_> = requests.iter().map(|(_, v)| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))).collect();
+    sqlx::query(
+        "INSERT INTO appliance_config (appliance_id, tenant_id)
+         SELECT a.id, a.tenant_id FROM appliances a JOIN tenant_config tc ON tc.tenant_id = a.tenant_id
+         WHERE a.id = ANY($1)
+         ON CONFLICT (appliance_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE appliance_config c SET pushed_version = NULL
+         FROM UNNEST($1::uuid[], $2::int8[]) AS r(id, applied)
+         WHERE c.appliance_id = r.id AND c.desired_version > r.applied",
+    )
+    .bind(&ids)
+    .bind(applied)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records apply reports: every attempt as `last_apply_*`, successes also as `applied_version`.
+pub async fn applied(conn: &mut PgConnection, reports: &[(ApplianceId, ConfigApplied)]) -> Result<(), sqlx::Error> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<_> = reports.iter().map(|(a, _)| *a.as_uuid()).collect();
+    let versions: Vec<_> = reports.iter().map(|(_, r)| i64::try_from(r.version).unwrap_or(i64::MAX)).collect();
+    let ok: Vec<_> = reports.iter().map(|(_, r)| r.outcome == Outcome::Succeeded).collect();
+    let outcomes: Vec<_> = reports.iter().map(|(_, r)| super::tasks::final_status(r.outcome)).collect();
+    let messages: Vec<_> = reports.iter().map(|(_, r)| r.message.clone()).collect();
+    let ats: Vec<_> = reports.iter().map(|(_, r)| r.at).collect();
+    sqlx::query(
+        "UPDATE appliance_config c SET
+             applied_version = CASE WHEN r.ok THEN GREATEST(r.version, COALESCE(c.applied_version, 0)) ELSE c.applied_version END,
+             last_apply_version = r.version, last_apply_outcome = r.outcome,
+             last_apply_message = r.message, last_apply_at = r.at
+         FROM UNNEST($1::uuid[], $2::int8[], $3::bool[], $4::text[], $5::text[], $6::timestamptz[])
+             AS r(id, version, ok, outcome, message, at)
+         WHERE c.appliance_id = r.id",
+    )
+    .bind(ids)
+    .bind(versions)
+    .bind(ok)
+    .bind(outcomes)
+    .bind(messages)
+    .bind(ats)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

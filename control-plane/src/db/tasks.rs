@@ -1,0 +1,270 @@
+//! Catalog tasks and their event logs. Customer reads and writes take the tenant; the
+//! dispatcher, the ingest and the timeout sweep are system paths.
+
+use hearth_protocol::{ApplianceId, Outcome, TaskEvent, TaskId, TaskResult, TenantId};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Task {
+    pub id: TaskId,
+    pub appliance_id: ApplianceId,
+    pub action: String,
+    pub params: Value,
+    /// queued, dispatched, running, succeeded, failed, timed_out, cancelled, rejected
+    pub status: String,
+    pub message: Option<String>,
+    /// Ansible's play recap, once finished.
+    pub stats: Option<Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub deadline: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub dispatched_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub seq: i64,
+    pub kind: String,
+    pub task: Option<String>,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "id, appliance_id, action, params, status, message, stats, created_at, deadline, \
+                       dispatched_at, started_at, finished_at";
+
+/// Queues a task for one of the tenant's appliances; `None` if the appliance is not the
+/// tenant's.
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    action: &str,
+    params: &Map<String, Value>,
+    deadline_s: f64,
+) -> Result<Option<TaskId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO tasks (id, tenant_id, appliance_id, action, params, deadline)
+         SELECT $1, tenant_id, id, $4, $5, now() + make_interval(secs => $6)
+         FROM appliances WHERE id = $3 AND tenant_id = $2
+         RETURNING id",
+    )
+    .bind(TaskId::new())
+    .bind(tenant)
+    .bind(appliance)
+    .bind(action)
+    .bind(Value::Object(params.clone()))
+    .bind(deadline_s)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: TaskId) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn events(conn: &mut PgConnection, tenant: TenantId, id: TaskId) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, kind, task, message, at FROM task_events WHERE tenant_id = $1 AND task_id = $2 ORDER BY seq",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The appliance's most recent tasks, newest first.
+pub async fn list_for_appliance(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    limit: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE tenant_id = $1 AND appliance_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(appliance)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Cancels a task that has not been sent yet. `Ok(Err(status))` when it is past that.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: TaskId,
+) -> Result<Option<Result<(), String>>, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE tasks SET status = 'cancelled', finished_at = now(), message = 'cancelled before it was sent'
+         WHERE tenant_id = $1 AND id = $2 AND status = 'queued'",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Some(Ok(())));
+    }
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(status.map(Err))
+}
+
+/// A task ready to be sent.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Dispatchable {
+    pub id: TaskId,
+    pub appliance_id: ApplianceId,
+    pub action: String,
+    pub params: Value,
+    pub deadline: OffsetDateTime,
+}
+
+/// Locks up to `limit` queued tasks of online appliances that no other replica holds.
+pub async fn claim_dispatchable(conn: &mut PgConnection, limit: i64) -> Result<Vec<Dispatchable>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, t.appliance_id, t.action, t.params, t.deadline
+         FROM tasks t JOIN appliances a ON a.id = t.appliance_id
+         WHERE t.status = 'queued' AND a.status = 'online' AND t.deadline > now()
+         ORDER BY t.created_at
+         LIMIT $1
+         FOR UPDATE OF t SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_dispatched(conn: &mut PgConnection, ids: &[TaskId]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET status = 'dispatched', dispatched_at = now() WHERE id = ANY($1) AND status = 'queued'",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks `timed_out` every unfinished task past its deadline; returns how many.
+pub async fn time_out(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE tasks SET status = 'timed_out', finished_at = now(),
+                message = 'the task did not finish before its deadline'
+         WHERE status IN ('queued', 'dispatched', 'running') AND deadline < now()",
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Stores task events (once each; only for a task of the appliance that sent them) and
+/// marks their tasks running. Returns how many events were new.
+pub async fn store_events(conn: &mut PgConnection, events: &[(ApplianceId, TaskEvent)]) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut appliances = Vec::new();
+    let mut tasks = Vec::new();
+    let mut seqs = Vec::new();
+    let mut kinds = Vec::new();
+    let mut names = Vec::new();
+    let mut messages = Vec::new();
+    let mut ats = Vec::new();
+    for (a, e) in events {
+        appliances.push(*a.as_uuid());
+        tasks.push(*e.task_id.as_uuid());
+        seqs.push(i64::try_from(e.seq).unwrap_or(i64::MAX));
+        kinds.push(serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+        names.push(e.task.clone());
+        messages.push(e.message.clone());
+        ats.push(e.at);
+    }
+    let (stored,): (i64,) = sqlx::query_as(
+        "WITH ev AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                 AS t(appliance_id, task_id, seq, kind, task, message, at)
+         ),
+         ins AS (
+             INSERT INTO task_events (task_id, seq, tenant_id, kind, task, message, at)
+             SELECT ev.task_id, ev.seq, t.tenant_id, ev.kind, ev.task, ev.message, ev.at
+             FROM ev JOIN tasks t ON t.id = ev.task_id AND t.appliance_id = ev.appliance_id
+             ON CONFLICT (task_id, seq) DO NOTHING
+             RETURNING task_id
+         ),
+         running AS (
+             UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, now())
+             WHERE id IN (SELECT task_id FROM ins) AND status IN ('queued', 'dispatched')
+         )
+         SELECT count(*) FROM ins",
+    )
+    .bind(appliances)
+    .bind(tasks)
+    .bind(seqs)
+    .bind(kinds)
+    .bind(names)
+    .bind(messages)
+    .bind(ats)
+    .fetch_one(conn)
+    .await?;
+    Ok(stored as u64)
+}
+
+/// The task status a result's outcome ends in.
+pub fn final_status(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed | Outcome::Unknown => "failed",
+        Outcome::TimedOut => "timed_out",
+        Outcome::Rejected => "rejected",
+    }
+}
+
+/// Records final results (only for unfinished tasks of the appliance that sent them).
+pub async fn store_results(conn: &mut PgConnection, results: &[(ApplianceId, TaskResult)]) -> Result<u64, sqlx::Error> {
+    if results.is_empty() {
+        return Ok(0);
+    }
+    let appliances: Vec<_> = results.iter().map(|(a, _)| *a.as_uuid()).collect();
+    let tasks: Vec<_> = results.iter().map(|(_, r)| *r.task_id.as_uuid()).collect();
+    let statuses: Vec<_> = results.iter().map(|(_, r)| final_status(r.outcome)).collect();
+    let messages: Vec<_> = results.iter().map(|(_, r)| r.message.clone()).collect();
+    let stats: Vec<_> = results.iter().map(|(_, r)| r.stats.and_then(|s| serde_json::to_value(s).ok())).collect();
+    let r = sqlx::query(
+        "WITH r AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[])
+                 AS t(appliance_id, task_id, status, message, stats)
+         )
+         UPDATE tasks t SET status = r.status, message = r.message, stats = r.stats,
+                finished_at = now(), started_at = COALESCE(t.started_at, now())
+         FROM r
+         WHERE t.id = r.task_id AND t.appliance_id = r.appliance_id
+           AND t.status IN ('queued', 'dispatched', 'running')",
+    )
+    .bind(appliances)
+    .bind(tasks)
+    .bind(statuses)
+    .bind(messages)
+    .bind(stats)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}

@@ -1,0 +1,135 @@
+//! The dispatcher: sends queued tasks and due configuration documents to online
+//! appliances. Every replica runs one; rows are claimed with `FOR UPDATE SKIP LOCKED` and
+//! marked sent in the same transaction, so each goes out once however many replicas run.
+//! It wakes when a task is created, when an appliance comes online or asks for its
+//! configuration, and every second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_protocol::{encode, ConfigDocument, DownChannel, ProtocolVersion, TaskDispatch, Topic};
+use rumqttc::{AsyncClient, QoS};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{desired, tasks};
+use crate::desired::merge;
+use crate::desired::secrets::{self, SecretKey};
+use crate::metrics::Metrics;
+
+const BATCH: i64 = 100;
+
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    pub pool: PgPool,
+    pub client: AsyncClient,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    pub secrets: Option<SecretKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DispatchError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("cannot hand a message to the MQTT client: {0}")]
+    Mqtt(#[from] rumqttc::ClientError),
+}
+
+impl Dispatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            // Keep going while full batches come back.
+            loop {
+                match self.dispatch_tasks().await {
+                    Ok(n) if n as i64 == BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "task dispatch failed; will retry");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.push_configs().await {
+                tracing::warn!(error = %e, "configuration push failed; will retry");
+            }
+        }
+    }
+
+    async fn dispatch_tasks(&self) -> Result<usize, DispatchError> {
+        let mut tx = self.pool.begin().await?;
+        let due = tasks::claim_dispatchable(&mut tx, BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut sent = Vec::with_capacity(due.len());
+        for t in &due {
+            let msg = TaskDispatch {
+                v: ProtocolVersion,
+                task_id: t.id,
+                action: t.action.clone(),
+                params: t.params.as_object().cloned().unwrap_or_default(),
+                deadline: t.deadline,
+            };
+            let bytes = match encode(&msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(task = %t.id, error = %e, "task cannot be encoded; left queued");
+                    continue;
+                }
+            };
+            let topic = Topic::new(t.appliance_id, DownChannel::Task).to_string();
+            self.client.publish(topic, QoS::AtLeastOnce, false, bytes).await?;
+            sent.push(t.id);
+        }
+        tasks::mark_dispatched(&mut tx, &sent).await?;
+        tx.commit().await?;
+        self.metrics.tasks_dispatched.inc_by(sent.len() as u64);
+        tracing::debug!(tasks = sent.len(), "dispatched");
+        Ok(due.len())
+    }
+
+    async fn push_configs(&self) -> Result<(), DispatchError> {
+        let mut tx = self.pool.begin().await?;
+        let due = desired::claim_pending(&mut tx, BATCH).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut sent = Vec::with_capacity(due.len());
+        for c in &due {
+            let merged = merge(&c.defaults, &c.overrides);
+            let document = match secrets::reveal(&merged, c.tenant_id, self.secrets.as_ref()) {
+                Ok(serde_json::Value::Object(m)) => m,
+                Ok(_) => Default::default(),
+                Err(e) => {
+                    // Mark it sent so it is not retried every second; the API shows the reason.
+                    tracing::error!(appliance = %c.appliance_id, error = %e, "configuration not sent");
+                    sent.push((c.appliance_id, c.desired_version));
+                    continue;
+                }
+            };
+            let msg = ConfigDocument { v: ProtocolVersion, version: c.desired_version.max(0) as u64, document };
+            let bytes = match encode(&msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(appliance = %c.appliance_id, error = %e, "configuration too large to send");
+                    sent.push((c.appliance_id, c.desired_version));
+                    continue;
+                }
+            };
+            let topic = Topic::new(c.appliance_id, DownChannel::Config).to_string();
+            self.client.publish(topic, QoS::AtLeastOnce, false, bytes).await?;
+            sent.push((c.appliance_id, c.desired_version));
+            self.metrics.configs_pushed.inc();
+        }
+        desired::mark_pushed(&mut tx, &sent).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

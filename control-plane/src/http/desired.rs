@@ -1,0 +1,140 @@
+//! Desired configuration: the tenant's defaults and each appliance's overrides, with the
+//! applied version, the last apply's outcome and drift.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::Router;
+use hearth_protocol::catalog::Policy;
+use hearth_protocol::ApplianceId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::Tenant;
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::db::desired::{self as store, LastApply};
+use crate::db::tenant_tx;
+use crate::desired::secrets::{self, SecretError};
+use crate::desired::{merge, validate};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/appliances/{id}/config", get(get_config).put(put_config))
+        .route("/api/v1/config/defaults", get(get_defaults).put(put_defaults))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentBody {
+    document: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct DefaultsView {
+    /// Secrets shown as `{"$secret": "[redacted]"}`.
+    document: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct ConfigView {
+    /// 0 until the appliance is configured.
+    desired_version: i64,
+    /// Tenant defaults merged with this appliance's overrides (secrets redacted).
+    desired: Value,
+    /// This appliance's own overrides (secrets redacted).
+    overrides: Value,
+    /// The last version the appliance applied successfully.
+    applied_version: Option<i64>,
+    last_apply: Option<LastApply>,
+    /// The appliance does not yet run the desired version.
+    drift: bool,
+}
+
+fn secret_error(e: SecretError) -> ApiError {
+    match e {
+        SecretError::NoKey => ApiError::Unprocessable {
+            code: "secrets_unavailable",
+            message: e.to_string(),
+            details: serde_json::json!({}),
+        },
+        SecretError::BadSecret { ref path } | SecretError::NothingToKeep { ref path } => ApiError::Unprocessable {
+            code: "invalid_config",
+            message: e.to_string(),
+            details: serde_json::json!({ "path": path, "rule": "secret" }),
+        },
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+fn check(doc: &Value) -> Result<(), ApiError> {
+    validate(doc, &Policy::default()).map_err(|e| ApiError::Unprocessable {
+        code: "invalid_config",
+        message: e.to_string(),
+        details: serde_json::json!({ "path": e.path, "rule": e.rule }),
+    })
+}
+
+async fn view(s: &AppState, tenant: hearth_protocol::TenantId, appliance: ApplianceId) -> Result<ConfigView, ApiError> {
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let c = store::get(&mut tx, tenant, appliance).await?.ok_or(ApiError::NotFound("appliance"))?;
+    tx.commit().await?;
+    Ok(ConfigView {
+        desired_version: c.desired_version,
+        desired: secrets::redact(&merge(&c.defaults, &c.overrides)),
+        overrides: secrets::redact(&c.overrides),
+        applied_version: c.applied_version,
+        last_apply: c.last_apply(),
+        drift: c.desired_version > 0 && c.applied_version != Some(c.desired_version),
+    })
+}
+
+async fn get_config(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<Path<ApplianceId>, PathRejection>,
+) -> Result<ApiJson<ConfigView>, ApiError> {
+    let Path(appliance) = id?;
+    Ok(ApiJson(view(&s, tenant, appliance).await?))
+}
+
+async fn put_config(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<Path<ApplianceId>, PathRejection>,
+    ApiJson(body): ApiJson<DocumentBody>,
+) -> Result<ApiJson<ConfigView>, ApiError> {
+    let Path(appliance) = id?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let current = store::get(&mut tx, tenant, appliance).await?.ok_or(ApiError::NotFound("appliance"))?;
+    check(&merge(&current.defaults, &body.document))?;
+    let sealed =
+        secrets::seal(&body.document, &current.overrides, tenant, s.secrets.as_ref(), "").map_err(secret_error)?;
+    store::set_overrides(&mut tx, tenant, appliance, &sealed).await?;
+    tx.commit().await?;
+    s.dispatcher.notify_one();
+    tracing::info!(%appliance, "desired configuration changed");
+    Ok(ApiJson(view(&s, tenant, appliance).await?))
+}
+
+async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<DefaultsView>, ApiError> {
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let defaults = store::tenant_defaults(&mut tx, tenant).await?;
+    tx.commit().await?;
+    Ok(ApiJson(DefaultsView { document: secrets::redact(&defaults) }))
+}
+
+async fn put_defaults(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    ApiJson(body): ApiJson<DocumentBody>,
+) -> Result<ApiJson<DefaultsView>, ApiError> {
+    check(&body.document)?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let previous = store::tenant_defaults(&mut tx, tenant).await?;
+    let sealed = secrets::seal(&body.document, &previous, tenant, s.secrets.as_ref(), "").map_err(secret_error)?;
+    store::set_defaults(&mut tx, tenant, &sealed).await?;
+    tx.commit().await?;
+    s.dispatcher.notify_one();
+    Ok(ApiJson(DefaultsView { document: secrets::redact(&sealed) }))
+}

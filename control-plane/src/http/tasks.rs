@@ -1,0 +1,137 @@
+//! Catalog tasks: create (validated against the catalog), read with the event log, list,
+//! cancel.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use hearth_protocol::catalog::{Catalog, Policy};
+use hearth_protocol::{ApplianceId, TaskId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::auth::Tenant;
+use super::error::{ApiError, ApiJson};
+use super::AppState;
+use crate::db::tasks::{self, EventRow, Task};
+use crate::db::{appliances, tenant_tx};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/appliances/{id}/tasks", post(create).get(list))
+        .route("/api/v1/tasks/{id}", get(detail))
+        .route("/api/v1/tasks/{id}/cancel", post(cancel))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTask {
+    action: String,
+    #[serde(default)]
+    params: Map<String, Value>,
+    /// Seconds the task may take from now (default `tasks.default_deadline_s`).
+    deadline_s: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    id: TaskId,
+    status: &'static str,
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<Path<ApplianceId>, PathRejection>,
+    ApiJson(req): ApiJson<CreateTask>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path(appliance) = id?;
+    let deadline = req.deadline_s.unwrap_or(s.tasks.default_deadline_s);
+    if deadline == 0 || deadline > s.tasks.max_deadline_s {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("deadline_s must be between 1 and {}", s.tasks.max_deadline_s),
+        ));
+    }
+    let (_, params) = Catalog::embedded().validate(&req.action, &req.params, &Policy::default()).map_err(|r| {
+        ApiError::Unprocessable {
+            code: "invalid_params",
+            message: r.message.clone(),
+            details: serde_json::json!({ "param": r.param, "rule": r.rule }),
+        }
+    })?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let id = tasks::create(&mut tx, tenant, appliance, &req.action, &params, deadline as f64)
+        .await?
+        .ok_or(ApiError::NotFound("appliance"))?;
+    tx.commit().await?;
+    s.dispatcher.notify_one();
+    tracing::info!(task = %id, %appliance, action = %req.action, "task queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/v1/tasks/{id}"))],
+        ApiJson(Created { id, status: "queued" }),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct Detail {
+    #[serde(flatten)]
+    task: Task,
+    events: Vec<EventRow>,
+}
+
+async fn detail(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<Path<TaskId>, PathRejection>,
+) -> Result<ApiJson<Detail>, ApiError> {
+    let Path(id) = id?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let task = tasks::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("task"))?;
+    let events = tasks::events(&mut tx, tenant, id).await?;
+    tx.commit().await?;
+    Ok(ApiJson(Detail { task, events }))
+}
+
+#[derive(Debug, Serialize)]
+struct List {
+    tasks: Vec<Task>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<Path<ApplianceId>, PathRejection>,
+) -> Result<ApiJson<List>, ApiError> {
+    let Path(appliance) = id?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    appliances::get(&mut tx, tenant, appliance).await?.ok_or(ApiError::NotFound("appliance"))?;
+    let tasks = tasks::list_for_appliance(&mut tx, tenant, appliance, 100).await?;
+    tx.commit().await?;
+    Ok(ApiJson(List { tasks }))
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    id: Result<Path<TaskId>, PathRejection>,
+) -> Result<ApiJson<Task>, ApiError> {
+    let Path(id) = id?;
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    match tasks::cancel(&mut tx, tenant, id).await? {
+        None => return Err(ApiError::NotFound("task")),
+        Some(Err(status)) => {
+            return Err(ApiError::Conflict {
+                code: "task_not_cancellable",
+                message: format!("the task is {status}; only a task not yet sent to the appliance can be cancelled"),
+            })
+        }
+        Some(Ok(())) => {}
+    }
+    let task = tasks::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("task"))?;
+    tx.commit().await?;
+    Ok(ApiJson(task))
+}

@@ -1,0 +1,166 @@
+//! Desired configuration through the API and the real broker with a scripted appliance:
+//! validation, secrets sealed at rest and redacted, merge of defaults and overrides,
+//! versions, push on change and on request, applied version and drift.
+
+use std::time::Duration;
+
+use hearth_control_plane::pki::files;
+use hearth_protocol::*;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::support::mqtt;
+use crate::support::*;
+
+async fn put(cp: &ControlPlane, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let r = cp.http.put(format!("{}{path}", cp.url)).bearer_auth(key).json(&body).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn secret_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([42u8; 32])
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn configuration_is_versioned_sealed_pushed_and_reported(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let mut config = test_config(&pki, &broker);
+    config.secrets.key = Some(hearth_control_plane::secret::Secret::new(secret_key()));
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let (t, key) = tenant(&pool, "acme").await;
+    let (id, _) = appliance(&pool, t, "box").await;
+    let path = format!("/api/v1/appliances/{id}/config");
+
+    let (status, view) = cp.get(&path, &key).await;
+    assert_eq!((status, view["desired_version"].as_i64(), view["drift"].as_bool()), (200, Some(0), Some(false)));
+
+    // Refused: a rule of the catalog, an unknown section, a plain-text password.
+    let (status, body) =
+        put(&cp, &path, &key, json!({"document": {"dns": {"records": [{"hostname": "x.com", "ip": "1.1.1.1"}]}}}))
+            .await;
+    assert_eq!((status, body["error"]["details"]["path"].as_str()), (422, Some("dns.records[0].hostname")), "{body}");
+    let (status, _) = put(&cp, &path, &key, json!({"document": {"firewall": {}}})).await;
+    assert_eq!(status, 422);
+    let (status, body) = put(
+        &cp,
+        &path,
+        &key,
+        json!({"document": {"mail": {"relay": {"host": "smtp.example.com", "password": "hunter2"}}}}),
+    )
+    .await;
+    assert_eq!((status, body["error"]["details"]["rule"].as_str()), (422, Some("not_secret")), "{body}");
+
+    // Tenant defaults plus overrides, with a secret.
+    let (status, _) = put(
+        &cp,
+        "/api/v1/config/defaults",
+        &key,
+        json!({"document": {"agent": {"heartbeat_interval_s": 30}, "dns": {"forwarders": ["9.9.9.9"]}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let doc = json!({"dns": {"records": [{"hostname": "nas.home", "ip": "192.168.1.10"}]},
+                     "mail": {"relay": {"host": "smtp.example.com", "username": "me", "password": {"$secret": "hunter2"}}}});
+    let (status, view) = put(&cp, &path, &key, json!({ "document": doc })).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["desired"]["dns"]["forwarders"], json!(["9.9.9.9"]), "defaults merged in");
+    assert_eq!(view["desired"]["mail"]["relay"]["password"], json!({"$secret": "[redacted]"}));
+    assert!(view["drift"].as_bool().expect("drift"));
+    let version = view["desired_version"].as_i64().expect("version");
+    let stored: String = sqlx::query_scalar("SELECT overrides::text FROM appliance_config WHERE appliance_id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert!(!stored.contains("hunter2") && stored.contains("$encrypted"), "sealed at rest: {stored}");
+
+    // The appliance connects and asks: it gets the merged document with the secret in clear.
+    let (cert, k) = pki.appliance_cert(id);
+    let mut probe = mqtt::connect(mqtt::options(
+        &broker,
+        &id.to_string(),
+        &pki.read(files::CA_CERT),
+        Some((cert.as_bytes(), k.as_bytes())),
+    ))
+    .await
+    .expect("connect");
+    probe.subscribe(&TopicFilter::Down(id).to_string()).await;
+    let online = Status {
+        v: ProtocolVersion,
+        state: PresenceState::Online,
+        session: SessionId::new(),
+        at: time::OffsetDateTime::now_utc(),
+    };
+    probe.publish(&Topic::new(id, UpChannel::Status).to_string(), encode(&online).expect("encode")).await;
+    probe
+        .publish(
+            &Topic::new(id, UpChannel::ConfigRequest).to_string(),
+            encode(&ConfigRequest { v: ProtocolVersion, applied_version: None }).expect("encode"),
+        )
+        .await;
+    let down = Topic::new(id, DownChannel::Config).to_string();
+    let bytes = probe.next_on(&down, Duration::from_secs(10)).await.expect("configuration arrives");
+    let sent: ConfigDocument = decode(&bytes).expect("ConfigDocument");
+    assert_eq!(sent.version as i64, version);
+    assert_eq!(sent.document["mail"]["relay"]["password"], "hunter2");
+    assert_eq!(sent.document["agent"]["heartbeat_interval_s"], 30);
+
+    // A failed apply keeps the last good version and shows the failure.
+    let report = |outcome, message: &str| ConfigApplied {
+        v: ProtocolVersion,
+        version: version as u64,
+        outcome,
+        message: Some(message.into()),
+        at: time::OffsetDateTime::now_utc(),
+    };
+    let applied_topic = Topic::new(id, UpChannel::ConfigApplied).to_string();
+    probe
+        .publish(&applied_topic, encode(&report(Outcome::Failed, "dns : write records failed")).expect("encode"))
+        .await;
+    let view = eventually(Duration::from_secs(10), "failed apply visible", || async {
+        let (_, v) = cp.get(&path, &key).await;
+        (v["last_apply"]["outcome"] == "failed").then_some(v)
+    })
+    .await;
+    assert_eq!((view["applied_version"].clone(), view["drift"].clone()), (Value::Null, json!(true)));
+    assert_eq!(view["last_apply"]["message"], "dns : write records failed");
+    probe.publish(&applied_topic, encode(&report(Outcome::Succeeded, "ok=5 changed=2")).expect("encode")).await;
+    let view = eventually(Duration::from_secs(10), "applied", || async {
+        let (_, v) = cp.get(&path, &key).await;
+        (v["drift"] == false).then_some(v)
+    })
+    .await;
+    assert_eq!(view["applied_version"].as_i64(), Some(version));
+
+    // Keeping the secret by sending the redacted form back, changing something else: a
+    // new version is pushed at once, secret intact.
+    let mut doc2 = view["overrides"].clone();
+    doc2["dns"]["records"] = json!([{"hostname": "nas.home", "ip": "192.168.1.11"}]);
+    let (status, view2) = put(&cp, &path, &key, json!({ "document": doc2 })).await;
+    assert_eq!(status, 200, "{view2}");
+    let bytes = probe.next_on(&down, Duration::from_secs(10)).await.expect("new version pushed");
+    let sent2: ConfigDocument = decode(&bytes).expect("ConfigDocument");
+    assert_eq!(sent2.version, sent.version + 1);
+    assert_eq!(sent2.document["mail"]["relay"]["password"], "hunter2");
+    assert_eq!(sent2.document["dns"]["records"][0]["ip"], "192.168.1.11");
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn secrets_need_a_key(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (t, key) = tenant(&pool, "acme").await;
+    let (id, _) = appliance(&pool, t, "box").await;
+    let (status, body) = put(
+        &cp,
+        &format!("/api/v1/appliances/{id}/config"),
+        &key,
+        json!({"document": {"mail": {"relay": {"host": "h.example.com", "password": {"$secret": "x"}}}}}),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("secrets_unavailable")), "{body}");
+}
