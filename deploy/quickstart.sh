@@ -7,8 +7,9 @@
 #   deploy/quickstart.sh status  what is running
 #
 # Everything lives in .hearth/ (git-ignored): the PKI, the broker's files, logs, pid files,
-# the demo agent's state and dev.env (source it to talk to the stack with curl and
-# mosquitto_pub). Ports: HEARTH_API_PORT (8443), HEARTH_MQTT_PORT (8883).
+# the demo agent's state, the demo appliance's sandbox root (.hearth/sandbox: the catalog's
+# playbooks change files there, never on this machine) and dev.env (source it to talk to
+# the stack with curl and mosquitto_pub). Ports: HEARTH_API_PORT (8443), HEARTH_MQTT_PORT (8883).
 # HEARTH_BUILD_PROFILE=dev builds a debug build instead of release (faster to compile).
 set -euo pipefail
 
@@ -99,6 +100,11 @@ SQL
     export HEARTH_HTTP__LISTEN=127.0.0.1:$API_PORT
     export HEARTH_MQTT__HOST=localhost
     export HEARTH_MQTT__PORT=$MQTT_PORT
+    if [ ! -f "$STATE/secrets.key" ]; then
+        (umask 077; head -c 32 /dev/urandom | base64 >"$STATE/secrets.key")
+    fi
+    HEARTH_SECRETS__KEY=$(cat "$STATE/secrets.key")
+    export HEARTH_SECRETS__KEY
     "$BIN/hearth-control-plane" migrate
 
     if [ ! -f "$STATE/pki/ca.key" ]; then
@@ -143,11 +149,20 @@ SQL
         umask 022
     fi
 
+    mkdir -p "$STATE/sandbox"
     cat >"$STATE/agent.toml" <<TOML
 state_dir = "$STATE/agent"
 heartbeat_interval_s = 10
+# This run's broker (a reused enrollment may have recorded another port).
+broker_host = "localhost"
+broker_port = $MQTT_PORT
+# The demo appliance runs the repository's playbooks against a sandbox root.
+ansible_dir = "$ROOT/ansible"
+hearth_root = "$STATE/sandbox"
+manage_services = false
 TOML
     say "starting the demo agent"
+    local agent_started; agent_started=$(date -u +%Y-%m-%dT%H:%M:%S)
     nohup "$BIN/hearth-agent" run --config "$STATE/agent.toml" >"$LOGS/agent.log" 2>&1 &
     echo $! >"$RUN/agent.pid"
 
@@ -167,14 +182,17 @@ ENV
 )
 
     say "waiting for the demo appliance to come online"
-    local body=""
+    local body="" seen=""
     for _ in $(seq 1 150); do
         body=$(api "/api/v1/appliances/$APPLIANCE_ID" 2>/dev/null || true)
-        grep -q '"status":"online"' <<<"$body" && grep -q '"metrics":{' <<<"$body" && break
+        # Online with a heartbeat from the agent just started (not an earlier run's state).
+        seen=$(sed -n 's/.*"metrics_at":"\([^"]*\)".*/\1/p' <<<"$body")
+        grep -q '"status":"online"' <<<"$body" && [[ "${seen:0:19}" > "$agent_started" || "${seen:0:19}" == "$agent_started" ]] && break
         pid_alive "$RUN/agent.pid" || die "the agent exited; see $LOGS/agent.log"
         sleep 0.2
     done
-    grep -q '"status":"online"' <<<"$body" || die "the demo appliance did not come online; see $LOGS/"
+    grep -q '"status":"online"' <<<"$body" && [[ "${seen:0:19}" > "$agent_started" || "${seen:0:19}" == "$agent_started" ]] \
+        || die "the demo appliance did not come online; see $LOGS/"
     say "demo appliance $APPLIANCE_ID is online ($((SECONDS - started)) s)"
 
     cat <<NEXT
@@ -184,6 +202,11 @@ Hearth is running. Logs in .hearth/logs/, broker log in .hearth/broker/mosquitto
   . .hearth/dev.env
   curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/appliances
   curl --cacert \$HEARTH_CA_CERT \$HEARTH_API_URL/metrics | grep ^hearth_
+  # run a catalog task on the demo appliance (in its sandbox, .hearth/sandbox) and follow it
+  curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" -H 'Content-Type: application/json' \
+      -d '{"action": "dns.record.add", "params": {"hostname": "printer.home", "ip": "192.168.1.50"}}' \
+      \$HEARTH_API_URL/api/v1/appliances/\$HEARTH_DEMO_APPLIANCE_ID/tasks
+  curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/tasks/<id>
   mosquitto_sub --cafile \$HEARTH_CA_CERT --cert \$HEARTH_DEMO_CERT --key \$HEARTH_DEMO_KEY \\
       -h \$HEARTH_MQTT_HOST -p \$HEARTH_MQTT_PORT -t "hearth/v1/\$HEARTH_DEMO_APPLIANCE_ID/down/#" -v
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what Hearth needs on a development or CI machine is installed and running:
-# PostgreSQL (running, with a superuser reachable over TCP) and the Mosquitto binary
-# (tests and the quickstart start their own TLS instances). Installs missing Debian
+# PostgreSQL (running, with a superuser reachable over TCP), the Mosquitto binary (tests
+# and the quickstart start their own TLS instances) and ansible-core (the agent runs the
+# catalog's playbooks; tests run them for real in sandbox roots). Installs missing Debian
 # packages with apt-get. Progress goes to stderr; the last line on stdout is a PostgreSQL
 # superuser URL, e.g.
 #
@@ -16,6 +17,9 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need_pkgs+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_pkgs+=(mosquitto-clients)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v ansible-playbook >/dev/null 2>&1 || need_pkgs+=(ansible-core)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v useradd >/dev/null 2>&1 || need_pkgs+=(passwd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     SUDO=""

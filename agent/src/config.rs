@@ -1,5 +1,12 @@
 //! The agent's settings (`agent.toml`): defaults, then a TOML file, then `HEARTH_AGENT_*`
 //! environment variables. Every error names the setting and where its value came from.
+//!
+//! Besides the connection settings there are those of catalog tasks and desired
+//! configuration: where the installed `ansible/` directory is (`ansible_dir`, holding
+//! `catalog.json`, `ansible.cfg`, `site.yml` and the playbooks), the root prefix playbooks
+//! write under (`hearth_root`), whether they may manage services (`manage_services`), the
+//! `ansible-playbook` command, the size bound of the outgoing spool and the longest a task
+//! may run.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,6 +23,12 @@ pub const ENV_PREFIX: &str = "HEARTH_AGENT_";
 
 /// Longest heartbeat interval accepted (one day).
 pub const MAX_HEARTBEAT_INTERVAL_S: u64 = 86_400;
+
+/// Smallest spool bound accepted: room for a few of the largest up messages (16 KiB).
+pub const MIN_SPOOL_MAX_BYTES: u64 = 64 * 1024;
+
+/// Longest task timeout accepted (one day).
+pub const MAX_TASK_TIMEOUT_S: u64 = 86_400;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,6 +75,23 @@ pub struct AgentConfig {
     pub broker_port: Option<u16>,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// The installed `ansible/` directory: `catalog.json`, `ansible.cfg`, `site.yml` and the
+    /// playbooks the catalog names.
+    pub ansible_dir: PathBuf,
+    /// The root prefix playbooks write under (`/` on an appliance, a sandbox in tests).
+    pub hearth_root: PathBuf,
+    /// Whether playbooks may start, stop and restart services and reboot (false in a
+    /// sandbox).
+    pub manage_services: bool,
+    /// The `ansible-playbook` command (a name looked up in `PATH`, or a path).
+    pub ansible_playbook: PathBuf,
+    /// Upper bound of the on-disk spool of task events, results and configuration reports
+    /// (at least 64 KiB).
+    pub spool_max_bytes: u64,
+    /// Longest a playbook may run, whatever the task's deadline (1 s to one day).
+    pub task_timeout_s: u64,
+    /// Domains local host names must end in; `None` means the catalog's.
+    pub local_domains: Option<Vec<String>>,
 }
 
 impl Default for AgentConfig {
@@ -76,6 +106,13 @@ impl Default for AgentConfig {
             broker_host: None,
             broker_port: None,
             log_format: LogFormat::Text,
+            ansible_dir: PathBuf::from("/usr/share/hearth/ansible"),
+            hearth_root: PathBuf::from("/"),
+            manage_services: true,
+            ansible_playbook: PathBuf::from("ansible-playbook"),
+            spool_max_bytes: 1024 * 1024,
+            task_timeout_s: 3600,
+            local_domains: None,
         }
     }
 }
@@ -116,6 +153,13 @@ const SETTINGS: &[&str] = &[
     "broker_host",
     "broker_port",
     "log_format",
+    "ansible_dir",
+    "hearth_root",
+    "manage_services",
+    "ansible_playbook",
+    "spool_max_bytes",
+    "task_timeout_s",
+    "local_domains",
 ];
 
 /// The file's view: every key optional, unknown keys refused.
@@ -131,6 +175,13 @@ struct FileLayer {
     broker_host: Option<String>,
     broker_port: Option<u16>,
     log_format: Option<LogFormat>,
+    ansible_dir: Option<PathBuf>,
+    hearth_root: Option<PathBuf>,
+    manage_services: Option<bool>,
+    ansible_playbook: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
+    task_timeout_s: Option<u64>,
+    local_domains: Option<Vec<String>>,
 }
 
 /// Checks one numeric setting on its own; `Err` is the problem, phrased to follow the
@@ -144,7 +195,39 @@ fn check_number(setting: &str, value: u64) -> Result<(), String> {
         "keep_alive_s" if value > u64::from(u16::MAX) => Err(format!("must be at most {}", u16::MAX)),
         "backoff_initial_ms" | "backoff_max_ms" if value < 1 => Err("must be at least 1".into()),
         "broker_port" if value == 0 => Err("must not be 0".into()),
+        "spool_max_bytes" if value < MIN_SPOOL_MAX_BYTES => Err(format!("must be at least {MIN_SPOOL_MAX_BYTES}")),
+        "task_timeout_s" if value < 1 => Err("must be at least 1".into()),
+        "task_timeout_s" if value > MAX_TASK_TIMEOUT_S => Err(format!("must be at most {MAX_TASK_TIMEOUT_S}")),
         _ => Ok(()),
+    }
+}
+
+/// Checks the local domains: each a non-empty DNS name without wildcards.
+fn check_domains(domains: &[String]) -> Result<(), String> {
+    if domains.is_empty() {
+        return Err("must name at least one domain".into());
+    }
+    for d in domains {
+        let name = d.trim_matches('.');
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !ok {
+            let shown: String = d.chars().take(64).collect();
+            return Err(format!("{shown:?} is not a domain name"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a boolean setting's text.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
     }
 }
 
@@ -157,6 +240,16 @@ impl AgentConfig {
     /// The MQTT keep-alive as a [`Duration`].
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_s)
+    }
+
+    /// The task timeout cap as a [`Duration`].
+    pub fn task_timeout(&self) -> Duration {
+        Duration::from_secs(self.task_timeout_s)
+    }
+
+    /// Where the catalog is: `<ansible_dir>/catalog.json`.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.ansible_dir.join("catalog.json")
     }
 
     /// Loads defaults → TOML file → the process environment.
@@ -216,6 +309,15 @@ impl AgentConfig {
         let bi = number("backoff_initial_ms", layer.backoff_initial_ms)?;
         let bm = number("backoff_max_ms", layer.backoff_max_ms)?;
         number("broker_port", layer.broker_port.map(u64::from))?;
+        let sm = number("spool_max_bytes", layer.spool_max_bytes)?;
+        let tt = number("task_timeout_s", layer.task_timeout_s)?;
+        if let Some(d) = &layer.local_domains {
+            check_domains(d).map_err(|problem| ConfigError::File {
+                path: path.to_path_buf(),
+                setting: "local_domains",
+                problem,
+            })?;
+        }
 
         if let Some(v) = layer.state_dir {
             self.state_dir = v;
@@ -243,6 +345,27 @@ impl AgentConfig {
         }
         if let Some(v) = layer.log_format {
             self.log_format = v;
+        }
+        if let Some(v) = layer.ansible_dir {
+            self.ansible_dir = v;
+        }
+        if let Some(v) = layer.hearth_root {
+            self.hearth_root = v;
+        }
+        if let Some(v) = layer.manage_services {
+            self.manage_services = v;
+        }
+        if let Some(v) = layer.ansible_playbook {
+            self.ansible_playbook = v;
+        }
+        if let Some(v) = sm {
+            self.spool_max_bytes = v;
+        }
+        if let Some(v) = tt {
+            self.task_timeout_s = v;
+        }
+        if let Some(v) = layer.local_domains {
+            self.local_domains = Some(v);
         }
         Ok(())
     }
@@ -296,6 +419,19 @@ impl AgentConfig {
                     self.broker_port = Some(port);
                 }
                 "log_format" => self.log_format = value.trim().parse().map_err(&bad)?,
+                "ansible_dir" => self.ansible_dir = PathBuf::from(value),
+                "hearth_root" => self.hearth_root = PathBuf::from(value),
+                "manage_services" => self.manage_services = parse_bool(value).map_err(&bad)?,
+                "ansible_playbook" => self.ansible_playbook = PathBuf::from(value),
+                "spool_max_bytes" => self.spool_max_bytes = number("bytes")?,
+                "task_timeout_s" => self.task_timeout_s = number("seconds")?,
+                "local_domains" if value.trim().is_empty() => self.local_domains = None,
+                "local_domains" => {
+                    let domains: Vec<String> =
+                        value.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+                    check_domains(&domains).map_err(&bad)?;
+                    self.local_domains = Some(domains);
+                }
                 _ => {
                     return Err(ConfigError::UnknownEnv {
                         var: key.to_string(),
@@ -318,6 +454,8 @@ impl AgentConfig {
             ("keep_alive_s", self.keep_alive_s),
             ("backoff_initial_ms", self.backoff_initial_ms),
             ("backoff_max_ms", self.backoff_max_ms),
+            ("spool_max_bytes", self.spool_max_bytes),
+            ("task_timeout_s", self.task_timeout_s),
         ];
         for (setting, value) in numbers {
             check_number(setting, value).map_err(|problem| ConfigError::Value { setting, problem })?;
@@ -337,6 +475,18 @@ impl AgentConfig {
         }
         if self.broker_host.as_deref() == Some("") {
             return Err(ConfigError::Value { setting: "broker_host", problem: "must not be empty".into() });
+        }
+        if let Some(d) = &self.local_domains {
+            check_domains(d).map_err(|problem| ConfigError::Value { setting: "local_domains", problem })?;
+        }
+        for (setting, path) in [
+            ("ansible_dir", &self.ansible_dir),
+            ("hearth_root", &self.hearth_root),
+            ("ansible_playbook", &self.ansible_playbook),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::Value { setting, problem: "must not be empty".into() });
+            }
         }
         Ok(())
     }
@@ -472,6 +622,54 @@ mod tests {
             err.to_string().starts_with("HEARTH_AGENT_STAT_DIR: unknown setting (known: HEARTH_AGENT_STATE_DIR, "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn task_settings() {
+        let c = AgentConfig::default();
+        assert_eq!(c.ansible_dir, PathBuf::from("/usr/share/hearth/ansible"));
+        assert_eq!(c.catalog_path(), PathBuf::from("/usr/share/hearth/ansible/catalog.json"));
+        assert_eq!(c.hearth_root, PathBuf::from("/"));
+        assert!(c.manage_services);
+        assert_eq!(c.ansible_playbook, PathBuf::from("ansible-playbook"));
+        assert_eq!((c.spool_max_bytes, c.task_timeout_s), (1024 * 1024, 3600));
+        assert_eq!(c.local_domains, None);
+
+        let c = from_toml(
+            "ansible_dir = \"/a\"\nhearth_root = \"/sandbox\"\nmanage_services = false\n\
+             spool_max_bytes = 100000\ntask_timeout_s = 60\nlocal_domains = [\"example.test\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.ansible_dir, PathBuf::from("/a"));
+        assert_eq!(c.hearth_root, PathBuf::from("/sandbox"));
+        assert!(!c.manage_services);
+        assert_eq!((c.spool_max_bytes, c.task_timeout_s), (100_000, 60));
+        assert_eq!(c.local_domains, Some(vec!["example.test".to_string()]));
+
+        let mut c = AgentConfig::default();
+        c.apply_env([
+            ("HEARTH_AGENT_ANSIBLE_DIR", "/opt/ansible"),
+            ("HEARTH_AGENT_MANAGE_SERVICES", "false"),
+            ("HEARTH_AGENT_ANSIBLE_PLAYBOOK", "/usr/local/bin/ansible-playbook"),
+            ("HEARTH_AGENT_TASK_TIMEOUT_S", "120"),
+            ("HEARTH_AGENT_LOCAL_DOMAINS", "home, example.test"),
+        ])
+        .unwrap();
+        assert_eq!(c.ansible_dir, PathBuf::from("/opt/ansible"));
+        assert!(!c.manage_services);
+        assert_eq!(c.task_timeout_s, 120);
+        assert_eq!(c.local_domains, Some(vec!["home".to_string(), "example.test".to_string()]));
+        c.apply_env([("HEARTH_AGENT_LOCAL_DOMAINS", "")]).unwrap();
+        assert_eq!(c.local_domains, None);
+
+        let err = from_toml("spool_max_bytes = 10").unwrap_err();
+        assert_eq!(err.to_string(), "agent.toml: spool_max_bytes must be at least 65536");
+        let err = from_toml("task_timeout_s = 0").unwrap_err();
+        assert_eq!(err.to_string(), "agent.toml: task_timeout_s must be at least 1");
+        let err = from_toml("local_domains = [\"*.x\"]").unwrap_err();
+        assert!(err.to_string().starts_with("agent.toml: local_domains "), "{err}");
+        let err = AgentConfig::default().apply_env([("HEARTH_AGENT_MANAGE_SERVICES", "maybe")]).unwrap_err();
+        assert_eq!(err.to_string(), "HEARTH_AGENT_MANAGE_SERVICES=\"maybe\": must be true or false");
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //!   directory.
 //! - [`run`](mod@run): the long-running part — one mutual-TLS MQTT connection,
 //!   `online`/`offline` presence with a per-connection session, heartbeats, reconnects with
-//!   backoff.
+//!   backoff, catalog tasks and the desired configuration.
+//! - [`tasks`]: running catalog tasks with `ansible-playbook` (one at a time), the task
+//!   ledger that makes each task id run at most once, and the callback-line mapping.
+//! - [`desired`]: applying the desired configuration document and remembering it.
+//! - [`spool`]: the on-disk spool every task event, task result and configuration report
+//!   goes through, removed only when the broker acknowledges it.
 //! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
 //! - [`facts`], [`backoff`], [`connection`]: the pieces `run` is made of.
 //!
@@ -14,10 +19,13 @@
 pub mod backoff;
 pub mod config;
 pub mod connection;
+pub mod desired;
 pub mod enroll;
 pub mod facts;
 pub mod run;
+pub mod spool;
 pub mod state;
+pub mod tasks;
 
 pub use config::AgentConfig;
 pub use enroll::{enroll, EnrollError, EnrollOptions};

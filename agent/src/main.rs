@@ -34,7 +34,8 @@ enum Command {
     /// Enroll this appliance: make a key pair, exchange a one-time token and a certificate
     /// request for a client certificate, and store the identity in the state directory.
     Enroll(EnrollArgs),
-    /// Connect to the broker and stay connected: presence, heartbeats, reconnects. Stops
+    /// Connect to the broker and stay connected: presence, heartbeats, catalog tasks (run
+    /// with ansible-playbook from ansible_dir), desired configuration, reconnects. Stops
     /// cleanly on SIGTERM or SIGINT.
     Run,
 }

@@ -1,33 +1,76 @@
 //! `hearth-agent run`: keep one MQTT connection to the broker, announce presence, send
-//! heartbeats while connected, reconnect with backoff, and leave cleanly on shutdown.
+//! heartbeats while connected, reconnect with backoff, run catalog tasks and apply the
+//! desired configuration, and leave cleanly on shutdown.
 //!
-//! One task owns the rumqttc event loop (this function's); the heartbeat ticker is a
-//! separate task that only hands messages to a cloned client. Neither ever waits on the
-//! client's request channel, so neither can block the other.
+//! One task owns the rumqttc event loop (this function's): it decodes what arrives on the
+//! appliance's down topics, queues tasks and configuration documents for the
+//! [`Worker`](crate::tasks::Worker), and sends everything in the [spool](crate::spool),
+//! oldest first, removing each message when its PUBACK arrives. The heartbeat ticker and the
+//! worker are separate tasks; the ticker only hands messages to a cloned client and the
+//! worker only appends to the spool, so nothing ever waits on the client's request channel
+//! and a running playbook never stops the event loop from being polled.
+//!
+//! At start-up the agent loads its own installed catalog (`<ansible_dir>/catalog.json`; a
+//! missing or invalid one is an error naming the path), the applied configuration and the
+//! spool, and settles what an earlier run left in the task ledger. On every connect it
+//! publishes `online`, subscribes to its down topics, sends a `ConfigRequest` with the
+//! applied version, and resends the spool. On shutdown it stops taking tasks, stops a
+//! running playbook (its task is reported failed, "agent shutting down", through the
+//! spool), gives the spool a moment to drain, then publishes `offline` and disconnects.
 
+use std::path::Path;
 use std::time::Duration;
 
+use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
-    encode, ApplianceId, Channel, DownChannel, EncodeError, PresenceState, SessionId, Topic, TopicFilter, UpChannel,
+    decode, encode, ApplianceId, Channel, ConfigDocument, ConfigRequest, DecodeError, DownChannel, EncodeError,
+    PresenceState, ProtocolVersion, SessionId, TaskDispatch, Topic, TopicFilter, UpChannel,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Request};
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{AgentConfig, ConfigError};
 use crate::connection::{self, last_will, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
+use crate::desired::{AppliedStore, Desired, DesiredError};
 use crate::facts::FactsSource;
+use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
 use crate::state::{State, StateError};
+use crate::tasks::ledger::{Ledger, LedgerError};
+use crate::tasks::runner::Runner;
+use crate::tasks::{Job, Worker};
+use hearth_protocol::Receipt;
 
 /// How long a clean shutdown may take (publishing `offline`, then disconnecting).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the spool to be acknowledged before disconnecting (what
+/// is left is sent after the next start).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a shutdown waits for the worker to stop its playbook and report.
+pub const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many spool messages may be on their way (sent, not acknowledged) at once.
+pub const SPOOL_WINDOW: usize = 16;
+/// How often the spool is offered to the client even when nothing happened (in case the
+/// request channel was full the last time).
+pub const SPOOL_RETRY: Duration = Duration::from_secs(5);
+
+/// How long a message the broker acknowledged may wait for the control plane's receipt
+/// before it is sent again.
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many tasks and documents may wait for the worker.
+pub const JOB_QUEUE_CAPACITY: usize = 256;
+
+/// Subdirectories of the state directory.
+pub const TASKS_DIR: &str = "tasks";
+pub const SPOOL_DIR: &str = "spool";
+pub const CONFIG_DIR: &str = "config";
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +83,63 @@ pub enum RunError {
     Connection(#[from] connection::ConnectionError),
     #[error("cannot encode a status message: {0}")]
     Encode(#[from] EncodeError),
+    /// The installed catalog is missing or invalid.
+    #[error("{}: {detail}", path.display())]
+    Catalog { path: std::path::PathBuf, detail: String },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+}
+
+/// Loads the agent's own installed catalog.
+pub fn load_catalog(path: &Path) -> Result<Catalog, RunError> {
+    let bytes = std::fs::read(path).map_err(|e| RunError::Catalog {
+        path: path.to_path_buf(),
+        detail: format!("cannot read the action catalog: {e}"),
+    })?;
+    Catalog::from_json(&bytes)
+        .map_err(|e| RunError::Catalog { path: path.to_path_buf(), detail: format!("invalid action catalog: {e}") })
 }
 
 /// Runs the agent until `shutdown` is cancelled. Connection problems are retried forever;
-/// only an unusable configuration or state directory is an error.
+/// only an unusable configuration, state directory or catalog is an error.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
     let state = State::load(&config.state_dir)?;
+    let catalog = load_catalog(&config.catalog_path())?;
+    let policy =
+        Policy { local_domains: config.local_domains.clone().unwrap_or_else(|| catalog.local_domains.clone()) };
+    let ledger = Ledger::open(&config.state_dir.join(TASKS_DIR))?;
+    let spool = Spool::open(&config.state_dir.join(SPOOL_DIR), config.spool_max_bytes)?;
+    if !spool.is_empty() {
+        info!(messages = spool.len(), bytes = spool.bytes(), "spool holds messages from an earlier run");
+    }
+    let outbox = Outbox::new(state.appliance_id, spool);
+    let desired = Desired::load(AppliedStore::open(&config.state_dir.join(CONFIG_DIR))?, config.heartbeat_interval());
+    let heartbeat_interval = desired.heartbeat_interval();
+    let applied_version = desired.applied_version_watch();
+    let worker = Worker {
+        catalog,
+        policy,
+        runner: Runner {
+            ansible_playbook: config.ansible_playbook.clone(),
+            ansible_dir: config.ansible_dir.clone(),
+            hearth_root: config.hearth_root.clone(),
+            manage_services: config.manage_services,
+        },
+        ledger: ledger.clone(),
+        outbox: outbox.clone(),
+        desired,
+        task_timeout: config.task_timeout(),
+    };
+    let recovered = worker.recover()?;
+    if !recovered.is_empty() {
+        info!(tasks = recovered.len(), "running tasks received before the agent stopped");
+    }
+
     let params = ConnectionParams {
         appliance_id: state.appliance_id,
         host: config.broker_host.clone().unwrap_or(state.broker_host),
@@ -62,8 +155,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         appliance = %params.appliance_id,
         broker = %format_args!("{}:{}", params.host, params.port),
         version = crate::VERSION,
+        ansible_dir = %config.ansible_dir.display(),
         "starting"
     );
+
+    let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE_CAPACITY);
+    let stop_worker = CancellationToken::new();
+    // Stops the worker (and its playbook) however this function ends.
+    let _stop_worker_guard = stop_worker.clone().drop_guard();
+    let worker = tokio::spawn(worker.run(recovered.into_iter().map(Job::Task).collect(), jobs_rx, stop_worker.clone()));
 
     let (connected_tx, connected_rx) = watch::channel(None);
     let stop_heartbeats = CancellationToken::new();
@@ -72,7 +172,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let heartbeats = tokio::spawn(heartbeat_loop(Heartbeats {
         client: client.clone(),
         topic: Topic::new(params.appliance_id, UpChannel::Heartbeat).to_string(),
-        interval: config.heartbeat_interval(),
+        interval: heartbeat_interval,
         facts: FactsSource { root_fs_path: config.root_fs_path.clone(), ..FactsSource::default() },
         connected: connected_rx,
         stop: stop_heartbeats.clone(),
@@ -93,8 +193,27 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             Duration::from_millis(config.backoff_max_ms),
         ),
         rng: StdRng::from_entropy(),
+        outbox,
+        tracker: AckTracker::default(),
+        ledger,
+        jobs: Some(jobs_tx),
+        applied_version,
+        stop_worker,
+        worker: Some(worker),
+        phase: Phase::Running,
     };
     agent.drive(eventloop, shutdown).await
+}
+
+/// Where the agent is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Shutting down: waiting (until then) for the spool to be acknowledged.
+    Draining(Instant),
+    /// Shutting down: `offline` and the disconnect are queued; waiting (until then) for
+    /// the disconnect to go out.
+    Disconnecting(Instant),
 }
 
 /// The event loop owner's state.
@@ -112,12 +231,22 @@ struct Agent {
     heartbeats: Option<JoinHandle<()>>,
     backoff: Backoff,
     rng: StdRng,
+    outbox: Outbox,
+    tracker: AckTracker,
+    ledger: Ledger,
+    /// `None` once shutting down: no new tasks are taken.
+    jobs: Option<mpsc::Sender<Job>>,
+    applied_version: watch::Receiver<Option<u64>>,
+    stop_worker: CancellationToken,
+    worker: Option<JoinHandle<()>>,
+    phase: Phase,
 }
 
 impl Agent {
     async fn drive(&mut self, mut eventloop: EventLoop, shutdown: CancellationToken) -> Result<(), RunError> {
         let mut first_attempt = true;
-        let mut deadline: Option<Instant> = None;
+        let mut retry = tokio::time::interval(SPOOL_RETRY);
+        retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             if eventloop.network.is_none() {
                 // About to (re)connect: a fresh session, and a last will that carries it.
@@ -131,17 +260,34 @@ impl Agent {
                 let poll = eventloop.poll();
                 tokio::pin!(poll);
                 loop {
+                    let phase_deadline = match self.phase {
+                        Phase::Running => None,
+                        Phase::Draining(t) | Phase::Disconnecting(t) => Some(t),
+                    };
                     tokio::select! {
                         biased;
-                        _ = shutdown.cancelled(), if deadline.is_none() => {
+                        _ = shutdown.cancelled(), if self.phase == Phase::Running => {
                             if !self.begin_shutdown().await {
                                 return Ok(());
                             }
-                            deadline = Some(Instant::now() + SHUTDOWN_TIMEOUT);
                         }
-                        _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                            warn!("the broker did not confirm the disconnect in time; closing the connection");
-                            return Ok(());
+                        _ = tokio::time::sleep_until(phase_deadline.unwrap_or_else(Instant::now)), if phase_deadline.is_some() => {
+                            if let Phase::Disconnecting(_) = self.phase {
+                                warn!("the broker did not confirm the disconnect in time; closing the connection");
+                                return Ok(());
+                            }
+                            debug!("the spool did not drain in time; it will be sent after the next start");
+                            if !self.start_disconnect() {
+                                return Ok(());
+                            }
+                        }
+                        _ = self.outbox.appended() => self.flush_spool(),
+                        _ = retry.tick() => {
+                            let overdue = self.tracker.expire(RECEIPT_TIMEOUT);
+                            if overdue > 0 {
+                                info!(messages = overdue, "no receipt from the control plane in time; sending again");
+                            }
+                            self.flush_spool();
                         }
                         event = &mut poll => break event,
                     }
@@ -149,18 +295,42 @@ impl Agent {
             };
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => self.on_connected(ack.session_present)?,
-                Ok(Event::Incoming(Incoming::Publish(p))) => on_message(self.id, &p.topic, p.payload.len()),
-                Ok(Event::Outgoing(Outgoing::Disconnect)) if deadline.is_some() => {
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    if !self.on_message(&p.topic, &p.payload) {
+                        return Ok(());
+                    }
+                }
+                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                    if !self.on_puback(ack.pkid) {
+                        return Ok(());
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => self.tracker.on_outgoing_publish(pkid),
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if matches!(self.phase, Phase::Disconnecting(_)) => {
                     info!("disconnected");
                     return Ok(());
                 }
                 Ok(other) => debug!(event = ?other, "mqtt"),
-                Err(e) if deadline.is_some() => {
+                Err(e) if self.phase != Phase::Running => {
                     debug!(error = %e, "connection ended during shutdown");
                     return Ok(());
                 }
                 Err(e) => {
                     self.set_disconnected();
+                    // rumqttc keeps unacknowledged publishes to resend on the next
+                    // connection; the spool is resent instead (everything unacknowledged,
+                    // oldest first), and the status, config request and heartbeats are
+                    // made afresh. Dropping them here keeps packet ids and spool entries
+                    // matched (see AckTracker).
+                    eventloop.pending.retain(|r| !matches!(r, Request::Publish(_)));
+                    // Events rumqttc buffered before the error (a publish it numbered but
+                    // could not write, acknowledgements read in the same batch) would be
+                    // delivered after the reconnect and shift the packet-id mapping; only
+                    // incoming messages are kept (unacknowledged ones are redelivered
+                    // anyway). A held-back colliding publish goes too: the spool resends it.
+                    eventloop.state.events.retain(|e| matches!(e, Event::Incoming(Incoming::Publish(_))));
+                    eventloop.state.collision = None;
+                    self.tracker.reset();
                     let delay = self.backoff.next_delay(&mut self.rng);
                     warn!(
                         error = %error_chain(&e),
@@ -168,7 +338,10 @@ impl Agent {
                         "broker connection failed"
                     );
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = shutdown.cancelled() => {
+                            self.stop_tasks().await;
+                            return Ok(());
+                        }
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -180,15 +353,29 @@ impl Agent {
         self.connected = true;
         self.generation += 1;
         self.backoff.reset();
+        self.tracker.reset();
         let online = encode(&status(PresenceState::Online, self.session))?;
-        if let Err(e) = self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, online) {
-            warn!(error = %e, "cannot queue the online status");
+        match self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, online) {
+            Ok(()) => self.tracker.queued(None),
+            Err(e) => warn!(error = %e, "cannot queue the online status"),
         }
         if let Err(e) = self.client.try_subscribe(TopicFilter::Down(self.id).to_string(), QoS::AtLeastOnce) {
             warn!(error = %e, "cannot queue the subscription to down topics");
         }
+        let applied_version = *self.applied_version.borrow();
+        let request = encode(&ConfigRequest { v: ProtocolVersion, applied_version })?;
+        match self.client.try_publish(
+            Topic::new(self.id, UpChannel::ConfigRequest).to_string(),
+            QoS::AtLeastOnce,
+            false,
+            request,
+        ) {
+            Ok(()) => self.tracker.queued(None),
+            Err(e) => warn!(error = %e, "cannot queue the configuration request"),
+        }
         self.connected_tx.send_replace(Some(self.generation));
-        info!(session = %self.session, session_present, "connected");
+        info!(session = %self.session, session_present, ?applied_version, "connected");
+        self.flush_spool();
         Ok(())
     }
 
@@ -200,8 +387,142 @@ impl Agent {
         self.connected_tx.send_replace(None);
     }
 
-    /// Stops heartbeats and, if connected, queues `offline` and a disconnect. Returns
-    /// whether there is a disconnect to wait for.
+    /// Hands the oldest spool messages not yet on their way to the client, up to
+    /// [`SPOOL_WINDOW`] unacknowledged at once.
+    fn flush_spool(&mut self) {
+        if !self.connected || matches!(self.phase, Phase::Disconnecting(_)) {
+            return;
+        }
+        let spool = self.outbox.lock();
+        for entry in spool.iter() {
+            if self.tracker.in_flight() >= SPOOL_WINDOW {
+                break;
+            }
+            if self.tracker.is_queued(entry.id) {
+                continue;
+            }
+            match self.client.try_publish(entry.topic.as_str(), QoS::AtLeastOnce, false, entry.payload.clone()) {
+                Ok(()) => self.tracker.queued(Some(entry.id)),
+                Err(e) => {
+                    debug!(error = %e, "the request channel is full; sending the rest of the spool later");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A PUBACK arrived: the entry now waits for its receipt; send more. Returns false when
+    /// the agent should stop (shutting down and the disconnect could not be queued).
+    fn on_puback(&mut self, pkid: u16) -> bool {
+        self.tracker.on_puback(pkid);
+        self.flush_spool();
+        true
+    }
+
+    /// The control plane stored what the receipt names: drop it from the spool. Returns
+    /// false when the agent should stop (shutting down and the disconnect could not be
+    /// queued).
+    fn on_receipt(&mut self, payload: &[u8]) -> bool {
+        let receipt: Receipt = match decode(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(reason = e.reason(), error = %describe(&e), "dropping a receipt that cannot be decoded");
+                return true;
+            }
+        };
+        match self.outbox.lock().remove_receipted(&receipt) {
+            Ok(ids) => {
+                debug!(messages = ids.len(), "receipt");
+                self.tracker.receipted(&ids);
+            }
+            Err(e) => warn!(error = %e, "cannot remove receipted messages from the spool"),
+        }
+        self.flush_spool();
+        if matches!(self.phase, Phase::Draining(_)) && self.outbox.lock().is_empty() {
+            return self.start_disconnect();
+        }
+        true
+    }
+
+    /// Returns false when the agent should stop (see [`Agent::on_receipt`]).
+    fn on_message(&mut self, topic: &str, payload: &[u8]) -> bool {
+        match route(self.id, topic, payload.len()) {
+            Some(DownChannel::Task) => self.on_task(payload),
+            Some(DownChannel::Config) => self.on_config(payload),
+            Some(DownChannel::Receipt) => return self.on_receipt(payload),
+            Some(DownChannel::Cert) => {
+                info!(bytes = payload.len(), "received a cert message; this agent version does not handle it yet")
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// A task arrived: record it, then queue it for the worker (unless shutting down: it
+    /// then runs after the next start, from the ledger).
+    fn on_task(&mut self, payload: &[u8]) {
+        let dispatch: TaskDispatch = match decode(payload) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(reason = e.reason(), error = %describe(&e), "dropping a task message that cannot be decoded");
+                return;
+            }
+        };
+        let id = dispatch.task_id;
+        match self.ledger.record_received(&dispatch) {
+            Ok(true) => info!(task = %id, action = %dispatch.action, "task received"),
+            Ok(false) => info!(task = %id, "task delivered again"),
+            Err(e) => warn!(task = %id, error = %e, "cannot record the task on arrival"),
+        }
+        let Some(jobs) = &self.jobs else {
+            info!(task = %id, "shutting down; the task will run after the agent starts again");
+            return;
+        };
+        match jobs.try_send(Job::Task(dispatch)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                error!(task = %id, "the task queue is full; the task will run after the agent restarts")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!(task = %id, "the worker has stopped; the task will run after the agent restarts")
+            }
+        }
+    }
+
+    /// A configuration document arrived: queue it for the worker. Its contents are never
+    /// logged.
+    fn on_config(&mut self, payload: &[u8]) {
+        let doc: ConfigDocument = match decode(payload) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(reason = e.reason(), error = %describe(&e), "dropping a configuration message that cannot be decoded");
+                return;
+            }
+        };
+        let version = doc.version;
+        let Some(jobs) = &self.jobs else {
+            return;
+        };
+        match jobs.try_send(Job::Config(doc)) {
+            Ok(()) => debug!(version, "configuration received"),
+            Err(_) => warn!(version, "cannot queue the configuration; it is asked for again on the next connect"),
+        }
+    }
+
+    /// Stops taking tasks and stops the worker (a running playbook is killed and its task
+    /// reported failed through the spool).
+    async fn stop_tasks(&mut self) {
+        self.jobs = None;
+        self.stop_worker.cancel();
+        if let Some(handle) = self.worker.take() {
+            if tokio::time::timeout(WORKER_STOP_TIMEOUT, handle).await.is_err() {
+                warn!("the task worker did not stop in time");
+            }
+        }
+    }
+
+    /// Stops heartbeats and tasks and, if connected, starts draining the spool. Returns
+    /// whether there is anything left to wait for.
     async fn begin_shutdown(&mut self) -> bool {
         info!("shutting down");
         self.connected_tx.send_replace(None);
@@ -210,9 +531,21 @@ impl Agent {
         if let Some(handle) = self.heartbeats.take() {
             let _ = handle.await;
         }
+        self.stop_tasks().await;
         if !self.connected {
             return false;
         }
+        self.phase = Phase::Draining(Instant::now() + DRAIN_TIMEOUT);
+        self.flush_spool();
+        if self.outbox.lock().is_empty() {
+            return self.start_disconnect();
+        }
+        true
+    }
+
+    /// Queues `offline` and a disconnect. Returns whether there is a disconnect to wait for.
+    fn start_disconnect(&mut self) -> bool {
+        self.phase = Phase::Disconnecting(Instant::now() + SHUTDOWN_TIMEOUT);
         let offline = match encode(&status(PresenceState::Offline, self.session)) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -226,11 +559,23 @@ impl Agent {
             warn!(error = %e, "cannot queue the offline status; leaving it to the last will");
             return false;
         }
+        self.tracker.queued(None);
         if let Err(e) = self.client.try_disconnect() {
             warn!(error = %e, "cannot queue the disconnect");
             return false;
         }
         true
+    }
+}
+
+/// A decode error for the log: a malformed payload's detail can quote its values (which
+/// may be secrets), so only its kind is named.
+fn describe(e: &DecodeError) -> String {
+    match e {
+        DecodeError::Malformed { kind, .. } => {
+            format!("{kind} payload is not valid JSON of the expected shape")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -240,25 +585,30 @@ fn down_kind(channel: DownChannel) -> &'static str {
         DownChannel::Config => "config",
         DownChannel::Task => "task",
         DownChannel::Cert => "cert",
+        DownChannel::Receipt => "receipt",
     }
 }
 
-/// Handles one incoming message. Nothing here can fail or panic; payloads are not logged.
-fn on_message(own: ApplianceId, topic: &str, len: usize) {
+/// Which of this appliance's down channels `topic` is; anything else is logged and
+/// ignored. Nothing here can fail or panic; payloads are not logged.
+fn route(own: ApplianceId, topic: &str, len: usize) -> Option<DownChannel> {
     let shown: String = topic.chars().take(hearth_protocol::topic::MAX_TOPIC_LEN).collect();
     match topic.parse::<Topic>() {
         Ok(t) if t.appliance != own => {
-            warn!(topic = %shown, "ignoring a message addressed to another appliance")
+            warn!(topic = %shown, "ignoring a message addressed to another appliance");
+            None
         }
-        Ok(Topic { channel: Channel::Down(c), .. }) => info!(
-            kind = down_kind(c),
-            bytes = len,
-            "received a {} message; this agent version does not handle it yet",
-            down_kind(c)
-        ),
-        Ok(_) => warn!(topic = %shown, "ignoring a message on an up topic"),
+        Ok(Topic { channel: Channel::Down(c), .. }) => {
+            debug!(kind = down_kind(c), bytes = len, "message received");
+            Some(c)
+        }
+        Ok(_) => {
+            warn!(topic = %shown, "ignoring a message on an up topic");
+            None
+        }
         Err(e) => {
-            warn!(topic = %shown, error = %e, "ignoring a message on a topic outside the scheme")
+            warn!(topic = %shown, error = %e, "ignoring a message on a topic outside the scheme");
+            None
         }
     }
 }
@@ -281,16 +631,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 struct Heartbeats {
     client: AsyncClient,
     topic: String,
-    interval: Duration,
+    /// The interval in effect; the desired configuration can change it at any time.
+    interval: watch::Receiver<Duration>,
     facts: FactsSource,
     /// `Some(generation)` while connected.
     connected: watch::Receiver<Option<u64>>,
     stop: CancellationToken,
 }
 
-/// Sends a heartbeat right after each connect and then every interval while connected.
+/// A ticker whose first tick is after `period` (or immediate when `now`).
+fn ticker(period: Duration, now: bool) -> tokio::time::Interval {
+    let period = period.max(Duration::from_secs(1));
+    let start = if now { Instant::now() } else { Instant::now() + period };
+    let mut t = tokio::time::interval_at(start, period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+/// Sends a heartbeat right after each connect and then every interval while connected; a
+/// new interval takes effect at once (the next heartbeat is one new interval away).
 async fn heartbeat_loop(mut hb: Heartbeats) {
     let mut seq: u64 = 0;
+    let mut interval_open = true;
     loop {
         let generation = loop {
             if let Some(g) = *hb.connected.borrow_and_update() {
@@ -301,9 +663,8 @@ async fn heartbeat_loop(mut hb: Heartbeats) {
                 changed = hb.connected.changed() => if changed.is_err() { return },
             }
         };
-        // The first tick is immediate.
-        let mut ticker = tokio::time::interval(hb.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut period = *hb.interval.borrow_and_update();
+        let mut ticks = ticker(period, true);
         loop {
             tokio::select! {
                 biased;
@@ -316,7 +677,19 @@ async fn heartbeat_loop(mut hb: Heartbeats) {
                         break;
                     }
                 }
-                _ = ticker.tick() => send_heartbeat(&hb, &mut seq),
+                changed = hb.interval.changed(), if interval_open => {
+                    if changed.is_err() {
+                        interval_open = false;
+                        continue;
+                    }
+                    let new = *hb.interval.borrow_and_update();
+                    if new != period {
+                        period = new;
+                        ticks = ticker(period, false);
+                        debug!(interval_s = period.as_secs(), "heartbeat interval changed");
+                    }
+                }
+                _ = ticks.tick() => send_heartbeat(&hb, &mut seq),
             }
         }
     }
@@ -356,11 +729,11 @@ mod tests {
     #[test]
     fn messages_never_panic() {
         let me = ApplianceId::new();
-        on_message(me, &Topic::new(me, DownChannel::Task).to_string(), 10);
-        on_message(me, &Topic::new(ApplianceId::new(), DownChannel::Config).to_string(), 10);
-        on_message(me, &Topic::new(me, UpChannel::Heartbeat).to_string(), 10);
-        on_message(me, "garbage/ü/\u{0}", 0);
-        on_message(me, &"x".repeat(10_000), 0);
+        assert_eq!(route(me, &Topic::new(me, DownChannel::Task).to_string(), 10), Some(DownChannel::Task));
+        assert_eq!(route(me, &Topic::new(ApplianceId::new(), DownChannel::Config).to_string(), 10,), None);
+        assert_eq!(route(me, &Topic::new(me, UpChannel::Heartbeat).to_string(), 10), None);
+        assert_eq!(route(me, "garbage/ü/\u{0}", 0), None);
+        assert_eq!(route(me, &"x".repeat(10_000), 0), None);
     }
 
     #[tokio::test]
@@ -373,6 +746,38 @@ mod tests {
         let config = AgentConfig { heartbeat_interval_s: 0, ..Default::default() };
         let err = run(config, CancellationToken::new()).await.unwrap_err();
         assert_eq!(err.to_string(), "heartbeat_interval_s must be at least 1");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_invalid_catalog_is_a_clear_startup_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state_dir = tmp.path().join("state");
+        State {
+            dir: state_dir.clone(),
+            appliance_id: ApplianceId::new(),
+            broker_host: "localhost".into(),
+            broker_port: 8883,
+            enrolled_at: OffsetDateTime::now_utc(),
+            key_pem: "k".into(),
+            cert_pem: "c".into(),
+            ca_pem: "a".into(),
+        }
+        .save()
+        .unwrap();
+        let ansible_dir = tmp.path().join("ansible");
+        let config = AgentConfig { state_dir, ansible_dir: ansible_dir.clone(), ..Default::default() };
+        let catalog = ansible_dir.join("catalog.json");
+
+        let err = run(config.clone(), CancellationToken::new()).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("{}: cannot read the action catalog: ", catalog.display())),
+            "{err}"
+        );
+
+        std::fs::create_dir_all(&ansible_dir).unwrap();
+        std::fs::write(&catalog, "{\"version\": 1}").unwrap();
+        let err = run(config, CancellationToken::new()).await.unwrap_err();
+        assert!(err.to_string().starts_with(&format!("{}: invalid action catalog: ", catalog.display())), "{err}");
     }
 
     /// The sequence numbers of the heartbeats queued on the client since the last call.
@@ -399,7 +804,7 @@ mod tests {
         let task = tokio::spawn(heartbeat_loop(Heartbeats {
             client,
             topic: "t".into(),
-            interval: Duration::from_secs(10),
+            interval: watch::channel(Duration::from_secs(10)).1,
             facts: FactsSource::default(),
             connected: rx,
             stop: stop.clone(),
@@ -425,6 +830,35 @@ mod tests {
         assert_eq!(queued_seqs(&mut eventloop), [4, 5]);
 
         stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_interval_changes_at_runtime() {
+        let options = rumqttc::MqttOptions::new("test", "localhost", 1883);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let (tx, rx) = watch::channel(Some(1));
+        let (interval_tx, interval_rx) = watch::channel(Duration::from_secs(10));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(heartbeat_loop(Heartbeats {
+            client,
+            topic: "t".into(),
+            interval: interval_rx,
+            facts: FactsSource::default(),
+            connected: rx,
+            stop: stop.clone(),
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(queued_seqs(&mut eventloop), [1]);
+        interval_tx.send_replace(Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert_eq!(queued_seqs(&mut eventloop), [2, 3], "every 2 s from the change");
+        interval_tx.send_replace(Duration::from_secs(100));
+        tokio::time::sleep(Duration::from_secs(99)).await;
+        assert_eq!(queued_seqs(&mut eventloop), Vec::<u64>::new());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(queued_seqs(&mut eventloop), [4]);
+        drop(tx);
         task.await.unwrap();
     }
 }

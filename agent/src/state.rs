@@ -153,7 +153,10 @@ pub fn create_dir(dir: &Path) -> Result<(), StateError> {
 /// same directory, flushed to disk, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per call, so two writers in this process never share a temporary file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
     // A stale temporary file from a crashed run would make create_new fail.
     match fs::remove_file(&tmp) {
         Ok(()) => {}
@@ -173,7 +176,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StateError> {
+/// Flushes `dir` itself to disk, so renames and creations in it survive a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 

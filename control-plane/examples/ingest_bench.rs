@@ -103,5 +103,50 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
         timings.len(),
         rows as f64 / total
     );
+
+    // Task events: one task per appliance (up to 1000), events stored with the ingest's
+    // statement in batches of `batch` (each event once; a resend is a no-op).
+    let tasks: Vec<(ApplianceId, hearth_protocol::TaskId)> =
+        ids.iter().take(1000).map(|a| (*a, hearth_protocol::TaskId::new())).collect();
+    for (a, t) in &tasks {
+        sqlx::query("INSERT INTO tasks (id, tenant_id, appliance_id, action, params, status, deadline) VALUES ($1, $2, $3, 'dns.record.add', '{}', 'running', now() + interval '1 hour')")
+            .bind(t).bind(tenant).bind(a).execute(&pool).await?;
+    }
+    let per_task = 20u64;
+    let mut events = Vec::new();
+    for seq in 1..=per_task {
+        for (a, t) in &tasks {
+            events.push((
+                *a,
+                hearth_protocol::TaskEvent {
+                    v: hearth_protocol::ProtocolVersion,
+                    task_id: *t,
+                    seq,
+                    kind: hearth_protocol::TaskEventKind::TaskOk,
+                    task: Some("dns : add printer.home → 192.168.1.50".into()),
+                    message: "ok".into(),
+                    at: time::OffsetDateTime::now_utc(),
+                },
+            ));
+        }
+    }
+    let started = Instant::now();
+    let mut stored = 0;
+    for chunk in events.chunks(batch) {
+        let mut conn = pool.acquire().await?;
+        stored += hearth_control_plane::db::tasks::store_events(&mut conn, chunk).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(stored as usize == events.len(), "stored {stored} of {}", events.len());
+    println!(
+        "task events: {} stored in {secs:.2} s = {:.0} events/s (batches of {batch})",
+        events.len(),
+        events.len() as f64 / secs
+    );
+    println!(
+        "{{\"bench\":\"task_events\",\"events\":{},\"batch\":{batch},\"events_per_s\":{:.0}}}",
+        events.len(),
+        events.len() as f64 / secs
+    );
     Ok(())
 }

@@ -88,6 +88,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             cfg: config.ingest.clone(),
             acks: ack_tx,
             dispatcher: wake.clone(),
+            client: client.clone(),
         };
         async move {
             ingest::run_writer(rx, ctx).await;

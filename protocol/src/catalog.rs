@@ -12,13 +12,14 @@
 //!
 //! | format | rule |
 //! |---|---|
-//! | `hearth-username` | `^[a-z_][a-z0-9_-]{0,31}$` |
+//! | `hearth-username` | `^[a-z_][a-z0-9_-]{0,31}$`, and not a system account (`reserved_users`, `systemd-*`, `_*`) |
+//! | `hearth-full-name` | no `:` and no control characters (it lands in `/etc/passwd`) |
 //! | `hearth-group` | a username that is not a privileged group |
 //! | `hearth-share-name` | `^[A-Za-z0-9_-]{1,32}$` |
-//! | `hearth-local-hostname` | a DNS name inside the local domains, no wildcard |
+//! | `hearth-local-hostname` | a DNS name inside the local domains, no wildcard; normalised to lower case without a trailing dot |
 //! | `ip` | an IPv4 or IPv6 address |
 //! | `hearth-mail-alias` | `^[a-z0-9][a-z0-9._-]{0,63}$` |
-//! | `hearth-mail-destination` | a username or an e-mail address |
+//! | `hearth-mail-destination` | a username or an e-mail address whose local part is only letters, digits and `._%+-` (in an aliases file `|` or `/` would mean a command or a file) |
 //!
 //! ```
 //! use hearth_protocol::catalog::{Catalog, Policy};
@@ -70,6 +71,9 @@ pub struct Catalog {
     /// Domains local host names must end in, unless a [`Policy`] says otherwise.
     pub local_domains: Vec<String>,
     pub privileged_groups: Vec<String>,
+    /// System accounts no task may create, remove or change (besides `systemd-*` and `_*`).
+    #[serde(default)]
+    pub reserved_users: Vec<String>,
     pub actions: Vec<Action>,
 }
 
@@ -151,7 +155,7 @@ impl Catalog {
                 message: format!("{:?} is not an action in the catalog", truncate(action)),
             });
         };
-        let ctx = Ctx { policy, privileged: &self.privileged_groups };
+        let ctx = Ctx { policy, privileged: &self.privileged_groups, reserved: &self.reserved_users };
         let mut params = params.clone();
         check_object(&a.params, &mut params, "", &ctx)?;
         Ok((a, params))
@@ -161,6 +165,7 @@ impl Catalog {
 struct Ctx<'a> {
     policy: &'a Policy,
     privileged: &'a [String],
+    reserved: &'a [String],
 }
 
 fn reject(param: &str, rule: &'static str, message: impl Into<String>) -> Rejection {
@@ -252,7 +257,16 @@ fn check_value(schema: &Value, v: &mut Value, path: &str, ctx: &Ctx) -> Result<(
                 }
             }
             match schema.get("format").and_then(Value::as_str) {
-                Some(f) => check_format(f, s, path, ctx),
+                Some(f) => {
+                    check_format(f, s, path, ctx)?;
+                    // One spelling per name: what the appliance gets is lower-case, without
+                    // a trailing dot.
+                    if f == "hearth-local-hostname" {
+                        let normal = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+                        *v = Value::String(normal);
+                    }
+                    Ok(())
+                }
                 None => Ok(()),
             }
         }
@@ -278,24 +292,49 @@ fn is_dns_label(l: &str) -> bool {
 fn check_format(format: &str, s: &str, path: &str, ctx: &Ctx) -> Result<(), Rejection> {
     let shown = truncate(s);
     match format {
-        "hearth-username" => is_username(s).then_some(()).ok_or_else(|| {
-            reject(path, "invalid_username", format!(
-                "{path} {shown:?} is not a valid user name (lower-case letters, digits, _ and -, at most 32, not starting with a digit or -)"
-            ))
-        }),
+        "hearth-username" => {
+            if !is_username(s) {
+                return Err(reject(path, "invalid_username", format!(
+                    "{path} {shown:?} is not a valid user name (lower-case letters, digits, _ and -, at most 32, not starting with a digit or -)"
+                )));
+            }
+            if ctx.reserved.iter().any(|r| r == s) || s.starts_with("systemd-") || s.starts_with('_') {
+                return Err(reject(
+                    path,
+                    "reserved_user",
+                    format!("{path} {shown:?} is a system account and cannot be managed"),
+                ));
+            }
+            Ok(())
+        }
+        "hearth-full-name" => {
+            let ok = !s.contains(':') && !s.chars().any(char::is_control);
+            ok.then_some(()).ok_or_else(|| {
+                reject(path, "invalid_full_name", format!("{path} must not contain ':' or control characters"))
+            })
+        }
         "hearth-group" => {
             if !is_username(s) {
                 return Err(reject(path, "invalid_group", format!("{path} {shown:?} is not a valid group name")));
             }
             if ctx.privileged.iter().any(|p| p == s) {
-                return Err(reject(path, "privileged_group", format!("{path} {shown:?} is a privileged group and cannot be granted")));
+                return Err(reject(
+                    path,
+                    "privileged_group",
+                    format!("{path} {shown:?} is a privileged group and cannot be granted"),
+                ));
             }
             Ok(())
         }
         "hearth-share-name" => {
-            let ok = (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let ok =
+                (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             ok.then_some(()).ok_or_else(|| {
-                reject(path, "invalid_share_name", format!("{path} {shown:?} is not a valid share name (letters, digits, _ and -, 1 to 32)"))
+                reject(
+                    path,
+                    "invalid_share_name",
+                    format!("{path} {shown:?} is not a valid share name (letters, digits, _ and -, 1 to 32)"),
+                )
             })
         }
         "hearth-local-hostname" => {
@@ -311,28 +350,41 @@ fn check_format(format: &str, s: &str, path: &str, ctx: &Ctx) -> Result<(), Reje
                 name.ends_with(&format!(".{d}"))
             });
             local.then_some(()).ok_or_else(|| {
-                reject(path, "not_local_domain", format!(
-                    "{path} {shown:?} is not inside the appliance's local domains ({})",
-                    ctx.policy.local_domains.join(", ")
-                ))
+                reject(
+                    path,
+                    "not_local_domain",
+                    format!(
+                        "{path} {shown:?} is not inside the appliance's local domains ({})",
+                        ctx.policy.local_domains.join(", ")
+                    ),
+                )
             })
         }
-        "ip" => s.parse::<IpAddr>().map(|_| ()).map_err(|_| {
-            reject(path, "invalid_ip", format!("{path} {shown:?} is not an IPv4 or IPv6 address"))
-        }),
+        "ip" => s
+            .parse::<IpAddr>()
+            .map(|_| ())
+            .map_err(|_| reject(path, "invalid_ip", format!("{path} {shown:?} is not an IPv4 or IPv6 address"))),
         "hearth-mail-alias" => {
             let mut chars = s.chars();
             let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
                 && s.len() <= 64
                 && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
             ok.then_some(()).ok_or_else(|| {
-                reject(path, "invalid_mail_alias", format!("{path} {shown:?} is not a valid alias (lower-case letters, digits, ., _ and -)"))
+                reject(
+                    path,
+                    "invalid_mail_alias",
+                    format!("{path} {shown:?} is not a valid alias (lower-case letters, digits, ., _ and -)"),
+                )
             })
         }
         "hearth-mail-destination" => {
             let ok = is_username(s) || is_email(s);
             ok.then_some(()).ok_or_else(|| {
-                reject(path, "invalid_mail_destination", format!("{path} {shown:?} is neither a local user name nor an e-mail address"))
+                reject(
+                    path,
+                    "invalid_mail_destination",
+                    format!("{path} {shown:?} is neither a local user name nor an e-mail address"),
+                )
             })
         }
         other => Err(reject(path, "schema", format!("{path}: the catalog uses an unknown format {other:?}"))),
@@ -344,7 +396,9 @@ fn is_email(s: &str) -> bool {
     s.len() <= 254
         && !local.is_empty()
         && local.len() <= 64
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
+        // Deliberately narrower than RFC 5322: in an aliases file `|` and `/` would mean a
+        // pipe to a command or a file, so only plain characters are accepted.
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c))
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
@@ -432,7 +486,7 @@ mod tests {
 
     #[test]
     fn usernames() {
-        for ok in ["alice", "_svc", "a", "bob-2", "x_y", &"a".repeat(32)] {
+        for ok in ["alice", "a", "bob-2", "x_y", "a_", &"a".repeat(32)] {
             assert!(check("users.remove", json!({ "username": ok })).is_ok(), "{ok}");
         }
         for bad in ["Alice", "1bob", "-x", "", "al ice", "root;rm", &"a".repeat(33), "ålice"] {
@@ -442,6 +496,25 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn system_accounts_and_passwd_fields_are_protected() {
+        for sys in ["root", "daemon", "postfix", "www-data", "systemd-network", "_apt", "hearth"] {
+            assert_eq!(rule("users.remove", json!({ "username": sys })).1, "reserved_user", "{sys}");
+            assert_eq!(rule("users.reset_password", json!({ "username": sys })).1, "reserved_user", "{sys}");
+        }
+        for bad in ["Eve:0:0", "Eve\nroot::0:0::/:/bin/sh", "tab\there"] {
+            assert_eq!(rule("users.add", json!({ "username": "eve", "full_name": bad })).1, "invalid_full_name");
+        }
+        assert!(check("users.add", json!({ "username": "eve", "full_name": "Ève O'Neil-Smith" })).is_ok());
+        assert_eq!(rule("users.add", json!({ "username": "eve", "groups": ["staff"] })).1, "privileged_group");
+    }
+
+    #[test]
+    fn host_names_are_normalised() {
+        let p = check("dns.record.add", json!({ "hostname": "NAS.Home.", "ip": "10.0.0.1" })).expect("valid");
+        assert_eq!(p["hostname"], "nas.home");
     }
 
     #[test]
@@ -506,7 +579,17 @@ mod tests {
             rule("mail.alias.add", json!({ "alias": "Family!", "destination": "alice" })).1,
             "invalid_mail_alias"
         );
-        for bad in ["bob@", "@x.com", "a b@x.com", "bob@localhost", "|/bin/sh", "a@b..com"] {
+        for bad in [
+            "bob@",
+            "@x.com",
+            "a b@x.com",
+            "bob@localhost",
+            "|/bin/sh",
+            "a@b..com",
+            "|cmd@x.yz",
+            "/tmp/x@a.bc",
+            "a|b@x.yz",
+        ] {
             assert_eq!(
                 rule("mail.alias.add", json!({ "alias": "x", "destination": bad })).1,
                 "invalid_mail_destination",

@@ -242,6 +242,11 @@ impl Payload for TaskResult {
     }
 }
 
+impl Payload for Receipt {
+    const KIND: &'static str = "receipt";
+    const MAX_BYTES: usize = 64 * 1024;
+}
+
 impl Payload for CertificateRenewal {
     const KIND: &'static str = "certificate_renewal";
     const MAX_BYTES: usize = 16 * 1024;

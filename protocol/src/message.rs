@@ -197,6 +197,10 @@ pub struct TaskResult {
     /// Ansible's play recap, when a playbook ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<PlayStats>,
+    /// How many events (seq 1..=events) the agent sent before this result, so the receiver
+    /// knows when its log is complete (events can arrive after the result when resent).
+    #[serde(default)]
+    pub events: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
@@ -217,4 +221,29 @@ pub struct CertificateRenewal {
     pub v: ProtocolVersion,
     pub certificate_pem: String,
     pub ca_chain_pem: String,
+}
+
+/// `down/receipt` (QoS 1): what the control plane has durably stored of what this appliance
+/// sent (including what it stored earlier or ignored as not the appliance's). The agent
+/// keeps task events, task results and configuration reports spooled until a receipt names
+/// them, and sends them again after a reconnect or when no receipt came in time — a broker
+/// PUBACK alone is not proof of delivery (a broker restart can drop messages for a shared
+/// subscription nobody has resubscribed to yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub v: ProtocolVersion,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<TaskId>,
+    /// Configuration reports stored, by version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_applied: Vec<u64>,
+}
+
+/// One task event: its task and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EventRef {
+    pub task_id: TaskId,
+    pub seq: u64,
 }

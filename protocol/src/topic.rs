@@ -72,6 +72,9 @@ pub enum DownChannel {
     Task,
     /// A renewed certificate.
     Cert,
+    /// What the control plane has stored of this appliance's task events, results and
+    /// configuration reports (the agent keeps them spooled until then).
+    Receipt,
 }
 
 impl From<UpChannel> for Channel {
@@ -115,6 +118,7 @@ impl fmt::Display for Topic {
                 DownChannel::Config => f.write_str("down/config"),
                 DownChannel::Task => f.write_str("down/task"),
                 DownChannel::Cert => f.write_str("down/cert"),
+                DownChannel::Receipt => f.write_str("down/receipt"),
             },
         }
     }
@@ -160,6 +164,7 @@ impl FromStr for Topic {
             ["down", "config"] => DownChannel::Config.into(),
             ["down", "task"] => DownChannel::Task.into(),
             ["down", "cert"] => DownChannel::Cert.into(),
+            ["down", "receipt"] => DownChannel::Receipt.into(),
             _ => return Err(TopicError::UnknownChannel),
         };
         Ok(Topic { appliance, channel })
@@ -210,6 +215,7 @@ mod tests {
             DownChannel::Config.into(),
             DownChannel::Task.into(),
             DownChannel::Cert.into(),
+            DownChannel::Receipt.into(),
         ];
         for c in channels {
             let topic = Topic::new(a, c);

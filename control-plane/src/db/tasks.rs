@@ -18,6 +18,8 @@ pub struct Task {
     pub message: Option<String>,
     /// Ansible's play recap, once finished.
     pub stats: Option<Value>,
+    /// How many events the agent sent before its result (the log is complete at that many).
+    pub events_expected: Option<i64>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -40,8 +42,8 @@ pub struct EventRow {
     pub at: OffsetDateTime,
 }
 
-const COLUMNS: &str = "id, appliance_id, action, params, status, message, stats, created_at, deadline, \
-                       dispatched_at, started_at, finished_at";
+const COLUMNS: &str = "id, appliance_id, action, params, status, message, stats, events_expected, created_at, \
+                       deadline, dispatched_at, started_at, finished_at";
 
 /// Queues a task for one of the tenant's appliances; `None` if the appliance is not the
 /// tenant's.
@@ -248,12 +250,13 @@ pub async fn store_results(conn: &mut PgConnection, results: &[(ApplianceId, Tas
     let statuses: Vec<_> = results.iter().map(|(_, r)| final_status(r.outcome)).collect();
     let messages: Vec<_> = results.iter().map(|(_, r)| r.message.clone()).collect();
     let stats: Vec<_> = results.iter().map(|(_, r)| r.stats.and_then(|s| serde_json::to_value(s).ok())).collect();
+    let events: Vec<_> = results.iter().map(|(_, r)| i64::try_from(r.events).unwrap_or(i64::MAX)).collect();
     let r = sqlx::query(
         "WITH r AS (
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[])
-                 AS t(appliance_id, task_id, status, message, stats)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::int8[])
+                 AS t(appliance_id, task_id, status, message, stats, events)
          )
-         UPDATE tasks t SET status = r.status, message = r.message, stats = r.stats,
+         UPDATE tasks t SET status = r.status, message = r.message, stats = r.stats, events_expected = r.events,
                 finished_at = now(), started_at = COALESCE(t.started_at, now())
          FROM r
          WHERE t.id = r.task_id AND t.appliance_id = r.appliance_id
@@ -264,6 +267,7 @@ pub async fn store_results(conn: &mut PgConnection, results: &[(ApplianceId, Tas
     .bind(statuses)
     .bind(messages)
     .bind(stats)
+    .bind(events)
     .execute(conn)
     .await?;
     Ok(r.rows_affected())

@@ -80,6 +80,9 @@ async fn create(
 struct Detail {
     #[serde(flatten)]
     task: Task,
+    /// Every event the agent sent before its result is stored (events resent after a
+    /// reconnect can arrive after the result).
+    log_complete: bool,
     events: Vec<EventRow>,
 }
 
@@ -93,7 +96,8 @@ async fn detail(
     let task = tasks::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("task"))?;
     let events = tasks::events(&mut tx, tenant, id).await?;
     tx.commit().await?;
-    Ok(ApiJson(Detail { task, events }))
+    let log_complete = task.events_expected.is_some_and(|n| events.len() as i64 >= n);
+    Ok(ApiJson(Detail { task, log_complete, events }))
 }
 
 #[derive(Debug, Serialize)]

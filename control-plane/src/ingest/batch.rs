@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_protocol::{
-    ApplianceId, ConfigApplied, ConfigRequest, Heartbeat, PresenceState, Status, TaskEvent, TaskResult,
+    encode, ApplianceId, ConfigApplied, ConfigRequest, DownChannel, EventRef, Heartbeat, PresenceState, Receipt,
+    Status, TaskEvent, TaskResult, Topic,
 };
-use rumqttc::Publish;
+use rumqttc::{AsyncClient, Publish, QoS};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 
@@ -132,6 +133,8 @@ pub struct WriterContext {
     pub acks: mpsc::UnboundedSender<Publish>,
     /// Wakes the dispatcher when an appliance came online or asked for its configuration.
     pub dispatcher: Arc<Notify>,
+    /// Sends receipts to appliances (never waits: see [`send_receipts`]).
+    pub client: AsyncClient,
 }
 
 /// Runs until every sender is dropped and the channel is drained.
@@ -179,6 +182,7 @@ async fn flush(ctx: &WriterContext, batch: Coalescer) {
                     m.ingest_unknown_appliances.inc_by(unknown);
                     tracing::debug!(unknown, "batch named appliances that do not exist");
                 }
+                send_receipts(&ctx.client, &batch);
                 for p in batch.acks {
                     // The MQTT loop is gone only at shutdown; the broker redelivers then.
                     let _ = ctx.acks.send(p);
@@ -203,6 +207,34 @@ async fn flush(ctx: &WriterContext, batch: Coalescer) {
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
+        }
+    }
+}
+
+/// Tells each appliance what of its task events, results and configuration reports this
+/// batch stored (or found stored already, or ignored as not its own): the agent keeps them
+/// spooled until then. A receipt that does not fit the client's queue is skipped; the agent
+/// sends those messages again later and they are receipted then.
+fn send_receipts(client: &AsyncClient, batch: &Coalescer) {
+    let mut receipts: HashMap<ApplianceId, Receipt> = HashMap::new();
+    for (a, e) in &batch.events {
+        receipts.entry(*a).or_default().events.push(EventRef { task_id: e.task_id, seq: e.seq });
+    }
+    for (a, r) in &batch.results {
+        receipts.entry(*a).or_default().results.push(r.task_id);
+    }
+    for (a, r) in &batch.config_applied {
+        receipts.entry(*a).or_default().config_applied.push(r.version);
+    }
+    for (appliance, receipt) in receipts {
+        let topic = Topic::new(appliance, DownChannel::Receipt).to_string();
+        match encode(&receipt) {
+            Ok(bytes) => {
+                if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
+                    tracing::debug!(%appliance, error = %e, "receipt skipped; the agent will resend");
+                }
+            }
+            Err(e) => tracing::warn!(%appliance, error = %e, "receipt too large; the agent will resend"),
         }
     }
 }

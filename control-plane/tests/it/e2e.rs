@@ -31,7 +31,14 @@ fn start_agent(
     state: &tempfile::TempDir,
 ) -> (CancellationToken, tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>) {
     let token = CancellationToken::new();
-    let config = AgentConfig { state_dir: state.path().to_owned(), heartbeat_interval_s: 1, ..Default::default() };
+    let config = AgentConfig {
+        state_dir: state.path().to_owned(),
+        heartbeat_interval_s: 1,
+        ansible_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ansible"),
+        hearth_root: state.path().join("sandbox"),
+        manage_services: false,
+        ..Default::default()
+    };
     let handle = tokio::spawn(hearth_agent::run(config, token.clone()));
     (token, handle)
 }

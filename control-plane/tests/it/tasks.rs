@@ -169,12 +169,14 @@ async fn a_queued_task_goes_out_once_when_the_appliance_connects_and_its_log_is_
         outcome: Outcome::Succeeded,
         message: Some("ok=3 changed=1".into()),
         stats: Some(PlayStats { ok: 3, changed: 1, ..Default::default() }),
+        events: 40,
         at: time::OffsetDateTime::now_utc(),
     };
     probe.publish(&Topic::new(id, UpChannel::TaskResult(task_id)).to_string(), encode(&result).expect("encode")).await;
 
     let done = wait_task(&cp2, &key, &task_id.to_string(), "succeeded").await;
     assert_eq!(done["stats"]["changed"], 1);
+    assert_eq!((done["events_expected"].as_i64(), done["log_complete"].as_bool()), (Some(40), Some(true)));
     assert_eq!(done["message"], "ok=3 changed=1");
     let seqs: Vec<i64> =
         done["events"].as_array().expect("events").iter().map(|e| e["seq"].as_i64().expect("seq")).collect();

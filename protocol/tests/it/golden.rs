@@ -59,12 +59,19 @@ fn task_messages() {
     let r: TaskResult = round_trip("task-result.json");
     assert_eq!(r.task_id, d.task_id);
     assert_eq!(r.stats.map(|s| s.changed), Some(1));
+    assert_eq!(r.events, 7);
 }
 
 #[test]
 fn certificate_renewal() {
     let c: CertificateRenewal = round_trip("certificate-renewal.json");
     assert!(c.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+#[test]
+fn receipt() {
+    let r: Receipt = round_trip("receipt.json");
+    assert_eq!((r.events.len(), r.results.len(), r.config_applied.as_slice()), (2, 1, &[7][..]));
 }
 
 #[test]
@@ -81,6 +88,7 @@ fn every_golden_file_is_checked() {
         "config-document.json",
         "config-request.json",
         "heartbeat.json",
+        "receipt.json",
         "status-offline.json",
         "status-online.json",
         "task-dispatch.json",

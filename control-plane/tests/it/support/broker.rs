@@ -13,6 +13,7 @@ use super::Pki;
 pub struct Broker {
     pub port: u16,
     child: Child,
+    conf: std::path::PathBuf,
     pub data: TempDir,
 }
 
@@ -23,6 +24,11 @@ fn free_port() -> u16 {
 impl Broker {
     /// Starts Mosquitto; fails the test (never skips) if it is not installed or cannot start.
     pub fn start(pki: &Pki) -> Broker {
+        Self::start_with(pki, false)
+    }
+
+    /// With `persistence`, sessions and queued QoS 1 messages survive [`Broker::restart`].
+    pub fn start_with(pki: &Pki, persistence: bool) -> Broker {
         let data = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = render(&BrokerConfig {
@@ -31,19 +37,25 @@ impl Broker {
             bind: "127.0.0.1".into(),
             port,
             run_as: hearth_control_plane::broker_config::current_user(),
-            persistence: false,
+            persistence,
         })
         .expect("render broker config");
-        let child = Command::new(mosquitto_bin())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install mosquitto); .ci/run installs it");
-        let mut broker = Broker { port, child, data };
+        let child = spawn(&conf);
+        let mut broker = Broker { port, child, conf, data };
         broker.wait_ready();
         broker
+    }
+
+    /// Stops the broker as an operator would (SIGTERM: it saves its state).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`Broker::stop`], same port and files.
+    pub fn start_again(&mut self) {
+        self.child = spawn(&self.conf);
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -72,6 +84,16 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(conf: &std::path::Path) -> Child {
+    Command::new(mosquitto_bin())
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto must be installed (apt-get install mosquitto); .ci/run installs it")
 }
 
 fn mosquitto_bin() -> String {

@@ -1,0 +1,111 @@
+//! Desired configuration with the real `ansible-playbook`: apply, store, report, ignore old
+//! versions, keep the last good document on failure, restore it after a restart.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use hearth_protocol::{ConfigApplied, ConfigDocument, Outcome, ProtocolVersion, UpMessage};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{ack_all, require_ansible, spooled, Fixture};
+
+fn doc(version: u64, document: Value) -> ConfigDocument {
+    ConfigDocument { v: ProtocolVersion, version, document: document.as_object().cloned().unwrap_or_default() }
+}
+
+fn reports(fx_outbox: &hearth_agent::spool::Outbox) -> Vec<ConfigApplied> {
+    spooled(fx_outbox)
+        .into_iter()
+        .map(|m| match m {
+            UpMessage::ConfigApplied(c) => c,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_store_report_and_keep_the_last_good_document() {
+    require_ansible();
+    let fx = Fixture::new();
+    let mut w = fx.worker();
+    let cancel = CancellationToken::new();
+    let deadline = || Instant::now() + Duration::from_secs(120);
+    let heartbeat = w.desired.heartbeat_interval();
+    let applied_version = w.desired.applied_version_watch();
+    assert_eq!(*heartbeat.borrow(), Duration::from_secs(30));
+
+    // Version 2 applies: the playbook sees the document, the agent section takes effect.
+    let v2 = json!({"agent": {"heartbeat_interval_s": 5}, "dns": {"forwarders": ["9.9.9.9"]}, "pw": "s3cret"});
+    let report = w.desired.handle(doc(2, v2.clone()), &w.runner, deadline(), &cancel, &w.outbox).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:?}", report.message);
+    assert_eq!(report.version, 2);
+    assert!(report.message.as_deref().unwrap().starts_with("ok=1 changed=1"), "{report:?}");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(fx.root.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written, v2);
+    assert_eq!(*heartbeat.borrow(), Duration::from_secs(5));
+    assert_eq!(*applied_version.borrow(), Some(2));
+    let applied = fx.state.join("config/applied.json");
+    let mode = std::fs::metadata(&applied).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(reports(&w.outbox), std::slice::from_ref(&report));
+    ack_all(&w.outbox);
+
+    // The same version again is reported again, an older one is ignored; nothing runs.
+    std::fs::remove_file(fx.root.join("config.json")).unwrap();
+    let again = w.desired.handle(doc(2, v2.clone()), &w.runner, deadline(), &cancel, &w.outbox).await.unwrap();
+    assert_eq!((again.version, again.outcome), (2, Outcome::Succeeded));
+    assert_eq!(again.message, report.message);
+    assert!(w.desired.handle(doc(1, json!({})), &w.runner, deadline(), &cancel, &w.outbox).await.is_none());
+    assert!(!fx.root.join("config.json").exists(), "nothing ran");
+    assert_eq!(reports(&w.outbox), [again]);
+    ack_all(&w.outbox);
+
+    // Version 3 fails: reported, version 2 stays applied, its agent section too.
+    let failed = w
+        .desired
+        .handle(
+            doc(3, json!({"agent": {"heartbeat_interval_s": 9}, "fail": true})),
+            &w.runner,
+            deadline(),
+            &cancel,
+            &w.outbox,
+        )
+        .await
+        .unwrap();
+    assert_eq!((failed.version, failed.outcome), (3, Outcome::Failed));
+    assert!(failed.message.as_deref().unwrap().contains("the document asks to fail"), "{failed:?}");
+    assert_eq!(*heartbeat.borrow(), Duration::from_secs(5));
+    assert_eq!(*applied_version.borrow(), Some(2));
+    assert_eq!(w.desired.applied().map(|a| a.version), Some(2));
+
+    // A restarted agent starts from version 2 and its agent section.
+    let restarted = fx.worker();
+    assert_eq!(restarted.desired.applied_version(), Some(2));
+    assert_eq!(*restarted.desired.heartbeat_interval().borrow(), Duration::from_secs(5));
+    assert_eq!(restarted.desired.applied().map(|a| Value::Object(a.document.clone())), Some(v2));
+}
+
+#[tokio::test]
+async fn a_missing_site_playbook_fails_the_apply() {
+    require_ansible();
+    let fx = Fixture::new();
+    std::fs::remove_file(fx.ansible.join("site.yml")).unwrap();
+    let mut w = fx.worker();
+    let report = w
+        .desired
+        .handle(
+            doc(1, json!({"agent": {"heartbeat_interval_s": 3}})),
+            &w.runner,
+            Instant::now() + Duration::from_secs(120),
+            &CancellationToken::new(),
+            &w.outbox,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(w.desired.applied_version(), None);
+    assert_eq!(*w.desired.heartbeat_interval().borrow(), Duration::from_secs(30), "the agent section is rolled back");
+    assert!(!fx.state.join("config/applied.json").exists());
+}
