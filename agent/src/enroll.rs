@@ -93,21 +93,6 @@ pub enum EnrollError {
     BadResponse(String),
 }
 
-/// `error: source: source…` on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        next = cause.source();
-    }
-    s
-}
-
 /// `{server}/api/v1/enroll`, refusing anything but an absolute `https://` URL.
 pub fn enroll_url(server: &str) -> Result<Url, EnrollError> {
     let invalid = |reason: String| EnrollError::InvalidServer { server: server.to_string(), reason };
@@ -196,7 +181,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("hearth-agent/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| EnrollError::Client(chain(&e)))?;
+        .map_err(|e| EnrollError::Client(crate::error_chain(&e)))?;
 
     let (key, csr_pem) = key_and_csr()?;
     let key_pem = key.serialize_pem();
@@ -220,7 +205,7 @@ async fn request(
     token: String,
     csr_pem: String,
 ) -> Result<EnrollResponse, EnrollError> {
-    let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: chain(&e) };
+    let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
     let response =
         client.post(url.clone()).json(&EnrollRequest { token, csr_pem }).send().await.map_err(request_err)?;
     let status = response.status();

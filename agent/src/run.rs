@@ -333,7 +333,7 @@ impl Agent {
                     self.tracker.reset();
                     let delay = self.backoff.next_delay(&mut self.rng);
                     warn!(
-                        error = %error_chain(&e),
+                        error = %crate::error_chain(&e),
                         retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         "broker connection failed"
                     );
@@ -611,20 +611,6 @@ fn route(own: ApplianceId, topic: &str, len: usize) -> Option<DownChannel> {
             None
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        next = cause.source();
-    }
-    s
 }
 
 /// The heartbeat ticker's inputs.

@@ -44,8 +44,8 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A temporary ansible directory (the fixture, with the real `hearth_events` callback when
-/// the tree has one), a sandbox root and a state directory.
+/// A temporary ansible directory (the fixture's playbooks with the real `hearth_events`
+/// callback), a sandbox root and a state directory.
 #[derive(Debug)]
 pub struct Fixture {
     pub tmp: TempDir,
@@ -60,9 +60,9 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let ansible = tmp.path().join("ansible");
         copy_dir(Path::new(FIXTURE), &ansible);
-        if Path::new(REAL_CALLBACK).exists() {
-            std::fs::copy(REAL_CALLBACK, ansible.join("callback_plugins/hearth_events.py")).unwrap();
-        }
+        std::fs::create_dir_all(ansible.join("callback_plugins")).unwrap();
+        std::fs::copy(REAL_CALLBACK, ansible.join("callback_plugins/hearth_events.py"))
+            .expect("the real callback plugin, ansible/callback_plugins/hearth_events.py");
         let local_tmp = tmp.path().join("ansible-tmp");
         std::fs::create_dir_all(&local_tmp).unwrap();
         std::fs::write(
