@@ -10,5 +10,6 @@ mod desired;
 mod e2e;
 mod enroll;
 mod ingest;
+mod isolation;
 mod support;
 mod tasks;

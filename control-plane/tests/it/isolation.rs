@@ -1,0 +1,143 @@
+//! Tenant isolation, twice: every tenant-scoped endpoint answers tenant B's key about
+//! tenant A's ids exactly as about ids that do not exist (404, no existence leak), and every
+//! table with a `tenant_id` column has row-level security that hides A's rows from a
+//! transaction of B — discovered from the catalog, so a new table cannot skip it.
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::support::*;
+
+async fn call(cp: &ControlPlane, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", cp.url);
+    let req = match method {
+        "GET" => cp.http.get(url),
+        "POST" => cp.http.post(url),
+        "PUT" => cp.http.put(url),
+        other => panic!("{other}"),
+    };
+    let req = req.bearer_auth(key);
+    let req = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    };
+    let r = req.send().await.expect("request");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (a, key_a) = tenant(&pool, "tenant-a").await;
+    let (_, key_b) = tenant(&pool, "tenant-b").await;
+    let (box_a, _) = appliance(&pool, a, "a-box").await;
+    let (_, task) = call(
+        &cp,
+        "POST",
+        &format!("/api/v1/appliances/{box_a}/tasks"),
+        &key_a,
+        Some(json!({"action": "dns.record.add", "params": {"hostname": "a.home", "ip": "10.0.0.1"}})),
+    )
+    .await;
+    let task_a = task["id"].as_str().expect("task id").to_string();
+    let (status, _) =
+        call(&cp, "PUT", &format!("/api/v1/appliances/{box_a}/config"), &key_a, Some(json!({"document": {}}))).await;
+    assert_eq!(status, 200);
+
+    let missing_appliance = hearth_protocol::ApplianceId::new();
+    let missing_task = hearth_protocol::TaskId::new();
+    // Every route with an id in it, for A's id and for an id that does not exist.
+    let routes = |appliance: String, task: String| {
+        vec![
+            ("GET", format!("/api/v1/appliances/{appliance}"), None),
+            ("GET", format!("/api/v1/appliances/{appliance}/tasks"), None),
+            ("POST", format!("/api/v1/appliances/{appliance}/tasks"), Some(json!({"action": "appliance.reboot"}))),
+            ("GET", format!("/api/v1/appliances/{appliance}/config"), None),
+            ("PUT", format!("/api/v1/appliances/{appliance}/config"), Some(json!({"document": {}}))),
+            ("GET", format!("/api/v1/tasks/{task}"), None),
+            ("POST", format!("/api/v1/tasks/{task}/cancel"), Some(json!({}))),
+        ]
+    };
+    let foreign = routes(box_a.to_string(), task_a.clone());
+    let absent = routes(missing_appliance.to_string(), missing_task.to_string());
+    for ((method, path, body), (_, absent_path, absent_body)) in foreign.into_iter().zip(absent) {
+        let (status, got) = call(&cp, method, &path, &key_b, body).await;
+        let (absent_status, expected) = call(&cp, method, &absent_path, &key_b, absent_body).await;
+        assert_eq!((status, absent_status), (404, 404), "{method} {path}: {got}");
+        assert_eq!(got, expected, "{method} {path}: indistinguishable from an id that does not exist");
+    }
+    // Lists never show A's things to B.
+    for path in ["/api/v1/appliances", "/api/v1/inventory", "/api/v1/config/defaults"] {
+        let (status, body) = call(&cp, "GET", path, &key_b, None).await;
+        assert_eq!(status, 200, "{path}");
+        let text = body.to_string();
+        assert!(!text.contains(&box_a.to_string()) && !text.contains("a-box"), "{path}: {text}");
+    }
+    // A's own view still works: the 404s above are not a broken route.
+    let (status, body) = call(&cp, "GET", &format!("/api/v1/tasks/{task_a}"), &key_a, None).await;
+    assert_eq!((status, body["id"].as_str()), (200, Some(task_a.as_str())));
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
+    let (a, _) = tenant(&pool, "tenant-a").await;
+    let (b, _) = tenant(&pool, "tenant-b").await;
+    let (box_a, _) = appliance(&pool, a, "a-box").await;
+    appliance(&pool, b, "b-box").await;
+    // A row of A in every tenant table.
+    sqlx::query("INSERT INTO tasks (id, tenant_id, appliance_id, action, params, deadline) VALUES ($1, $2, $3, 'appliance.reboot', '{}', now() + interval '1 hour')")
+        .bind(hearth_protocol::TaskId::new()).bind(a).bind(box_a).execute(&pool).await.expect("task");
+    sqlx::query("INSERT INTO task_events (task_id, seq, tenant_id, kind, message, at) SELECT id, 1, tenant_id, 'received', 'x', now() FROM tasks")
+        .execute(&pool).await.expect("event");
+    sqlx::query(
+        "INSERT INTO presence_events (tenant_id, appliance_id, status, reason) VALUES ($1, $2, 'online', 'heartbeat')",
+    )
+    .bind(a)
+    .bind(box_a)
+    .execute(&pool)
+    .await
+    .expect("presence");
+    sqlx::query("INSERT INTO tenant_config (tenant_id) VALUES ($1)").bind(a).execute(&pool).await.expect("defaults");
+    sqlx::query("INSERT INTO appliance_config (appliance_id, tenant_id) VALUES ($1, $2)")
+        .bind(box_a)
+        .bind(a)
+        .execute(&pool)
+        .await
+        .expect("config");
+
+    let tables: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind = 'r'
+           AND (EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid AND attname = 'tenant_id' AND NOT attisdropped)
+                OR c.relname = 'tenants')
+         ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    assert!(tables.len() >= 9, "{tables:?}");
+    for (table, rls) in &tables {
+        assert!(rls, "{table} holds tenant rows but has no row-level security");
+        let column = if table == "tenants" { "id" } else { "tenant_id" };
+        let seen_by_admin: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {column} = $1"))
+            .bind(a)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert!(seen_by_admin >= 1, "{table}: the test put a row of A there");
+        let mut tx = hearth_control_plane::db::tenant_tx(&pool, b).await.expect("tx");
+        // No filter at all: only RLS stands between B and A's rows.
+        match sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table} WHERE {column} = $1"))
+            .bind(a)
+            .fetch_one(&mut *tx)
+            .await
+        {
+            Ok(n) => assert_eq!(n, 0, "{table}: tenant B sees tenant A's rows"),
+            // Tables a tenant request may not read at all (API keys, enrollment tokens).
+            Err(e) => assert!(e.to_string().contains("permission denied"), "{table}: {e}"),
+        }
+    }
+}
