@@ -2,65 +2,16 @@
 //! against a sandbox root: the catalog's playbooks change files under the sandbox, never
 //! the host.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use hearth_agent::AgentConfig;
 use hearth_control_plane::pki::files;
 use hearth_protocol::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::mqtt;
 use crate::support::*;
-
-fn ansible_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ansible")
-}
-
-/// An enrolled agent with a sandbox root, not yet running.
-struct Appliance {
-    id: ApplianceId,
-    state: tempfile::TempDir,
-    sandbox: tempfile::TempDir,
-}
-
-impl Appliance {
-    async fn enroll(cp: &ControlPlane, pki: &Pki, pool: &PgPool, tenant: TenantId, name: &str) -> Appliance {
-        let (id, token) = appliance(pool, tenant, name).await;
-        let state = tempfile::tempdir().expect("state");
-        hearth_agent::enroll(hearth_agent::EnrollOptions {
-            server: cp.url.clone(),
-            token,
-            ca_file: Some(pki.path(files::CA_CERT)),
-            state_dir: state.path().to_owned(),
-            force: false,
-        })
-        .await
-        .expect("enroll");
-        Appliance { id, state, sandbox: tempfile::tempdir().expect("sandbox") }
-    }
-
-    fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>) {
-        let token = CancellationToken::new();
-        let config = AgentConfig {
-            state_dir: self.state.path().to_owned(),
-            heartbeat_interval_s: 1,
-            backoff_initial_ms: 200,
-            backoff_max_ms: 1000,
-            ansible_dir: ansible_dir(),
-            hearth_root: self.sandbox.path().to_owned(),
-            manage_services: false,
-            ..Default::default()
-        };
-        (token.clone(), tokio::spawn(hearth_agent::run(config, token)))
-    }
-
-    fn file(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.sandbox.path().join(rel)).unwrap_or_default()
-    }
-}
 
 async fn create_task(cp: &ControlPlane, key: &str, id: ApplianceId, body: Value) -> String {
     let r = cp

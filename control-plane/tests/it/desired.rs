@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use hearth_control_plane::pki::files;
 use hearth_protocol::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -78,23 +77,7 @@ async fn configuration_is_versioned_sealed_pushed_and_reported(pool: PgPool) {
     assert!(!stored.contains("hunter2") && stored.contains("$encrypted"), "sealed at rest: {stored}");
 
     // The appliance connects and asks: it gets the merged document with the secret in clear.
-    let (cert, k) = pki.appliance_cert(id);
-    let mut probe = mqtt::connect(mqtt::options(
-        &broker,
-        &id.to_string(),
-        &pki.read(files::CA_CERT),
-        Some((cert.as_bytes(), k.as_bytes())),
-    ))
-    .await
-    .expect("connect");
-    probe.subscribe(&TopicFilter::Down(id).to_string()).await;
-    let online = Status {
-        v: ProtocolVersion,
-        state: PresenceState::Online,
-        session: SessionId::new(),
-        at: time::OffsetDateTime::now_utc(),
-    };
-    probe.publish(&Topic::new(id, UpChannel::Status).to_string(), encode(&online).expect("encode")).await;
+    let mut probe = mqtt::appliance_online(&pki, &broker, id).await;
     probe
         .publish(
             &Topic::new(id, UpChannel::ConfigRequest).to_string(),

@@ -4,44 +4,12 @@
 
 use std::time::Duration;
 
-use hearth_agent::{AgentConfig, EnrollOptions};
 use hearth_control_plane::pki::files;
 use hearth_protocol::{ApplianceId, Topic, UpChannel};
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
-
-async fn enroll_agent(cp: &ControlPlane, pki: &Pki, token: String) -> (tempfile::TempDir, ApplianceId) {
-    let state = tempfile::tempdir().expect("state dir");
-    let enrolled = hearth_agent::enroll(EnrollOptions {
-        server: cp.url.clone(),
-        token,
-        ca_file: Some(pki.path(files::CA_CERT)),
-        state_dir: state.path().to_owned(),
-        force: false,
-    })
-    .await
-    .expect("enrollment succeeds");
-    (state, enrolled.appliance_id)
-}
-
-fn start_agent(
-    state: &tempfile::TempDir,
-) -> (CancellationToken, tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>) {
-    let token = CancellationToken::new();
-    let config = AgentConfig {
-        state_dir: state.path().to_owned(),
-        heartbeat_interval_s: 1,
-        ansible_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ansible"),
-        hearth_root: state.path().join("sandbox"),
-        manage_services: false,
-        ..Default::default()
-    };
-    let handle = tokio::spawn(hearth_agent::run(config, token.clone()));
-    (token, handle)
-}
 
 async fn wait_status(cp: &ControlPlane, key: &str, id: ApplianceId, status: &str) -> Value {
     eventually(Duration::from_secs(15), &format!("appliance {status}"), || async {
@@ -61,11 +29,9 @@ async fn heartbeat_to_api_then_offline_by_last_will(pool: PgPool) {
     let broker = Broker::start(&pki);
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let (tenant_id, key) = tenant(&pool, "acme").await;
-    let (id, token) = appliance(&pool, tenant_id, "living-room").await;
-
-    let (state, enrolled_id) = enroll_agent(&cp, &pki, token).await;
-    assert_eq!(enrolled_id, id);
-    let (_stop, agent) = start_agent(&state);
+    let a = Appliance::enroll(&cp, &pki, &pool, tenant_id, "living-room").await;
+    let id = a.id;
+    let (_stop, agent) = a.start();
 
     let body = eventually(Duration::from_secs(15), "online with metrics", || async {
         let (_, body) = cp.get(&format!("/api/v1/appliances/{id}"), &key).await;
@@ -102,10 +68,9 @@ async fn clean_shutdown_reports_offline_and_reconnect_comes_back(pool: PgPool) {
     let broker = Broker::start(&pki);
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let (tenant_id, key) = tenant(&pool, "acme").await;
-    let (id, token) = appliance(&pool, tenant_id, "study").await;
-    let (state, _) = enroll_agent(&cp, &pki, token).await;
-
-    let (stop, agent) = start_agent(&state);
+    let a = Appliance::enroll(&cp, &pki, &pool, tenant_id, "study").await;
+    let id = a.id;
+    let (stop, agent) = a.start();
     wait_status(&cp, &key, id, "online").await;
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), agent)
@@ -116,7 +81,7 @@ async fn clean_shutdown_reports_offline_and_reconnect_comes_back(pool: PgPool) {
     let body = wait_status(&cp, &key, id, "offline").await;
     assert_eq!(last_reason(&body), Some("status_message"));
 
-    let (_stop, _agent) = start_agent(&state);
+    let (_stop, _agent) = a.start();
     let body = wait_status(&cp, &key, id, "online").await;
     let history: Vec<&str> = body["presence_history"]
         .as_array()

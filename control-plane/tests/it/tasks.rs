@@ -4,37 +4,17 @@
 
 use std::time::Duration;
 
-use hearth_control_plane::pki::files;
 use hearth_protocol::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::support::mqtt::{self, Probe};
+use crate::support::mqtt;
 use crate::support::*;
 
 async fn post(cp: &ControlPlane, path: &str, key: &str, body: Value) -> (u16, Value) {
     let r = cp.http.post(format!("{}{path}", cp.url)).bearer_auth(key).json(&body).send().await.expect("request");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// An appliance played by the test: connects with its certificate, announces itself
-/// online and listens on its down topics.
-async fn appliance_online(pki: &Pki, broker: &Broker, id: ApplianceId) -> Probe {
-    let (cert, key) = pki.appliance_cert(id);
-    let mut opts =
-        mqtt::options(broker, &id.to_string(), &pki.read(files::CA_CERT), Some((cert.as_bytes(), key.as_bytes())));
-    opts.set_clean_session(false);
-    let mut probe = mqtt::connect(opts).await.expect("appliance connects");
-    probe.subscribe(&TopicFilter::Down(id).to_string()).await;
-    let online = Status {
-        v: ProtocolVersion,
-        state: PresenceState::Online,
-        session: SessionId::new(),
-        at: time::OffsetDateTime::now_utc(),
-    };
-    probe.publish(&Topic::new(id, UpChannel::Status).to_string(), encode(&online).expect("encode")).await;
-    probe
 }
 
 fn event(task: TaskId, seq: u64, kind: TaskEventKind) -> Vec<u8> {
@@ -137,7 +117,7 @@ async fn a_queued_task_goes_out_once_when_the_appliance_connects_and_its_log_is_
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(task(&cp, &key, &task_id.to_string()).await["status"], "queued", "offline: it waits");
 
-    let mut probe = appliance_online(&pki, &broker, id).await;
+    let mut probe = mqtt::appliance_online(&pki, &broker, id).await;
     let down = Topic::new(id, DownChannel::Task).to_string();
     let bytes = probe.next_on(&down, Duration::from_secs(10)).await.expect("the task arrives");
     let dispatch: TaskDispatch = decode(&bytes).expect("a TaskDispatch");

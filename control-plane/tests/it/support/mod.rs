@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod broker;
 pub mod mqtt;
 
@@ -19,6 +20,7 @@ use sqlx::PgPool;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+pub use agent::Appliance;
 pub use broker::Broker;
 
 /// A fleet PKI in a temporary directory.

@@ -7,7 +7,10 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
-use super::Broker;
+use hearth_control_plane::pki::files;
+use hearth_protocol::*;
+
+use super::{Broker, Pki};
 
 /// A connected test client and the messages it receives.
 pub struct Probe {
@@ -105,4 +108,22 @@ impl Probe {
         .await;
         out
     }
+}
+
+/// An appliance played by the test: connects with its certificate, announces itself
+/// online and listens on its down topics.
+pub async fn appliance_online(pki: &Pki, broker: &Broker, id: ApplianceId) -> Probe {
+    let (cert, key) = pki.appliance_cert(id);
+    let mut opts = options(broker, &id.to_string(), &pki.read(files::CA_CERT), Some((cert.as_bytes(), key.as_bytes())));
+    opts.set_clean_session(false);
+    let mut probe = connect(opts).await.expect("appliance connects");
+    probe.subscribe(&TopicFilter::Down(id).to_string()).await;
+    let online = Status {
+        v: ProtocolVersion,
+        state: PresenceState::Online,
+        session: SessionId::new(),
+        at: time::OffsetDateTime::now_utc(),
+    };
+    probe.publish(&Topic::new(id, UpChannel::Status).to_string(), encode(&online).expect("encode")).await;
+    probe
 }
