@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_protocol::{encode, ConfigDocument, DownChannel, ProtocolVersion, TaskDispatch, Topic};
+use hearth_protocol::{
+    encode, ConfigApplied, ConfigDocument, DownChannel, Outcome, ProtocolVersion, TaskDispatch, Topic,
+};
 use rumqttc::{AsyncClient, QoS};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -102,14 +104,30 @@ impl Dispatcher {
             return Ok(());
         }
         let mut sent = Vec::with_capacity(due.len());
+        // Versions that cannot be sent are recorded as a failed apply attempt, so the API's
+        // `last_apply` says why the appliance stays behind, and they are not retried every
+        // second (a new version, or a restart with the right `secrets.key`, sends again).
+        let mut unsendable = Vec::new();
+        let mut refuse = |c: &desired::Pending, problem: String| {
+            tracing::error!(appliance = %c.appliance_id, error = %problem, "configuration not sent");
+            unsendable.push((
+                c.appliance_id,
+                ConfigApplied {
+                    v: ProtocolVersion,
+                    version: c.desired_version.max(0) as u64,
+                    outcome: Outcome::Failed,
+                    message: Some(format!("the control plane could not send this version: {problem}")),
+                    at: time::OffsetDateTime::now_utc(),
+                },
+            ));
+        };
         for c in &due {
             let merged = merge(&c.defaults, &c.overrides);
             let document = match secrets::reveal(&merged, c.tenant_id, self.secrets.as_ref()) {
                 Ok(serde_json::Value::Object(m)) => m,
                 Ok(_) => Default::default(),
                 Err(e) => {
-                    // Mark it sent so it is not retried every second; the API shows the reason.
-                    tracing::error!(appliance = %c.appliance_id, error = %e, "configuration not sent");
+                    refuse(c, e.to_string());
                     sent.push((c.appliance_id, c.desired_version));
                     continue;
                 }
@@ -118,7 +136,7 @@ impl Dispatcher {
             let bytes = match encode(&msg) {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(appliance = %c.appliance_id, error = %e, "configuration too large to send");
+                    refuse(c, e.to_string());
                     sent.push((c.appliance_id, c.desired_version));
                     continue;
                 }
@@ -129,6 +147,7 @@ impl Dispatcher {
             self.metrics.configs_pushed.inc();
         }
         desired::mark_pushed(&mut tx, &sent).await?;
+        desired::applied(&mut tx, &unsendable).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -114,11 +114,7 @@ async fn the_agent_refuses_what_its_catalog_does_not_allow_and_runs_a_duplicate_
     let (t, key) = tenant(&pool, "acme").await;
     let a = Appliance::enroll(&cp, &pki, &pool, t, "box").await;
     let (_stop, _agent) = a.start();
-    eventually(Duration::from_secs(15), "online", || async {
-        let (_, b) = cp.get(&format!("/api/v1/appliances/{}", a.id), &key).await;
-        (b["status"] == "online").then_some(())
-    })
-    .await;
+    wait_status(&cp, &key, a.id, "online").await;
 
     // A compromised control plane sends what the API would never accept, straight to the
     // appliance's topic with the control plane's own identity.
@@ -177,11 +173,7 @@ async fn events_survive_a_broker_restart_mid_task(pool: PgPool) {
     let (t, key) = tenant(&pool, "acme").await;
     let a = Appliance::enroll(&cp, &pki, &pool, t, "box").await;
     let (_stop, _agent) = a.start();
-    eventually(Duration::from_secs(15), "online", || async {
-        let (_, b) = cp.get(&format!("/api/v1/appliances/{}", a.id), &key).await;
-        (b["status"] == "online").then_some(())
-    })
-    .await;
+    wait_status(&cp, &key, a.id, "online").await;
 
     let task = create_task(
         &cp,

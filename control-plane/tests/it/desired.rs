@@ -147,3 +147,43 @@ async fn secrets_need_a_key(pool: PgPool) {
     .await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("secrets_unavailable")), "{body}");
 }
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_version_that_cannot_be_sent_says_why(pool: PgPool) {
+    // Secrets sealed with a key this control plane does not have (e.g. started without
+    // `secrets.key` after a migration): the appliance cannot be given its configuration,
+    // and the API must say so instead of showing drift without a reason.
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (t, key) = tenant(&pool, "acme").await;
+    let (id, _) = appliance(&pool, t, "box").await;
+    let other_key = hearth_control_plane::desired::secrets::SecretKey::from_base64(&secret_key()).expect("key");
+    let sealed = hearth_control_plane::desired::secrets::seal(
+        &json!({"mail": {"relay": {"host": "smtp.example.com", "password": {"$secret": "hunter2"}}}}),
+        &Value::Null,
+        t,
+        Some(&other_key),
+        "",
+    )
+    .expect("seal");
+    sqlx::query("INSERT INTO appliance_config (appliance_id, tenant_id, overrides) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(t)
+        .bind(&sealed)
+        .execute(&pool)
+        .await
+        .expect("row");
+
+    let _probe = mqtt::appliance_online(&pki, &broker, id).await;
+    let path = format!("/api/v1/appliances/{id}/config");
+    let view = eventually(Duration::from_secs(15), "the failure is visible", || async {
+        let (_, v) = cp.get(&path, &key).await;
+        (v["last_apply"]["outcome"] == "failed").then_some(v)
+    })
+    .await;
+    let message = view["last_apply"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("could not send") && message.contains("secrets.key"), "{message}");
+    assert!(!message.contains("hunter2"));
+    assert_eq!((view["drift"].as_bool(), view["applied_version"].clone()), (Some(true), Value::Null));
+}

@@ -5,19 +5,11 @@
 use std::time::Duration;
 
 use hearth_control_plane::pki::files;
-use hearth_protocol::{ApplianceId, Topic, UpChannel};
+use hearth_protocol::{Topic, UpChannel};
 use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::support::*;
-
-async fn wait_status(cp: &ControlPlane, key: &str, id: ApplianceId, status: &str) -> Value {
-    eventually(Duration::from_secs(15), &format!("appliance {status}"), || async {
-        let (_, body) = cp.get(&format!("/api/v1/appliances/{id}"), key).await;
-        (body["status"] == status).then_some(body)
-    })
-    .await
-}
 
 fn last_reason(body: &Value) -> Option<&str> {
     body["presence_history"].as_array()?.last()?["reason"].as_str()

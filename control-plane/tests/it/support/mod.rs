@@ -164,3 +164,12 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// Polls the tenant API until the appliance has `status`; returns its detail.
+pub async fn wait_status(cp: &ControlPlane, key: &str, id: ApplianceId, status: &str) -> serde_json::Value {
+    eventually(Duration::from_secs(15), &format!("appliance {status}"), || async {
+        let (_, body) = cp.get(&format!("/api/v1/appliances/{id}"), key).await;
+        (body["status"] == status).then_some(body)
+    })
+    .await
+}
