@@ -23,8 +23,13 @@ PROFILE=${HEARTH_BUILD_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 DB_NAME=hearth
+# The tables' owner runs the migrations; the control plane logs in as APP_USER, which owns
+# nothing and reads nothing until it assumes hearth_service or hearth_tenant (see
+# docs/architecture.md, "Database and tenancy").
 DB_USER=hearth
 DB_PASSWORD=hearth-dev
+APP_USER=hearth_app
+APP_PASSWORD=hearth-app-dev
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -86,17 +91,27 @@ DO \$\$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER') THEN
     CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD';
   END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$APP_USER') THEN
+    CREATE ROLE $APP_USER LOGIN NOINHERIT PASSWORD '$APP_PASSWORD';
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hearth_tenant') THEN
     CREATE ROLE hearth_tenant NOLOGIN;
   END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hearth_service') THEN
+    CREATE ROLE hearth_service NOLOGIN;
+  END IF;
 END \$\$;
-GRANT hearth_tenant TO $DB_USER;
+GRANT hearth_tenant, hearth_service TO $DB_USER;
+GRANT hearth_tenant, hearth_service TO $APP_USER;
 SQL
     if [ "$(psql "$admin_url" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
         psql "$admin_url" -qc "CREATE DATABASE $DB_NAME OWNER $DB_USER" >/dev/null
     fi
-    export HEARTH_DATABASE__URL="postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:5432/$DB_NAME"
+    local owner_url="postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:5432/$DB_NAME"
+    export HEARTH_DATABASE__URL="postgres://$APP_USER:$APP_PASSWORD@127.0.0.1:5432/$DB_NAME"
     export HEARTH_PKI__DIR=$STATE/pki
+    # A revocation rewrites the CRL; Mosquitto reads it again on SIGHUP.
+    export HEARTH_PKI__CRL_RELOAD_COMMAND="kill -HUP \$(cat '$STATE/broker/mosquitto.pid')"
     export HEARTH_HTTP__LISTEN=127.0.0.1:$API_PORT
     export HEARTH_MQTT__HOST=localhost
     export HEARTH_MQTT__PORT=$MQTT_PORT
@@ -105,7 +120,7 @@ SQL
     fi
     HEARTH_SECRETS__KEY=$(cat "$STATE/secrets.key")
     export HEARTH_SECRETS__KEY
-    "$BIN/hearth-control-plane" migrate
+    HEARTH_DATABASE__URL=$owner_url "$BIN/hearth-control-plane" migrate
 
     if [ ! -f "$STATE/pki/ca.key" ]; then
         say "creating the development PKI in .hearth/pki"
@@ -130,9 +145,17 @@ SQL
     curl -fsS --cacert "$STATE/pki/ca.crt" "https://localhost:$API_PORT/readyz" >/dev/null \
         || die "the control plane is not ready; see $LOGS/control-plane.log"
 
-    # The demo tenant and appliance are made once and reused while their key still works.
+    # The admin operator token, the demo tenant and appliance are made once and reused while
+    # their credentials still work.
     TENANT_KEY=""
+    OPERATOR_TOKEN=""
     [ -f "$STATE/demo.env" ] && . "$STATE/demo.env"
+    if [ -z "$OPERATOR_TOKEN" ] || ! curl -fsS --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $OPERATOR_TOKEN" \
+            "https://localhost:$API_PORT/api/v1/admin/fleet/summary" >/dev/null 2>&1; then
+        say "creating an admin operator token"
+        OPERATOR_TOKEN=$("$BIN/hearth-control-plane" operator create --role admin quickstart-admin \
+            | sed -n 's/^operator_token=//p')
+    fi
     if [ -z "$TENANT_KEY" ] || ! api /api/v1/appliances >/dev/null 2>&1; then
         say "creating the demo tenant and enrolling a demo appliance"
         local out; out=$("$BIN/hearth-control-plane" tenant create "Demo household")
@@ -148,6 +171,8 @@ SQL
         printf 'TENANT_ID=%s\nTENANT_KEY=%s\nAPPLIANCE_ID=%s\n' "$TENANT_ID" "$TENANT_KEY" "$APPLIANCE_ID" >"$STATE/demo.env"
         umask 022
     fi
+    (umask 077; { grep -v '^OPERATOR_TOKEN=' "$STATE/demo.env" || true; printf 'OPERATOR_TOKEN=%s\n' "$OPERATOR_TOKEN"; } \
+        >"$STATE/demo.env.tmp" && mv "$STATE/demo.env.tmp" "$STATE/demo.env")
 
     mkdir -p "$STATE/sandbox"
     cat >"$STATE/agent.toml" <<TOML
@@ -171,7 +196,9 @@ TOML
 export HEARTH_API_URL=https://localhost:$API_PORT
 export HEARTH_TENANT_ID=$TENANT_ID
 export HEARTH_TENANT_KEY=$TENANT_KEY
-export HEARTH_DATABASE_URL=$HEARTH_DATABASE__URL
+export HEARTH_OPERATOR_TOKEN=$OPERATOR_TOKEN
+# The tables' owner: for psql and the operator CLI (export HEARTH_DATABASE__URL=\$HEARTH_DATABASE_URL).
+export HEARTH_DATABASE_URL=$owner_url
 export HEARTH_MQTT_HOST=localhost
 export HEARTH_MQTT_PORT=$MQTT_PORT
 export HEARTH_CA_CERT=$STATE/pki/ca.crt

@@ -33,6 +33,8 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
     let conf_path = data_dir.join("mosquitto.conf");
     let p = |path: &Path| path.display().to_string();
 
+    crate::pki::ensure_crl(&pki).map_err(std::io::Error::other)?;
+
     let conf = CONF_TEMPLATE
         .replace("@PERSISTENCE@", if cfg.persistence { "true" } else { "false" })
         .replace("@DATA_DIR@", &p(&data_dir))
@@ -42,6 +44,7 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
         .replace("@CA_CERT@", &p(&pki.join(files::CA_CERT)))
         .replace("@BROKER_CERT@", &p(&pki.join(files::BROKER_CERT)))
         .replace("@BROKER_KEY@", &p(&pki.join(files::BROKER_KEY)))
+        .replace("@CRL_FILE@", &p(&pki.join(files::CRL)))
         .replace("@ACL_FILE@", &p(&acl_path));
     let acl = ACL_TEMPLATE.replace("@CONTROL_PLANE_CN@", CONTROL_PLANE_CN);
     fs::write(&acl_path, acl)?;
@@ -79,6 +82,7 @@ mod tests {
     #[test]
     fn renders_every_placeholder() {
         let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(&dir.path().join("pki"), &crate::pki::InitOptions::default()).unwrap();
         let cfg = BrokerConfig {
             pki_dir: dir.path().join("pki"),
             data_dir: dir.path().join("broker"),

@@ -25,7 +25,32 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub tasks: TasksConfig,
     pub secrets: SecretsConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a tenant user's sign-in token is valid.
+    pub session_ttl_s: u64,
+    /// Failed sign-ins in a row that lock an account…
+    pub max_failed_logins: u32,
+    /// …for this long.
+    pub lockout_s: u64,
+}
+
+/// The quotas of a tenant without a plan (a plan's own numbers win; see `db::plans`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub api_per_minute: u32,
+    pub api_burst: u32,
+    pub assistant_per_hour: u32,
+    pub assistant_burst: u32,
+    pub mqtt_per_minute: u32,
+    pub mqtt_burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +115,11 @@ pub struct PkiConfig {
     /// Where `pki init` wrote the CA and the service certificates.
     pub dir: PathBuf,
     pub appliance_cert_days: i64,
+    /// Run (with `sh -c`) after the CRL (`crl.pem` in `dir`) is rewritten, so the broker
+    /// picks it up, e.g. `kill -HUP $(cat /run/mosquitto/mosquitto.pid)`. Unset: the broker
+    /// reads the new list when it next starts (revoked appliances are still disconnected
+    /// at once and ignored by the control plane).
+    pub crl_reload_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,11 +166,20 @@ impl Default for Config {
                 public_host: None,
                 public_port: None,
             },
-            pki: PkiConfig { dir: PathBuf::from("/etc/hearth/pki"), appliance_cert_days: 90 },
+            pki: PkiConfig { dir: PathBuf::from("/etc/hearth/pki"), appliance_cert_days: 90, crl_reload_command: None },
             presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
             ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
             tasks: TasksConfig { default_deadline_s: 3600, max_deadline_s: 86_400 },
             secrets: SecretsConfig { key: None },
+            auth: AuthConfig { session_ttl_s: 3600, max_failed_logins: 5, lockout_s: 900 },
+            limits: LimitsConfig {
+                api_per_minute: 600,
+                api_burst: 100,
+                assistant_per_hour: 60,
+                assistant_burst: 5,
+                mqtt_per_minute: 120,
+                mqtt_burst: 30,
+            },
             log: LogConfig { format: "text".into() },
         }
     }
@@ -172,8 +211,12 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         // Only HEARTH_ variables that name a section are ours (HEARTH_API_URL and friends
-        // in `.hearth/dev.env` are for people and scripts).
-        let sections = ["DATABASE.", "HTTP.", "MQTT.", "PKI.", "PRESENCE.", "INGEST.", "LOG."];
+        // in `.hearth/dev.env` are for people and scripts). The sections are the fields of
+        // `Config`, so a new section cannot be forgotten here.
+        let sections: Vec<String> = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().map(|k| format!("{}.", k.to_ascii_uppercase())).collect(),
+            _ => Vec::new(),
+        };
         let env = env.filter(move |k| {
             let k = k.as_str().to_ascii_uppercase();
             sections.iter().any(|s| k.starts_with(s))
@@ -223,6 +266,15 @@ impl Config {
                 "HEARTH_TASKS__DEFAULT_DEADLINE_S",
                 "must be at least 1 and at most tasks.max_deadline_s",
             );
+        }
+        if self.auth.session_ttl_s == 0 || self.auth.max_failed_logins == 0 {
+            return invalid("auth.session_ttl_s / auth.max_failed_logins", "HEARTH_AUTH__…", "must be at least 1");
+        }
+        let l = &self.limits;
+        if [l.api_per_minute, l.api_burst, l.assistant_per_hour, l.assistant_burst, l.mqtt_per_minute, l.mqtt_burst]
+            .contains(&0)
+        {
+            return invalid("limits.*", "HEARTH_LIMITS__…", "every quota must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "HEARTH_LOG__FORMAT", "must be `text` or `json`");
@@ -318,6 +370,23 @@ mod tests {
         assert_eq!(c.mqtt.port, 18883);
         assert_eq!(c.database.url.expose(), "postgres://x@127.0.0.1/db");
         assert_eq!(c.ingest.batch_max, 500);
+    }
+
+    #[test]
+    fn every_section_is_read_from_the_environment() {
+        let c = with_env(
+            &[
+                ("HEARTH_DATABASE__URL", "postgres://x@127.0.0.1/db"),
+                ("HEARTH_SECRETS__KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+                ("HEARTH_TASKS__DEFAULT_DEADLINE_S", "60"),
+                ("HEARTH_AUTH__LOCKOUT_S", "5"),
+                ("HEARTH_LIMITS__API_BURST", "7"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(c.secrets.key.is_some());
+        assert_eq!((c.tasks.default_deadline_s, c.auth.lockout_s, c.limits.api_burst), (60, 5, 7));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::audit::{Actor, Recorder};
 use crate::db::{desired, tasks};
 use crate::desired::merge;
 use crate::desired::secrets::{self, SecretKey};
@@ -132,6 +133,20 @@ impl Dispatcher {
                     continue;
                 }
             };
+            // Decrypting secrets for an appliance is reading them: audited.
+            let revealed = secrets::count_sealed(&merged);
+            if revealed > 0 {
+                Recorder::new(&Actor::system(), None)
+                    .record(
+                        &mut tx,
+                        Some(c.tenant_id),
+                        "config.secret_read",
+                        ("appliance", c.appliance_id.to_string()),
+                        None,
+                        Some(serde_json::json!({ "version": c.desired_version, "secrets": revealed })),
+                    )
+                    .await?;
+            }
             let msg = ConfigDocument { v: ProtocolVersion, version: c.desired_version.max(0) as u64, document };
             let bytes = match encode(&msg) {
                 Ok(b) => b,

@@ -6,10 +6,13 @@
 //! - [`desired`]: desired configuration — merging, validation, secrets sealed at rest.
 //! - [`presence`]: the sweeper that marks silent appliances offline and times out tasks.
 //! - [`db`]: PostgreSQL access, migrations, and tenant-scoped transactions (RLS).
-//! - [`pki`]: the fleet CA and certificate issuance; [`broker_config`]: Mosquitto's
-//!   configuration for this fleet.
+//! - [`pki`]: the fleet CA, certificate issuance and the CRL; [`revocation`]: making a
+//!   revocation take effect at the broker; [`broker_config`]: Mosquitto's configuration
+//!   for this fleet.
+//! - [`admin_cli`]: the operator CLI (tenants, plans, keys, users, operators, revocation).
 //! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
 
+pub mod admin_cli;
 pub mod broker_config;
 pub mod config;
 pub mod db;
@@ -20,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pki;
 pub mod presence;
+pub mod revocation;
 pub mod secret;
 pub mod serve;
 pub mod token;

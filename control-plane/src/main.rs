@@ -1,14 +1,15 @@
-//! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`,
-//! `tenant create`, `appliance create`.
+//! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`, and
+//! the operator CLI (`tenant`, `plan`, `key`, `user`, `operator`, `appliance`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hearth_control_plane::admin_cli::{self, KeyCommand, OperatorCommand, PlanCommand, TenantCommand, UserCommand};
 use hearth_control_plane::broker_config::{self, BrokerConfig};
 use hearth_control_plane::config::Config;
 use hearth_control_plane::{db, pki, serve};
-use hearth_protocol::TenantId;
+use hearth_protocol::{ApplianceId, TenantId};
 use tokio_util::sync::CancellationToken;
 
 /// Hearth's control plane: HTTP API, MQTT ingest and PostgreSQL for a fleet of appliances.
@@ -34,7 +35,8 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit. Run it as the tables' owner; `serve`
+    /// then runs as a login role that owns nothing (see docs/architecture.md).
     Migrate,
     /// The fleet's certificates.
     Pki {
@@ -70,6 +72,26 @@ enum Command {
         #[command(subcommand)]
         command: ApplianceCommand,
     },
+    /// Plans: the quotas assigned to tenants.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// Tenants' API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Tenant users (sign-in with e-mail and password).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Operator tokens for the admin API.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,12 +114,6 @@ enum PkiCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum TenantCommand {
-    /// Create a tenant; prints its id and its first API key (shown once).
-    Create { name: String },
-}
-
-#[derive(Debug, Subcommand)]
 enum ApplianceCommand {
     /// Register an appliance; prints its id and a one-time enrollment token (shown once).
     Create {
@@ -108,6 +124,9 @@ enum ApplianceCommand {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u32,
     },
+    /// Revoke an appliance: its certificate goes on the CRL, the broker is told, its
+    /// connection is dropped. Not reversible.
+    Revoke { id: ApplianceId },
 }
 
 fn main() -> std::process::ExitCode {
@@ -166,18 +185,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let config = Config::load(cli.config.as_deref())?;
             init_logging("info", &config.log.format);
-            let pool = db::connect(&config.database).await?;
+            let pool = db::connect_owner(&config.database).await?;
             db::migrate(&pool).await?;
             tracing::info!("database is up to date");
             Ok(())
         }
-        Command::Tenant { command: TenantCommand::Create { name } } => {
-            let config = Config::load(cli.config.as_deref())?;
-            init_logging("warn", &config.log.format);
-            let pool = db::connect(&config.database).await?;
-            let (tenant, key) = db::tenants::create(&pool, &name).await.context("cannot create the tenant")?;
-            println!("tenant_id={}\napi_key={}", tenant.id, key.expose());
-            Ok(())
+        Command::Tenant { command } => {
+            let (config, pool) = cli_setup(&cli.config).await?;
+            admin_cli::tenant(&pool, &config, command).await
+        }
+        Command::Plan { command } => {
+            let (config, pool) = cli_setup(&cli.config).await?;
+            admin_cli::plan(&pool, &config, command).await
+        }
+        Command::Key { command } => admin_cli::key(&cli_setup(&cli.config).await?.1, command).await,
+        Command::User { command } => admin_cli::user(&cli_setup(&cli.config).await?.1, command).await,
+        Command::Operator { command } => admin_cli::operator(&cli_setup(&cli.config).await?.1, command).await,
+        Command::Appliance { command: ApplianceCommand::Revoke { id } } => {
+            let (config, pool) = cli_setup(&cli.config).await?;
+            admin_cli::revoke_appliance(&pool, &config, id).await
         }
         Command::Appliance { command: ApplianceCommand::Create { tenant, name, ttl_hours } } => {
             let config = Config::load(cli.config.as_deref())?;
@@ -200,10 +226,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { migrate } => {
             let config = Config::load(cli.config.as_deref())?;
             init_logging("info", &config.log.format);
-            let pool = db::connect(&config.database).await?;
             if migrate {
-                db::migrate(&pool).await?;
+                let owner = db::connect_owner(&config.database).await?;
+                db::migrate(&owner).await?;
+                owner.close().await;
             }
+            let pool = db::connect(&config.database).await?;
             let shutdown = CancellationToken::new();
             let running = serve::start(&config, pool, shutdown.clone()).await?;
             wait_for_signal().await;
@@ -213,6 +241,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Configuration, logging and the service pool for an operator CLI command.
+async fn cli_setup(file: &Option<PathBuf>) -> anyhow::Result<(Config, sqlx::PgPool)> {
+    let config = Config::load(file.as_deref())?;
+    init_logging("warn", &config.log.format);
+    let pool = db::connect(&config.database).await?;
+    Ok((config, pool))
 }
 
 fn init_logging(default: &str, format: &str) {

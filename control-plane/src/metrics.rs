@@ -73,7 +73,7 @@ impl Metrics {
             heartbeats_ingested: counter("hearth_heartbeats_ingested_total", "Heartbeats written to PostgreSQL.")?,
             ingest_unknown_appliances: counter(
                 "hearth_ingest_unknown_appliances_total",
-                "Batched updates for appliance ids that do not exist (deleted or never registered).",
+                "Batched updates refused: appliance ids that do not exist (deleted, never registered), revoked appliances and suspended tenants' appliances.",
             )?,
             ingest_batch_size: histogram(
                 "hearth_ingest_batch_size",

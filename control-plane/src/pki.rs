@@ -34,6 +34,8 @@ pub mod files {
     pub const API_KEY: &str = "api.key";
     pub const CONTROL_PLANE_CERT: &str = "control-plane.crt";
     pub const CONTROL_PLANE_KEY: &str = "control-plane.key";
+    /// The certificate revocation list the broker checks client certificates against.
+    pub const CRL: &str = "crl.pem";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,20 @@ pub enum PkiError {
     WeakKey,
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("{0:?} is not a certificate serial number in hex")]
+    BadSerial(String),
+}
+
+/// How long an issued CRL stays valid. The control plane issues a new one at start-up and
+/// on every revocation, so this only matters if it stops for that long: then the broker
+/// refuses every client certificate rather than trusting a stale list.
+pub const CRL_VALIDITY: Duration = Duration::days(30);
+
+/// One revoked certificate as the CRL lists it.
+#[derive(Debug, Clone)]
+pub struct RevokedCertificate {
+    pub serial_hex: String,
+    pub revoked_at: OffsetDateTime,
 }
 
 /// What `pki init` makes.
@@ -120,7 +136,14 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
     write(dir, files::API_KEY, &api_key, true)?;
     write(dir, files::CONTROL_PLANE_CERT, &cp_cert.pem(), false)?;
     write(dir, files::CONTROL_PLANE_KEY, &cp_key.serialize_pem(), true)?;
-    Ok(())
+    // A list signed by a replaced CA would make the broker refuse everyone.
+    match fs::remove_file(dir.join(files::CRL)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PkiError::Io { path: dir.join(files::CRL), source: e })
+        }
+        _ => {}
+    }
+    ensure_crl(dir)
 }
 
 /// The CA, loaded for signing appliance certificates.
@@ -161,6 +184,37 @@ impl CertificateAuthority {
     /// The CA chain handed to appliances (trust anchor for the broker and the API).
     pub fn chain_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// A CRL listing `revoked`, signed by the CA. `number` must grow and `this_update` must
+    /// be later than the previous list's (see `db::revocations`).
+    pub fn crl_pem(
+        &self,
+        number: u64,
+        this_update: OffsetDateTime,
+        revoked: &[RevokedCertificate],
+    ) -> Result<String, PkiError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                let bytes = hex::decode(&r.serial_hex).map_err(|_| PkiError::BadSerial(r.serial_hex.clone()))?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: r.revoked_at,
+                    reason_code: Some(rcgen::RevocationReason::CessationOfOperation),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update: this_update + CRL_VALIDITY,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     /// Signs an appliance certificate for the key in `csr_pem`. The CSR's signature must
@@ -214,6 +268,21 @@ fn random_serial() -> SerialNumber {
     bytes[0] &= 0x7f; // positive
     bytes[0] |= 0x01; // no leading zero byte
     SerialNumber::from_slice(&bytes)
+}
+
+/// Replaces `dir/crl.pem` atomically (the broker may read it at any moment).
+pub fn write_crl(dir: &Path, pem: &str) -> Result<(), PkiError> {
+    write(dir, files::CRL, pem, false)
+}
+
+/// Writes an empty CRL (number 0) if `dir` has none yet, so a broker configured with it can
+/// start before the control plane has issued one.
+pub fn ensure_crl(dir: &Path) -> Result<(), PkiError> {
+    if dir.join(files::CRL).exists() {
+        return Ok(());
+    }
+    let ca = CertificateAuthority::load(dir)?;
+    write_crl(dir, &ca.crl_pem(0, OffsetDateTime::now_utc() - Duration::minutes(5), &[])?)
 }
 
 fn write(dir: &Path, name: &str, contents: &str, secret: bool) -> Result<(), PkiError> {

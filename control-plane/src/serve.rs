@@ -17,6 +17,7 @@ use crate::ingest::{self, ConsumerConfig, ConsumerLinks, MqttSetupError, WriterC
 use crate::metrics::Metrics;
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::presence::run_sweeper;
+use crate::revocation::{RevocationError, Revoker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -32,7 +33,12 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("setting `pki.dir` (HEARTH_PKI__DIR): {0}")]
+    Crl(#[from] RevocationError),
 }
+
+/// How often the CRL is issued anew (it is valid for `pki::CRL_VALIDITY`).
+const CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A started control plane.
 #[derive(Debug)]
@@ -118,6 +124,24 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         }
     });
 
+    // Revocation: a fresh CRL now (the broker may hold an old one) and every day.
+    let revoker = Arc::new(Revoker::new(config, pool.clone(), ca.clone())?);
+    revoker.publish_crl().await?;
+    tasks.spawn({
+        let (revoker, token) = (revoker.clone(), shutdown.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(CRL_REFRESH) => {}
+                }
+                if let Err(e) = revoker.publish_crl().await {
+                    tracing::error!(error = %e, "could not issue the daily CRL");
+                }
+            }
+        }
+    });
+
     // HTTP.
     let state = AppState {
         pool,
@@ -132,6 +156,9 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         dispatcher: wake,
         secrets: config.secret_key(),
         tasks: config.tasks.clone(),
+        auth: config.auth.clone(),
+        limits: config.limits,
+        revoker,
     };
     let router = app(state);
     let addr = config.http.listen;

@@ -26,10 +26,13 @@ pub struct Appliance {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub enrolled_at: Option<OffsetDateTime>,
+    /// Set once the appliance is revoked: its certificate no longer works at the broker.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str =
-    "id, name, status, status_since, last_seen, agent_version, metrics, metrics_at, created_at, enrolled_at";
+const COLUMNS: &str = "id, name, status, status_since, last_seen, agent_version, metrics, metrics_at, created_at, \
+                       enrolled_at, revoked_at";
 
 /// One page of a tenant's appliances in id order (ids are time-ordered: oldest first),
 /// starting after `after`.
@@ -70,4 +73,83 @@ pub async fn create(conn: &mut PgConnection, tenant: TenantId, name: &str) -> Re
 /// Online appliances across all tenants (the `hearth_appliances_online` gauge).
 pub async fn count_online(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM appliances WHERE status = 'online'").fetch_one(pool).await
+}
+
+/// An appliance as operators see it: with its tenant.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FleetAppliance {
+    pub tenant_id: TenantId,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub appliance: Appliance,
+}
+
+/// Filters of the operators' fleet view; every one is optional.
+#[derive(Debug, Clone, Default)]
+pub struct FleetFilter {
+    pub tenant: Option<TenantId>,
+    /// `never_seen`, `online`, `offline` or `revoked`.
+    pub status: Option<String>,
+    pub agent_version: Option<String>,
+    pub last_seen_before: Option<OffsetDateTime>,
+    pub last_seen_after: Option<OffsetDateTime>,
+    pub after: Option<ApplianceId>,
+}
+
+/// One page of appliances across tenants, in id order. Runs on the service pool.
+pub async fn fleet(pool: &PgPool, f: &FleetFilter, limit: i64) -> Result<Vec<FleetAppliance>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT tenant_id, {COLUMNS} FROM appliances
+         WHERE ($1::uuid IS NULL OR tenant_id = $1)
+           AND ($2::text IS NULL OR ($2 = 'revoked' AND revoked_at IS NOT NULL)
+                OR ($2 <> 'revoked' AND status = $2 AND revoked_at IS NULL))
+           AND ($3::text IS NULL OR agent_version = $3)
+           AND ($4::timestamptz IS NULL OR last_seen < $4)
+           AND ($5::timestamptz IS NULL OR last_seen >= $5)
+           AND ($6::uuid IS NULL OR id > $6)
+         ORDER BY id LIMIT $7"
+    ))
+    .bind(f.tenant)
+    .bind(&f.status)
+    .bind(&f.agent_version)
+    .bind(f.last_seen_before)
+    .bind(f.last_seen_after)
+    .bind(f.after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One appliance of any tenant (operators).
+pub async fn fleet_get(pool: &PgPool, id: ApplianceId) -> Result<Option<FleetAppliance>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT tenant_id, {COLUMNS} FROM appliances WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Online, offline, never seen and revoked counts for one tenant.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TenantCounts {
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub online: i64,
+    pub offline: i64,
+    pub never_seen: i64,
+    pub revoked: i64,
+}
+
+/// Counts per tenant, every tenant (with zeros), by tenant name.
+pub async fn counts_by_tenant(pool: &PgPool) -> Result<Vec<TenantCounts>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id AS tenant_id, t.name AS tenant_name,
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'online') AS online,
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'offline') AS offline,
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'never_seen') AS never_seen,
+                count(a.id) FILTER (WHERE a.revoked_at IS NOT NULL) AS revoked
+         FROM tenants t LEFT JOIN appliances a ON a.tenant_id = t.id
+         GROUP BY t.id ORDER BY t.name, t.id",
+    )
+    .fetch_all(pool)
+    .await
 }

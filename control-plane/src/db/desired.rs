@@ -127,7 +127,8 @@ pub struct Pending {
     pub overrides: Value,
 }
 
-/// Locks up to `limit` configurations of online appliances that are due to be sent.
+/// Locks up to `limit` configurations of online appliances that are due to be sent (never
+/// for a revoked appliance or a suspended tenant).
 pub async fn claim_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults, c.overrides
@@ -135,6 +136,8 @@ pub async fn claim_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pe
          JOIN appliances a ON a.id = c.appliance_id
          LEFT JOIN tenant_config tc ON tc.tenant_id = c.tenant_id
          WHERE a.status = 'online' AND (c.pushed_version IS NULL OR c.pushed_version < c.desired_version)
+           AND a.revoked_at IS NULL
+           AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = c.tenant_id AND tn.status = 'active')
          ORDER BY c.appliance_id
          LIMIT $1
          FOR UPDATE OF c SKIP LOCKED",

@@ -18,7 +18,19 @@ pub async fn create_appliance(
     ttl: Duration,
 ) -> Result<(ApplianceId, Secret<String>, OffsetDateTime), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let id = appliances::create(&mut tx, tenant, name).await?;
+    let out = register(&mut tx, tenant, name, ttl).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`create_appliance`] in the caller's transaction.
+pub async fn register(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    name: &str,
+    ttl: Duration,
+) -> Result<(ApplianceId, Secret<String>, OffsetDateTime), sqlx::Error> {
+    let id = appliances::create(&mut *conn, tenant, name).await?;
     let token = token::generate(TOKEN_PREFIX);
     let expires_at: OffsetDateTime = sqlx::query_scalar(
         "INSERT INTO enrollment_tokens (token_hash, tenant_id, appliance_id, expires_at)
@@ -28,9 +40,8 @@ pub async fn create_appliance(
     .bind(tenant)
     .bind(id)
     .bind(ttl.as_seconds_f64())
-    .fetch_one(&mut *tx)
+    .fetch_one(conn)
     .await?;
-    tx.commit().await?;
     Ok((id, token, expires_at))
 }
 
@@ -40,6 +51,10 @@ pub enum Refusal {
     Unknown,
     Used,
     Expired,
+    /// The appliance was revoked.
+    Revoked,
+    /// Its tenant is suspended.
+    Suspended,
 }
 
 /// A redeemed token: the appliance to issue a certificate for.
@@ -55,8 +70,10 @@ pub struct Claim {
 pub async fn redeem(conn: &mut sqlx::PgConnection, token: &str) -> Result<Result<Claim, Refusal>, sqlx::Error> {
     let hash = token::hash(token);
     let claimed: Option<(ApplianceId, TenantId)> = sqlx::query_as(
-        "UPDATE enrollment_tokens SET used_at = now()
+        "UPDATE enrollment_tokens e SET used_at = now()
          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+           AND EXISTS (SELECT 1 FROM appliances a JOIN tenants t ON t.id = a.tenant_id
+                       WHERE a.id = e.appliance_id AND a.revoked_at IS NULL AND t.status = 'active')
          RETURNING appliance_id, tenant_id",
     )
     .bind(&hash)
@@ -65,15 +82,20 @@ pub async fn redeem(conn: &mut sqlx::PgConnection, token: &str) -> Result<Result
     if let Some((appliance, tenant)) = claimed {
         return Ok(Ok(Claim { appliance, tenant }));
     }
-    let used: Option<bool> =
-        sqlx::query_scalar("SELECT used_at IS NOT NULL FROM enrollment_tokens WHERE token_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(Err(match used {
+    let why: Option<(bool, bool, bool)> = sqlx::query_as(
+        "SELECT e.used_at IS NOT NULL, a.revoked_at IS NOT NULL, t.status <> 'active'
+         FROM enrollment_tokens e JOIN appliances a ON a.id = e.appliance_id JOIN tenants t ON t.id = a.tenant_id
+         WHERE e.token_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(Err(match why {
         None => Refusal::Unknown,
-        Some(true) => Refusal::Used,
-        Some(false) => Refusal::Expired,
+        Some((true, _, _)) => Refusal::Used,
+        Some((_, true, _)) => Refusal::Revoked,
+        Some((_, _, true)) => Refusal::Suspended,
+        Some(_) => Refusal::Expired,
     }))
 }
 

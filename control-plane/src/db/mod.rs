@@ -1,13 +1,25 @@
-//! PostgreSQL: the pool, migrations, and the tenant-scoped transaction every customer
+//! PostgreSQL: the pools, migrations, and the tenant-scoped transaction every customer
 //! request runs in. One module per aggregate; every function that touches customer data
 //! takes the tenant id.
+//!
+//! Roles (migration 0004): the application never acts as the role it logs in with. Every
+//! pooled connection assumes `hearth_service` (system paths; one explicit `service_access`
+//! policy per table) as soon as it connects, and customer requests run in [`tenant_tx`],
+//! which assumes `hearth_tenant` (rows of one tenant only) for the transaction. The login
+//! role should be `NOINHERIT` and own nothing, so that without those steps it can read
+//! nothing at all; only migrations run as the owner ([`connect_owner`]).
 
 pub mod appliances;
+pub mod audit;
 pub mod desired;
 pub mod enrollment;
+pub mod operators;
+pub mod plans;
 pub mod presence;
+pub mod revocations;
 pub mod tasks;
 pub mod tenants;
+pub mod users;
 
 use std::time::Duration;
 
@@ -26,21 +38,64 @@ pub enum DbError {
     BadUrl(sqlx::Error),
     #[error("cannot connect to PostgreSQL at {target}: {source}")]
     Connect { target: String, source: sqlx::Error },
+    #[error(
+        "the database user cannot assume the role hearth_service at {target} ({source}); run the migrations \
+         (`hearth-control-plane migrate` as the owner) and `GRANT hearth_service, hearth_tenant TO <user>`"
+    )]
+    ServiceRole { target: String, source: sqlx::Error },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// Connects (failing within `connect_timeout_s` if the server is not there).
+/// The pool the control plane works with: every connection assumes `hearth_service`
+/// (failing within `connect_timeout_s` if the server is not there).
 pub async fn connect(cfg: &DatabaseConfig) -> Result<PgPool, DbError> {
     let opts: PgConnectOptions = cfg.url.expose().parse().map_err(DbError::BadUrl)?;
-    // Name the server without the password.
-    let target = format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"));
+    let target = target(&opts);
+    let pool = service_pool_options(cfg.max_connections, Duration::from_secs(cfg.connect_timeout_s))
+        .connect_with(opts)
+        .await
+        .map_err(|source| match &source {
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some("42501") || db.code().as_deref() == Some("22023") =>
+            {
+                DbError::ServiceRole { target: target.clone(), source }
+            }
+            _ => DbError::Connect { target: target.clone(), source },
+        })?;
+    Ok(pool)
+}
+
+/// A connection as the login role itself, for migrations (run them as the tables' owner).
+pub async fn connect_owner(cfg: &DatabaseConfig) -> Result<PgPool, DbError> {
+    let opts: PgConnectOptions = cfg.url.expose().parse().map_err(DbError::BadUrl)?;
+    let target = target(&opts);
     PgPoolOptions::new()
-        .max_connections(cfg.max_connections)
+        .max_connections(1)
         .acquire_timeout(Duration::from_secs(cfg.connect_timeout_s))
         .connect_with(opts)
         .await
         .map_err(|source| DbError::Connect { target, source })
+}
+
+/// A service pool on the same server and database as `pool` (tests get a superuser pool
+/// from `#[sqlx::test]` and run the control plane through this, as production does).
+pub fn service_pool_like(pool: &PgPool, max_connections: u32) -> PgPool {
+    service_pool_options(max_connections, Duration::from_secs(5)).connect_lazy_with((*pool.connect_options()).clone())
+}
+
+fn service_pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).after_connect(|conn, _| {
+        Box::pin(async move {
+            sqlx::query("SET ROLE hearth_service").execute(conn).await?;
+            Ok(())
+        })
+    })
+}
+
+/// The server, without the password.
+fn target(opts: &PgConnectOptions) -> String {
+    format!("{}:{}/{}", opts.get_host(), opts.get_port(), opts.get_database().unwrap_or("(default)"))
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {

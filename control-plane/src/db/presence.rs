@@ -57,6 +57,10 @@ WITH ev AS (
 prev AS (
     SELECT a.id, a.status AS old_status, a.session_id AS old_session
     FROM appliances a JOIN ev ON ev.id = a.id
+    -- Revoked appliances and suspended tenants' appliances are refused: nothing of theirs
+    -- is stored (the writer counts them with the unknown ids).
+    WHERE a.revoked_at IS NULL
+      AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = a.tenant_id AND tn.status = 'active')
     ORDER BY a.id
     FOR UPDATE OF a
 ),

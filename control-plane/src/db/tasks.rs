@@ -46,7 +46,7 @@ const COLUMNS: &str = "id, appliance_id, action, params, status, message, stats,
                        deadline, dispatched_at, started_at, finished_at";
 
 /// Queues a task for one of the tenant's appliances; `None` if the appliance is not the
-/// tenant's.
+/// tenant's or is revoked.
 pub async fn create(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -58,7 +58,7 @@ pub async fn create(
     sqlx::query_scalar(
         "INSERT INTO tasks (id, tenant_id, appliance_id, action, params, deadline)
          SELECT $1, tenant_id, id, $4, $5, now() + make_interval(secs => $6)
-         FROM appliances WHERE id = $3 AND tenant_id = $2
+         FROM appliances WHERE id = $3 AND tenant_id = $2 AND revoked_at IS NULL
          RETURNING id",
     )
     .bind(TaskId::new())
@@ -141,12 +141,14 @@ pub struct Dispatchable {
     pub deadline: OffsetDateTime,
 }
 
-/// Locks up to `limit` queued tasks of online appliances that no other replica holds.
+/// Locks up to `limit` queued tasks of online appliances that no other replica holds
+/// (never for a revoked appliance or a suspended tenant).
 pub async fn claim_dispatchable(conn: &mut PgConnection, limit: i64) -> Result<Vec<Dispatchable>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id, t.appliance_id, t.action, t.params, t.deadline
          FROM tasks t JOIN appliances a ON a.id = t.appliance_id
-         WHERE t.status = 'queued' AND a.status = 'online' AND t.deadline > now()
+         WHERE t.status = 'queued' AND a.status = 'online' AND t.deadline > now() AND a.revoked_at IS NULL
+           AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = t.tenant_id AND tn.status = 'active')
          ORDER BY t.created_at
          LIMIT $1
          FOR UPDATE OF t SKIP LOCKED",

@@ -139,6 +139,16 @@ pub fn reveal(doc: &Value, tenant: TenantId, key: Option<&SecretKey>) -> Result<
     })
 }
 
+/// How many sealed secrets `doc` holds.
+pub fn count_sealed(doc: &Value) -> usize {
+    let mut n = 0;
+    let _ = map_sealed(doc, &mut |_| {
+        n += 1;
+        Ok(Value::Null)
+    });
+    n
+}
+
 fn map_sealed(doc: &Value, f: &mut dyn FnMut(&str) -> Result<Value, SecretError>) -> Result<Value, SecretError> {
     match doc {
         Value::Object(obj) => {

@@ -10,9 +10,10 @@ use hearth_protocol::ApplianceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::Tenant;
+use super::auth::{Caller, Tenant};
 use super::error::{ApiError, ApiJson};
-use super::AppState;
+use super::{AppState, RequestId};
+use crate::db::audit::Recorder;
 use crate::db::desired::{self as store, LastApply};
 use crate::db::tenant_tx;
 use crate::desired::secrets::{self, SecretError};
@@ -101,6 +102,8 @@ async fn get_config(
 async fn put_config(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
+    caller: Caller,
+    rid: RequestId,
     id: Result<Path<ApplianceId>, PathRejection>,
     ApiJson(body): ApiJson<DocumentBody>,
 ) -> Result<ApiJson<ConfigView>, ApiError> {
@@ -111,6 +114,17 @@ async fn put_config(
     let sealed =
         secrets::seal(&body.document, &current.overrides, tenant, s.secrets.as_ref(), "").map_err(secret_error)?;
     store::set_overrides(&mut tx, tenant, appliance, &sealed).await?;
+    // Secrets appear in the trail as `[redacted]`, like everywhere else.
+    Recorder::new(&caller.actor(), Some(&rid.0))
+        .record(
+            &mut tx,
+            Some(tenant),
+            "config.update",
+            ("appliance", appliance.to_string()),
+            Some(secrets::redact(&current.overrides)),
+            Some(secrets::redact(&sealed)),
+        )
+        .await?;
     tx.commit().await?;
     s.dispatcher.notify_one();
     tracing::info!(%appliance, "desired configuration changed");
@@ -127,6 +141,8 @@ async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Resu
 async fn put_defaults(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
+    caller: Caller,
+    rid: RequestId,
     ApiJson(body): ApiJson<DocumentBody>,
 ) -> Result<ApiJson<DefaultsView>, ApiError> {
     check(&body.document)?;
@@ -134,6 +150,16 @@ async fn put_defaults(
     let previous = store::tenant_defaults(&mut tx, tenant).await?;
     let sealed = secrets::seal(&body.document, &previous, tenant, s.secrets.as_ref(), "").map_err(secret_error)?;
     store::set_defaults(&mut tx, tenant, &sealed).await?;
+    Recorder::new(&caller.actor(), Some(&rid.0))
+        .record(
+            &mut tx,
+            Some(tenant),
+            "config.defaults_update",
+            ("tenant", tenant.to_string()),
+            Some(secrets::redact(&previous)),
+            Some(secrets::redact(&sealed)),
+        )
+        .await?;
     tx.commit().await?;
     s.dispatcher.notify_one();
     Ok(ApiJson(DefaultsView { document: secrets::redact(&sealed) }))

@@ -64,6 +64,14 @@ fn refused(r: Refusal) -> ApiError {
             "enrollment_token_expired",
             "this enrollment token has expired; create a new one for the appliance",
         ),
+        Refusal::Revoked => {
+            (StatusCode::FORBIDDEN, "appliance_revoked", "this appliance has been revoked and cannot enroll")
+        }
+        Refusal::Suspended => (
+            StatusCode::FORBIDDEN,
+            "tenant_suspended",
+            "this appliance's customer account is suspended; contact the service operator",
+        ),
     };
     ApiError::Refused { status, code, message: message.into() }
 }

@@ -9,7 +9,7 @@ use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("missing or invalid API key")]
+    #[error("missing or invalid credentials")]
     Unauthorized,
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -47,7 +47,7 @@ impl ApiError {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "send a tenant API key as `Authorization: Bearer hearth_tk_…`".into(),
+                "send a valid credential as `Authorization: Bearer …`: a tenant API key (hearth_tk_…), a sign-in token (hearth_st_…) or an operator token (hearth_ot_…)".into(),
             ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
             ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),

@@ -14,7 +14,15 @@
 //! | `GET/PUT /api/v1/appliances/{id}/config` | tenant API key | desired configuration, applied version, drift |
 //! | `GET/PUT /api/v1/config/defaults` | tenant API key | the tenant's configuration defaults |
 //! | `GET /api/v1/inventory` | tenant API key | the appliances as an Ansible dynamic inventory |
+//! | `POST /api/v1/auth/login`, `…/logout`, `…/password` | tenant user | sign in (short-lived token), out, change password |
+//! | `GET /api/v1/account`, `GET/POST/DELETE /api/v1/users…`, `…/keys…` | tenant (owner for changes) | the account, its plan and quotas, members, API keys |
+//! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
+//!
+//! Every response carries `x-request-id` (the caller's, if it sent a sane one); the audit
+//! trail records it with every change.
 
+mod account;
+pub mod admin;
 mod appliances;
 pub mod auth;
 mod desired;
@@ -28,7 +36,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -36,10 +46,11 @@ use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::config::TasksConfig;
+use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
 use crate::desired::secrets::SecretKey;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;
+use crate::revocation::Revoker;
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -57,6 +68,11 @@ pub struct AppState {
     /// Seals configuration secrets; `None` when `secrets.key` is not configured.
     pub secrets: Option<SecretKey>,
     pub tasks: TasksConfig,
+    pub auth: AuthConfig,
+    /// Quotas of tenants without a plan.
+    pub limits: LimitsConfig,
+    /// Issues the CRL and disconnects revoked appliances.
+    pub revoker: Arc<Revoker>,
 }
 
 /// The whole API.
@@ -68,9 +84,42 @@ pub fn app(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(desired::router())
         .merge(inventory::router())
+        .merge(account::router())
+        .merge(admin::router())
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The request's id: the caller's `x-request-id` if it is short and plain, else a new one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RequestId>().cloned().unwrap_or_else(|| RequestId(uuid::Uuid::now_v7().to_string())))
+    }
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 /// Counts every request by method, route template and status.

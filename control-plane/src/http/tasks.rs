@@ -4,17 +4,18 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hearth_protocol::catalog::{Catalog, Policy};
-use hearth_protocol::{ApplianceId, TaskId};
+use hearth_protocol::{ApplianceId, TaskId, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::auth::Tenant;
+use super::auth::{Caller, Tenant};
 use super::error::{ApiError, ApiJson};
-use super::AppState;
+use super::{AppState, RequestId};
+use crate::db::audit::{snapshot, Recorder};
 use crate::db::tasks::{self, EventRow, Task};
 use crate::db::{appliances, tenant_tx};
 
@@ -27,7 +28,7 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateTask {
+pub(super) struct CreateTask {
     action: String,
     #[serde(default)]
     params: Map<String, Value>,
@@ -44,10 +45,25 @@ struct Created {
 async fn create(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
+    caller: Caller,
+    rid: RequestId,
     id: Result<Path<ApplianceId>, PathRejection>,
     ApiJson(req): ApiJson<CreateTask>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(appliance) = id?;
+    queue(&s, tenant, appliance, req, Recorder::new(&caller.actor(), Some(&rid.0))).await
+}
+
+/// Validates a task against the catalog and queues it on one of `tenant`'s appliances, in a
+/// tenant transaction, audited (`task.create`). The tenant API and operators acting for a
+/// customer both come here.
+pub(super) async fn queue(
+    s: &AppState,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    req: CreateTask,
+    audit: Recorder<'_>,
+) -> Result<Response, ApiError> {
     let deadline = req.deadline_s.unwrap_or(s.tasks.default_deadline_s);
     if deadline == 0 || deadline > s.tasks.max_deadline_s {
         return Err(ApiError::bad_request(
@@ -63,9 +79,17 @@ async fn create(
         }
     })?;
     let mut tx = tenant_tx(&s.pool, tenant).await?;
-    let id = tasks::create(&mut tx, tenant, appliance, &req.action, &params, deadline as f64)
-        .await?
-        .ok_or(ApiError::NotFound("appliance"))?;
+    let Some(id) = tasks::create(&mut tx, tenant, appliance, &req.action, &params, deadline as f64).await? else {
+        return Err(match appliances::get(&mut tx, tenant, appliance).await? {
+            Some(a) if a.revoked_at.is_some() => ApiError::Conflict {
+                code: "appliance_revoked",
+                message: "this appliance has been revoked and can no longer run tasks".into(),
+            },
+            _ => ApiError::NotFound("appliance"),
+        });
+    };
+    let after = serde_json::json!({ "appliance_id": appliance, "action": req.action, "params": params });
+    audit.record(&mut tx, Some(tenant), "task.create", ("task", id.to_string()), None, Some(after)).await?;
     tx.commit().await?;
     s.dispatcher.notify_one();
     tracing::info!(task = %id, %appliance, action = %req.action, "task queued");
@@ -73,7 +97,8 @@ async fn create(
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v1/tasks/{id}"))],
         ApiJson(Created { id, status: "queued" }),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +146,8 @@ async fn list(
 async fn cancel(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
+    caller: Caller,
+    rid: RequestId,
     id: Result<Path<TaskId>, PathRejection>,
 ) -> Result<ApiJson<Task>, ApiError> {
     let Path(id) = id?;
@@ -136,6 +163,9 @@ async fn cancel(
         Some(Ok(())) => {}
     }
     let task = tasks::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("task"))?;
+    Recorder::new(&caller.actor(), Some(&rid.0))
+        .record(&mut tx, Some(tenant), "task.cancel", ("task", id.to_string()), None, snapshot(&task))
+        .await?;
     tx.commit().await?;
     Ok(ApiJson(task))
 }

@@ -1,29 +1,13 @@
-//! Tenant isolation, twice: every tenant-scoped endpoint answers tenant B's key about
-//! tenant A's ids exactly as about ids that do not exist (404, no existence leak), and every
+//! Tenant isolation, twice: every tenant-scoped endpoint answers tenant B's credentials (its
+//! API key, or its owner's sign-in for owner routes) about tenant A's ids exactly as about
+//! ids that do not exist (404, no existence leak), and every
 //! table with a `tenant_id` column has row-level security that hides A's rows from a
 //! transaction of B — discovered from the catalog, so a new table cannot skip it.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::support::*;
-
-async fn call(cp: &ControlPlane, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("{}{path}", cp.url);
-    let req = match method {
-        "GET" => cp.http.get(url),
-        "POST" => cp.http.post(url),
-        "PUT" => cp.http.put(url),
-        other => panic!("{other}"),
-    };
-    let req = req.bearer_auth(key);
-    let req = match body {
-        Some(b) => req.json(&b),
-        None => req,
-    };
-    let r = req.send().await.expect("request");
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
@@ -31,53 +15,85 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
     let broker = Broker::start(&pki);
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let (a, key_a) = tenant(&pool, "tenant-a").await;
-    let (_, key_b) = tenant(&pool, "tenant-b").await;
+    let (b, key_b) = tenant(&pool, "tenant-b").await;
     let (box_a, _) = appliance(&pool, a, "a-box").await;
-    let (_, task) = call(
-        &cp,
-        "POST",
-        &format!("/api/v1/appliances/{box_a}/tasks"),
-        &key_a,
-        Some(json!({"action": "dns.record.add", "params": {"hostname": "a.home", "ip": "10.0.0.1"}})),
-    )
-    .await;
+    let user_a = user(&pool, a, "owner@a.example", "owner").await;
+    user(&pool, b, "owner@b.example", "owner").await;
+    let owner_b = sign_in(&cp, "owner@b.example").await;
+    let (_, keys) = cp.call("GET", "/api/v1/keys", &key_a, None).await;
+    let key_a_id = keys["keys"][0]["id"].as_str().expect("key id").to_string();
+    let (_, task) = cp
+        .call(
+            "POST",
+            &format!("/api/v1/appliances/{box_a}/tasks"),
+            &key_a,
+            Some(json!({"action": "dns.record.add", "params": {"hostname": "a.home", "ip": "10.0.0.1"}})),
+        )
+        .await;
     let task_a = task["id"].as_str().expect("task id").to_string();
     let (status, _) =
-        call(&cp, "PUT", &format!("/api/v1/appliances/{box_a}/config"), &key_a, Some(json!({"document": {}}))).await;
+        cp.call("PUT", &format!("/api/v1/appliances/{box_a}/config"), &key_a, Some(json!({"document": {}}))).await;
     assert_eq!(status, 200);
 
     let missing_appliance = hearth_protocol::ApplianceId::new();
     let missing_task = hearth_protocol::TaskId::new();
-    // Every route with an id in it, for A's id and for an id that does not exist.
-    let routes = |appliance: String, task: String| {
+    let (missing_user, missing_key) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    // Every route with an id in it, for A's id and for an id that does not exist, with the
+    // credential of B that the route accepts.
+    let routes = |appliance: String, task: String, user: String, key: String| {
         vec![
-            ("GET", format!("/api/v1/appliances/{appliance}"), None),
-            ("GET", format!("/api/v1/appliances/{appliance}/tasks"), None),
-            ("POST", format!("/api/v1/appliances/{appliance}/tasks"), Some(json!({"action": "appliance.reboot"}))),
-            ("GET", format!("/api/v1/appliances/{appliance}/config"), None),
-            ("PUT", format!("/api/v1/appliances/{appliance}/config"), Some(json!({"document": {}}))),
-            ("GET", format!("/api/v1/tasks/{task}"), None),
-            ("POST", format!("/api/v1/tasks/{task}/cancel"), Some(json!({}))),
+            ("GET", format!("/api/v1/appliances/{appliance}"), None, &key_b),
+            ("GET", format!("/api/v1/appliances/{appliance}/tasks"), None, &key_b),
+            (
+                "POST",
+                format!("/api/v1/appliances/{appliance}/tasks"),
+                Some(json!({"action": "appliance.reboot"})),
+                &key_b,
+            ),
+            ("GET", format!("/api/v1/appliances/{appliance}/config"), None, &key_b),
+            ("PUT", format!("/api/v1/appliances/{appliance}/config"), Some(json!({"document": {}})), &key_b),
+            ("GET", format!("/api/v1/tasks/{task}"), None, &key_b),
+            ("POST", format!("/api/v1/tasks/{task}/cancel"), Some(json!({})), &key_b),
+            ("DELETE", format!("/api/v1/users/{user}"), None, &owner_b),
+            ("DELETE", format!("/api/v1/keys/{key}"), None, &owner_b),
         ]
     };
-    let foreign = routes(box_a.to_string(), task_a.clone());
-    let absent = routes(missing_appliance.to_string(), missing_task.to_string());
-    for ((method, path, body), (_, absent_path, absent_body)) in foreign.into_iter().zip(absent) {
-        let (status, got) = call(&cp, method, &path, &key_b, body).await;
-        let (absent_status, expected) = call(&cp, method, &absent_path, &key_b, absent_body).await;
+    let foreign = routes(box_a.to_string(), task_a.clone(), user_a.to_string(), key_a_id.clone());
+    let absent = routes(
+        missing_appliance.to_string(),
+        missing_task.to_string(),
+        missing_user.to_string(),
+        missing_key.to_string(),
+    );
+    for ((method, path, body, cred), (_, absent_path, absent_body, _)) in foreign.into_iter().zip(absent) {
+        let (status, got) = cp.call(method, &path, cred, body).await;
+        let (absent_status, expected) = cp.call(method, &absent_path, cred, absent_body).await;
         assert_eq!((status, absent_status), (404, 404), "{method} {path}: {got}");
         assert_eq!(got, expected, "{method} {path}: indistinguishable from an id that does not exist");
     }
     // Lists never show A's things to B.
-    for path in ["/api/v1/appliances", "/api/v1/inventory", "/api/v1/config/defaults"] {
-        let (status, body) = call(&cp, "GET", path, &key_b, None).await;
+    for path in [
+        "/api/v1/appliances",
+        "/api/v1/inventory",
+        "/api/v1/config/defaults",
+        "/api/v1/users",
+        "/api/v1/keys",
+        "/api/v1/account",
+    ] {
+        let (status, body) = cp.call("GET", path, &key_b, None).await;
         assert_eq!(status, 200, "{path}");
         let text = body.to_string();
-        assert!(!text.contains(&box_a.to_string()) && !text.contains("a-box"), "{path}: {text}");
+        for a_thing in [box_a.to_string(), "a-box".into(), a.to_string(), "owner@a.example".into(), key_a_id.clone()] {
+            assert!(!text.contains(&a_thing), "{path} shows {a_thing}: {text}");
+        }
     }
+    assert_ne!(a, b);
     // A's own view still works: the 404s above are not a broken route.
-    let (status, body) = call(&cp, "GET", &format!("/api/v1/tasks/{task_a}"), &key_a, None).await;
+    let (status, body) = cp.call("GET", &format!("/api/v1/tasks/{task_a}"), &key_a, None).await;
     assert_eq!((status, body["id"].as_str()), (200, Some(task_a.as_str())));
+    let owner_a = sign_in(&cp, "owner@a.example").await;
+    let (status, _) = cp.call("DELETE", &format!("/api/v1/keys/{key_a_id}"), &owner_a, None).await;
+    assert_eq!(status, 200, "A's owner revokes A's key");
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
@@ -106,6 +122,36 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("config");
+    let mut conn = pool.acquire().await.expect("conn");
+    let user = hearth_control_plane::db::users::create(
+        &mut conn,
+        a,
+        "owner@a.example",
+        "a long enough password",
+        hearth_control_plane::db::users::UserRole::Owner,
+    )
+    .await
+    .expect("user");
+    drop(conn);
+    sqlx::query("INSERT INTO user_sessions (token_hash, user_id, tenant_id, expires_at) VALUES ('\\x00', $1, $2, now() + interval '1 hour')")
+        .bind(user.id)
+        .bind(a)
+        .execute(&pool)
+        .await
+        .expect("session");
+    sqlx::query("INSERT INTO audit_log (tenant_id, actor_kind, action, target_kind) VALUES ($1, 'cli', 'tenant.create', 'tenant')")
+        .bind(a)
+        .execute(&pool)
+        .await
+        .expect("audit");
+    sqlx::query(
+        "INSERT INTO certificate_revocations (serial, appliance_id, tenant_id, reason) VALUES ('01', $1, $2, 'test')",
+    )
+    .bind(box_a)
+    .bind(a)
+    .execute(&pool)
+    .await
+    .expect("revocation");
 
     let tables: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, c.relrowsecurity FROM pg_class c
@@ -136,7 +182,7 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
             .await
         {
             Ok(n) => assert_eq!(n, 0, "{table}: tenant B sees tenant A's rows"),
-            // Tables a tenant request may not read at all (API keys, enrollment tokens).
+            // Tables a tenant request may not read at all (enrollment tokens).
             Err(e) => assert!(e.to_string().contains("permission denied"), "{table}: {e}"),
         }
     }

@@ -3,6 +3,7 @@
 //! Mosquitto started per test with the shipped configuration and certificates made by
 //! `pki init`, and the real agent.
 
+mod admin;
 mod agent_tasks;
 mod api;
 mod broker_security;

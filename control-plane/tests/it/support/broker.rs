@@ -74,6 +74,11 @@ impl Broker {
         }
     }
 
+    /// What `pki.crl_reload_command` runs for this broker: SIGHUP, as for a packaged one.
+    pub fn reload_command(&self) -> String {
+        format!("kill -HUP {}", self.child.id())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("mosquitto.log")).unwrap_or_default()
     }

@@ -69,6 +69,7 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
     c.mqtt.port = broker.port;
     c.mqtt.client_id = Some(format!("hearth-cp-test-{}", uuid::Uuid::new_v4()));
     c.pki.dir = pki.dir.path().to_owned();
+    c.pki.crl_reload_command = Some(broker.reload_command());
     c.presence.offline_after_s = 2.0;
     c.presence.sweep_interval_s = 0.25;
     c.ingest.batch_wait_ms = 20;
@@ -76,9 +77,12 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
 }
 
 impl ControlPlane {
+    /// Starts `serve` on a service-role pool over the test's database, as production runs
+    /// it (`pool`, the test's superuser pool, stays for the test's own checks).
     pub async fn start(pool: PgPool, config: Config, pki: &Pki) -> ControlPlane {
         let shutdown = CancellationToken::new();
-        let running = serve::start(&config, pool.clone(), shutdown.clone()).await.expect("control plane starts");
+        let service = hearth_control_plane::db::service_pool_like(&pool, 10);
+        let running = serve::start(&config, service, shutdown.clone()).await.expect("control plane starts");
         let url = format!("https://127.0.0.1:{}", running.http_addr.port());
         ControlPlane { url, http: https_client(&pki.read(pki::files::CA_CERT)), pool, running: Some(running), shutdown }
     }
@@ -97,6 +101,36 @@ impl ControlPlane {
         let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Any request with a bearer credential and an optional JSON body: status, headers, JSON.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        credential: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(credential);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        (status, headers, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// [`Self::request`] without the headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        credential: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.request(method, path, credential, body).await;
+        (status, body)
     }
 
     pub async fn metrics(&self) -> String {
@@ -120,6 +154,46 @@ pub fn https_client(ca_pem: &[u8]) -> reqwest::Client {
 pub async fn tenant(pool: &PgPool, name: &str) -> (TenantId, String) {
     let (t, key) = hearth_control_plane::db::tenants::create(pool, name).await.expect("tenant");
     (t.id, key.expose().clone())
+}
+
+/// An operator token with `role` (admin, support, viewer).
+pub async fn operator(pool: &PgPool, role: &str) -> String {
+    let mut conn = pool.acquire().await.expect("conn");
+    let (_, token) = hearth_control_plane::db::operators::create(
+        &mut conn,
+        &format!("test-{role}"),
+        role.parse().expect("role"),
+        "test",
+    )
+    .await
+    .expect("operator");
+    token.expose().clone()
+}
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A tenant user with [`PASSWORD`].
+pub async fn user(pool: &PgPool, tenant: TenantId, email: &str, role: &str) -> uuid::Uuid {
+    let mut conn = pool.acquire().await.expect("conn");
+    hearth_control_plane::db::users::create(&mut conn, tenant, email, PASSWORD, role.parse().expect("role"))
+        .await
+        .expect("user")
+        .id
+}
+
+/// Signs in through the API; returns the session token.
+pub async fn sign_in(cp: &ControlPlane, email: &str) -> String {
+    let r = cp
+        .http
+        .post(format!("{}/api/v1/auth/login", cp.url))
+        .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 200, "sign-in of {email}");
+    let body: serde_json::Value = r.json().await.expect("json");
+    body["token"].as_str().expect("token").to_string()
 }
 
 /// A registered appliance and its enrollment token.

@@ -1,0 +1,60 @@
+//! The operators' API under `/api/v1/admin`, authenticated with operator tokens
+//! (`hearth_ot_…`). Operators work across tenants, so these handlers run on the service
+//! role; anything done to one tenant's data on a customer's behalf (tasks) still runs in
+//! that tenant's transaction. Every change is audited with the operator and request id.
+//!
+//! | route | role | what |
+//! |---|---|---|
+//! | `GET/POST /tenants`, `GET/PATCH/DELETE /tenants/{id}` | read / admin | tenants (paging, search), status, plan |
+//! | `GET/POST /tenants/{id}/keys`, `DELETE /tenants/{id}/keys/{key}` | read / admin | tenant API keys |
+//! | `POST /tenants/{id}/users` | admin | a tenant user (the first owner) |
+//! | `POST /tenants/{id}/appliances` | admin | register an appliance: enrollment token |
+//! | `GET/POST /plans`, `PATCH /plans/{id}` | read / admin | plans and their quotas |
+//! | `GET /appliances`, `GET /appliances/{id}` | read | fleet across tenants, one appliance with history and tasks |
+//! | `GET /fleet/summary` | read | online/offline counts per tenant |
+//! | `POST /appliances/{id}/revoke` | admin | revoke: CRL, broker reload, disconnect |
+//! | `POST /appliances/{id}/tasks` | admin, support | a catalog task on the customer's behalf |
+//! | `GET/POST /operators`, `DELETE /operators/{id}` | read / admin | operator tokens |
+//! | `GET /audit` | read | the audit trail, filtered |
+
+mod fleet;
+mod operators;
+mod tenants;
+
+use axum::Router;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().nest("/api/v1/admin", tenants::router().merge(fleet::router()).merge(operators::router()))
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// `limit` checked and defaulted.
+fn limit(l: Option<i64>) -> Result<i64, ApiError> {
+    let l = l.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&l) {
+        Ok(l)
+    } else {
+        Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")))
+    }
+}
+
+/// Cuts a page fetched with `limit + 1` rows; returns the cursor of the next page.
+fn page<T, C>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> C) -> Option<C> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}
+
+/// RFC 3339 timestamps in query strings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(transparent)]
+struct Timestamp(#[serde(with = "time::serde::rfc3339")] time::OffsetDateTime);

@@ -1,0 +1,242 @@
+//! Operator tokens, plans and the audit trail.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, patch};
+use axum::Router;
+use hearth_protocol::TenantId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::super::account::check_label;
+use super::super::auth::{OperatorAuth, Permission};
+use super::super::error::{ApiError, ApiJson};
+use super::super::{AppState, RequestId};
+use super::{limit, Timestamp};
+use crate::db;
+use crate::db::audit::{self, snapshot, AuditRow, Filter, Recorder};
+use crate::db::operators::{self, OperatorToken, Role};
+use crate::db::plans::{self, Plan, Quotas};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/operators", get(list_operators).post(create_operator))
+        .route("/operators/{id}", delete(revoke_operator))
+        .route("/plans", get(list_plans).post(create_plan))
+        .route("/plans/{id}", patch(update_plan))
+        .route("/audit", get(list_audit))
+}
+
+#[derive(Debug, Serialize)]
+struct OperatorList {
+    operators: Vec<OperatorToken>,
+}
+
+async fn list_operators(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<OperatorList>, ApiError> {
+    op.require(Permission::Read)?;
+    Ok(ApiJson(OperatorList { operators: operators::list(&s.pool).await? }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOperator {
+    name: String,
+    role: Role,
+}
+
+#[derive(Debug, Serialize)]
+struct IssuedOperator {
+    #[serde(flatten)]
+    info: OperatorToken,
+    /// The token itself: shown this once, stored only as a hash.
+    token: String,
+}
+
+async fn create_operator(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    ApiJson(b): ApiJson<NewOperator>,
+) -> Result<(StatusCode, ApiJson<IssuedOperator>), ApiError> {
+    op.require(Permission::Manage)?;
+    check_label("name", &b.name)?;
+    let actor = op.actor();
+    let mut tx = s.pool.begin().await?;
+    let (info, token) = operators::create(&mut tx, b.name.trim(), b.role, &actor.label()).await?;
+    Recorder::new(&actor, Some(&rid.0))
+        .record(&mut tx, None, "operator.issue", ("operator", info.id.to_string()), None, snapshot(&info))
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(IssuedOperator { info, token: token.expose().clone() })))
+}
+
+async fn revoke_operator(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<ApiJson<OperatorToken>, ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    let mut tx = s.pool.begin().await?;
+    let revoked = operators::revoke(&mut tx, id).await?.ok_or(ApiError::NotFound("operator"))?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, None, "operator.revoke", ("operator", id.to_string()), None, snapshot(&revoked))
+        .await?;
+    tx.commit().await?;
+    Ok(ApiJson(revoked))
+}
+
+#[derive(Debug, Serialize)]
+struct PlanList {
+    plans: Vec<Plan>,
+}
+
+async fn list_plans(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<PlanList>, ApiError> {
+    op.require(Permission::Read)?;
+    Ok(ApiJson(PlanList { plans: plans::list(&s.pool).await? }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPlan {
+    name: String,
+    #[serde(flatten)]
+    quotas: Quotas,
+}
+
+fn check_quotas(q: &Quotas) -> Result<(), ApiError> {
+    match q.invalid_field() {
+        Some(field) => Err(ApiError::Unprocessable {
+            code: "invalid_body",
+            message: format!("{field} must be at least 1"),
+            details: serde_json::json!({ "param": field }),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn plan_name_taken(e: sqlx::Error) -> ApiError {
+    if db::is_constraint(&e, "plans_name_key") {
+        ApiError::Conflict { code: "plan_name_taken", message: "a plan with this name exists already".into() }
+    } else {
+        ApiError::Database(e)
+    }
+}
+
+async fn create_plan(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    ApiJson(b): ApiJson<NewPlan>,
+) -> Result<(StatusCode, ApiJson<Plan>), ApiError> {
+    op.require(Permission::Manage)?;
+    check_label("name", &b.name)?;
+    check_quotas(&b.quotas)?;
+    let mut tx = s.pool.begin().await?;
+    let plan = plans::create(&mut tx, b.name.trim(), &b.quotas).await.map_err(plan_name_taken)?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, None, "plan.create", ("plan", plan.id.to_string()), None, snapshot(&plan))
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(plan)))
+}
+
+/// Any subset of a plan's fields; the rest stay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanChanges {
+    name: Option<String>,
+    api_per_minute: Option<i32>,
+    api_burst: Option<i32>,
+    assistant_per_hour: Option<i32>,
+    assistant_burst: Option<i32>,
+    mqtt_per_minute: Option<i32>,
+    mqtt_burst: Option<i32>,
+}
+
+/// Changes a plan; tenants on it get the new quotas without a restart.
+async fn update_plan(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<Uuid>, PathRejection>,
+    ApiJson(b): ApiJson<PlanChanges>,
+) -> Result<ApiJson<Plan>, ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    let mut tx = s.pool.begin().await?;
+    let before = plans::get(&mut tx, id).await?.ok_or(ApiError::NotFound("plan"))?;
+    let q = before.quotas;
+    let quotas = Quotas {
+        api_per_minute: b.api_per_minute.unwrap_or(q.api_per_minute),
+        api_burst: b.api_burst.unwrap_or(q.api_burst),
+        assistant_per_hour: b.assistant_per_hour.unwrap_or(q.assistant_per_hour),
+        assistant_burst: b.assistant_burst.unwrap_or(q.assistant_burst),
+        mqtt_per_minute: b.mqtt_per_minute.unwrap_or(q.mqtt_per_minute),
+        mqtt_burst: b.mqtt_burst.unwrap_or(q.mqtt_burst),
+    };
+    check_quotas(&quotas)?;
+    let name = b.name.unwrap_or_else(|| before.name.clone());
+    check_label("name", &name)?;
+    let after = plans::update(&mut tx, id, name.trim(), &quotas)
+        .await
+        .map_err(plan_name_taken)?
+        .ok_or(ApiError::NotFound("plan"))?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, None, "plan.update", ("plan", id.to_string()), snapshot(&before), snapshot(&after))
+        .await?;
+    tx.commit().await?;
+    Ok(ApiJson(after))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    tenant: Option<TenantId>,
+    /// `operator`, `tenant_key`, `tenant_user`, `assistant`, `cli`, `system`.
+    actor_kind: Option<String>,
+    actor_id: Option<String>,
+    /// An action (`tenant.create`) or a prefix ending in `.` (`tenant.`).
+    action: Option<String>,
+    target_id: Option<String>,
+    request_id: Option<String>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: Option<i64>,
+    /// The `next_before` of the previous page.
+    before: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditPage {
+    /// Newest first.
+    entries: Vec<AuditRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<i64>,
+}
+
+async fn list_audit(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<ApiJson<AuditPage>, ApiError> {
+    op.require(Permission::Read)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let filter = Filter {
+        tenant: q.tenant,
+        actor_kind: q.actor_kind,
+        actor_id: q.actor_id,
+        action: q.action,
+        target_id: q.target_id,
+        request_id: q.request_id,
+        since: q.since.map(|t| t.0),
+        until: q.until.map(|t| t.0),
+        before_id: q.before,
+    };
+    let mut entries = audit::list(&s.pool, &filter, limit + 1).await?;
+    let next_before = super::page(&mut entries, limit, |e| e.id);
+    Ok(ApiJson(AuditPage { entries, next_before }))
+}

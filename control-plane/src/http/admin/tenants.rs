@@ -1,0 +1,395 @@
+//! Tenants, their API keys, their first users and their appliances' registration.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use hearth_protocol::{ApplianceId, TenantId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::super::account::{check_label, IssuedKey, KeyList, NewKey, NewUser};
+use super::super::auth::{OperatorAuth, Permission};
+use super::super::error::{ApiError, ApiJson};
+use super::super::{AppState, RequestId};
+use super::{limit, page};
+use crate::db::audit::{snapshot, Recorder};
+use crate::db::plans::{self, Quotas};
+use crate::db::tenants::{self, Changes, Tenant, TenantSummary};
+use crate::db::users::{self, User};
+use crate::db::{self, appliances, enrollment, revocations};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tenants", get(list).post(create))
+        .route("/tenants/{id}", get(detail).patch(update).delete(remove))
+        .route("/tenants/{id}/keys", get(list_keys).post(issue_key))
+        .route("/tenants/{id}/keys/{key}", delete(revoke_key))
+        .route("/tenants/{id}/users", post(create_user))
+        .route("/tenants/{id}/appliances", post(create_appliance))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Part of the name, case-insensitive.
+    q: Option<String>,
+    /// `active` or `suspended`.
+    status: Option<String>,
+    limit: Option<i64>,
+    after: Option<TenantId>,
+}
+
+#[derive(Debug, Serialize)]
+struct TenantPage {
+    tenants: Vec<TenantSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<TenantId>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<ApiJson<TenantPage>, ApiError> {
+    op.require(Permission::Read)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    if let Some(st) = &q.status {
+        check_status(st)?;
+    }
+    let mut tenants = tenants::list(&s.pool, q.q.as_deref(), q.status.as_deref(), q.after, limit + 1).await?;
+    let next_after = page(&mut tenants, limit, |t| t.tenant.id);
+    Ok(ApiJson(TenantPage { tenants, next_after }))
+}
+
+fn check_status(status: &str) -> Result<(), ApiError> {
+    if matches!(status, "active" | "suspended") {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable {
+            code: "invalid_body",
+            message: format!("status {status:?} is not one of active, suspended"),
+            details: serde_json::json!({ "param": "status" }),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+    plan_id: Option<Uuid>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_body",
+            message: "name must be 1 to 200 characters".into(),
+            details: serde_json::json!({ "param": "name" }),
+        });
+    }
+    Ok(())
+}
+
+fn unknown_plan(e: sqlx::Error) -> ApiError {
+    if db::is_constraint(&e, "tenants_plan_id_fkey") {
+        ApiError::Unprocessable {
+            code: "unknown_plan",
+            message: "there is no plan with this id".into(),
+            details: serde_json::json!({ "param": "plan_id" }),
+        }
+    } else {
+        ApiError::Database(e)
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    ApiJson(b): ApiJson<NewTenant>,
+) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
+    op.require(Permission::Manage)?;
+    check_name(&b.name)?;
+    let mut tx = s.pool.begin().await?;
+    let tenant = tenants::insert(&mut tx, b.name.trim(), b.plan_id).await.map_err(unknown_plan)?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, Some(tenant.id), "tenant.create", ("tenant", tenant.id.to_string()), None, snapshot(&tenant))
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(tenant)))
+}
+
+#[derive(Debug, Serialize)]
+struct TenantDetail {
+    #[serde(flatten)]
+    tenant: Tenant,
+    plan: Option<String>,
+    quotas: Quotas,
+    users: Vec<User>,
+    counts: Option<appliances::TenantCounts>,
+}
+
+async fn detail(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    id: Result<Path<TenantId>, PathRejection>,
+) -> Result<ApiJson<TenantDetail>, ApiError> {
+    op.require(Permission::Read)?;
+    let Path(id) = id?;
+    let mut conn = s.pool.acquire().await?;
+    let tenant = tenants::get(&mut conn, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let (plan, quotas) = plans::quotas_for(&mut conn, id, s.limits).await?;
+    let users = users::list(&mut conn, id).await?;
+    drop(conn);
+    let counts = appliances::counts_by_tenant(&s.pool).await?.into_iter().find(|c| c.tenant_id == id);
+    Ok(ApiJson(TenantDetail { tenant, plan, quotas, users, counts }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantChanges {
+    name: Option<String>,
+    /// `active` or `suspended`: a suspended tenant's keys, sign-ins and appliances are refused.
+    status: Option<String>,
+    /// A plan id, or `null` for the service's default quotas; absent leaves it.
+    #[serde(default, with = "double_option")]
+    plan_id: Option<Option<Uuid>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+async fn update(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<TenantId>, PathRejection>,
+    ApiJson(b): ApiJson<TenantChanges>,
+) -> Result<ApiJson<Tenant>, ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    if let Some(n) = &b.name {
+        check_name(n)?;
+    }
+    if let Some(st) = &b.status {
+        check_status(st)?;
+    }
+    let mut tx = s.pool.begin().await?;
+    let before = tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let changes = Changes { name: b.name.map(|n| n.trim().to_string()), status: b.status, plan: b.plan_id };
+    let after =
+        tenants::update(&mut tx, id, &changes).await.map_err(unknown_plan)?.ok_or(ApiError::NotFound("tenant"))?;
+    let action = match (before.status.as_str(), after.status.as_str()) {
+        ("active", "suspended") => "tenant.suspend",
+        ("suspended", "active") => "tenant.reactivate",
+        _ => "tenant.update",
+    };
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, Some(id), action, ("tenant", id.to_string()), snapshot(&before), snapshot(&after))
+        .await?;
+    tx.commit().await?;
+    if action != "tenant.update" {
+        // Suspension takes effect for queued work at once; a reactivated tenant's pending
+        // tasks and configuration go out now.
+        s.dispatcher.notify_one();
+    }
+    Ok(ApiJson(after))
+}
+
+#[derive(Debug, Serialize)]
+struct Deleted {
+    tenant: Tenant,
+    /// Its appliances: revoked (their certificates are on the CRL) and deleted with it.
+    revoked_appliances: Vec<ApplianceId>,
+}
+
+/// Deletes a tenant with everything it owns. Its appliances are revoked first — their
+/// certificates go on the CRL and their connections are dropped — so a deleted customer's
+/// boxes cannot connect again. The audit trail keeps the tenant's entries.
+async fn remove(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<TenantId>, PathRejection>,
+) -> Result<ApiJson<Deleted>, ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    let mut tx = s.pool.begin().await?;
+    let before = tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let revoked = revocations::revoke_tenant(&mut tx, id, "tenant deleted").await?;
+    let tenant = tenants::delete(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(
+            &mut tx,
+            Some(id),
+            "tenant.delete",
+            ("tenant", id.to_string()),
+            snapshot(&before),
+            Some(serde_json::json!({ "revoked_appliances": revoked })),
+        )
+        .await?;
+    tx.commit().await?;
+    after_revocation(&s, &revoked).await;
+    Ok(ApiJson(Deleted { tenant, revoked_appliances: revoked }))
+}
+
+/// Publishes the new CRL and disconnects the revoked appliances. The revocation is already
+/// committed; a failure here is logged and healed by the next CRL (every start-up issues one).
+pub(super) async fn after_revocation(s: &AppState, revoked: &[ApplianceId]) {
+    if revoked.is_empty() {
+        return;
+    }
+    if let Err(e) = s.revoker.publish_crl().await {
+        tracing::error!(error = %e, "revocation recorded, but the CRL could not be published");
+    }
+    s.revoker.disconnect(revoked).await;
+}
+
+async fn list_keys(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    id: Result<Path<TenantId>, PathRejection>,
+) -> Result<ApiJson<KeyList>, ApiError> {
+    op.require(Permission::Read)?;
+    let Path(id) = id?;
+    let mut conn = s.pool.acquire().await?;
+    tenants::get(&mut conn, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    Ok(ApiJson(KeyList { keys: tenants::list_keys(&mut conn, id).await? }))
+}
+
+async fn issue_key(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<TenantId>, PathRejection>,
+    ApiJson(b): ApiJson<NewKey>,
+) -> Result<(StatusCode, ApiJson<IssuedKey>), ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    check_label("name", &b.name)?;
+    let mut tx = s.pool.begin().await?;
+    tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let actor = op.actor();
+    let (info, key) = tenants::issue_key(&mut tx, id, b.name.trim(), &actor.label()).await?;
+    Recorder::new(&actor, Some(&rid.0))
+        .record(&mut tx, Some(id), "api_key.issue", ("api_key", info.id.to_string()), None, snapshot(&info))
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(IssuedKey { info, key: key.expose().clone() })))
+}
+
+async fn revoke_key(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    ids: Result<Path<(TenantId, Uuid)>, PathRejection>,
+) -> Result<ApiJson<tenants::ApiKey>, ApiError> {
+    op.require(Permission::Manage)?;
+    let Path((id, key)) = ids?;
+    let mut tx = s.pool.begin().await?;
+    let revoked = tenants::revoke_key(&mut tx, id, key).await?.ok_or(ApiError::NotFound("API key"))?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, Some(id), "api_key.revoke", ("api_key", key.to_string()), None, snapshot(&revoked))
+        .await?;
+    tx.commit().await?;
+    Ok(ApiJson(revoked))
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<TenantId>, PathRejection>,
+    ApiJson(b): ApiJson<NewUser>,
+) -> Result<(StatusCode, ApiJson<User>), ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    let mut tx = s.pool.begin().await?;
+    tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let user = users::create(&mut tx, id, &b.email, &b.password, b.role).await?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(&mut tx, Some(id), "user.create", ("user", user.id.to_string()), None, snapshot(&user))
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(user)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAppliance {
+    name: String,
+    /// How long the enrollment token stays valid (default 24, at most 720).
+    ttl_hours: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct Registered {
+    appliance_id: ApplianceId,
+    /// One-time token for `hearth-agent enroll`: shown this once, stored only as a hash.
+    enrollment_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+async fn create_appliance(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<TenantId>, PathRejection>,
+    ApiJson(b): ApiJson<NewAppliance>,
+) -> Result<(StatusCode, ApiJson<Registered>), ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(tenant) = id?;
+    check_name(&b.name)?;
+    let ttl = b.ttl_hours.unwrap_or(24);
+    if !(1..=720).contains(&ttl) {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_body",
+            message: "ttl_hours must be between 1 and 720".into(),
+            details: serde_json::json!({ "param": "ttl_hours" }),
+        });
+    }
+    let mut tx = s.pool.begin().await?;
+    tenants::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let (appliance_id, token, expires_at) =
+        enrollment::register(&mut tx, tenant, b.name.trim(), time::Duration::hours(i64::from(ttl))).await.map_err(
+            |e| {
+                if db::is_constraint(&e, "appliances_tenant_name_key") {
+                    ApiError::Conflict {
+                        code: "appliance_name_taken",
+                        message: format!("the tenant already has an appliance named {:?}", b.name.trim()),
+                    }
+                } else {
+                    ApiError::Database(e)
+                }
+            },
+        )?;
+    Recorder::new(&op.actor(), Some(&rid.0))
+        .record(
+            &mut tx,
+            Some(tenant),
+            "appliance.create",
+            ("appliance", appliance_id.to_string()),
+            None,
+            Some(serde_json::json!({
+                "name": b.name.trim(),
+                "enrollment_token_expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            })),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(Registered { appliance_id, enrollment_token: token.expose().clone(), expires_at }),
+    ))
+}
