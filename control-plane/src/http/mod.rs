@@ -1,5 +1,7 @@
 //! The HTTP API (axum). `app(state)` is the whole router so tests can drive it in-process
-//! or over a real socket; each resource has its own `router()`.
+//! or over a real socket; each resource has its own `router()`, an `OpenApiRouter` whose
+//! routes are registered with `routes!(handler)` so that every route served is described in
+//! the OpenAPI document (`GET /api/openapi.json`, browsable at `GET /docs`; see [`openapi`]).
 //!
 //! | route | who | what |
 //! |---|---|---|
@@ -14,6 +16,7 @@
 //! | `GET/PUT /api/v1/appliances/{id}/config` | tenant API key | desired configuration, applied version, drift |
 //! | `GET/PUT /api/v1/config/defaults` | tenant API key | the tenant's configuration defaults |
 //! | `GET /api/v1/inventory` | tenant API key | the appliances as an Ansible dynamic inventory |
+//! | `GET /api/openapi.json`, `GET /docs` | anyone | this API's OpenAPI document, and a page showing it |
 
 mod appliances;
 pub mod auth;
@@ -22,6 +25,7 @@ mod enroll;
 pub mod error;
 mod health;
 mod inventory;
+pub mod openapi;
 mod tasks;
 
 use std::sync::atomic::AtomicBool;
@@ -35,6 +39,7 @@ use axum::Router;
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::TasksConfig;
 use crate::desired::secrets::SecretKey;
@@ -59,15 +64,22 @@ pub struct AppState {
     pub tasks: TasksConfig,
 }
 
-/// The whole API.
-pub fn app(state: AppState) -> Router {
-    Router::new()
+/// Every route with its OpenAPI description. A new resource's router is merged here.
+fn api_router() -> OpenApiRouter<AppState> {
+    openapi::base()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(enroll::router())
         .merge(appliances::router())
         .merge(tasks::router())
         .merge(desired::router())
         .merge(inventory::router())
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let (router, _document) = api_router().split_for_parts();
+    router
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .with_state(state)
