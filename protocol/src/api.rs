@@ -1,5 +1,6 @@
 //! The few HTTP API bodies the agent and the control plane both speak: enrollment, and
-//! the error body every API error uses.
+//! the error body every API error uses. With the `openapi` feature they derive
+//! `utoipa::ToSchema` so the control plane's OpenAPI document describes them.
 //!
 //! ```
 //! use hearth_protocol::api::ErrorBody;
@@ -16,13 +17,17 @@ use crate::ids::ApplianceId;
 /// `POST /api/v1/enroll`: a one-time token and a certificate signing request made on the
 /// appliance (the private key never leaves it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
+    /// The one-time enrollment token (`hearth_et_…`).
     pub token: String,
+    /// A PEM certificate signing request for the key the appliance generated (at most 16 KiB).
     pub csr_pem: String,
 }
 
 /// The answer to a successful enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     pub appliance_id: ApplianceId,
     /// The appliance's client certificate (CN = appliance id).
@@ -34,6 +39,7 @@ pub struct EnrollResponse {
 
 /// Where the appliance's MQTT connection goes (TLS, client certificate required).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokerAddress {
     pub host: String,
     pub port: u16,
@@ -42,12 +48,16 @@ pub struct BrokerAddress {
 /// Every API error: `{"error": {"code": "...", "message": "..."}}`. `code` is stable and
 /// meant for programs; `message` is for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// One error: a stable `code` for programs, a `message` for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
+    /// Stable, e.g. `unauthorized`, `not_found`, `invalid_body`, `invalid_params`.
     pub code: String,
     pub message: String,
     /// Machine-readable specifics, e.g. `{"param": "hostname", "rule": "not_local_domain"}`.

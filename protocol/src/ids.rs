@@ -1,5 +1,6 @@
 //! Newtype ids. Each wraps a UUID, prints and parses as the canonical hyphenated form,
-//! serialises transparently, and (feature `sqlx`) maps to PostgreSQL's `uuid`.
+//! serialises transparently, (feature `sqlx`) maps to PostgreSQL's `uuid`, and (feature
+//! `openapi`) is described as a `uuid`-formatted string in the HTTP API's OpenAPI document.
 //!
 //! ```
 //! use hearth_protocol::{ApplianceId, TenantId};
@@ -28,6 +29,7 @@ macro_rules! uuid_id {
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub struct $name(Uuid);
 
         impl $name {

@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
 /// An appliance as the tenant API shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Appliance {
     pub id: ApplianceId,
     pub name: String,

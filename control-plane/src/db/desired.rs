@@ -21,7 +21,7 @@ pub struct ApplianceConfig {
 }
 
 /// The last apply attempt, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastApply {
     pub version: i64,
     pub outcome: String,

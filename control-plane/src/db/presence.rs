@@ -174,7 +174,7 @@ SELECT tenant_id, id, 'offline', 'missed_heartbeats' FROM upd
 }
 
 /// One recorded presence transition.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct PresenceEvent {
     pub status: String,
     pub reason: String,

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Task {
     pub id: TaskId,
     pub appliance_id: ApplianceId,
@@ -32,7 +32,7 @@ pub struct Task {
     pub finished_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventRow {
     pub seq: i64,
     pub kind: String,

@@ -2,28 +2,30 @@
 //! security) and filters by the tenant itself.
 
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::Router;
 use hearth_protocol::ApplianceId;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, Unauthorized};
 use super::AppState;
 use crate::db::appliances::{self, Appliance};
 use crate::db::presence::{self, PresenceEvent};
 use crate::db::tenant_tx;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/appliances", get(list)).route("/api/v1/appliances/{id}", get(detail))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_appliances)).routes(routes!(get_appliance))
 }
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 const HISTORY: i64 = 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
@@ -31,19 +33,33 @@ struct ListQuery {
     after: Option<ApplianceId>,
 }
 
-#[derive(Debug, Serialize)]
-struct ListResponse {
+#[derive(Debug, Serialize, ToSchema)]
+struct ApplianceList {
     appliances: Vec<Appliance>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<ApplianceId>,
 }
 
-async fn list(
+/// List the tenant's appliances, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/appliances",
+    tag = "appliances",
+    security(("tenant_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of appliances", body = ApplianceList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
+async fn list_appliances(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<ApiJson<ListResponse>, ApiError> {
+) -> Result<ApiJson<ApplianceList>, ApiError> {
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -59,26 +75,41 @@ async fn list(
     } else {
         None
     };
-    Ok(ApiJson(ListResponse { appliances, next_after }))
+    Ok(ApiJson(ApplianceList { appliances, next_after }))
 }
 
-#[derive(Debug, Serialize)]
-struct Detail {
+#[derive(Debug, Serialize, ToSchema)]
+struct ApplianceDetail {
     #[serde(flatten)]
     appliance: Appliance,
     /// The most recent presence transitions, oldest first.
     presence_history: Vec<PresenceEvent>,
 }
 
-async fn detail(
+/// One appliance, with its recent presence history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/appliances/{id}",
+    tag = "appliances",
+    security(("tenant_key" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    responses(
+        (status = 200, description = "The appliance", body = ApplianceDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
+async fn get_appliance(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     id: Result<axum::extract::Path<ApplianceId>, axum::extract::rejection::PathRejection>,
-) -> Result<ApiJson<Detail>, ApiError> {
+) -> Result<ApiJson<ApplianceDetail>, ApiError> {
     let axum::extract::Path(id) = id?;
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let appliance = appliances::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("appliance"))?;
     let presence_history = presence::history(&mut tx, tenant, id, HISTORY).await?;
     tx.commit().await?;
-    Ok(ApiJson(Detail { appliance, presence_history }))
+    Ok(ApiJson(ApplianceDetail { appliance, presence_history }))
 }

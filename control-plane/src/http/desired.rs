@@ -3,15 +3,17 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::Router;
+use hearth_protocol::api::ErrorBody;
 use hearth_protocol::catalog::Policy;
 use hearth_protocol::ApplianceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Caller, Tenant};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, Unauthorized};
 use super::{AppState, RequestId};
 use crate::db::audit::Recorder;
 use crate::db::desired::{self as store, LastApply};
@@ -19,25 +21,25 @@ use crate::db::tenant_tx;
 use crate::desired::secrets::{self, SecretError};
 use crate::desired::{merge, validate};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/appliances/{id}/config", get(get_config).put(put_config))
-        .route("/api/v1/config/defaults", get(get_defaults).put(put_defaults))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_config, put_config)).routes(routes!(get_defaults, put_defaults))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DocumentBody {
+    /// A configuration document (see docs/configuration.md). A secret is written as
+    /// `{"$secret": "value"}`; `{"$secret": "[redacted]"}` keeps the stored one.
     document: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DefaultsView {
     /// Secrets shown as `{"$secret": "[redacted]"}`.
     document: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ConfigView {
     /// 0 until the appliance is configured.
     desired_version: i64,
@@ -90,6 +92,21 @@ async fn view(s: &AppState, tenant: hearth_protocol::TenantId, appliance: Applia
     })
 }
 
+/// An appliance's desired configuration, applied version and drift.
+#[utoipa::path(
+    get,
+    path = "/api/v1/appliances/{id}/config",
+    tag = "config",
+    security(("tenant_key" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    responses(
+        (status = 200, description = "The desired configuration", body = ConfigView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn get_config(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -99,6 +116,25 @@ async fn get_config(
     Ok(ApiJson(view(&s, tenant, appliance).await?))
 }
 
+/// Replace an appliance's overrides (merged over the tenant's defaults).
+#[utoipa::path(
+    put,
+    path = "/api/v1/appliances/{id}/config",
+    tag = "config",
+    security(("tenant_key" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    request_body = DocumentBody,
+    responses(
+        (status = 200, description = "The new desired configuration", body = ConfigView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 422, description = "`invalid_config` (the merged document breaks the schema, or a secret is malformed; \
+                                      `details` is `{\"path\", \"rule\"}`) or `secrets_unavailable` (the document has a \
+                                      secret but `secrets.key` is not configured)", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn put_config(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -131,6 +167,18 @@ async fn put_config(
     Ok(ApiJson(view(&s, tenant, appliance).await?))
 }
 
+/// The tenant's configuration defaults.
+#[utoipa::path(
+    get,
+    path = "/api/v1/config/defaults",
+    tag = "config",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "The defaults", body = DefaultsView),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<DefaultsView>, ApiError> {
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let defaults = store::tenant_defaults(&mut tx, tenant).await?;
@@ -138,6 +186,23 @@ async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Resu
     Ok(ApiJson(DefaultsView { document: secrets::redact(&defaults) }))
 }
 
+/// Replace the tenant's configuration defaults (every appliance's base).
+#[utoipa::path(
+    put,
+    path = "/api/v1/config/defaults",
+    tag = "config",
+    security(("tenant_key" = [])),
+    request_body = DocumentBody,
+    responses(
+        (status = 200, description = "The new defaults", body = DefaultsView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 422, description = "`invalid_config` (the merged document breaks the schema, or a secret is malformed; \
+                                      `details` is `{\"path\", \"rule\"}`) or `secrets_unavailable` (the document has a \
+                                      secret but `secrets.key` is not configured)", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn put_defaults(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,

@@ -3,22 +3,40 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Router;
-use hearth_protocol::api::{EnrollRequest, EnrollResponse};
+use hearth_protocol::api::{EnrollRequest, EnrollResponse, ErrorBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, Internal};
 use super::AppState;
 use crate::db::enrollment::{self, Refusal, TOKEN_PREFIX};
 use crate::pki::PkiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/enroll", post(enroll))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(enroll))
 }
 
 const MAX_TOKEN_LEN: usize = 128;
 const MAX_CSR_LEN: usize = 16 * 1024;
 
+/// Enroll an appliance.
+///
+/// Redeems a one-time enrollment token (`hearth_et_…`, in the body: no `Authorization`
+/// header) and signs the appliance's CSR. A refused CSR leaves the token usable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enroll",
+    tag = "enrollment",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, description = "The appliance's certificate, the CA chain and the broker address", body = EnrollResponse),
+        (status = 400, description = "`invalid_body` (malformed JSON) or `invalid_csr` (not a CSR, weak key, larger than 16 KiB)", body = ErrorBody),
+        (status = 401, description = "`enrollment_token_invalid`: the token is not valid", body = ErrorBody),
+        (status = 409, description = "`enrollment_token_used`: the token was already redeemed", body = ErrorBody),
+        (status = 410, description = "`enrollment_token_expired`: the token has expired", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn enroll(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,

@@ -1,5 +1,10 @@
 //! The API's one error type. Every error is `{"error": {"code", "message"}}` with a stable
 //! code; details of 5xx errors are logged with the request, never sent.
+//!
+//! The error responses most endpoints share are declared once here for the OpenAPI
+//! document ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`]) and used in a
+//! handler's `#[utoipa::path(responses(...))]` as `(status = 401, response = Unauthorized)`;
+//! codes only one endpoint returns are written inline there, with `body = ErrorBody`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -105,6 +110,39 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
         Json(self.0).into_response()
     }
 }
+
+/// 401 `unauthorized`: the tenant API key is missing or invalid.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`unauthorized`: the credentials are missing or invalid",
+    example = json!({"error": {"code": "unauthorized", "message": "send a tenant API key as `Authorization: Bearer hearth_tk_…`"}})
+)]
+pub struct Unauthorized(#[allow(dead_code)] ErrorBody);
+
+/// 404 `not_found`: no such resource for this tenant (another tenant's ids answer the same).
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`not_found`: no such resource, or it belongs to another tenant (indistinguishable on purpose)",
+    example = json!({"error": {"code": "not_found", "message": "appliance not found"}})
+)]
+pub struct NotFound(#[allow(dead_code)] ErrorBody);
+
+/// 400: the request cannot be read.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`invalid_body` (the JSON body is malformed or has unknown fields), `invalid_path` (an id in the \
+                   path is not a canonical UUID) or `invalid_query` (a query parameter is malformed or out of range)",
+    example = json!({"error": {"code": "invalid_path", "message": "Invalid URL: invalid appliance id: \"x\" is not a UUID"}})
+)]
+pub struct BadRequest(#[allow(dead_code)] ErrorBody);
+
+/// 500 `internal`: logged on the server with the request; no details are sent.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`internal`: something went wrong on the server; details are logged, never sent",
+    example = json!({"error": {"code": "internal", "message": "something went wrong on our side; it has been logged"}})
+)]
+pub struct Internal(#[allow(dead_code)] ErrorBody);
 
 /// Fallback for unknown routes: the same JSON error shape.
 pub async fn not_found() -> ApiError {

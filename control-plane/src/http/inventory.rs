@@ -2,20 +2,45 @@
 //! (`ansible-inventory -i ansible/inventory/hearth.py --list`).
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, Internal, Unauthorized};
 use super::AppState;
 use crate::db::{appliances, tenant_tx};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/inventory", get(inventory))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_inventory))
 }
 
-async fn inventory(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<Value>, ApiError> {
+/// The tenant's appliances as an Ansible dynamic inventory.
+///
+/// Groups `hearth` (every appliance) and `hearth_online`; `_meta.hostvars` has each
+/// appliance's `hearth_appliance_id`, `hearth_status`, `hearth_last_seen`,
+/// `hearth_agent_version` and `hearth_facts`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory",
+    tag = "inventory",
+    security(("tenant_key" = [])),
+    responses(
+        (status = 200, description = "`ansible-inventory --list` JSON", body = Object,
+            example = json!({
+                "all": {"children": ["hearth"]},
+                "hearth": {"hosts": ["kitchen"], "children": ["hearth_online"]},
+                "hearth_online": {"hosts": ["kitchen"]},
+                "_meta": {"hostvars": {"kitchen": {"hearth_appliance_id": "0190b6a4-5f5e-7c41-9a7d-2f3e4b5c6d7e",
+                    "hearth_status": "online", "hearth_last_seen": "2026-01-01T00:00:00Z",
+                    "hearth_agent_version": "0.1.0", "hearth_facts": {}}}}
+            })),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
+
+async fn get_inventory(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<Value>, ApiError> {
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let mut all = Vec::new();
     let mut after = None;

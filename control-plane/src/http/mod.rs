@@ -1,5 +1,7 @@
 //! The HTTP API (axum). `app(state)` is the whole router so tests can drive it in-process
-//! or over a real socket; each resource has its own `router()`.
+//! or over a real socket; each resource has its own `router()`, an `OpenApiRouter` whose
+//! routes are registered with `routes!(handler)` so that every route served is described in
+//! the OpenAPI document (`GET /api/openapi.json`, browsable at `GET /docs`; see [`openapi`]).
 //!
 //! | route | who | what |
 //! |---|---|---|
@@ -20,6 +22,7 @@
 //!
 //! Every response carries `x-request-id` (the caller's, if it sent a sane one); the audit
 //! trail records it with every change.
+//! | `GET /api/openapi.json`, `GET /docs` | anyone | this API's OpenAPI document, and a page showing it |
 
 mod account;
 pub mod admin;
@@ -30,6 +33,7 @@ mod enroll;
 pub mod error;
 mod health;
 mod inventory;
+pub mod openapi;
 mod tasks;
 
 use std::sync::atomic::AtomicBool;
@@ -45,6 +49,7 @@ use axum::Router;
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
 use crate::desired::secrets::SecretKey;
@@ -75,15 +80,22 @@ pub struct AppState {
     pub revoker: Arc<Revoker>,
 }
 
-/// The whole API.
-pub fn app(state: AppState) -> Router {
-    Router::new()
+/// Every route with its OpenAPI description. A new resource's router is merged here.
+fn api_router() -> OpenApiRouter<AppState> {
+    openapi::base()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(enroll::router())
         .merge(appliances::router())
         .merge(tasks::router())
         .merge(desired::router())
         .merge(inventory::router())
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let (router, _document) = api_router().split_for_parts();
+    router
         .merge(account::router())
         .merge(admin::router())
         .fallback(error::not_found)

@@ -5,44 +5,66 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use hearth_protocol::api::ErrorBody;
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{ApplianceId, TaskId, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Caller, Tenant};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, Unauthorized};
 use super::{AppState, RequestId};
 use crate::db::audit::{snapshot, Recorder};
 use crate::db::tasks::{self, EventRow, Task};
 use crate::db::{appliances, tenant_tx};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/appliances/{id}/tasks", post(create).get(list))
-        .route("/api/v1/tasks/{id}", get(detail))
-        .route("/api/v1/tasks/{id}/cancel", post(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_task, list_tasks)).routes(routes!(get_task)).routes(routes!(cancel_task))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTask {
+    /// A catalog action, e.g. `dns.record.add` (see `ansible/catalog.json`).
     action: String,
+    /// The action's parameters, validated against the catalog.
     #[serde(default)]
     params: Map<String, Value>,
     /// Seconds the task may take from now (default `tasks.default_deadline_s`).
     deadline_s: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct Created {
+#[derive(Debug, Serialize, ToSchema)]
+struct TaskCreated {
     id: TaskId,
+    /// Always `queued`.
     status: &'static str,
 }
 
-async fn create(
+/// Queue a catalog task on an appliance.
+#[utoipa::path(
+    post,
+    path = "/api/v1/appliances/{id}/tasks",
+    tag = "tasks",
+    security(("tenant_key" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    request_body = CreateTask,
+    responses(
+        (status = 202, description = "Queued", body = TaskCreated,
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}` of the new task"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 422, description = "`invalid_params`: the action or a parameter breaks the catalog; \
+                                      `details` is `{\"param\", \"rule\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
+
+async fn create_task(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     caller: Caller,
@@ -96,13 +118,13 @@ pub(super) async fn queue(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/v1/tasks/{id}"))],
-        ApiJson(Created { id, status: "queued" }),
+        ApiJson(TaskCreated { id, status: "queued" }),
     )
         .into_response())
 }
 
-#[derive(Debug, Serialize)]
-struct Detail {
+#[derive(Debug, Serialize, ToSchema)]
+struct TaskDetail {
     #[serde(flatten)]
     task: Task,
     /// Every event the agent sent before its result is stored (events resent after a
@@ -111,39 +133,87 @@ struct Detail {
     events: Vec<EventRow>,
 }
 
-async fn detail(
+/// One task with its event log.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    tag = "tasks",
+    security(("tenant_key" = [])),
+    params(("id" = TaskId, Path, description = "The task")),
+    responses(
+        (status = 200, description = "The task and its events", body = TaskDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
+async fn get_task(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     id: Result<Path<TaskId>, PathRejection>,
-) -> Result<ApiJson<Detail>, ApiError> {
+) -> Result<ApiJson<TaskDetail>, ApiError> {
     let Path(id) = id?;
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let task = tasks::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("task"))?;
     let events = tasks::events(&mut tx, tenant, id).await?;
     tx.commit().await?;
     let log_complete = task.events_expected.is_some_and(|n| events.len() as i64 >= n);
-    Ok(ApiJson(Detail { task, log_complete, events }))
+    Ok(ApiJson(TaskDetail { task, log_complete, events }))
 }
 
-#[derive(Debug, Serialize)]
-struct List {
+#[derive(Debug, Serialize, ToSchema)]
+struct TaskList {
+    /// The most recent 100, newest first.
     tasks: Vec<Task>,
 }
 
-async fn list(
+/// An appliance's tasks.
+#[utoipa::path(
+    get,
+    path = "/api/v1/appliances/{id}/tasks",
+    tag = "tasks",
+    security(("tenant_key" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    responses(
+        (status = 200, description = "The appliance's tasks", body = TaskList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
+
+async fn list_tasks(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     id: Result<Path<ApplianceId>, PathRejection>,
-) -> Result<ApiJson<List>, ApiError> {
+) -> Result<ApiJson<TaskList>, ApiError> {
     let Path(appliance) = id?;
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     appliances::get(&mut tx, tenant, appliance).await?.ok_or(ApiError::NotFound("appliance"))?;
     let tasks = tasks::list_for_appliance(&mut tx, tenant, appliance, 100).await?;
     tx.commit().await?;
-    Ok(ApiJson(List { tasks }))
+    Ok(ApiJson(TaskList { tasks }))
 }
 
-async fn cancel(
+/// Cancel a task that has not yet been sent to the appliance.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    security(("tenant_key" = [])),
+    params(("id" = TaskId, Path, description = "The task")),
+    responses(
+        (status = 200, description = "The cancelled task", body = Task),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`task_not_cancellable`: the task was already sent to the appliance", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
+async fn cancel_task(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     caller: Caller,

@@ -12,5 +12,6 @@ mod e2e;
 mod enroll;
 mod ingest;
 mod isolation;
+mod openapi;
 mod support;
 mod tasks;

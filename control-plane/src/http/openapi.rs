@@ -1,0 +1,126 @@
+//! The API's OpenAPI 3.1 document, generated from the handlers, and the page that shows it.
+//!
+//! Every route is registered with `utoipa_axum::routes!(handler)` on an `OpenApiRouter`, so
+//! a handler is served only if it carries a `#[utoipa::path(...)]` and is then in the
+//! document too. This module holds what is not per handler: the document's info, tags and
+//! security schemes, the shared error responses, and `GET /api/openapi.json` + `GET /docs`.
+//!
+//! Security schemes (name in `security((...))` → header):
+//! - `tenant_key`: `Authorization: Bearer hearth_tk_…`, a customer's API key.
+//! - `operator_token`: `Authorization: Bearer hearth_ot_…`, an operator of the service.
+//! - `session_token`: `Authorization: Bearer hearth_st_…`, a tenant user's short-lived
+//!   sign-in token.
+//!
+//! Enrollment authenticates with a one-time token in its body; health, metrics and these
+//! two documentation routes are public.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use hearth_protocol::api::ErrorBody;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{BadRequest, Internal, NotFound, Unauthorized};
+use super::AppState;
+
+/// The document's fixed part; the paths come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hearth control plane API",
+        description = "Fleet management for home appliances. Every error is \
+                       `{\"error\": {\"code\", \"message\", \"details\"?}}` with a stable `code`; \
+                       each operation lists the codes it can return. Browse it at `/docs`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&SecuritySchemes),
+    components(schemas(ErrorBody), responses(Unauthorized, NotFound, BadRequest, Internal)),
+    tags(
+        (name = "health", description = "Liveness, readiness and metrics (public)"),
+        (name = "docs", description = "This document and its browsable page (public)"),
+        (name = "enrollment", description = "An appliance redeems its one-time token for a certificate"),
+        (name = "appliances", description = "The tenant's appliances and their presence"),
+        (name = "tasks", description = "Catalog tasks run on an appliance"),
+        (name = "config", description = "Desired configuration: tenant defaults and per-appliance overrides"),
+        (name = "inventory", description = "The appliances as an Ansible dynamic inventory"),
+    )
+)]
+struct ApiDoc;
+
+/// Security scheme names; a handler names one as a literal: `security(("tenant_key" = []))`.
+const TENANT_KEY: &str = "tenant_key";
+const OPERATOR_TOKEN: &str = "operator_token";
+const SESSION_TOKEN: &str = "session_token";
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, format, description) in [
+            (TENANT_KEY, "hearth_tk_…", "A customer's API key: `Authorization: Bearer hearth_tk_…`."),
+            (OPERATOR_TOKEN, "hearth_ot_…", "An operator of the service: `Authorization: Bearer hearth_ot_…`."),
+            (
+                SESSION_TOKEN,
+                "hearth_st_…",
+                "A tenant user's short-lived sign-in token: `Authorization: Bearer hearth_st_…`.",
+            ),
+        ] {
+            let scheme = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format(format)
+                .description(Some(description))
+                .build();
+            components.add_security_scheme(name, SecurityScheme::Http(scheme));
+        }
+    }
+}
+
+/// An empty router carrying the document's fixed part; `http::app` merges every resource's
+/// router into it.
+pub fn base() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+}
+
+/// `GET /api/openapi.json` and `GET /docs`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_json)).routes(routes!(docs))
+}
+
+/// The whole document, as served.
+pub fn document() -> Document {
+    super::api_router().split_for_parts().1
+}
+
+/// The served JSON, built once.
+fn document_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_json().expect("the OpenAPI document serialises"))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "docs",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document_json())
+}
+
+/// A browsable page of this document (self-contained: no external scripts or styles).
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "docs",
+    responses((status = 200, description = "HTML page that renders `/api/openapi.json`", content_type = "text/html", body = String))
+)]
+async fn docs() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}

@@ -1,0 +1,300 @@
+//! The OpenAPI document at `/api/openapi.json`: it is valid OpenAPI 3.1 (parsed by `oas3`,
+//! every `$ref` resolves, operation ids are unique, path parameters are declared), it lists
+//! exactly the routes the API serves, each of them is answered by its handler (never by the
+//! fallback nor with a 405) with a documented status, content type and error code, and
+//! `/docs` renders it without loading anything from the network.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::support::*;
+
+/// Every route the API serves. A route added to the router is added here too; a route whose
+/// annotation is deleted disappears from the document and fails the test.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/docs"),
+    ("POST", "/api/v1/enroll"),
+    ("GET", "/api/v1/appliances"),
+    ("GET", "/api/v1/appliances/{id}"),
+    ("POST", "/api/v1/appliances/{id}/tasks"),
+    ("GET", "/api/v1/appliances/{id}/tasks"),
+    ("GET", "/api/v1/tasks/{id}"),
+    ("POST", "/api/v1/tasks/{id}/cancel"),
+    ("GET", "/api/v1/appliances/{id}/config"),
+    ("PUT", "/api/v1/appliances/{id}/config"),
+    ("GET", "/api/v1/config/defaults"),
+    ("PUT", "/api/v1/config/defaults"),
+    ("GET", "/api/v1/inventory"),
+];
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// What the router's fallback answers for a path it does not know.
+fn fallback_body() -> Value {
+    json!({"error": {"code": "not_found", "message": "route not found"}})
+}
+
+async fn start(pool: &PgPool) -> (ControlPlane, Pki, Broker) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    (cp, pki, broker)
+}
+
+async fn served_document(cp: &ControlPlane) -> (String, Value) {
+    let r = cp.http.get(format!("{}/api/openapi.json", cp.url)).send().await.expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let text = r.text().await.expect("body");
+    let doc: Value = serde_json::from_str(&text).expect("the document is JSON");
+    (text, doc)
+}
+
+/// Every operation of the document as (METHOD, path, operation).
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if METHODS.contains(&method.as_str()) {
+                ops.push((method.to_uppercase(), path.clone(), op));
+            }
+        }
+    }
+    ops
+}
+
+/// Follows a `{"$ref": "#/…"}` inside the document.
+fn deref<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => doc.pointer(r.strip_prefix('#').expect("local ref")).unwrap_or_else(|| panic!("unresolved {r}")),
+        None => v,
+    }
+}
+
+/// Every `$ref` anywhere in `v`.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                match (k.as_str(), child) {
+                    ("$ref", Value::String(r)) => out.push(r),
+                    _ => refs(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| refs(i, out)),
+        _ => {}
+    }
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
+    let (cp, _pki, _broker) = start(&pool).await;
+    let (text, doc) = served_document(&cp).await;
+
+    // A typed OpenAPI 3.1 parser accepts it.
+    let spec = oas3::from_json(&text).expect("oas3 parses the document");
+    let version = spec.validate_version().expect("a supported OpenAPI version");
+    assert_eq!((version.major, version.minor), (3, 1), "OpenAPI {version}");
+    assert!(!spec.info.title.is_empty() && !spec.info.version.is_empty());
+
+    // Every reference resolves inside the document.
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 20, "the document uses components: {}", all.len());
+    for r in all {
+        let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r} is not a local reference"));
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+
+    let tags: BTreeSet<&str> =
+        doc["tags"].as_array().expect("tags").iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let schemes = doc["components"]["securitySchemes"].as_object().expect("security schemes");
+    for (name, prefix) in
+        [("tenant_key", "hearth_tk_"), ("operator_token", "hearth_ot_"), ("session_token", "hearth_st_")]
+    {
+        let s = &schemes[name];
+        assert_eq!((s["type"].as_str(), s["scheme"].as_str()), (Some("http"), Some("bearer")), "{name}");
+        assert!(s["bearerFormat"].as_str().unwrap().starts_with(prefix), "{name}");
+    }
+
+    let mut ids = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let what = format!("{method} {path}");
+        let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{what}: operationId"));
+        assert!(ids.insert(id.to_owned()), "{what}: operationId {id} is not unique");
+        assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{what}: summary");
+        let op_tags = op["tags"].as_array().unwrap_or_else(|| panic!("{what}: tags"));
+        assert!(op_tags.iter().all(|t| tags.contains(t.as_str().unwrap())), "{what}: undeclared tag");
+        // Path parameters: each `{name}` of the template is declared, required, and nothing else.
+        let in_template: BTreeSet<&str> =
+            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
+        let declared: BTreeSet<&str> = op["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().map(|p| deref(&doc, p)).filter(|p| p["in"] == "path").collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .inspect(|p| assert_eq!(p["required"], true, "{what}: path parameter required"))
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(in_template, declared, "{what}: path parameters");
+        // Security names a declared scheme; a secured route documents 401 and 500.
+        let security = op["security"].as_array().cloned().unwrap_or_default();
+        for req in &security {
+            for name in req.as_object().unwrap().keys() {
+                assert!(schemes.contains_key(name), "{what}: unknown security scheme {name}");
+            }
+        }
+        let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{what}: responses"));
+        if !security.is_empty() {
+            assert!(responses.contains_key("401") && responses.contains_key("500"), "{what}: 401 and 500");
+        }
+        for (status, response) in responses {
+            let response = deref(&doc, response);
+            let description = response["description"].as_str().unwrap_or_default();
+            assert!(!description.is_empty(), "{what} {status}: description");
+            // Every error is the one error body, and its description names its codes.
+            if status.starts_with('4') || status.starts_with('5') {
+                if path == "/readyz" {
+                    continue;
+                }
+                let schema = &response["content"]["application/json"]["schema"];
+                assert_eq!(schema["$ref"], "#/components/schemas/ErrorBody", "{what} {status}: error body");
+                assert!(description.starts_with('`'), "{what} {status}: lists its codes: {description}");
+            }
+        }
+    }
+
+    // Every stable code a handler can return is documented somewhere.
+    for code in [
+        "unauthorized",
+        "not_found",
+        "invalid_body",
+        "invalid_path",
+        "invalid_query",
+        "invalid_params",
+        "invalid_config",
+        "secrets_unavailable",
+        "task_not_cancellable",
+        "invalid_csr",
+        "enrollment_token_invalid",
+        "enrollment_token_used",
+        "enrollment_token_expired",
+        "internal",
+    ] {
+        assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
+    }
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool) {
+    let (cp, _pki, _broker) = start(&pool).await;
+    let (_, key) = tenant(&pool, "docs").await;
+    let (_, doc) = served_document(&cp).await;
+
+    // The document lists exactly the known routes.
+    let documented: BTreeSet<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
+    let known: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, known, "documented routes vs the routes this test knows");
+
+    let mut answered = BTreeMap::new();
+    for (method, path, op) in operations(&doc) {
+        let url = format!("{}{}", cp.url, path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
+        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+        // Without credentials, then (on a secured route) with a valid key.
+        let keys: &[Option<&str>] = if secured { &[None, Some(key.as_str())] } else { &[None] };
+        for key in keys {
+            let mut req = cp.http.request(method.parse().unwrap(), &url);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            if method == "POST" || method == "PUT" {
+                req = req.json(&json!({}));
+            }
+            let r = req.send().await.expect("request");
+            let status = r.status().as_u16();
+            let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+            let text = r.text().await.expect("body");
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let what = format!("{method} {path} (key: {}) → {status} {text:.200}", key.is_some());
+
+            assert_ne!(status, 405, "{what}: method not routed");
+            assert_ne!(body, fallback_body(), "{what}: answered by the router's fallback");
+            let response = op["responses"]
+                .get(status.to_string())
+                .map(|r| deref(&doc, r))
+                .unwrap_or_else(|| panic!("{what}: status {status} is not documented"));
+            if secured && key.is_none() {
+                assert_eq!(status, 401, "{what}: a secured route refuses a request without credentials");
+            }
+            // The content type is the documented one.
+            let content_type = content_type.unwrap_or_default();
+            let media = content_type.split(';').next().unwrap();
+            let documented_media: Vec<&str> = response["content"]
+                .as_object()
+                .map(|c| c.keys().map(|k| k.split(';').next().unwrap()).collect())
+                .unwrap_or_default();
+            assert!(documented_media.contains(&media), "{what}: content type {content_type} vs {documented_media:?}");
+            // An error's code is one its documented response names.
+            if status >= 400 && path != "/readyz" {
+                let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("{what}: error body"));
+                let description = response["description"].as_str().unwrap();
+                assert!(description.contains(&format!("`{code}`")), "{what}: code {code} not in: {description}");
+            }
+            answered.insert(format!("{method} {path} key={}", key.is_some()), status);
+        }
+    }
+    // Spot checks that the requests reached the handlers they were meant for.
+    assert_eq!(answered["GET /api/v1/appliances/{id} key=true"], 404);
+    assert_eq!(answered["POST /api/v1/enroll key=false"], 400);
+    assert_eq!(answered["GET /api/v1/inventory key=true"], 200);
+    assert_eq!(answered["GET /healthz key=false"], 200);
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn the_docs_page_renders_the_document_without_the_network(pool: PgPool) {
+    let (cp, _pki, _broker) = start(&pool).await;
+    let r = cp.http.get(format!("{}/docs", cp.url)).send().await.expect("request");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = r.text().await.expect("body");
+    assert!(html.starts_with("<!doctype html>"), "{html:.100}");
+    assert!(html.contains("fetch(SPEC_URL)") && html.contains(r#""/api/openapi.json""#), "loads the document");
+    for external in ["http://", "https://", "<link", "<script src", "@import", "url("] {
+        assert!(!html.contains(external), "the page loads nothing from elsewhere: found {external}");
+    }
+}
+
+/// Routes go through `utoipa_axum::routes!`, which serves a handler only together with its
+/// `#[utoipa::path]` description; a plain axum `.route(…)` would be served undocumented.
+#[test]
+fn no_route_bypasses_the_document() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let mut stack = vec![dir];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src/http") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files += 1;
+                let source = std::fs::read_to_string(&path).expect("source");
+                for bypass in [".route(", ".route_service(", ".nest_service(", "axum::routing"] {
+                    assert!(
+                        !source.contains(bypass),
+                        "{}: `{bypass}` serves a route outside the document",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(files >= 8, "read {files} files");
+}
