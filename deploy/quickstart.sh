@@ -156,7 +156,7 @@ SQL
         OPERATOR_TOKEN=$("$BIN/hearth-control-plane" operator create --role admin quickstart-admin \
             | sed -n 's/^operator_token=//p')
     fi
-    if [ -z "$TENANT_KEY" ] || ! api /api/v1/appliances >/dev/null 2>&1; then
+    if [ -z "$TENANT_KEY" ] || ! api "/api/v1/appliances/${APPLIANCE_ID:-none}" 2>/dev/null | grep -q '"revoked_at":null'; then
         say "creating the demo tenant and enrolling a demo appliance"
         local out; out=$("$BIN/hearth-control-plane" tenant create "Demo household")
         TENANT_ID=$(sed -n 's/^tenant_id=//p' <<<"$out")
