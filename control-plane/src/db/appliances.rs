@@ -76,7 +76,7 @@ pub async fn count_online(pool: &PgPool) -> Result<i64, sqlx::Error> {
 }
 
 /// An appliance as operators see it: with its tenant.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FleetAppliance {
     pub tenant_id: TenantId,
     #[sqlx(flatten)]
@@ -129,7 +129,7 @@ pub async fn fleet_get(pool: &PgPool, id: ApplianceId) -> Result<Option<FleetApp
 }
 
 /// Online, offline, never seen and revoked counts for one tenant.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TenantCounts {
     pub tenant_id: TenantId,
     pub tenant_name: String,

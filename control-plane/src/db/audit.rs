@@ -70,7 +70,9 @@ pub async fn record(conn: &mut PgConnection, e: Entry<'_>) -> Result<(), sqlx::E
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// One audit trail entry.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct AuditRow {
     pub id: i64,
     #[serde(with = "time::serde::rfc3339")]

@@ -16,8 +16,11 @@ use crate::token;
 
 pub const TOKEN_PREFIX: &str = "hearth_ot_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `admin`: everything; `support`: read everything and create tasks on a customer's behalf;
+/// `viewer`: read only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = OperatorRole)]
 pub enum Role {
     Admin,
     Support,
@@ -47,12 +50,14 @@ impl std::str::FromStr for Role {
 }
 
 /// An operator token as listed (never the token itself).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OperatorToken {
     pub id: Uuid,
     pub name: String,
     #[sqlx(try_from = "String")]
+    #[schema(value_type = Role)]
     pub role: RoleColumn,
+    /// `hearth_ot_` and the token's first six characters.
     pub prefix: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::config::LimitsConfig;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Plan {
     pub id: Uuid,
     pub name: String,
@@ -24,7 +24,7 @@ pub struct Plan {
 }
 
 /// The numbers the rate limiter enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Quotas {
     /// Tenant API requests per minute, sustained…
     pub api_per_minute: i32,

@@ -15,7 +15,7 @@ use crate::token;
 
 pub const API_KEY_PREFIX: &str = "hearth_tk_";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -31,7 +31,7 @@ pub struct Tenant {
 const COLUMNS: &str = "id, name, status, plan_id, created_at, updated_at";
 
 /// An API key as listed (never the key itself).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub name: String,
@@ -146,7 +146,7 @@ pub async fn get(conn: &mut PgConnection, id: TenantId) -> Result<Option<Tenant>
 }
 
 /// A tenant with its appliance counts, as operators list them.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TenantSummary {
     #[sqlx(flatten)]
     #[serde(flatten)]

@@ -22,7 +22,8 @@ pub const SESSION_PREFIX: &str = "hearth_st_";
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `owner`: manages the account's members and API keys; `member`: uses the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserRole {
     Owner,
@@ -49,16 +50,19 @@ impl std::str::FromStr for UserRole {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A tenant user as listed (never the password hash).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub tenant_id: TenantId,
     pub email: String,
+    #[schema(value_type = UserRole)]
     pub role: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_login_at: Option<OffsetDateTime>,
+    /// Set while sign-ins are refused after too many failures.
     #[serde(with = "time::serde::rfc3339::option")]
     pub locked_until: Option<OffsetDateTime>,
 }

@@ -7,15 +7,16 @@ use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::Router;
-
+use hearth_protocol::api::ErrorBody;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Caller, Owner, Tenant};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
 use super::{AppState, RequestId};
 use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::plans::{self, Quotas};
@@ -23,26 +24,26 @@ use crate::db::tenants::{self, ApiKey};
 use crate::db::users::{self, LoginRefusal, User, UserError, UserRole};
 use crate::db::{self, tenant_tx};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/password", post(change_password))
-        .route("/api/v1/account", get(account))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/users/{id}", delete(delete_user))
-        .route("/api/v1/keys", get(list_keys).post(issue_key))
-        .route("/api/v1/keys/{id}", delete(revoke_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(change_password))
+        .routes(routes!(account))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(delete_user))
+        .routes(routes!(list_keys, issue_key))
+        .routes(routes!(revoke_key))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct LoginResponse {
     /// `hearth_st_…`: send as `Authorization: Bearer …`.
     token: String,
@@ -67,6 +68,25 @@ impl From<UserError> for ApiError {
     }
 }
 
+/// Sign in with an e-mail address and a password.
+///
+/// Returns a short-lived session token (`hearth_st_…`). After too many failures in a row
+/// the account is locked for a while; a wrong password and an unknown address answer alike.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "account",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`invalid_credentials`: the e-mail address or the password is wrong", body = ErrorBody),
+        (status = 403, description = "`tenant_suspended`: the customer account is suspended", body = ErrorBody),
+        (status = 429, description = "`account_locked`: too many failed sign-ins; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until the account is unlocked"))),
+        (status = 500, response = Internal),
+    )
+)]
 async fn login(
     State(s): State<AppState>,
     rid: RequestId,
@@ -122,6 +142,18 @@ async fn login(
     }
 }
 
+/// Sign out: end the session whose token is sent.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "account",
+    security(("session_token" = [])),
+    responses(
+        (status = 204, description = "Signed out; the token no longer works"),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let token = headers
         .get(AUTHORIZATION)
@@ -137,14 +169,34 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<StatusC
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
     current_password: String,
+    /// At least 12 characters.
     new_password: String,
 }
 
-/// Changes the signed-in user's password; every session of theirs ends (sign in again).
+/// Change the signed-in user's password.
+///
+/// Every session of the user ends, this one included: sign in again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password",
+    tag = "account",
+    security(("session_token" = [])),
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Changed; every session of the user has ended"),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`unauthorized` (no valid credential) or `invalid_credentials` (the current \
+                                      password is wrong)", body = ErrorBody),
+        (status = 403, description = "`user_required`: the credential is not a signed-in user's (an API key or \
+                                      an operator token)", body = ErrorBody),
+        (status = 422, description = "`invalid_user`: the new password is too short", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn change_password(
     State(s): State<AppState>,
     caller: Caller,
@@ -173,14 +225,29 @@ async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AccountView {
     tenant: tenants::Tenant,
     /// The plan's name; `null`: the service's default quotas.
     plan: Option<String>,
+    /// The quotas in force.
     quotas: Quotas,
 }
 
+/// The account: the tenant, its plan and its quotas.
+#[utoipa::path(
+    get,
+    path = "/api/v1/account",
+    tag = "account",
+    security(("tenant_key" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn account(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<AccountView>, ApiError> {
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let t = tenants::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
@@ -189,11 +256,25 @@ async fn account(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<Ap
     Ok(ApiJson(AccountView { tenant: t, plan, quotas }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct UserList {
+    /// Oldest first.
     users: Vec<User>,
 }
 
+/// The account's members.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "account",
+    security(("tenant_key" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "The members", body = UserList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list_users(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<UserList>, ApiError> {
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let users = users::list(&mut tx, tenant).await?;
@@ -201,7 +282,7 @@ async fn list_users(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result
     Ok(ApiJson(UserList { users }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewUser {
     pub email: String,
@@ -210,6 +291,23 @@ pub(super) struct NewUser {
     pub role: UserRole,
 }
 
+/// Add a member to the account (owners only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "account",
+    security(("session_token" = [])),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The new member", body = User),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = OwnerForbidden),
+        (status = 409, description = "`email_taken`: an account with this e-mail address exists already", body = ErrorBody),
+        (status = 422, description = "`invalid_user`: the e-mail address is not one, or the password is too short", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create_user(
     State(s): State<AppState>,
     owner: Owner,
@@ -225,6 +323,23 @@ async fn create_user(
     Ok((StatusCode::CREATED, ApiJson(user)))
 }
 
+/// Remove a member from the account (owners only); their sessions end.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    tag = "account",
+    security(("session_token" = [])),
+    params(("id" = Uuid, Path, description = "The member")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = OwnerForbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`last_owner`: this is the account's last owner", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn delete_user(
     State(s): State<AppState>,
     owner: Owner,
@@ -247,11 +362,25 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct KeyList {
+    /// Revoked ones too, oldest first; never the keys themselves.
     pub keys: Vec<ApiKey>,
 }
 
+/// The account's API keys.
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys",
+    tag = "account",
+    security(("tenant_key" = []), ("session_token" = [])),
+    responses(
+        (status = 200, description = "The API keys", body = KeyList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list_keys(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<KeyList>, ApiError> {
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     let keys = tenants::list_keys(&mut tx, tenant).await?;
@@ -259,14 +388,14 @@ async fn list_keys(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<
     Ok(ApiJson(KeyList { keys }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewKey {
     /// A label, e.g. "home-assistant".
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct IssuedKey {
     #[serde(flatten)]
     pub info: ApiKey,
@@ -285,6 +414,23 @@ pub(super) fn check_label(what: &'static str, name: &str) -> Result<(), ApiError
     Ok(())
 }
 
+/// Issue an API key (owners only); the key is in the answer, and only there.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys",
+    tag = "account",
+    security(("session_token" = [])),
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "The new key", body = IssuedKey),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = OwnerForbidden),
+        (status = 422, description = "`invalid_body`: the name is empty or longer than 100 characters; \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn issue_key(
     State(s): State<AppState>,
     owner: Owner,
@@ -301,6 +447,22 @@ async fn issue_key(
     Ok((StatusCode::CREATED, ApiJson(IssuedKey { info, key: key.expose().clone() })))
 }
 
+/// Revoke an API key (owners only); it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/keys/{id}",
+    tag = "account",
+    security(("session_token" = [])),
+    params(("id" = Uuid, Path, description = "The API key")),
+    responses(
+        (status = 200, description = "The revoked key", body = ApiKey),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = OwnerForbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn revoke_key(
     State(s): State<AppState>,
     owner: Owner,

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, Unauthorized};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
 use super::AppState;
 use crate::db::appliances::{self, Appliance};
 use crate::db::presence::{self, PresenceEvent};
@@ -46,12 +46,13 @@ struct ApplianceList {
     get,
     path = "/api/v1/appliances",
     tag = "appliances",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "One page of appliances", body = ApplianceList),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 500, response = Internal),
     )
 )]
@@ -91,12 +92,13 @@ struct ApplianceDetail {
     get,
     path = "/api/v1/appliances/{id}",
     tag = "appliances",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
     responses(
         (status = 200, description = "The appliance", body = ApplianceDetail),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 500, response = Internal),
     )

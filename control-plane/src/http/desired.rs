@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Caller, Tenant};
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, Unauthorized};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
 use super::{AppState, RequestId};
 use crate::db::audit::Recorder;
 use crate::db::desired::{self as store, LastApply};
@@ -97,12 +97,13 @@ async fn view(s: &AppState, tenant: hearth_protocol::TenantId, appliance: Applia
     get,
     path = "/api/v1/appliances/{id}/config",
     tag = "config",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
     responses(
         (status = 200, description = "The desired configuration", body = ConfigView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 500, response = Internal),
     )
@@ -121,13 +122,14 @@ async fn get_config(
     put,
     path = "/api/v1/appliances/{id}/config",
     tag = "config",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
     request_body = DocumentBody,
     responses(
         (status = 200, description = "The new desired configuration", body = ConfigView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 422, description = "`invalid_config` (the merged document breaks the schema, or a secret is malformed; \
                                       `details` is `{\"path\", \"rule\"}`) or `secrets_unavailable` (the document has a \
@@ -172,10 +174,11 @@ async fn put_config(
     get,
     path = "/api/v1/config/defaults",
     tag = "config",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "The defaults", body = DefaultsView),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 500, response = Internal),
     )
 )]
@@ -191,12 +194,13 @@ async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Resu
     put,
     path = "/api/v1/config/defaults",
     tag = "config",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     request_body = DocumentBody,
     responses(
         (status = 200, description = "The new defaults", body = DefaultsView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 422, description = "`invalid_config` (the merged document breaks the schema, or a secret is malformed; \
                                       `details` is `{\"path\", \"rule\"}`) or `secrets_unavailable` (the document has a \
                                       secret but `secrets.key` is not configured)", body = ErrorBody),

@@ -2,9 +2,11 @@
 //! code; details of 5xx errors are logged with the request, never sent.
 //!
 //! The error responses most endpoints share are declared once here for the OpenAPI
-//! document ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`]) and used in a
-//! handler's `#[utoipa::path(responses(...))]` as `(status = 401, response = Unauthorized)`;
-//! codes only one endpoint returns are written inline there, with `body = ErrorBody`.
+//! document ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`], and the 403s of
+//! the credential extractors: [`TenantForbidden`], [`OwnerForbidden`], [`ForbiddenForRole`])
+//! and used in a handler's `#[utoipa::path(responses(...))]` as
+//! `(status = 401, response = Unauthorized)`; codes only one endpoint returns are written
+//! inline there, with `body = ErrorBody`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -135,6 +137,33 @@ pub struct NotFound(#[allow(dead_code)] ErrorBody);
     example = json!({"error": {"code": "invalid_path", "message": "Invalid URL: invalid appliance id: \"x\" is not a UUID"}})
 )]
 pub struct BadRequest(#[allow(dead_code)] ErrorBody);
+
+/// 403 from a customer endpoint (an API key or a signed-in user of the tenant).
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`tenant_suspended` (the customer account is suspended) or `wrong_credential` (an operator \
+                   token was sent to a customer endpoint)",
+    example = json!({"error": {"code": "tenant_suspended", "message": "this customer account is suspended; contact the service operator"}})
+)]
+pub struct TenantForbidden(#[allow(dead_code)] ErrorBody);
+
+/// 403 from an endpoint only a signed-in owner of the account may use.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`owner_required` (the caller is not a signed-in owner: API keys, members and operators may \
+                   not do this) or `tenant_suspended` (the customer account is suspended)",
+    example = json!({"error": {"code": "owner_required", "message": "only a signed-in owner of the account may do this"}})
+)]
+pub struct OwnerForbidden(#[allow(dead_code)] ErrorBody);
+
+/// 403 `forbidden_for_role`: the operator's role does not allow this change.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`forbidden_for_role`: the operator's role does not allow this (`support` may only read and \
+                   create tasks, `viewer` may only read)",
+    example = json!({"error": {"code": "forbidden_for_role", "message": "the operator role `viewer` may not do this"}})
+)]
+pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);
 
 /// 500 `internal`: logged on the server with the request; no details are sent.
 #[derive(Debug, utoipa::ToResponse)]

@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson, Internal, Unauthorized};
+use super::error::{ApiError, ApiJson, Internal, TenantForbidden, Unauthorized};
 use super::AppState;
 use crate::db::{appliances, tenant_tx};
 
@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     get,
     path = "/api/v1/inventory",
     tag = "inventory",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "`ansible-inventory --list` JSON", body = Object,
             example = json!({
@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
                     "hearth_agent_version": "0.1.0", "hearth_facts": {}}}}
             })),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 500, response = Internal),
     )
 )]

@@ -90,14 +90,14 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(tasks::router())
         .merge(desired::router())
         .merge(inventory::router())
+        .merge(account::router())
+        .merge(admin::router())
 }
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
     let (router, _document) = api_router().split_for_parts();
     router
-        .merge(account::router())
-        .merge(admin::router())
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(middleware::from_fn(request_id))

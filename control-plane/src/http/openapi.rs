@@ -11,8 +11,8 @@
 //! - `session_token`: `Authorization: Bearer hearth_st_…`, a tenant user's short-lived
 //!   sign-in token.
 //!
-//! Enrollment authenticates with a one-time token in its body; health, metrics and these
-//! two documentation routes are public.
+//! Enrollment authenticates with a one-time token in its body, sign-in with an e-mail
+//! address and a password; health, metrics and these two documentation routes are public.
 
 use std::sync::OnceLock;
 
@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{BadRequest, Internal, NotFound, Unauthorized};
+use super::error::{BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
 use super::AppState;
 
 /// The document's fixed part; the paths come from the routers.
@@ -39,7 +39,10 @@ use super::AppState;
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     modifiers(&SecuritySchemes),
-    components(schemas(ErrorBody), responses(Unauthorized, NotFound, BadRequest, Internal)),
+    components(
+        schemas(ErrorBody),
+        responses(Unauthorized, NotFound, BadRequest, Internal, TenantForbidden, OwnerForbidden, ForbiddenForRole)
+    ),
     tags(
         (name = "health", description = "Liveness, readiness and metrics (public)"),
         (name = "docs", description = "This document and its browsable page (public)"),
@@ -48,6 +51,9 @@ use super::AppState;
         (name = "tasks", description = "Catalog tasks run on an appliance"),
         (name = "config", description = "Desired configuration: tenant defaults and per-appliance overrides"),
         (name = "inventory", description = "The appliances as an Ansible dynamic inventory"),
+        (name = "account", description = "A customer's sign-in, account, members and API keys"),
+        (name = "admin", description = "The service operators' API: tenants, plans, keys, operators, fleet, \
+                                        revocation and the audit trail"),
     )
 )]
 struct ApiDoc;

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Caller, Tenant};
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, Unauthorized};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
 use super::{AppState, RequestId};
 use crate::db::audit::{snapshot, Recorder};
 use crate::db::tasks::{self, EventRow, Task};
@@ -49,7 +49,7 @@ struct TaskCreated {
     post,
     path = "/api/v1/appliances/{id}/tasks",
     tag = "tasks",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
     request_body = CreateTask,
     responses(
@@ -57,7 +57,10 @@ struct TaskCreated {
             headers(("Location" = String, description = "`/api/v1/tasks/{id}` of the new task"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
+        (status = 409, description = "`appliance_revoked`: the appliance was revoked and runs no more tasks",
+            body = ErrorBody),
         (status = 422, description = "`invalid_params`: the action or a parameter breaks the catalog; \
                                       `details` is `{\"param\", \"rule\"}`", body = ErrorBody),
         (status = 500, response = Internal),
@@ -138,12 +141,13 @@ struct TaskDetail {
     get,
     path = "/api/v1/tasks/{id}",
     tag = "tasks",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = TaskId, Path, description = "The task")),
     responses(
         (status = 200, description = "The task and its events", body = TaskDetail),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 500, response = Internal),
     )
@@ -173,12 +177,13 @@ struct TaskList {
     get,
     path = "/api/v1/appliances/{id}/tasks",
     tag = "tasks",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
     responses(
         (status = 200, description = "The appliance's tasks", body = TaskList),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 500, response = Internal),
     )
@@ -202,12 +207,13 @@ async fn list_tasks(
     post,
     path = "/api/v1/tasks/{id}/cancel",
     tag = "tasks",
-    security(("tenant_key" = [])),
+    security(("tenant_key" = []), ("session_token" = [])),
     params(("id" = TaskId, Path, description = "The task")),
     responses(
         (status = 200, description = "The cancelled task", body = Task),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "`task_not_cancellable`: the task was already sent to the appliance", body = ErrorBody),
         (status = 500, response = Internal),

@@ -1,8 +1,10 @@
 //! The OpenAPI document at `/api/openapi.json`: it is valid OpenAPI 3.1 (parsed by `oas3`,
 //! every `$ref` resolves, operation ids are unique, path parameters are declared), it lists
 //! exactly the routes the API serves, each of them is answered by its handler (never by the
-//! fallback nor with a 405) with a documented status, content type and error code, and
-//! `/docs` renders it without loading anything from the network.
+//! fallback nor with a 405) with a documented status, content type and error code — without
+//! credentials, with each credential it documents (a tenant API key, an owner's sign-in
+//! session, an admin operator token) and, on the account and operator routes, with each
+//! credential it does not — and `/docs` renders it without loading anything from the network.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,7 +33,42 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/config/defaults"),
     ("PUT", "/api/v1/config/defaults"),
     ("GET", "/api/v1/inventory"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/auth/password"),
+    ("GET", "/api/v1/account"),
+    ("GET", "/api/v1/users"),
+    ("POST", "/api/v1/users"),
+    ("DELETE", "/api/v1/users/{id}"),
+    ("GET", "/api/v1/keys"),
+    ("POST", "/api/v1/keys"),
+    ("DELETE", "/api/v1/keys/{id}"),
+    ("GET", "/api/v1/admin/tenants"),
+    ("POST", "/api/v1/admin/tenants"),
+    ("GET", "/api/v1/admin/tenants/{id}"),
+    ("PATCH", "/api/v1/admin/tenants/{id}"),
+    ("DELETE", "/api/v1/admin/tenants/{id}"),
+    ("GET", "/api/v1/admin/tenants/{id}/keys"),
+    ("POST", "/api/v1/admin/tenants/{id}/keys"),
+    ("DELETE", "/api/v1/admin/tenants/{id}/keys/{key}"),
+    ("POST", "/api/v1/admin/tenants/{id}/users"),
+    ("POST", "/api/v1/admin/tenants/{id}/appliances"),
+    ("GET", "/api/v1/admin/plans"),
+    ("POST", "/api/v1/admin/plans"),
+    ("PATCH", "/api/v1/admin/plans/{id}"),
+    ("GET", "/api/v1/admin/appliances"),
+    ("GET", "/api/v1/admin/appliances/{id}"),
+    ("POST", "/api/v1/admin/appliances/{id}/revoke"),
+    ("POST", "/api/v1/admin/appliances/{id}/tasks"),
+    ("GET", "/api/v1/admin/fleet/summary"),
+    ("GET", "/api/v1/admin/operators"),
+    ("POST", "/api/v1/admin/operators"),
+    ("DELETE", "/api/v1/admin/operators/{id}"),
+    ("GET", "/api/v1/admin/audit"),
 ];
+
+/// The security schemes of the document.
+const SCHEMES: &[&str] = &["tenant_key", "session_token", "operator_token"];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -187,6 +224,20 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "enrollment_token_used",
         "enrollment_token_expired",
         "internal",
+        "tenant_suspended",
+        "wrong_credential",
+        "owner_required",
+        "user_required",
+        "forbidden_for_role",
+        "invalid_credentials",
+        "account_locked",
+        "invalid_user",
+        "unknown_plan",
+        "email_taken",
+        "last_owner",
+        "plan_name_taken",
+        "appliance_name_taken",
+        "appliance_revoked",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }
@@ -195,7 +246,12 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool) {
     let (cp, _pki, _broker) = start(&pool).await;
-    let (_, key) = tenant(&pool, "docs").await;
+    let (tenant_id, key) = tenant(&pool, "docs").await;
+    user(&pool, tenant_id, "owner@docs.example", "owner").await;
+    let session = sign_in(&cp, "owner@docs.example").await;
+    // Signing out ends a session: that route gets one of its own.
+    let session_to_end = sign_in(&cp, "owner@docs.example").await;
+    let operator_token = operator(&pool, "admin").await;
     let (_, doc) = served_document(&cp).await;
 
     // The document lists exactly the known routes.
@@ -205,16 +261,41 @@ async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool
 
     let mut answered = BTreeMap::new();
     for (method, path, op) in operations(&doc) {
-        let url = format!("{}{}", cp.url, path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
-        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
-        // Without credentials, then (on a secured route) with a valid key.
-        let keys: &[Option<&str>] = if secured { &[None, Some(key.as_str())] } else { &[None] };
-        for key in keys {
-            let mut req = cp.http.request(method.parse().unwrap(), &url);
-            if let Some(k) = key {
-                req = req.bearer_auth(k);
+        // Every path parameter is a fresh id: nothing by that id exists.
+        let concrete: Vec<String> = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { uuid::Uuid::new_v4().to_string() } else { s.to_owned() })
+            .collect();
+        let url = format!("{}{}", cp.url, concrete.join("/"));
+        let documented_schemes: BTreeSet<&str> = op["security"]
+            .as_array()
+            .map(|reqs| reqs.iter().flat_map(|r| r.as_object().unwrap().keys().map(String::as_str)).collect())
+            .unwrap_or_default();
+        let secured = !documented_schemes.is_empty();
+        // Every secured route is also called with every credential it does not document,
+        // which must be refused as documented.
+        let cross_checked = secured;
+        // Without credentials, then (on a secured route) with each credential.
+        let mut credentials: Vec<(&str, Option<&str>)> = vec![("none", None)];
+        if secured {
+            for scheme in SCHEMES.iter().copied() {
+                if documented_schemes.contains(scheme) || cross_checked {
+                    let secret = match scheme {
+                        "tenant_key" => key.as_str(),
+                        "session_token" if path == "/api/v1/auth/logout" => session_to_end.as_str(),
+                        "session_token" => session.as_str(),
+                        _ => operator_token.as_str(),
+                    };
+                    credentials.push((scheme, Some(secret)));
+                }
             }
-            if method == "POST" || method == "PUT" {
+        }
+        for (credential, secret) in credentials {
+            let mut req = cp.http.request(method.parse().unwrap(), &url);
+            if let Some(s) = secret {
+                req = req.bearer_auth(s);
+            }
+            if matches!(method.as_str(), "POST" | "PUT" | "PATCH") {
                 req = req.json(&json!({}));
             }
             let r = req.send().await.expect("request");
@@ -222,7 +303,7 @@ async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool
             let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
             let text = r.text().await.expect("body");
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let what = format!("{method} {path} (key: {}) → {status} {text:.200}", key.is_some());
+            let what = format!("{method} {path} (credential: {credential}) → {status} {text:.200}");
 
             assert_ne!(status, 405, "{what}: method not routed");
             assert_ne!(body, fallback_body(), "{what}: answered by the router's fallback");
@@ -230,31 +311,112 @@ async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool
                 .get(status.to_string())
                 .map(|r| deref(&doc, r))
                 .unwrap_or_else(|| panic!("{what}: status {status} is not documented"));
-            if secured && key.is_none() {
+            if secured && secret.is_none() {
                 assert_eq!(status, 401, "{what}: a secured route refuses a request without credentials");
             }
-            // The content type is the documented one.
+            if documented_schemes.contains(credential) {
+                assert!(status != 401 && status != 403, "{what}: the documented credential is accepted");
+            } else if secret.is_some() {
+                assert!(status >= 400, "{what}: a credential the route does not document is refused");
+            }
+            // The content type is the documented one; a response documented without content has none.
             let content_type = content_type.unwrap_or_default();
             let media = content_type.split(';').next().unwrap();
             let documented_media: Vec<&str> = response["content"]
                 .as_object()
                 .map(|c| c.keys().map(|k| k.split(';').next().unwrap()).collect())
                 .unwrap_or_default();
-            assert!(documented_media.contains(&media), "{what}: content type {content_type} vs {documented_media:?}");
+            if documented_media.is_empty() {
+                assert!(text.is_empty() && content_type.is_empty(), "{what}: documented without content");
+            } else {
+                assert!(
+                    documented_media.contains(&media),
+                    "{what}: content type {content_type} vs {documented_media:?}"
+                );
+            }
             // An error's code is one its documented response names.
             if status >= 400 && path != "/readyz" {
                 let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("{what}: error body"));
                 let description = response["description"].as_str().unwrap();
                 assert!(description.contains(&format!("`{code}`")), "{what}: code {code} not in: {description}");
             }
-            answered.insert(format!("{method} {path} key={}", key.is_some()), status);
+            answered.insert(format!("{method} {path} {credential}"), status);
         }
     }
     // Spot checks that the requests reached the handlers they were meant for.
-    assert_eq!(answered["GET /api/v1/appliances/{id} key=true"], 404);
-    assert_eq!(answered["POST /api/v1/enroll key=false"], 400);
-    assert_eq!(answered["GET /api/v1/inventory key=true"], 200);
-    assert_eq!(answered["GET /healthz key=false"], 200);
+    assert_eq!(answered["GET /api/v1/appliances/{id} tenant_key"], 404);
+    assert_eq!(answered["POST /api/v1/enroll none"], 400);
+    assert_eq!(answered["GET /api/v1/inventory tenant_key"], 200);
+    assert_eq!(answered["GET /healthz none"], 200);
+    assert_eq!(answered["POST /api/v1/auth/login none"], 400);
+    assert_eq!(answered["POST /api/v1/auth/logout session_token"], 204);
+    assert_eq!(answered["GET /api/v1/account tenant_key"], 200);
+    assert_eq!(answered["GET /api/v1/account session_token"], 200);
+    assert_eq!(answered["GET /api/v1/account operator_token"], 403);
+    assert_eq!(answered["GET /api/v1/users session_token"], 200);
+    assert_eq!(answered["POST /api/v1/users tenant_key"], 403);
+    assert_eq!(answered["DELETE /api/v1/users/{id} session_token"], 404);
+    assert_eq!(answered["DELETE /api/v1/keys/{id} session_token"], 404);
+    assert_eq!(answered["GET /api/v1/admin/tenants operator_token"], 200);
+    assert_eq!(answered["GET /api/v1/admin/tenants tenant_key"], 401);
+    assert_eq!(answered["GET /api/v1/admin/tenants session_token"], 401);
+    assert_eq!(answered["GET /api/v1/admin/tenants/{id} operator_token"], 404);
+    assert_eq!(answered["PATCH /api/v1/admin/plans/{id} operator_token"], 404);
+    assert_eq!(answered["DELETE /api/v1/admin/tenants/{id}/keys/{key} operator_token"], 404);
+    assert_eq!(answered["GET /api/v1/admin/fleet/summary operator_token"], 200);
+    assert_eq!(answered["GET /api/v1/admin/audit operator_token"], 200);
+
+    // Refusals the empty bodies above do not reach, with a body the handler accepts.
+    let refusals = [
+        // An API key cannot change a password: only a signed-in user has one.
+        ("POST", "/api/v1/auth/password", key.as_str(), json!({"current_password": "x", "new_password": "y"}), 403),
+        (
+            "POST",
+            "/api/v1/auth/password",
+            session.as_str(),
+            json!({"current_password": "wrong", "new_password": "long enough password"}),
+            401,
+        ),
+        (
+            "POST",
+            "/api/v1/auth/password",
+            session.as_str(),
+            json!({"current_password": PASSWORD, "new_password": "short"}),
+            422,
+        ),
+        ("POST", "/api/v1/auth/login", "", json!({"email": "owner@docs.example", "password": "wrong"}), 401),
+        (
+            "POST",
+            "/api/v1/users",
+            session.as_str(),
+            json!({"email": "owner@docs.example", "password": PASSWORD, "role": "member"}),
+            409,
+        ),
+        ("POST", "/api/v1/keys", session.as_str(), json!({"name": ""}), 422),
+        (
+            "POST",
+            "/api/v1/admin/tenants",
+            operator_token.as_str(),
+            json!({"name": "x", "plan_id": uuid::Uuid::new_v4()}),
+            422,
+        ),
+    ];
+    for (method, path, secret, body, expected) in refusals {
+        let mut req = cp.http.request(method.parse().unwrap(), format!("{}{path}", cp.url)).json(&body);
+        if !secret.is_empty() {
+            req = req.bearer_auth(secret);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("error body");
+        let what = format!("{method} {path} {body}");
+        assert_eq!(status, expected, "{what}");
+        let (_, _, op) = operations(&doc).into_iter().find(|(m, p, _)| m == method && p == path).expect("documented");
+        let response = deref(&doc, &op["responses"][status.to_string()]);
+        let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("{what}: error body"));
+        let description = response["description"].as_str().unwrap_or_else(|| panic!("{what}: {status} not documented"));
+        assert!(description.contains(&format!("`{code}`")), "{what}: code {code} not in: {description}");
+    }
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]

@@ -4,13 +4,15 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
+use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApplianceId, TenantId};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson};
+use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, Internal, NotFound, Unauthorized};
 use super::super::tasks::{self as task_api, CreateTask};
 use super::super::{AppState, RequestId};
 use super::tenants::after_revocation;
@@ -21,39 +23,65 @@ use crate::db::presence::{self, PresenceEvent};
 use crate::db::revocations;
 use crate::db::tasks::{self, Task};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/appliances", get(list))
-        .route("/appliances/{id}", get(detail))
-        .route("/appliances/{id}/revoke", post(revoke))
-        .route("/appliances/{id}/tasks", post(create_task))
-        .route("/fleet/summary", get(summary))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(detail))
+        .routes(routes!(revoke))
+        .routes(routes!(create_task))
+        .routes(routes!(summary))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+struct FleetQuery {
+    /// Only this tenant's appliances.
     tenant: Option<TenantId>,
     /// `never_seen`, `online`, `offline` or `revoked`.
     status: Option<String>,
+    /// Only appliances running this agent version.
     agent_version: Option<String>,
+    /// Last seen before this time (RFC 3339).
+    #[param(value_type = Option<time::OffsetDateTime>)]
     last_seen_before: Option<Timestamp>,
+    /// Last seen at or after this time (RFC 3339).
+    #[param(value_type = Option<time::OffsetDateTime>)]
     last_seen_after: Option<Timestamp>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
+    /// The `next_after` of the previous page.
     after: Option<ApplianceId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct FleetPage {
+    /// In id order (oldest first).
     appliances: Vec<FleetAppliance>,
+    /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<ApplianceId>,
 }
 
+/// List appliances across tenants, filtered, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/appliances",
+    operation_id = "admin_list_appliances",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(FleetQuery),
+    responses(
+        (status = 200, description = "One page of appliances", body = FleetPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list(
     State(s): State<AppState>,
     op: OperatorAuth,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<FleetQuery>, QueryRejection>,
 ) -> Result<ApiJson<FleetPage>, ApiError> {
     op.require(Permission::Read)?;
     let Query(q) = q?;
@@ -79,15 +107,31 @@ async fn list(
     Ok(ApiJson(FleetPage { appliances: rows, next_after }))
 }
 
-#[derive(Debug, Serialize)]
+/// Appliance counts, in total and per tenant (a revoked appliance counts only as revoked).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FleetSummary)]
 struct Summary {
     online: i64,
     offline: i64,
     never_seen: i64,
     revoked: i64,
+    /// Every tenant's counts, by tenant name.
     tenants: Vec<TenantCounts>,
 }
 
+/// Online, offline, never seen and revoked appliances, in total and per tenant.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/fleet/summary",
+    operation_id = "admin_fleet_summary",
+    tag = "admin",
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "The counts", body = Summary),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn summary(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<Summary>, ApiError> {
     op.require(Permission::Read)?;
     let tenants = appliances::counts_by_tenant(&s.pool).await?;
@@ -101,10 +145,12 @@ async fn summary(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FleetApplianceDetail)]
 struct Detail {
     #[serde(flatten)]
     appliance: FleetAppliance,
+    /// The most recent presence transitions, oldest first.
     presence_history: Vec<PresenceEvent>,
     /// The most recent tasks, newest first.
     tasks: Vec<Task>,
@@ -113,6 +159,22 @@ struct Detail {
 const HISTORY: i64 = 20;
 const RECENT_TASKS: i64 = 20;
 
+/// One appliance of any tenant, with its presence history and recent tasks.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/appliances/{id}",
+    operation_id = "admin_get_appliance",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    responses(
+        (status = 200, description = "The appliance", body = Detail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn detail(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -127,9 +189,27 @@ async fn detail(
     Ok(ApiJson(Detail { appliance, presence_history, tasks }))
 }
 
-/// Revokes an appliance: its certificate goes on the CRL (the broker is told), its current
-/// connection is dropped, and it gets no more tasks or configuration. Not reversible: a
-/// replacement is registered and enrolled anew.
+/// Revoke an appliance.
+///
+/// Its certificate goes on the CRL (the broker is told), its current connection is dropped,
+/// and it gets no more tasks or configuration. Not reversible: a replacement is registered
+/// and enrolled anew. Revoking a revoked appliance changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/appliances/{id}/revoke",
+    operation_id = "admin_revoke_appliance",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    responses(
+        (status = 200, description = "The revoked appliance", body = FleetAppliance),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn revoke(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -160,8 +240,31 @@ async fn revoke(
     Ok(ApiJson(appliance))
 }
 
-/// A catalog task on a customer's appliance, validated and queued exactly as the customer's
-/// own request would be (in the customer's tenant transaction), audited as the operator.
+/// Queue a catalog task on a customer's appliance.
+///
+/// Validated and queued exactly as the customer's own request would be (in the customer's
+/// tenant transaction), audited as the operator.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/appliances/{id}/tasks",
+    operation_id = "admin_create_task",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    request_body = CreateTask,
+    responses(
+        (status = 202, description = "Queued", body = ref("#/components/schemas/TaskCreated"),
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}` of the new task"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`appliance_revoked`: the appliance has been revoked and runs no more tasks", body = ErrorBody),
+        (status = 422, description = "`invalid_params`: the action or a parameter breaks the catalog; \
+                                      `details` is `{\"param\", \"rule\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create_task(
     State(s): State<AppState>,
     op: OperatorAuth,

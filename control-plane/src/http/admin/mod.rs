@@ -16,19 +16,22 @@
 //! | `POST /appliances/{id}/tasks` | admin, support | a catalog task on the customer's behalf |
 //! | `GET/POST /operators`, `DELETE /operators/{id}` | read / admin | operator tokens |
 //! | `GET /audit` | read | the audit trail, filtered |
+//!
+//! Each handler's `#[utoipa::path]` names its full path (`/api/v1/admin/…`), so the routers
+//! are merged, not nested.
 
 mod fleet;
 mod operators;
 mod tenants;
 
-use axum::Router;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::error::ApiError;
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().nest("/api/v1/admin", tenants::router().merge(fleet::router()).merge(operators::router()))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(tenants::router()).merge(fleet::router()).merge(operators::router())
 }
 
 const DEFAULT_LIMIT: i64 = 100;

@@ -3,15 +3,17 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch};
-use axum::Router;
+use hearth_protocol::api::ErrorBody;
 use hearth_protocol::TenantId;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::super::account::check_label;
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson};
+use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, Internal, NotFound, Unauthorized};
 use super::super::{AppState, RequestId};
 use super::{limit, Timestamp};
 use crate::db;
@@ -19,33 +21,48 @@ use crate::db::audit::{self, snapshot, AuditRow, Filter, Recorder};
 use crate::db::operators::{self, OperatorToken, Role};
 use crate::db::plans::{self, Plan, Quotas};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/operators", get(list_operators).post(create_operator))
-        .route("/operators/{id}", delete(revoke_operator))
-        .route("/plans", get(list_plans).post(create_plan))
-        .route("/plans/{id}", patch(update_plan))
-        .route("/audit", get(list_audit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_operators, create_operator))
+        .routes(routes!(revoke_operator))
+        .routes(routes!(list_plans, create_plan))
+        .routes(routes!(update_plan))
+        .routes(routes!(list_audit))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct OperatorList {
+    /// Revoked ones too, oldest first; never the tokens themselves.
     operators: Vec<OperatorToken>,
 }
 
+/// The operator tokens.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/operators",
+    operation_id = "admin_list_operators",
+    tag = "admin",
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "The operator tokens", body = OperatorList),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list_operators(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<OperatorList>, ApiError> {
     op.require(Permission::Read)?;
     Ok(ApiJson(OperatorList { operators: operators::list(&s.pool).await? }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOperator {
+    /// A label, 1 to 100 characters.
     name: String,
     role: Role,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct IssuedOperator {
     #[serde(flatten)]
     info: OperatorToken,
@@ -53,6 +70,24 @@ struct IssuedOperator {
     token: String,
 }
 
+/// Issue an operator token; the token is in the answer, and only there.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/operators",
+    operation_id = "admin_create_operator",
+    tag = "admin",
+    security(("operator_token" = [])),
+    request_body = NewOperator,
+    responses(
+        (status = 201, description = "The new operator token", body = IssuedOperator),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 422, description = "`invalid_body`: the name is empty or longer than 100 characters; \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create_operator(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -71,6 +106,23 @@ async fn create_operator(
     Ok((StatusCode::CREATED, ApiJson(IssuedOperator { info, token: token.expose().clone() })))
 }
 
+/// Revoke an operator token; it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/operators/{id}",
+    operation_id = "admin_revoke_operator",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = Uuid, Path, description = "The operator token")),
+    responses(
+        (status = 200, description = "The revoked operator token", body = OperatorToken),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn revoke_operator(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -88,19 +140,34 @@ async fn revoke_operator(
     Ok(ApiJson(revoked))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct PlanList {
+    /// By name.
     plans: Vec<Plan>,
 }
 
+/// The plans and their quotas.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/plans",
+    operation_id = "admin_list_plans",
+    tag = "admin",
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "The plans", body = PlanList),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list_plans(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<PlanList>, ApiError> {
     op.require(Permission::Read)?;
     Ok(ApiJson(PlanList { plans: plans::list(&s.pool).await? }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPlan {
+    /// 1 to 100 characters, unique.
     name: String,
     #[serde(flatten)]
     quotas: Quotas,
@@ -125,6 +192,25 @@ fn plan_name_taken(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// Create a plan: a named set of quotas, each at least 1.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/plans",
+    operation_id = "admin_create_plan",
+    tag = "admin",
+    security(("operator_token" = [])),
+    request_body = NewPlan,
+    responses(
+        (status = 201, description = "The new plan", body = Plan),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 409, description = "`plan_name_taken`: a plan with this name exists already", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: the name is empty or too long, or a quota is below 1; \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create_plan(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -144,7 +230,7 @@ async fn create_plan(
 }
 
 /// Any subset of a plan's fields; the rest stay.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlanChanges {
     name: Option<String>,
@@ -156,7 +242,27 @@ struct PlanChanges {
     mqtt_burst: Option<i32>,
 }
 
-/// Changes a plan; tenants on it get the new quotas without a restart.
+/// Change a plan; tenants on it get the new quotas without a restart.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/plans/{id}",
+    operation_id = "admin_update_plan",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = Uuid, Path, description = "The plan")),
+    request_body = PlanChanges,
+    responses(
+        (status = 200, description = "The plan as changed", body = Plan),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`plan_name_taken`: a plan with this name exists already", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: the name is empty or too long, or a quota is below 1; \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn update_plan(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -191,32 +297,58 @@ async fn update_plan(
     Ok(ApiJson(after))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only entries about this tenant.
     tenant: Option<TenantId>,
     /// `operator`, `tenant_key`, `tenant_user`, `assistant`, `cli`, `system`.
     actor_kind: Option<String>,
+    /// The actor's id (an operator token's, a user's, an API key's).
     actor_id: Option<String>,
     /// An action (`tenant.create`) or a prefix ending in `.` (`tenant.`).
     action: Option<String>,
+    /// The changed thing's id.
     target_id: Option<String>,
+    /// The `x-request-id` of the request that made the change.
     request_id: Option<String>,
+    /// At or after this time (RFC 3339).
+    #[param(value_type = Option<time::OffsetDateTime>)]
     since: Option<Timestamp>,
+    /// Before this time (RFC 3339).
+    #[param(value_type = Option<time::OffsetDateTime>)]
     until: Option<Timestamp>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
     /// The `next_before` of the previous page.
     before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AuditPage {
     /// Newest first.
     entries: Vec<AuditRow>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_before: Option<i64>,
 }
 
+/// The audit trail, newest first, filtered, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/audit",
+    operation_id = "admin_list_audit",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of audit entries", body = AuditPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list_audit(
     State(s): State<AppState>,
     op: OperatorAuth,

@@ -3,16 +3,18 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::Router;
+use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApplianceId, TenantId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::super::account::{check_label, IssuedKey, KeyList, NewKey, NewUser};
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson};
+use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, Internal, NotFound, Unauthorized};
 use super::super::{AppState, RequestId};
 use super::{limit, page};
 use crate::db::audit::{snapshot, Recorder};
@@ -21,44 +23,64 @@ use crate::db::tenants::{self, Changes, Tenant, TenantSummary};
 use crate::db::users::{self, User};
 use crate::db::{self, appliances, enrollment, revocations};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tenants", get(list).post(create))
-        .route("/tenants/{id}", get(detail).patch(update).delete(remove))
-        .route("/tenants/{id}/keys", get(list_keys).post(issue_key))
-        .route("/tenants/{id}/keys/{key}", delete(revoke_key))
-        .route("/tenants/{id}/users", post(create_user))
-        .route("/tenants/{id}/appliances", post(create_appliance))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(detail, update, remove))
+        .routes(routes!(list_keys, issue_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(create_user))
+        .routes(routes!(create_appliance))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+struct TenantQuery {
     /// Part of the name, case-insensitive.
     q: Option<String>,
     /// `active` or `suspended`.
     status: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
+    /// The `next_after` of the previous page.
     after: Option<TenantId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct TenantPage {
+    /// In id order.
     tenants: Vec<TenantSummary>,
+    /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_after: Option<TenantId>,
 }
 
+/// List tenants, a page at a time, optionally searched by name or filtered by status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/tenants",
+    operation_id = "admin_list_tenants",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(TenantQuery),
+    responses(
+        (status = 200, description = "One page of tenants with their appliance counts", body = TenantPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list(
     State(s): State<AppState>,
     op: OperatorAuth,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<ApiJson<TenantPage>, ApiError> {
     op.require(Permission::Read)?;
     let Query(q) = q?;
     let limit = limit(q.limit)?;
-    if let Some(st) = &q.status {
-        check_status(st)?;
+    if let Some(st) = q.status.as_deref().filter(|st| !matches!(*st, "active" | "suspended")) {
+        return Err(ApiError::bad_request("invalid_query", format!("status {st:?} is not one of active, suspended")));
     }
     let mut tenants = tenants::list(&s.pool, q.q.as_deref(), q.status.as_deref(), q.after, limit + 1).await?;
     let next_after = page(&mut tenants, limit, |t| t.tenant.id);
@@ -77,10 +99,12 @@ fn check_status(status: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
+    /// 1 to 200 characters.
     name: String,
+    /// A plan; absent or `null`: the service's default quotas.
     plan_id: Option<Uuid>,
 }
 
@@ -107,6 +131,25 @@ fn unknown_plan(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// Create a tenant (no key or user yet: issue them next).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/tenants",
+    operation_id = "admin_create_tenant",
+    tag = "admin",
+    security(("operator_token" = [])),
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "The new tenant", body = Tenant),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 422, description = "`invalid_body` (the name is empty or longer than 200 characters) or \
+                                      `unknown_plan` (there is no plan with this id); `details` is `{\"param\"}`",
+            body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -124,16 +167,35 @@ async fn create(
     Ok((StatusCode::CREATED, ApiJson(tenant)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct TenantDetail {
     #[serde(flatten)]
     tenant: Tenant,
+    /// The plan's name; `null`: the service's default quotas.
     plan: Option<String>,
+    /// The quotas in force.
     quotas: Quotas,
     users: Vec<User>,
+    /// The tenant's appliances by status.
     counts: Option<appliances::TenantCounts>,
 }
 
+/// One tenant with its plan, quotas, users and appliance counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/tenants/{id}",
+    operation_id = "admin_get_tenant",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn detail(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -150,14 +212,17 @@ async fn detail(
     Ok(ApiJson(TenantDetail { tenant, plan, quotas, users, counts }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Any subset of a tenant's fields; the rest stay.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TenantChanges {
+    /// 1 to 200 characters.
     name: Option<String>,
     /// `active` or `suspended`: a suspended tenant's keys, sign-ins and appliances are refused.
     status: Option<String>,
     /// A plan id, or `null` for the service's default quotas; absent leaves it.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
     plan_id: Option<Option<Uuid>>,
 }
 
@@ -169,6 +234,29 @@ mod double_option {
     }
 }
 
+/// Change a tenant: rename it, suspend or reactivate it, change its plan.
+///
+/// A suspended tenant's API keys, sign-ins and appliances are refused at once.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/tenants/{id}",
+    operation_id = "admin_update_tenant",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    request_body = TenantChanges,
+    responses(
+        (status = 200, description = "The tenant as changed", body = Tenant),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 422, description = "`invalid_body` (the name is empty or too long, or the status is not \
+                                      `active` or `suspended`) or `unknown_plan` (there is no plan with this id); \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn update(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -206,16 +294,35 @@ async fn update(
     Ok(ApiJson(after))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeletedTenant)]
 struct Deleted {
     tenant: Tenant,
     /// Its appliances: revoked (their certificates are on the CRL) and deleted with it.
     revoked_appliances: Vec<ApplianceId>,
 }
 
-/// Deletes a tenant with everything it owns. Its appliances are revoked first — their
-/// certificates go on the CRL and their connections are dropped — so a deleted customer's
-/// boxes cannot connect again. The audit trail keeps the tenant's entries.
+/// Delete a tenant with everything it owns.
+///
+/// Its appliances are revoked first — their certificates go on the CRL and their connections
+/// are dropped — so a deleted customer's boxes cannot connect again. The audit trail keeps
+/// the tenant's entries.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/tenants/{id}",
+    operation_id = "admin_delete_tenant",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    responses(
+        (status = 200, description = "The deleted tenant and its revoked appliances", body = Deleted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn remove(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -255,6 +362,22 @@ pub(super) async fn after_revocation(s: &AppState, revoked: &[ApplianceId]) {
     s.revoker.disconnect(revoked).await;
 }
 
+/// A tenant's API keys (never the keys themselves).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/tenants/{id}/keys",
+    operation_id = "admin_list_tenant_keys",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    responses(
+        (status = 200, description = "The tenant's API keys", body = KeyList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn list_keys(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -267,6 +390,26 @@ async fn list_keys(
     Ok(ApiJson(KeyList { keys: tenants::list_keys(&mut conn, id).await? }))
 }
 
+/// Issue an API key for a tenant; the key is in the answer, and only there.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/tenants/{id}/keys",
+    operation_id = "admin_issue_tenant_key",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "The new key", body = IssuedKey),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 422, description = "`invalid_body`: the name is empty or longer than 100 characters; \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn issue_key(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -288,6 +431,26 @@ async fn issue_key(
     Ok((StatusCode::CREATED, ApiJson(IssuedKey { info, key: key.expose().clone() })))
 }
 
+/// Revoke one of a tenant's API keys; it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/tenants/{id}/keys/{key}",
+    operation_id = "admin_revoke_tenant_key",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(
+        ("id" = TenantId, Path, description = "The tenant"),
+        ("key" = Uuid, Path, description = "The API key"),
+    ),
+    responses(
+        (status = 200, description = "The revoked key", body = tenants::ApiKey),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
 async fn revoke_key(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -305,6 +468,26 @@ async fn revoke_key(
     Ok(ApiJson(revoked))
 }
 
+/// Create a user of a tenant (typically its first owner).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/tenants/{id}/users",
+    operation_id = "admin_create_tenant_user",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The new user", body = User),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`email_taken`: an account with this e-mail address exists already", body = ErrorBody),
+        (status = 422, description = "`invalid_user`: the e-mail address is not one, or the password is too short", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create_user(
     State(s): State<AppState>,
     op: OperatorAuth,
@@ -324,15 +507,17 @@ async fn create_user(
     Ok((StatusCode::CREATED, ApiJson(user)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAppliance {
+    /// 1 to 200 characters, unique within the tenant.
     name: String,
     /// How long the enrollment token stays valid (default 24, at most 720).
     ttl_hours: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = RegisteredAppliance)]
 struct Registered {
     appliance_id: ApplianceId,
     /// One-time token for `hearth-agent enroll`: shown this once, stored only as a hash.
@@ -341,6 +526,27 @@ struct Registered {
     expires_at: OffsetDateTime,
 }
 
+/// Register an appliance for a tenant: returns its one-time enrollment token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/tenants/{id}/appliances",
+    operation_id = "admin_register_appliance",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = TenantId, Path, description = "The tenant")),
+    request_body = NewAppliance,
+    responses(
+        (status = 201, description = "Registered; enroll it with the token", body = Registered),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`appliance_name_taken`: the tenant already has an appliance with this name", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: the name is empty or too long, or `ttl_hours` is not 1 to 720; \
+                                      `details` is `{\"param\"}`", body = ErrorBody),
+        (status = 500, response = Internal),
+    )
+)]
 async fn create_appliance(
     State(s): State<AppState>,
     op: OperatorAuth,
