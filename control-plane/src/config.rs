@@ -26,6 +26,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub secrets: SecretsConfig,
     pub log: LogConfig,
+    #[serde(default)]
+    pub assistant: crate::assistant::AssistantConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +144,7 @@ impl Default for Config {
             tasks: TasksConfig { default_deadline_s: 3600, max_deadline_s: 86_400 },
             secrets: SecretsConfig { key: None },
             log: LogConfig { format: "text".into() },
+            assistant: Default::default(),
         }
     }
 }
@@ -173,7 +176,7 @@ impl Config {
         }
         // Only HEARTH_ variables that name a section are ours (HEARTH_API_URL and friends
         // in `.hearth/dev.env` are for people and scripts).
-        let sections = ["DATABASE.", "HTTP.", "MQTT.", "PKI.", "PRESENCE.", "INGEST.", "LOG."];
+        let sections = ["DATABASE.", "HTTP.", "MQTT.", "PKI.", "PRESENCE.", "INGEST.", "LOG.", "ASSISTANT."];
         let env = env.filter(move |k| {
             let k = k.as_str().to_ascii_uppercase();
             sections.iter().any(|s| k.starts_with(s))
@@ -226,6 +229,11 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "HEARTH_LOG__FORMAT", "must be `text` or `json`");
+        }
+        if let Err(crate::assistant::AssistantError::InvalidSetting { setting, env, problem }) =
+            self.assistant.validate()
+        {
+            return Err(ConfigError::Invalid { setting, env, problem });
         }
         Ok(())
     }

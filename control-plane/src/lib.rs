@@ -9,7 +9,9 @@
 //! - [`pki`]: the fleet CA and certificate issuance; [`broker_config`]: Mosquitto's
 //!   configuration for this fleet.
 //! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
+//! - [`assistant`]: the support assistant (catalog-validated proposals; Ollama or rules).
 
+pub mod assistant;
 pub mod broker_config;
 pub mod config;
 pub mod db;

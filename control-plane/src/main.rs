@@ -1,5 +1,5 @@
 //! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`,
-//! `tenant create`, `appliance create`.
+//! `tenant create`, `appliance create`, `intents`.
 
 use std::path::PathBuf;
 
@@ -70,6 +70,8 @@ enum Command {
         #[command(subcommand)]
         command: ApplianceCommand,
     },
+    /// Evaluate the support assistant: JSON lines {"id","text"} on stdin, one answer line per input on stdout (one demo appliance, no database).
+    Intents(hearth_control_plane::assistant::intents::IntentsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +198,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
             println!("appliance_id={id}\nenrollment_token={}\nexpires_at={expires}", token.expose());
             Ok(())
+        }
+        Command::Intents(args) => {
+            init_logging("warn", "text");
+            Ok(hearth_control_plane::assistant::intents::run(args).await?)
         }
         Command::Serve { migrate } => {
             let config = Config::load(cli.config.as_deref())?;
