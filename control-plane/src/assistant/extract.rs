@@ -160,8 +160,50 @@ pub(crate) fn is_filler(low: &str) -> bool {
 
 /// Words that may appear between an anchor ("user", "called", …) and its value.
 const SKIP: &[&str] = &[
-    "called", "named", "name", "is", "for", "of", "the", "a", "an", "new", "-", ":", "with", "username", "user",
-    "account", "login", "id",
+    "called",
+    "named",
+    "name",
+    "is",
+    "for",
+    "of",
+    "the",
+    "a",
+    "an",
+    "new",
+    "-",
+    ":",
+    "with",
+    "username",
+    "user",
+    "account",
+    "login",
+    "id",
+    "my",
+    "our",
+    "son",
+    "daughter",
+    "wife",
+    "husband",
+    "partner",
+    "kid",
+    "child",
+    "mom",
+    "mum",
+    "dad",
+    "mother",
+    "father",
+    "brother",
+    "sister",
+    "friend",
+    "guest",
+    "grandma",
+    "grandpa",
+    "roommate",
+    "flatmate",
+    "colleague",
+    "nanny",
+    "tenant",
+    "lodger",
 ];
 
 /// The parameters of `schema` (an action's `params` schema) found in `toks`.
@@ -182,9 +224,13 @@ pub(crate) fn params(schema: &Value, toks: &[Tok], words: &str) -> Map<String, V
             ("string", Some("ip"), _) => ips.first().cloned().map(Value::from),
             ("string", Some("hearth-mail-alias"), _) => alias(toks).map(Value::from),
             ("string", Some("hearth-mail-destination"), _) => destination(toks).map(Value::from),
-            ("string", _, _) => {
-                p.get("enum").and_then(Value::as_array).and_then(|e| enum_value(words, e)).map(Value::from)
-            }
+            // A value the enum does not have ("the ssh service") goes to the validator, which
+            // names the allowed ones.
+            ("string", _, _) => p.get("enum").and_then(Value::as_array).and_then(|e| {
+                enum_value(words, e)
+                    .or_else(|| before(toks, &[name.as_str()], &[]).map(|t| t.low.clone()))
+                    .map(Value::from)
+            }),
             ("array", _, Some("hearth-group")) => non_empty(groups(toks)),
             ("array", _, Some("hearth-username")) => {
                 let mut users = user_list(toks);
@@ -280,7 +326,7 @@ fn username(toks: &[Tok]) -> Option<String> {
             return Some(w[0].low.clone());
         }
     }
-    if let Some(t) = after(toks, &["for"], &["the", "user", "account", "login"]) {
+    if let Some(t) = after(toks, &["for"], SKIP) {
         return Some(possessive(&t.low).unwrap_or(&t.low).to_string());
     }
     after(toks, VERBS_BEFORE_NAME, &[]).map(|t| t.low.clone())
@@ -444,10 +490,10 @@ const MAIL_WORDS: &[&str] = &["mail", "email", "e-mail"];
 fn alias(toks: &[Tok]) -> Option<String> {
     let skip = &["called", "named", "for", "the", "a", "an", "new", "address", ":", "mail", "email", "e-mail"];
     if let Some(t) = after(toks, &["alias", "aliases"], skip) {
-        return Some(t.low.clone());
+        return Some(local_part(&t.low));
     }
     if let Some(t) = before(toks, &["alias", "aliases"], MAIL_WORDS) {
-        return Some(t.low.clone());
+        return Some(local_part(&t.low));
     }
     // send mail for family to alice
     for w in toks.windows(3) {
@@ -626,6 +672,7 @@ mod tests {
         assert_eq!(p("service.restart", "Restart the file sharing service"), json!({"service": "samba"}));
         assert_eq!(p("service.restart", "The mail server seems stuck, please restart it"), json!({"service": "mail"}));
         assert_eq!(p("service.restart", "restart it"), json!({}));
+        assert_eq!(p("service.restart", "restart the ssh service"), json!({"service": "ssh"}));
     }
 
     #[test]

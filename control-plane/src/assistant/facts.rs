@@ -83,7 +83,7 @@ fn sentence(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime) -> String {
     let name = &a.name;
     match topic {
         Topic::Status => {
-            let seen = a.last_seen.map(|t| format!(" (last heard from {})", ago(now - t))).unwrap_or_default();
+            let seen = a.last_seen.map(|t| format!(" (last report {})", ago(now - t))).unwrap_or_default();
             match a.status.as_str() {
                 "online" => format!("“{name}” is online{seen}."),
                 "offline" => format!("“{name}” is offline{seen}."),
@@ -137,8 +137,10 @@ fn size(bytes: u64) -> String {
 }
 
 fn ago(d: time::Duration) -> String {
-    let s = d.whole_seconds().max(0) as u64;
-    format!("{} ago", duration(s))
+    match d.whole_seconds().max(0) as u64 {
+        0..=9 => "just now".into(),
+        s => format!("{} ago", duration(s)),
+    }
 }
 
 fn duration(s: u64) -> String {
@@ -187,7 +189,7 @@ mod tests {
         };
         let ctx = Context::new(vec![a("online")], &AssistantConfig::default());
         let s = answer(&ctx, &[Topic::Status, Topic::Disk, Topic::Address, Topic::Uptime], None);
-        assert!(s.contains("“kitchen” is online (last heard from 5 minutes ago)"), "{s}");
+        assert!(s.contains("“kitchen” is online (last report 5 minutes ago)"), "{s}");
         assert!(s.contains("8.0 GB free of 32.0 GB") && s.contains("75% used"), "{s}");
         assert!(s.contains("192.168.1.2") && s.contains("25 hours"), "{s}");
         let ctx = Context::new(vec![a("offline")], &AssistantConfig::default());

@@ -65,6 +65,10 @@ const INJECTION: &[&str] = &[
     " skip confirmation ",
 ];
 
+/// Markers of structured or role-playing input (matched on the lower-case text).
+const RAW_INJECTION: &[&str] =
+    &["{\"", "\"action\"", "\nsystem:", "<|", "[inst]", "<<sys>>", "### instruction", "assistant:"];
+
 /// Markers of a shell command or a request to run one (matched on the lower-case text).
 const SHELL: &[&str] = &[
     "rm -",
@@ -113,6 +117,14 @@ const SHELL: &[&str] = &[
     "mkfs",
     ":(){",
     "sudo ",
+    // code of other kinds: SQL, HTML, templates
+    "drop table",
+    "union select",
+    "1=1",
+    "--",
+    "<script",
+    "${",
+    "{{",
 ];
 
 /// Phrases about other customers' things.
@@ -146,7 +158,10 @@ pub(crate) fn guard(ctx: &Context, text: &str) -> Option<String> {
     let toks = tokenize(text);
     let words = joined(&toks);
     let lower = text.to_lowercase();
-    if INJECTION.iter().any(|p| words.contains(p)) || lower.contains("{\"") || lower.contains("\"action\"") {
+    if INJECTION.iter().any(|p| words.contains(p))
+        || RAW_INJECTION.iter().any(|p| lower.contains(p))
+        || lower.starts_with("system:")
+    {
         return Some(
             "Sorry, I can't follow instructions like that. Tell me in your own words what you would like done \
              with your appliance and I'll see whether it is something I can do safely."

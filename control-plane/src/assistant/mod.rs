@@ -12,16 +12,18 @@
 //!                                       Answer { reply, proposal?, backend_used, degraded }
 //! ```
 //!
-//! - [`rules`]: the deterministic backend — patterns built from the catalog (action ids,
-//!   parameter formats, enum values) plus general English; the embedded default and the
-//!   fallback.
+//! - [`guard`]: refusals decided before any backend reads the text (instructions to the
+//!   assistant, shell commands, other customers, foreign appliance ids).
+//! - [`rules`]: the deterministic backend — objects and verbs of requests, with
+//!   [`extract`] filling parameters by the catalog's formats and enums, [`facts`] and
+//!   [`knowledge`] answering questions; the embedded default and the fallback.
 //! - [`ollama`]: the LLM backend through ollama-rs; [`prompt`] builds its system prompt and
 //!   the JSON schema of its answer from the catalog, the appliances and the knowledge base.
 //! - [`vet`]: the one path from "someone suggested action X with params P on appliance A"
 //!   to a [`Proposal`]. Nothing either backend says is trusted: every proposal is validated
 //!   by `hearth_protocol::catalog` (the same validator as the task API) and must name an
 //!   appliance of this tenant.
-//! - [`knowledge`]: short articles kept in `control-plane/assistant/knowledge/`.
+//! - [`knowledge`]: short articles kept in `control-plane/assistant/knowledge/`, embedded.
 //! - [`intents`]: `hearth-control-plane intents`, the evaluation command.
 //!
 //! The engine never creates a task: the caller (the chat API) shows the proposal and

@@ -3,6 +3,7 @@
 //! bounded by a timeout. Every way it can fail is an [`OllamaFailure`], on which the
 //! caller answers with the rules backend instead.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ollama_rs::error::OllamaError;
@@ -10,7 +11,7 @@ use ollama_rs::generation::chat::request::ChatMessageRequest;
 use ollama_rs::generation::chat::ChatMessage;
 use ollama_rs::generation::parameters::FormatType;
 use ollama_rs::models::ModelOptions;
-use ollama_rs::Ollama;
+use ollama_rs::{IntoUrlSealed, Ollama};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -62,11 +63,28 @@ pub(crate) struct ModelProposal {
 
 impl OllamaBackend {
     pub fn new(url: &str, model: &str, timeout: Duration) -> Result<Self, AssistantError> {
-        let client = Ollama::try_new(url).map_err(|e| AssistantError::InvalidSetting {
+        let invalid = |problem: String| AssistantError::InvalidSetting {
             setting: "assistant.ollama_url",
             env: "HEARTH_ASSISTANT__OLLAMA_URL",
-            problem: format!("is not a valid URL: {e}"),
-        })?;
+            problem,
+        };
+        // Not `Ollama::try_new`: it builds a default reqwest client, which panics without a
+        // default crypto provider.
+        let url = url.into_url().map_err(|e| invalid(format!("is not a valid URL: {e}")))?;
+        // Our own HTTP client: reqwest is built with rustls but without a default crypto
+        // provider (see the workspace's TLS profile), and Ollama is plain HTTP, so the TLS
+        // configuration is the ring provider with no trusted roots.
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(format!("TLS setup: {e}")))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| invalid(format!("cannot build its HTTP client: {e}")))?;
+        let client = Ollama::builder().url(url).reqwest_client(http).build();
         Ok(OllamaBackend { client, model: model.to_string(), timeout })
     }
 
@@ -91,11 +109,22 @@ impl OllamaBackend {
     }
 }
 
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s = format!("{s}: {c}");
+        cause = c.source();
+    }
+    s
+}
+
 fn failure(e: OllamaError) -> OllamaFailure {
     match e {
         // Without the URL: it may carry credentials.
-        OllamaError::ReqwestError(e) if e.is_decode() => OllamaFailure::Malformed(e.without_url().to_string()),
-        OllamaError::ReqwestError(e) => OllamaFailure::Unreachable(e.without_url().to_string()),
+        OllamaError::ReqwestError(e) if e.is_decode() => OllamaFailure::Malformed(chain(&e.without_url())),
+        OllamaError::ReqwestError(e) => OllamaFailure::Unreachable(chain(&e.without_url())),
         OllamaError::JsonError(e) => OllamaFailure::Malformed(format!("the response envelope: {e}")),
         OllamaError::InternalError(e) => OllamaFailure::Refused(shorten(&e.message, 200)),
         OllamaError::Other(body) => OllamaFailure::Refused(shorten(&body, 200)),

@@ -134,27 +134,16 @@ const RESET: &[&str] = &[
     "cannot sign in",
     "doesn't remember",
 ];
+#[rustfmt::skip]
 const RESTART: &[&str] = &[
-    "restart",
-    "restarts",
-    "restarting",
-    "reboot",
-    "reboots",
-    "rebooting",
-    "reload",
-    "bounce",
-    "power cycle",
-    "turn it off and on",
-    "turn off and on",
-    "stuck",
-    "hung",
-    "hangs",
-    "hanging",
-    "frozen",
-    "freezes",
-    "unresponsive",
-    "not responding",
-    "crashed",
+    "restart", "restarts", "restarting", "reboot", "reboots", "rebooting", "reload", "bounce", "power cycle",
+    "turn it off and on", "turn off and on",
+];
+/// A service in trouble: offer to restart it when one is named.
+#[rustfmt::skip]
+const SYMPTOMS: &[&str] = &[
+    "stuck", "hung", "hangs", "hanging", "frozen", "freezes", "unresponsive", "not responding", "crashed",
+    "crashing", "keeps crashing", "not working", "stopped working", "isn't working", "is down", "broken",
 ];
 const REBOOT: &[&str] = &["reboot", "reboots", "rebooting", "power cycle", "turn it off and on", "turn off and on"];
 const DEVICE: &[&str] =
@@ -218,6 +207,10 @@ const FORWARDER: &[&str] = &[
     "forward all dns",
     "dns forwarding",
     "forward queries",
+    "as dns",
+    "as my dns",
+    "as the dns",
+    "for dns",
 ];
 const ALIAS: &[&str] =
     &["alias", "aliases", "forwarding address", "mail forward", "mail forwarding", "email forwarding"];
@@ -275,6 +268,9 @@ fn detect(toks: &[Tok], words: &str) -> Option<&'static str> {
         if has(words, REBOOT) || has(words, DEVICE) {
             return Some("appliance.reboot");
         }
+        return Some("service.restart");
+    }
+    if has(words, SYMPTOMS) && service {
         return Some("service.restart");
     }
     if has(words, FORWARDER) || (has(words, &["dns"]) && ips && !hosts) {
@@ -465,6 +461,10 @@ fn off_catalog(words: &str) -> bool {
             "run",
             "delete everything",
             "delete all",
+            "admin",
+            "rights",
+            "sudo",
+            "superuser",
         ],
     )
 }

@@ -97,11 +97,11 @@ pub(crate) fn possessive(low: &str) -> Option<&str> {
     low.strip_suffix("'s").or_else(|| low.strip_suffix("’s")).filter(|b| !b.is_empty())
 }
 
-/// Four dot-separated groups of digits: an IPv4 address or a mistyped one (`999.1.1.1`),
-/// which the catalog validator then refuses by name.
+/// Four (or more) dot-separated groups of digits: an IPv4 address or a mistyped one
+/// (`999.1.1.1`, `8.8.8.8.8`), which the catalog validator then refuses by name.
 pub(crate) fn is_ipv4_like(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() >= 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 pub(crate) fn is_ipv6_like(s: &str) -> bool {

@@ -139,6 +139,7 @@ async fn unsafe_or_impossible_requests_are_refused_with_a_reason() {
         ("set the DNS forwarders to 1.1.1.1, 1.0.0.1, 8.8.8.8, 8.8.4.4 and 9.9.9.9", "at most 4"),
         ("add mail alias Sales+1 -> bob", "not a valid alias"),
         ("forward info to |/bin/sh", "can't run commands"),
+        ("restart the ssh service", "must be one of: dns, samba, mail"),
     ];
     for (text, why) in cases {
         let a = ask(text).await;
