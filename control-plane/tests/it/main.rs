@@ -5,6 +5,7 @@
 
 mod agent_tasks;
 mod api;
+mod assistant;
 mod broker_security;
 mod desired;
 mod e2e;
