@@ -28,6 +28,7 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 /// Words too common to tell articles apart.
+#[rustfmt::skip]
 const STOP: &[&str] = &[
     "a", "an", "the", "i", "my", "me", "we", "our", "you", "your", "is", "are", "it", "to", "of", "on", "in", "and",
     "or", "how", "do", "can", "why", "from", "with", "this", "that", "be", "there", "what", "does", "for",

@@ -92,47 +92,20 @@ fn has(words: &str, list: &[&str]) -> bool {
     list.iter().any(|w| words.contains(&format!(" {w} ")))
 }
 
+#[rustfmt::skip]
 const ADD: &[&str] = &[
     "add", "adds", "adding", "create", "creating", "make", "new", "set up", "setup", "give", "register", "open",
     "need", "needs", "want", "like", "generate", "get", "another",
 ];
+#[rustfmt::skip]
 const REMOVE: &[&str] = &[
-    "remove",
-    "removing",
-    "delete",
-    "deleting",
-    "drop",
-    "erase",
-    "destroy",
-    "deactivate",
-    "revoke",
-    "get rid of",
-    "take away",
-    "take down",
-    "close",
-    "del",
-    "eliminate",
-    "purge",
-    "unshare",
-    "stop sharing",
-    "no longer",
+    "remove", "removing", "delete", "deleting", "drop", "erase", "destroy", "deactivate", "revoke", "get rid of",
+    "take away", "take down", "close", "del", "eliminate", "purge", "unshare", "stop sharing", "no longer",
 ];
+#[rustfmt::skip]
 const RESET: &[&str] = &[
-    "reset",
-    "forgot",
-    "forgotten",
-    "forget",
-    "lost",
-    "recover",
-    "unlock",
-    "locked out",
-    "new password",
-    "change",
-    "can't log in",
-    "cannot log in",
-    "can't sign in",
-    "cannot sign in",
-    "doesn't remember",
+    "reset", "forgot", "forgotten", "forget", "lost", "recover", "unlock", "locked out", "new password", "change",
+    "can't log in", "cannot log in", "can't sign in", "cannot sign in", "doesn't remember",
 ];
 #[rustfmt::skip]
 const RESTART: &[&str] = &[
@@ -148,89 +121,36 @@ const SYMPTOMS: &[&str] = &[
 const REBOOT: &[&str] = &["reboot", "reboots", "rebooting", "power cycle", "turn it off and on", "turn off and on"];
 const DEVICE: &[&str] =
     &["appliance", "box", "device", "server", "machine", "system", "hearth", "whole thing", "everything", "unit"];
+#[rustfmt::skip]
 const USER: &[&str] = &[
-    "user",
-    "users",
-    "account",
-    "accounts",
-    "login",
-    "logins",
-    "username",
-    "usernames",
-    "person",
-    "member",
+    "user", "users", "account", "accounts", "login", "logins", "username", "usernames", "person", "member",
     "profile",
 ];
 const PASSWORD: &[&str] = &["password", "passwords", "passwd", "pw", "passcode", "pass word"];
+#[rustfmt::skip]
 const SHARE: &[&str] = &[
-    "share",
-    "shares",
-    "shared folder",
-    "shared folders",
-    "folder",
-    "folders",
-    "directory",
-    "network drive",
-    "network folder",
-    "file share",
-    "smb share",
-    "samba share",
+    "share", "shares", "shared folder", "shared folders", "folder", "folders", "directory", "network drive",
+    "network folder", "file share", "smb share", "samba share",
 ];
+#[rustfmt::skip]
 const DNS: &[&str] = &[
-    "dns",
-    "record",
-    "records",
-    "entry",
-    "entries",
-    "hostname",
-    "host name",
-    "a record",
-    "dns name",
-    "local name",
+    "dns", "record", "records", "entry", "entries", "hostname", "host name", "a record", "dns name", "local name",
     "domain name",
 ];
 const RESOLVE: &[&str] = &["resolve", "resolves", "resolving", "point", "points", "pointing", "map", "maps", "mapping"];
+#[rustfmt::skip]
 const FORWARDER: &[&str] = &[
-    "forwarder",
-    "forwarders",
-    "upstream",
-    "resolver",
-    "resolvers",
-    "dns server",
-    "dns servers",
-    "dns provider",
-    "nameserver",
-    "nameservers",
-    "name server",
-    "name servers",
-    "forward dns",
-    "forward all dns",
-    "dns forwarding",
-    "forward queries",
-    "as dns",
-    "as my dns",
-    "as the dns",
-    "for dns",
+    "forwarder", "forwarders", "upstream", "resolver", "resolvers", "dns server", "dns servers", "dns provider",
+    "nameserver", "nameservers", "name server", "name servers", "forward dns", "forward all dns", "dns forwarding",
+    "forward queries", "as dns", "as my dns", "as the dns", "for dns",
 ];
 const ALIAS: &[&str] =
     &["alias", "aliases", "forwarding address", "mail forward", "mail forwarding", "email forwarding"];
 const MAIL: &[&str] = &["mail", "email", "e-mail", "emails", "mails", "mailbox", "postmaster"];
+#[rustfmt::skip]
 const FORWARD: &[&str] = &[
-    "forward",
-    "forwards",
-    "forwarded",
-    "forwarding",
-    "redirect",
-    "redirects",
-    "deliver",
-    "delivers",
-    "delivered",
-    "send",
-    "sends",
-    "route",
-    "routes",
-    "goes to",
-    "go to",
+    "forward", "forwards", "forwarded", "forwarding", "redirect", "redirects", "deliver", "delivers", "delivered",
+    "send", "sends", "route", "routes", "goes to", "go to",
 ];
 const CERT: &[&str] = &["certificate", "certificates", "cert", "certs", "tls", "ssl", "https", "x509"];
 
@@ -287,7 +207,9 @@ fn detect(toks: &[Tok], words: &str) -> Option<&'static str> {
             return Some("dns.record.add");
         }
     }
-    if (mail && (has(words, FORWARD) || add || emails)) || (has(words, FORWARD) && emails) {
+    // Not every ADD word: "my phone can't get mail" is a question about a phone.
+    let mail_add = has(words, &["add", "create", "make", "new"]);
+    if (mail && (has(words, FORWARD) || mail_add || emails)) || (has(words, FORWARD) && emails) {
         return Some("mail.alias.add");
     }
     if mail && remove {
@@ -302,6 +224,12 @@ fn detect(toks: &[Tok], words: &str) -> Option<&'static str> {
     if user && add {
         return Some("users.add");
     }
+    // "remove john from the system": a person taken off the appliance.
+    if remove
+        && has(words, &["from the system", "from the appliance", "from the box", "from the server", "from hearth"])
+    {
+        return Some("users.remove");
+    }
     None
 }
 
@@ -314,6 +242,7 @@ enum Question {
 
 const GREETINGS: &[&str] =
     &["hi", "hello", "hey", "please", "ok", "okay", "so", "well", "um", "also", "and", "thanks", "dear"];
+#[rustfmt::skip]
 const ASKING: &[&str] = &[
     "how", "how's", "hows", "why", "why's", "what", "what's", "whats", "where", "where's", "when", "who", "which",
     "whose", "is", "are", "does", "do", "did", "was", "were", "should", "isn't", "aren't", "doesn't", "has", "have",
