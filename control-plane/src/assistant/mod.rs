@@ -241,7 +241,13 @@ impl Assistant {
         let Some(llm) = &self.ollama else {
             return Ok(rules_answer(ctx, turns, false));
         };
-        match llm.ask(ctx, turns).await {
+        // Earlier customer turns the guard refuses are not history the model should read.
+        let history: Vec<Turn> = turns
+            .iter()
+            .filter(|t| t.role != Role::Customer || guard::guard(ctx, &t.text).is_none())
+            .cloned()
+            .collect();
+        match llm.ask(ctx, &history).await {
             Ok(said) => Ok(model_answer(ctx, said)),
             Err(failure) => {
                 tracing::warn!(reason = %failure, "assistant: the LLM failed, the rules backend answers");
