@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    #[serde(default)]
+    pub assistant: crate::assistant::AssistantConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +183,7 @@ impl Default for Config {
                 mqtt_burst: 30,
             },
             log: LogConfig { format: "text".into() },
+            assistant: Default::default(),
         }
     }
 }
@@ -278,6 +281,11 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "HEARTH_LOG__FORMAT", "must be `text` or `json`");
+        }
+        if let Err(crate::assistant::AssistantError::InvalidSetting { setting, env, problem }) =
+            self.assistant.validate()
+        {
+            return Err(ConfigError::Invalid { setting, env, problem });
         }
         Ok(())
     }

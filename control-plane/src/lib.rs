@@ -11,8 +11,10 @@
 //!   for this fleet.
 //! - [`admin_cli`]: the operator CLI (tenants, plans, keys, users, operators, revocation).
 //! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
+//! - [`assistant`]: the support assistant (catalog-validated proposals; Ollama or rules).
 
 pub mod admin_cli;
+pub mod assistant;
 pub mod broker_config;
 pub mod config;
 pub mod db;

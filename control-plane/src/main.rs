@@ -1,5 +1,5 @@
-//! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`, and
-//! the operator CLI (`tenant`, `plan`, `key`, `user`, `operator`, `appliance`).
+//! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`,
+//! `intents`, and the operator CLI (`tenant`, `plan`, `key`, `user`, `operator`, `appliance`).
 
 use std::path::PathBuf;
 
@@ -92,6 +92,8 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Evaluate the support assistant: JSON lines {"id","text"} on stdin, one answer line per input on stdout (one demo appliance, no database).
+    Intents(hearth_control_plane::assistant::intents::IntentsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +224,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
             println!("appliance_id={id}\nenrollment_token={}\nexpires_at={expires}", token.expose());
             Ok(())
+        }
+        Command::Intents(args) => {
+            init_logging("warn", "text");
+            Ok(hearth_control_plane::assistant::intents::run(args).await?)
         }
         Command::Serve { migrate } => {
             let config = Config::load(cli.config.as_deref())?;

@@ -6,6 +6,7 @@
 mod admin;
 mod agent_tasks;
 mod api;
+mod assistant;
 mod broker_security;
 mod desired;
 mod e2e;

@@ -1,0 +1,306 @@
+//! The support assistant: turns a customer's words into an answer, and sometimes into a
+//! *proposal* for one catalog task on one of the customer's own appliances.
+//!
+//! ```text
+//!  turns ──▶ guard ──▶ Ollama (structured output) ──┐
+//!              │          │ down / slow / malformed │
+//!              │          ▼                         ▼
+//!              │        rules ───────────────▶ vet: catalog validation, the tenant's own
+//!              ▼                                appliances, risk → needs_confirmation
+//!           refusal                                 │
+//!                                                   ▼
+//!                                       Answer { reply, proposal?, backend_used, degraded }
+//! ```
+//!
+//! - [`guard`]: refusals decided before any backend reads the text (instructions to the
+//!   assistant, shell commands, other customers, foreign appliance ids).
+//! - [`rules`]: the deterministic backend — objects and verbs of requests, with
+//!   [`extract`] filling parameters by the catalog's formats and enums, [`facts`] and
+//!   [`knowledge`] answering questions; the embedded default and the fallback.
+//! - [`ollama`]: the LLM backend through ollama-rs; [`prompt`] builds its system prompt and
+//!   the JSON schema of its answer from the catalog, the appliances and the knowledge base.
+//! - [`vet`]: the one path from "someone suggested action X with params P on appliance A"
+//!   to a [`Proposal`]. Nothing either backend says is trusted: every proposal is validated
+//!   by `hearth_protocol::catalog` (the same validator as the task API) and must name an
+//!   appliance of this tenant.
+//! - [`knowledge`]: short articles kept in `control-plane/assistant/knowledge/`, embedded.
+//! - [`intents`]: `hearth-control-plane intents`, the evaluation command.
+//!
+//! The engine never creates a task: the caller (the chat API) shows the proposal and
+//! creates the task once the customer confirms (or at once when `needs_confirmation` is
+//! false), through the task API's own validation.
+
+pub mod config;
+mod extract;
+mod facts;
+mod guard;
+pub mod intents;
+mod knowledge;
+mod ollama;
+mod prompt;
+mod rules;
+mod text;
+mod vet;
+
+use hearth_protocol::catalog::{Policy, Risk};
+use hearth_protocol::ApplianceId;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+pub use config::AssistantConfig;
+
+/// Longest customer (or assistant) turn accepted, in characters.
+pub const MAX_TURN_CHARS: usize = 4000;
+/// Most turns in one conversation.
+pub const MAX_TURNS: usize = 200;
+
+/// What the assistant knows about the tenant it is talking to.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The tenant's appliances — the only ones a proposal may name.
+    pub appliances: Vec<ApplianceFacts>,
+    /// The appliance the conversation is about (e.g. the chat was opened on its page), used
+    /// when the customer does not name one.
+    pub current_appliance: Option<ApplianceId>,
+    /// Local domains etc. for parameter validation.
+    pub policy: Policy,
+    /// Low-risk proposals wait for confirmation too (high-risk ones always do).
+    pub confirm_low_risk: bool,
+}
+
+impl Context {
+    /// A context with the configured defaults (`assistant.confirm_low_risk`, the catalog's
+    /// local domains).
+    pub fn new(appliances: Vec<ApplianceFacts>, config: &AssistantConfig) -> Context {
+        Context {
+            appliances,
+            current_appliance: None,
+            policy: Policy::default(),
+            confirm_low_risk: config.confirm_low_risk,
+        }
+    }
+
+    fn appliance(&self, id: ApplianceId) -> Option<&ApplianceFacts> {
+        self.appliances.iter().find(|a| a.id == id)
+    }
+}
+
+/// One appliance and its latest facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplianceFacts {
+    pub id: ApplianceId,
+    pub name: String,
+    /// `never_seen`, `online` or `offline`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub agent_version: Option<String>,
+    /// Addresses on the home network, when known.
+    pub addresses: Vec<String>,
+    /// Root filesystem, from the latest heartbeat.
+    pub disk: Option<Usage>,
+    pub memory: Option<Usage>,
+    pub uptime_s: Option<u64>,
+}
+
+/// Total and available bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+impl From<&crate::db::appliances::Appliance> for ApplianceFacts {
+    /// The tenant API's view of an appliance; facts come from its latest heartbeat
+    /// (`metrics`), addresses are not reported yet.
+    fn from(a: &crate::db::appliances::Appliance) -> Self {
+        let m = a.metrics.as_ref();
+        let usage = |key: &str| m.and_then(|m| serde_json::from_value::<Usage>(m.get(key)?.clone()).ok());
+        ApplianceFacts {
+            id: a.id,
+            name: a.name.clone(),
+            status: a.status.clone(),
+            last_seen: a.last_seen,
+            agent_version: a.agent_version.clone(),
+            addresses: Vec::new(),
+            disk: usage("root_fs"),
+            memory: usage("memory"),
+            uptime_s: m.and_then(|m| m.get("uptime_s")?.as_u64()),
+        }
+    }
+}
+
+/// Who said a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Assistant,
+}
+
+/// One turn of the conversation, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+}
+
+impl Turn {
+    pub fn customer(text: impl Into<String>) -> Turn {
+        Turn { role: Role::Customer, text: text.into() }
+    }
+    pub fn assistant(text: impl Into<String>) -> Turn {
+        Turn { role: Role::Assistant, text: text.into() }
+    }
+}
+
+/// Which backend produced an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Rules,
+    Ollama,
+}
+
+/// The assistant's answer to the conversation's last turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// For the customer; plain text with a little markdown.
+    pub reply: String,
+    /// At most one task, already validated; never run without the caller's decision.
+    pub proposal: Option<Proposal>,
+    pub backend_used: Backend,
+    /// The LLM was configured but failed (unreachable, too slow, malformed answer), so the
+    /// rules backend answered; the reply says so.
+    pub degraded: bool,
+}
+
+/// A catalog task the assistant suggests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    pub action: String,
+    /// As returned by the catalog validator (schema defaults filled in, host names
+    /// normalised): what the task API will store.
+    pub params: Map<String, Value>,
+    pub appliance_id: ApplianceId,
+    pub risk: Risk,
+    /// High-risk actions always; low-risk ones unless the tenant opted out.
+    pub needs_confirmation: bool,
+}
+
+/// A conversation the assistant cannot answer, or a configuration it cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum AssistantError {
+    #[error("setting `{setting}` ({env}): {problem}")]
+    InvalidSetting { setting: &'static str, env: &'static str, problem: String },
+    #[error("the conversation is empty")]
+    EmptyConversation,
+    #[error("the conversation's last turn must be the customer's")]
+    LastTurnNotFromCustomer,
+    #[error("turn {index} is {len} characters long; at most {max} are allowed", max = MAX_TURN_CHARS)]
+    TurnTooLong { index: usize, len: usize },
+    #[error("the conversation has {count} turns; at most {max} are allowed", max = MAX_TURNS)]
+    TooManyTurns { count: usize },
+}
+
+/// The assistant, built once from its configuration and shared (it is cheap to call
+/// concurrently).
+#[derive(Debug, Clone)]
+pub struct Assistant {
+    ollama: Option<ollama::OllamaBackend>,
+}
+
+/// Said first in every answer the rules backend gives in place of a failed LLM.
+pub const REDUCED_MODE_NOTICE: &str =
+    "(The assistant is in reduced mode right now and understands only common requests.)";
+
+impl Assistant {
+    pub fn new(config: &AssistantConfig) -> Result<Assistant, AssistantError> {
+        config.validate()?;
+        let ollama = match &config.ollama_url {
+            Some(url) => Some(ollama::OllamaBackend::new(url, &config.model, config.timeout())?),
+            None => None,
+        };
+        Ok(Assistant { ollama })
+    }
+
+    /// The rules backend only (no LLM).
+    pub fn rules_only() -> Assistant {
+        Assistant { ollama: None }
+    }
+
+    /// Answers the conversation's last turn (the customer's).
+    pub async fn respond(&self, ctx: &Context, turns: &[Turn]) -> Result<Answer, AssistantError> {
+        let text = check_turns(turns)?;
+        // Refusals that need no model: instructions to the assistant, shell commands,
+        // other customers. The model never sees these.
+        if let Some(reply) = guard::guard(ctx, text) {
+            return Ok(Answer { reply, proposal: None, backend_used: Backend::Rules, degraded: false });
+        }
+        let Some(llm) = &self.ollama else {
+            return Ok(rules_answer(ctx, turns, false));
+        };
+        // Earlier customer turns the guard refuses are not history the model should read.
+        let history: Vec<Turn> = turns
+            .iter()
+            .filter(|t| t.role != Role::Customer || guard::guard(ctx, &t.text).is_none())
+            .cloned()
+            .collect();
+        match llm.ask(ctx, &history).await {
+            Ok(said) => Ok(model_answer(ctx, said)),
+            Err(failure) => {
+                tracing::warn!(reason = %failure, "assistant: the LLM failed, the rules backend answers");
+                Ok(rules_answer(ctx, turns, true))
+            }
+        }
+    }
+}
+
+fn check_turns(turns: &[Turn]) -> Result<&str, AssistantError> {
+    if turns.len() > MAX_TURNS {
+        return Err(AssistantError::TooManyTurns { count: turns.len() });
+    }
+    for (index, t) in turns.iter().enumerate() {
+        let len = t.text.chars().count();
+        if len > MAX_TURN_CHARS {
+            return Err(AssistantError::TurnTooLong { index, len });
+        }
+    }
+    match turns.last() {
+        None => Err(AssistantError::EmptyConversation),
+        Some(t) if t.role != Role::Customer => Err(AssistantError::LastTurnNotFromCustomer),
+        Some(t) => Ok(&t.text),
+    }
+}
+
+fn rules_answer(ctx: &Context, turns: &[Turn], degraded: bool) -> Answer {
+    let (reply, proposal) = match rules::interpret(ctx, turns) {
+        rules::Interpretation::Reply(reply) => (reply, None),
+        rules::Interpretation::Task { action, params, appliance } => {
+            match vet::vet(ctx, &action, &Value::Object(params), appliance.as_deref()) {
+                Ok((proposal, summary)) => (summary, Some(proposal)),
+                Err(reply) => (reply, None),
+            }
+        }
+    };
+    let reply = if degraded { format!("{REDUCED_MODE_NOTICE}\n\n{reply}") } else { reply };
+    Answer { reply, proposal, backend_used: Backend::Rules, degraded }
+}
+
+fn model_answer(ctx: &Context, said: ollama::ModelAnswer) -> Answer {
+    let (reply, proposal) = match said.proposal {
+        None => (said.reply, None),
+        Some(p) => match vet::vet(ctx, &p.action, &p.params, p.appliance.as_deref()) {
+            // The model's words come first (it may explain), the proposal's summary is ours.
+            Ok((proposal, summary)) if said.reply.trim().is_empty() => (summary, Some(proposal)),
+            Ok((proposal, summary)) => (format!("{}\n\n{summary}", said.reply.trim()), Some(proposal)),
+            // The model's own words are dropped: they may announce what was refused.
+            Err(refusal) => {
+                tracing::info!(action = %text::shorten(&p.action, 64), "assistant: refused the model's proposal");
+                (refusal, None)
+            }
+        },
+    };
+    Answer { reply, proposal, backend_used: Backend::Ollama, degraded: false }
+}
