@@ -24,7 +24,6 @@ COPY ansible/callback_plugins/ /usr/share/hearth/ansible/callback_plugins/
 COPY ansible/playbooks/ /usr/share/hearth/ansible/playbooks/
 COPY ansible/roles/ /usr/share/hearth/ansible/roles/
 COPY deploy/systemd/agent.toml /etc/hearth/agent.toml
-ENV MALLOC_ARENA_MAX=1
 VOLUME ["/var/lib/hearth-agent"]
 # Enroll first: docker run … hearth/agent enroll --server … --ca-file … --token …
 ENTRYPOINT ["/usr/bin/hearth-agent"]
