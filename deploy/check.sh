@@ -58,11 +58,11 @@ apt_install() { # apt_install PACKAGE…
 }
 PY=$(command -v python3 || true)
 [ -n "$PY" ] || apt_install python3 python3-pip && PY=$(command -v python3)
-if ! "$PY" -c 'import kubernetes_validate, compose_spec, yaml' 2>/dev/null; then
-    say "installing kubernetes-validate, compose-spec, PyYAML (pip)"
-    "$PY" -m pip install -q --disable-pip-version-check kubernetes-validate compose-spec PyYAML >&2 \
-        || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages \
-            kubernetes-validate compose-spec PyYAML >&2
+PIP_PKGS=(kubernetes-validate compose-spec PyYAML pyhocon)
+if ! "$PY" -c 'import kubernetes_validate, compose_spec, yaml, pyhocon' 2>/dev/null; then
+    say "installing ${PIP_PKGS[*]} (pip)"
+    "$PY" -m pip install -q --disable-pip-version-check "${PIP_PKGS[@]}" >&2 \
+        || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages "${PIP_PKGS[@]}" >&2
 fi
 command -v promtool >/dev/null || { say "installing promtool (Debian's prometheus)"; apt_install prometheus; }
 command -v systemd-analyze >/dev/null || { say "installing systemd-analyze"; apt_install systemd; }
@@ -234,6 +234,33 @@ print(f"{len(mosq)} rules agree")
 PY
 }
 
+check_emqx_conf() { # emqx.conf parses and enforces what mosquitto.conf.in enforces
+    "$PY" - "$ROOT" <<'PY'
+import re, sys, pathlib
+from pyhocon import ConfigFactory
+root = pathlib.Path(sys.argv[1])
+c = ConfigFactory.parse_file(str(root / "deploy/k8s/base/emqx/emqx.conf"))
+mosq = dict(l.split(None, 1) for l in (root / "deploy/mosquitto/mosquitto.conf.in").read_text().splitlines()
+            if l and not l.startswith("#") and " " in l)
+ssl = c.get("listeners.ssl.default")
+want = {
+    "TLS listener on 8883": ssl.get("bind").endswith(":8883"),
+    "client certificate required (verify_peer, fail_if_no_peer_cert)":
+        ssl.get("ssl_options.verify") == "verify_peer" and ssl.get("ssl_options.fail_if_no_peer_cert") is True,
+    "certificate CN as username": c.get("mqtt.peer_cert_as_username") == "cn",
+    "no plain TCP or WebSocket listener": all(c.get(f"listeners.{l}.default.enable") is False for l in ("tcp", "ws", "wss")),
+    "no password authentication": c.get("authentication") == [],
+    "file ACL, deny when no rule matches": c.get("authorization.no_match") == "deny"
+        and c.get("authorization.sources")[0]["path"].endswith("/acl.conf"),
+    f"max_packet_size {mosq['max_packet_size']}": str(c.get("mqtt.max_packet_size")) == mosq["max_packet_size"],
+    f"max_inflight {mosq['max_inflight_messages']}": str(c.get("mqtt.max_inflight")) == mosq["max_inflight_messages"],
+    f"max_mqueue_len {mosq['max_queued_messages']}": str(c.get("mqtt.max_mqueue_len")) == mosq["max_queued_messages"],
+}
+bad = [k for k, v in want.items() if not v]
+print("\n".join(f"emqx.conf: not {k}" for k in bad)); sys.exit(1 if bad else 0)
+PY
+}
+
 # ---- observability ----------------------------------------------------------------------
 # Metric names the control plane registers, plus the two announced ones.
 KNOWN_METRICS=$WORK/known-metrics
@@ -349,6 +376,7 @@ else
     done
 fi
 check "k8s: EMQX ACL grants what deploy/mosquitto/acl.in grants" check_emqx_acl
+check "k8s: emqx.conf parses (HOCON) and enforces what mosquitto.conf.in does" check_emqx_conf
 check "observability: Grafana dashboard parses, uses only exported metric names" check_dashboard
 check "observability: promtool check config (scrape config, alert rules)" check_prometheus
 if [ -n "$METRICS_URL" ] || [ -n "$METRICS_FILE" ]; then

@@ -232,9 +232,10 @@ for c in clients:
     print(f"  {c.name}: idle RSS = {mib(c.idle['own_code_kib']):.2f} MiB its own code pages + "
           f"{mib(c.idle['libs_kib']):.2f} MiB shared libraries (libc, ld.so…) + {mib(c.idle['RssAnon']):.2f} MiB anonymous")
 print(f"(idle = {IDLE:g} s after connecting; CPU over the next {CPU:g} s, scaled to an hour, "
-      f"{1/TICK:.2f} s tick resolution; peak = VmHWM after one dns.record.add task)")
+      f"resolution one {1/TICK:.2f} s tick = {3600/TICK/CPU:.2f} s per hour; peak = VmHWM after one dns.record.add task)")
 result = {"bench": "agent_footprint", "smoke": os.environ["SMOKE"] == "true", "machine": machine,
           "profile": os.environ["PROFILE"], "idle_s": IDLE, "cpu_window_s": CPU,
+          "cpu_resolution_s_per_hour": round(3600 / TICK / CPU, 3),
           "agent_binary_bytes": agent_size, "mosquitto_sub_binary_bytes": sub_size,
           "mosquitto_sub_shared_libs_bytes": sub_libs_size}
 for c in clients:
