@@ -7,6 +7,7 @@
 #   deploy/bench/agent-footprint.sh --smoke          seconds instead of minutes: checks the
 #                                                    script runs and prints its JSON line
 #   options: --idle-seconds N (60)  --cpu-seconds N (300)  --profile P (release-agent)
+#            --agent-bin PATH (measure this hearth-agent build instead of building one)
 #
 # It builds hearth-agent with the size-optimised `release-agent` profile (and the control
 # plane, debug, as plumbing), starts its own stack on free ports with its own database
@@ -21,14 +22,15 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-IDLE_S=60 CPU_S=300 PROFILE=release-agent SMOKE=false
+IDLE_S=60 CPU_S=300 PROFILE=release-agent SMOKE=false AGENT_BIN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=true IDLE_S=3 CPU_S=2; shift ;;
         --idle-seconds) IDLE_S=$2; shift 2 ;;
         --cpu-seconds) CPU_S=$2; shift 2 ;;
         --profile) PROFILE=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --agent-bin) AGENT_BIN=$(realpath "$2"); shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "agent-footprint: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -36,10 +38,15 @@ say() { printf '\033[1mfootprint:\033[0m %s\n' "$*" >&2; }
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 ADMIN_URL=$("$ROOT/deploy/services.sh")
-say "building hearth-agent ($PROFILE) and hearth-control-plane (dev)"
-(cd "$ROOT" && cargo build --locked --profile "$PROFILE" -p hearth-agent \
-    && cargo build --locked -p hearth-control-plane) >&2
-AGENT=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/hearth-agent
+if [ -z "$AGENT_BIN" ]; then
+    say "building hearth-agent ($PROFILE)"
+    (cd "$ROOT" && cargo build --locked --profile "$PROFILE" -p hearth-agent) >&2
+    AGENT=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/hearth-agent
+else
+    AGENT=$AGENT_BIN PROFILE="given: $AGENT_BIN"
+fi
+say "building hearth-control-plane (dev)"
+(cd "$ROOT" && cargo build --locked -p hearth-control-plane) >&2
 CP=$TARGET_DIR/debug/hearth-control-plane
 
 WORK=$(mktemp -d)
