@@ -177,7 +177,7 @@ PY
 # ---- kubernetes -------------------------------------------------------------------------
 check_overlay() { # check_overlay DIR
     "${KUSTOMIZE[@]}" "$1" >"$WORK/rendered.yaml" || return 1
-    kubernetes-validate --strict --quiet "$WORK/rendered.yaml" || return 1
+    "$PY" -m kubernetes_validate --strict --quiet "$WORK/rendered.yaml" || return 1
     # Custom resources (no schema offline): the fields Hearth relies on.
     "$PY" - "$WORK/rendered.yaml" <<'PY'
 import sys, yaml
