@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --cacert) CACERT=$2; shift 2 ;;
         --metrics-file) METRICS_FILE=$2; shift 2 ;;
         --no-deb) BUILD_DEB=0; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         --cpu-seconds) CPU_S=$2; shift 2 ;;
         --profile) PROFILE=$2; shift 2 ;;
         --agent-bin) AGENT_BIN=$(realpath "$2"); shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "agent-footprint: unknown argument $1" >&2; exit 2 ;;
     esac
 done
