@@ -22,6 +22,9 @@ pub struct BrokerConfig {
     /// The user Mosquitto drops to when started as root.
     pub run_as: String,
     pub persistence: bool,
+    /// The CRL the broker checks client certificates against (default `crl.pem` in
+    /// `pki_dir`); an empty one is written if it does not exist.
+    pub crl_file: Option<PathBuf>,
 }
 
 /// Writes `mosquitto.conf` and `acl` into `data_dir`; returns the path of the former.
@@ -33,7 +36,11 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
     let conf_path = data_dir.join("mosquitto.conf");
     let p = |path: &Path| path.display().to_string();
 
-    crate::pki::ensure_crl(&pki).map_err(std::io::Error::other)?;
+    let crl = match &cfg.crl_file {
+        Some(f) => absolute(f)?,
+        None => pki.join(files::CRL),
+    };
+    crate::pki::ensure_crl(&pki, &crl).map_err(std::io::Error::other)?;
 
     let conf = CONF_TEMPLATE
         .replace("@PERSISTENCE@", if cfg.persistence { "true" } else { "false" })
@@ -44,7 +51,7 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
         .replace("@CA_CERT@", &p(&pki.join(files::CA_CERT)))
         .replace("@BROKER_CERT@", &p(&pki.join(files::BROKER_CERT)))
         .replace("@BROKER_KEY@", &p(&pki.join(files::BROKER_KEY)))
-        .replace("@CRL_FILE@", &p(&pki.join(files::CRL)))
+        .replace("@CRL_FILE@", &p(&crl))
         .replace("@ACL_FILE@", &p(&acl_path));
     let acl = ACL_TEMPLATE.replace("@CONTROL_PLANE_CN@", CONTROL_PLANE_CN);
     fs::write(&acl_path, acl)?;
@@ -90,6 +97,7 @@ mod tests {
             port: 18883,
             run_as: "root".into(),
             persistence: false,
+            crl_file: None,
         };
         let conf = fs::read_to_string(render(&cfg).unwrap()).unwrap();
         let acl = fs::read_to_string(dir.path().join("broker/acl")).unwrap();

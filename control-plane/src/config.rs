@@ -122,6 +122,8 @@ pub struct PkiConfig {
     /// reads the new list when it next starts (revoked appliances are still disconnected
     /// at once and ignored by the control plane).
     pub crl_reload_command: Option<String>,
+    /// Where the CRL is written (default `crl.pem` in `dir`); the broker's `crlfile`.
+    pub crl_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,7 +170,12 @@ impl Default for Config {
                 public_host: None,
                 public_port: None,
             },
-            pki: PkiConfig { dir: PathBuf::from("/etc/hearth/pki"), appliance_cert_days: 90, crl_reload_command: None },
+            pki: PkiConfig {
+                dir: PathBuf::from("/etc/hearth/pki"),
+                appliance_cert_days: 90,
+                crl_reload_command: None,
+                crl_file: None,
+            },
             presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
             ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
             tasks: TasksConfig { default_deadline_s: 3600, max_deadline_s: 86_400 },
@@ -298,6 +305,9 @@ impl Config {
     }
     pub fn mqtt_client_key(&self) -> PathBuf {
         self.mqtt.client_key.clone().unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_KEY))
+    }
+    pub fn crl_file(&self) -> PathBuf {
+        self.pki.crl_file.clone().unwrap_or_else(|| self.pki.dir.join(files::CRL))
     }
     pub fn http_tls_cert(&self) -> PathBuf {
         self.http.tls_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::API_CERT))

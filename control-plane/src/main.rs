@@ -61,6 +61,9 @@ enum Command {
         /// Keep retained messages and sessions across broker restarts.
         #[arg(long)]
         persistence: bool,
+        /// The CRL file (default: crl.pem in --pki-dir); must be the control plane's `pki.crl_file`.
+        #[arg(long)]
+        crl_file: Option<PathBuf>,
     },
     /// Customers.
     Tenant {
@@ -177,10 +180,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("pki_dir={}", dir.display());
             Ok(())
         }
-        Command::BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence } => {
+        Command::BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence, crl_file } => {
             let run_as = run_as.unwrap_or_else(broker_config::current_user);
-            let conf = broker_config::render(&BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence })
-                .context("cannot write the broker configuration")?;
+            let conf =
+                broker_config::render(&BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence, crl_file })
+                    .context("cannot write the broker configuration")?;
             println!("mosquitto_conf={}", conf.display());
             Ok(())
         }

@@ -143,7 +143,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
         }
         _ => {}
     }
-    ensure_crl(dir)
+    ensure_crl(dir, &dir.join(files::CRL))
 }
 
 /// The CA, loaded for signing appliance certificates.
@@ -270,19 +270,22 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Replaces `dir/crl.pem` atomically (the broker may read it at any moment).
-pub fn write_crl(dir: &Path, pem: &str) -> Result<(), PkiError> {
-    write(dir, files::CRL, pem, false)
+/// Replaces the CRL at `path` atomically (the broker may read it at any moment).
+pub fn write_crl(path: &Path, pem: &str) -> Result<(), PkiError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(files::CRL);
+    fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
+    write(dir, name, pem, false)
 }
 
-/// Writes an empty CRL (number 0) if `dir` has none yet, so a broker configured with it can
-/// start before the control plane has issued one.
-pub fn ensure_crl(dir: &Path) -> Result<(), PkiError> {
-    if dir.join(files::CRL).exists() {
+/// Writes an empty CRL (number 0), signed by the CA in `pki_dir`, at `path` if there is
+/// none yet, so a broker configured with it can start before the control plane issues one.
+pub fn ensure_crl(pki_dir: &Path, path: &Path) -> Result<(), PkiError> {
+    if path.exists() {
         return Ok(());
     }
-    let ca = CertificateAuthority::load(dir)?;
-    write_crl(dir, &ca.crl_pem(0, OffsetDateTime::now_utc() - Duration::minutes(5), &[])?)
+    let ca = CertificateAuthority::load(pki_dir)?;
+    write_crl(path, &ca.crl_pem(0, OffsetDateTime::now_utc() - Duration::minutes(5), &[])?)
 }
 
 fn write(dir: &Path, name: &str, contents: &str, secret: bool) -> Result<(), PkiError> {

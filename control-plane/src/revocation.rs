@@ -1,5 +1,5 @@
 //! Making a revocation bite: issue a new CRL from the database (`db::revocations`), write
-//! it where the broker reads it (`crl.pem` in `pki.dir`), tell the broker
+//! it where the broker reads it (`pki.crl_file`, default `crl.pem` in `pki.dir`), tell the broker
 //! (`pki.crl_reload_command`), and disconnect the revoked appliances now — the control plane
 //! connects once with each one's MQTT client id, which makes the broker drop the
 //! appliance's connection (session takeover); its reconnect then fails the TLS handshake.
@@ -37,7 +37,7 @@ pub enum RevocationError {
 pub struct Revoker {
     pool: PgPool,
     ca: Arc<CertificateAuthority>,
-    pki_dir: PathBuf,
+    crl_file: PathBuf,
     reload_command: Option<String>,
     /// The control plane's own MQTT settings (client id replaced per kick).
     mqtt: MqttOptions,
@@ -51,7 +51,7 @@ impl Revoker {
         Ok(Revoker {
             pool,
             ca,
-            pki_dir: config.pki.dir.clone(),
+            crl_file: config.crl_file(),
             reload_command: config.pki.crl_reload_command.clone(),
             mqtt,
         })
@@ -69,7 +69,7 @@ impl Revoker {
         if ahead.is_positive() {
             tokio::time::sleep(ahead.unsigned_abs()).await;
         }
-        pki::write_crl(&self.pki_dir, &pem)?;
+        pki::write_crl(&self.crl_file, &pem)?;
         tracing::info!(number, revoked = revoked.len(), "certificate revocation list written");
         if let Some(cmd) = &self.reload_command {
             let out = tokio::process::Command::new("sh")

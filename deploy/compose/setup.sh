@@ -6,6 +6,7 @@ set -eu
 PKI=/hearth/pki
 BROKER=/hearth/broker
 CP=/hearth/control-plane
+CRL=/hearth/crl
 MOSQUITTO_UID=1883      # eclipse-mosquitto's `mosquitto` user
 CONTROL_PLANE_UID=65532 # distroless `nonroot`
 
@@ -15,7 +16,7 @@ if [ ! -f "$PKI/ca.key" ]; then
         --api-name "$HEARTH_PUBLIC_API_HOST" --api-name control-plane --api-name localhost
 fi
 hearth-control-plane broker-config --pki-dir "$PKI" --data-dir "$BROKER" \
-    --bind 0.0.0.0 --port 8883 --run-as mosquitto --persistence
+    --bind 0.0.0.0 --port 8883 --run-as mosquitto --persistence --crl-file "$CRL/crl.pem"
 
 if [ ! -f "$CP/control-plane.toml" ]; then
     umask 077
@@ -30,5 +31,9 @@ chown "$MOSQUITTO_UID:$MOSQUITTO_UID" "$BROKER" "$BROKER"/* "$PKI/broker.crt" "$
 chown "$CONTROL_PLANE_UID:$CONTROL_PLANE_UID" "$CP" "$CP/control-plane.toml" \
     "$PKI/ca.key" "$PKI/api.crt" "$PKI/api.key" "$PKI/control-plane.crt" "$PKI/control-plane.key"
 chmod 0755 "$PKI"
+# The control plane rewrites the CRL on every revocation; Mosquitto reads it.
+chown "$CONTROL_PLANE_UID:$CONTROL_PLANE_UID" "$CRL" "$CRL/crl.pem"
+chmod 0755 "$CRL"
+chmod 0644 "$CRL/crl.pem"
 chmod 0644 "$PKI/ca.crt"
 echo "setup: PKI in $PKI, broker configuration in $BROKER/mosquitto.conf"

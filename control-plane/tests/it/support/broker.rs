@@ -38,6 +38,7 @@ impl Broker {
             port,
             run_as: hearth_control_plane::broker_config::current_user(),
             persistence,
+            crl_file: None,
         })
         .expect("render broker config");
         let child = spawn(&conf);
