@@ -129,10 +129,15 @@ check_settings() {
 import re, sys, pathlib, yaml
 root = pathlib.Path(sys.argv[1])
 src = (root / "control-plane/src/config.rs").read_text()
+# Section structs may live in their feature's module (e.g. assistant/config.rs).
+everything = "\n".join(p.read_text() for p in (root / "control-plane/src").rglob("*.rs"))
 structs = {m.group(1): set(re.findall(r"pub (\w+):", m.group(2)))
-           for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", src, re.S)}
+           for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", everything, re.S)}
 sections = {f: t for f, t in re.findall(r"pub (\w+): (\w+Config),", re.search(r"pub struct Config \{(.*?)\n\}", src, re.S).group(1))}
-env_sections = set(s.rstrip(".").lower() for s in re.findall(r'"([A-Z]+)\."', re.search(r"let sections = \[(.*?)\];", src).group(1)))
+# Config::load_from reads every section of Config from the environment (its section list is
+# derived from Config itself); an explicit list, if one comes back, narrows that.
+listed = re.search(r"let sections = \[(.*?)\];", src)
+env_sections = set(s.rstrip(".").lower() for s in re.findall(r'"([A-Z]+)\."', listed.group(1))) if listed else set(sections)
 names = {}
 files = [root / "deploy/compose/compose.yaml", root / "deploy/k8s/base/control-plane/configmap.yaml",
          root / "deploy/k8s/base/control-plane/deployment.yaml", root / "deploy/k8s/base/control-plane/migrate-job.yaml"]

@@ -186,6 +186,10 @@ END
 $$;
 GRANT USAGE ON SCHEMA public TO hearth_service;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO hearth_service;
+-- Tables and sequences later migrations create get the same grants; each still needs its
+-- RLS and its service_access policy (the isolation tests find tables that lack them).
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO hearth_service;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO hearth_service;
 
 -- What customer requests may do with the new tables (and with API keys now that owners
 -- manage them). Columns a tenant may change are listed; the rest is the service's.

@@ -165,6 +165,17 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
     .await
     .expect("tables");
     assert!(tables.len() >= 9, "{tables:?}");
+    // Every table is closed by RLS and opened to the service role by one explicit policy.
+    let unguarded: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> '_sqlx_migrations'
+           AND (NOT c.relrowsecurity
+                OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'service_access'))",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("policies");
+    assert!(unguarded.is_empty(), "tables without RLS or a service_access policy: {unguarded:?}");
     for (table, rls) in &tables {
         assert!(rls, "{table} holds tenant rows but has no row-level security");
         let column = if table == "tenants" { "id" } else { "tenant_id" };
