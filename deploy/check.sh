@@ -133,7 +133,7 @@ src = (root / "control-plane/src/config.rs").read_text()
 everything = "\n".join(p.read_text() for p in (root / "control-plane/src").rglob("*.rs"))
 structs = {m.group(1): set(re.findall(r"pub (\w+):", m.group(2)))
            for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", everything, re.S)}
-sections = {f: t for f, t in re.findall(r"pub (\w+): (\w+Config),", re.search(r"pub struct Config \{(.*?)\n\}", src, re.S).group(1))}
+sections = {f: t for f, t in re.findall(r"pub (\w+): (?:[\w:]+::)?(\w+Config),", re.search(r"pub struct Config \{(.*?)\n\}", src, re.S).group(1))}
 # Config::load_from reads every section of Config from the environment (its section list is
 # derived from Config itself); an explicit list, if one comes back, narrows that.
 listed = re.search(r"let sections = \[(.*?)\];", src)

@@ -53,6 +53,9 @@ pub struct LimitsConfig {
     pub assistant_burst: u32,
     pub mqtt_per_minute: u32,
     pub mqtt_burst: u32,
+    /// How often a tenant's quotas are read again from its plan (seconds): a plan change
+    /// applies within this time, without a restart.
+    pub refresh_s: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +191,7 @@ impl Default for Config {
                 assistant_burst: 5,
                 mqtt_per_minute: 120,
                 mqtt_burst: 30,
+                refresh_s: 10,
             },
             log: LogConfig { format: "text".into() },
             assistant: Default::default(),
@@ -281,8 +285,16 @@ impl Config {
             return invalid("auth.session_ttl_s / auth.max_failed_logins", "HEARTH_AUTH__…", "must be at least 1");
         }
         let l = &self.limits;
-        if [l.api_per_minute, l.api_burst, l.assistant_per_hour, l.assistant_burst, l.mqtt_per_minute, l.mqtt_burst]
-            .contains(&0)
+        if [
+            l.api_per_minute,
+            l.api_burst,
+            l.assistant_per_hour,
+            l.assistant_burst,
+            l.mqtt_per_minute,
+            l.mqtt_burst,
+            l.refresh_s,
+        ]
+        .contains(&0)
         {
             return invalid("limits.*", "HEARTH_LIMITS__…", "every quota must be at least 1");
         }

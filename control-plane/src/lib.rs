@@ -22,6 +22,7 @@ pub mod desired;
 pub mod dispatch;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod presence;

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub sweeper_offline: IntCounter,
     pub appliances_online: IntGauge,
     pub http_requests: IntCounterVec,
+    pub rate_limited: IntCounterVec,
     pub http_duration: HistogramVec,
 }
 
@@ -105,6 +106,11 @@ impl Metrics {
                 "Appliances marked offline for missed heartbeats.",
             )?,
             appliances_online: gauge("hearth_appliances_online", "Appliances online, across all tenants.")?,
+            rate_limited: counter_vec(
+                "hearth_rate_limited_total",
+                "Requests refused by a rate limit, by limit kind (api, assistant, mqtt).",
+                &["kind"],
+            )?,
             http_requests: counter_vec(
                 "hearth_http_requests_total",
                 "HTTP requests by method, route template and status.",

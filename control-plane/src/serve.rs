@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::http::{app, AppState};
 use crate::ingest::{self, ConsumerConfig, ConsumerLinks, MqttSetupError, WriterContext};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::presence::run_sweeper;
@@ -142,6 +143,22 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         }
     });
 
+    // Rate limits: idle tenants' limiters and stale quotas are dropped every minute.
+    let rate_limits = Arc::new(RateLimits::new(config.limits));
+    tasks.spawn({
+        let (limits, token) = (rate_limits.clone(), shutdown.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+                let evicted = limits.evict();
+                tracing::debug!(evicted, "idle rate limiters evicted");
+            }
+        }
+    });
+
     // HTTP.
     let state = AppState {
         pool,
@@ -159,6 +176,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         auth: config.auth.clone(),
         limits: config.limits,
         revoker,
+        rate_limits: rate_limits.clone(),
     };
     let router = app(state);
     let addr = config.http.listen;

@@ -49,7 +49,8 @@ impl Caller {
         }
     }
 
-    async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    /// Resolves (once per request) the credential of `parts`.
+    pub(super) async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }

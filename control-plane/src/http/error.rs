@@ -165,6 +165,22 @@ pub struct OwnerForbidden(#[allow(dead_code)] ErrorBody);
 )]
 pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);
 
+/// 429 `rate_limited`: the customer account's API request limit (its plan's quota).
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`rate_limited`: too many requests for this customer account's plan; `Retry-After` says when \
+                   to try again, `X-RateLimit-Kind` which limit fired (`api`), `X-RateLimit-Policy` the quota and \
+                   `X-RateLimit-Remaining` what is left (every tenant response carries these three)",
+    headers(
+        ("Retry-After" = u64, description = "Seconds until a request will be accepted"),
+        ("X-RateLimit-Kind" = String, description = "Which limit decided: `api`"),
+        ("X-RateLimit-Policy" = String, description = "The quota, e.g. `600 per minute, burst 100`"),
+        ("X-RateLimit-Remaining" = u32, description = "Requests that may still come at once"),
+    ),
+    example = json!({"error": {"code": "rate_limited", "message": "too many requests: this account's api limit is 600 per minute, burst 100; try again in 1 s"}})
+)]
+pub struct RateLimited(#[allow(dead_code)] ErrorBody);
+
 /// 500 `internal`: logged on the server with the request; no details are sent.
 #[derive(Debug, utoipa::ToResponse)]
 #[response(

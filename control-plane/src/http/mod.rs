@@ -34,6 +34,7 @@ pub mod error;
 mod health;
 mod inventory;
 pub mod openapi;
+mod ratelimit;
 mod tasks;
 
 use std::sync::atomic::AtomicBool;
@@ -53,6 +54,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
 use crate::desired::secrets::SecretKey;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;
 use crate::revocation::Revoker;
@@ -78,6 +80,8 @@ pub struct AppState {
     pub limits: LimitsConfig,
     /// Issues the CRL and disconnects revoked appliances.
     pub revoker: Arc<Revoker>,
+    /// Per-tenant rate limits.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// Every route with its OpenAPI description. A new resource's router is merged here.
@@ -99,6 +103,7 @@ pub fn app(state: AppState) -> Router {
     let (router, _document) = api_router().split_for_parts();
     router
         .fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), ratelimit::enforce))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

@@ -25,7 +25,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
+use super::error::{
+    BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, RateLimited, TenantForbidden, Unauthorized,
+};
 use super::AppState;
 
 /// The document's fixed part; the paths come from the routers.
@@ -41,7 +43,16 @@ use super::AppState;
     modifiers(&SecuritySchemes),
     components(
         schemas(ErrorBody),
-        responses(Unauthorized, NotFound, BadRequest, Internal, TenantForbidden, OwnerForbidden, ForbiddenForRole)
+        responses(
+            Unauthorized,
+            NotFound,
+            BadRequest,
+            Internal,
+            TenantForbidden,
+            OwnerForbidden,
+            ForbiddenForRole,
+            RateLimited
+        )
     ),
     tags(
         (name = "health", description = "Liveness, readiness and metrics (public)"),
@@ -98,15 +109,36 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(openapi_json)).routes(routes!(docs))
 }
 
-/// The whole document, as served.
+/// The whole document as the handlers describe it (see [`document_json`] for what is served).
 pub fn document() -> Document {
     super::api_router().split_for_parts().1
 }
 
-/// The served JSON, built once.
+/// The served JSON, built once: the handlers' document plus, on every operation a customer
+/// credential opens, the `429 rate_limited` the rate-limit layer (`http::ratelimit`) answers
+/// before any handler runs.
 fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| document().to_json().expect("the OpenAPI document serialises"))
+    JSON.get_or_init(|| {
+        let mut doc = serde_json::to_value(document()).expect("the OpenAPI document serialises");
+        add_rate_limit_responses(&mut doc);
+        doc.to_string()
+    })
+}
+
+fn add_rate_limit_responses(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+        for op in item.values_mut().filter_map(|o| o.as_object_mut()) {
+            let customer = op
+                .get("security")
+                .and_then(|s| s.as_array())
+                .is_some_and(|reqs| reqs.iter().any(|r| r.get(TENANT_KEY).is_some() || r.get(SESSION_TOKEN).is_some()));
+            if let (true, Some(responses)) = (customer, op.get_mut("responses").and_then(|r| r.as_object_mut())) {
+                responses.insert("429".into(), serde_json::json!({ "$ref": "#/components/responses/RateLimited" }));
+            }
+        }
+    }
 }
 
 /// This document.

@@ -13,6 +13,7 @@ mod e2e;
 mod enroll;
 mod ingest;
 mod isolation;
+mod limits;
 mod openapi;
 mod support;
 mod tasks;

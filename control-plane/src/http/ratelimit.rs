@@ -1,0 +1,74 @@
+//! The tenant API's rate limit, as a layer in front of every route: a request with a
+//! customer credential (API key or sign-in session of an active tenant) takes one request
+//! from its tenant's bucket (`limits::RateLimits`). Refused: `429 rate_limited` with
+//! `Retry-After`; every such response, refused or not, says which limit applies and what is
+//! left (`X-RateLimit-Kind`, `X-RateLimit-Policy`, `X-RateLimit-Remaining`). Operators,
+//! enrollment, sign-in and health are not limited here (sign-in has its own lockout).
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::AppState;
+use crate::db::{tenants, users};
+use crate::limits::Decision;
+
+pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let customer = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .is_some_and(|t| t.starts_with(tenants::API_KEY_PREFIX) || t.starts_with(users::SESSION_PREFIX));
+    if !customer {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    // The extractors reuse this resolution (it is cached in the request's extensions).
+    let tenant = match Caller::resolve(&mut parts, &s).await {
+        Ok(Caller::TenantKey { tenant, active: true, .. } | Caller::TenantUser { tenant, active: true, .. }) => {
+            Some(tenant)
+        }
+        _ => None, // the handler's extractor answers 401/403 as documented
+    };
+    let req = Request::from_parts(parts, body);
+    let Some(tenant) = tenant else { return next.run(req).await };
+    let decision = match s.rate_limits.check_api(&s.pool, tenant).await {
+        Ok(d) => d,
+        Err(e) => return ApiError::Database(e).into_response(),
+    };
+    if let Some(wait) = decision.retry_after {
+        s.metrics.rate_limited.with_label_values(&[decision.kind.as_str()]).inc();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut r = ApiError::Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!(
+                "too many requests: this account's {} limit is {}; try again in {secs} s",
+                decision.kind.as_str(),
+                decision.policy()
+            ),
+        }
+        .into_response();
+        r.headers_mut().insert(RETRY_AFTER, secs.into());
+        describe(&mut r, &decision);
+        return r;
+    }
+    let mut r = next.run(req).await;
+    describe(&mut r, &decision);
+    r
+}
+
+fn describe(r: &mut Response, d: &Decision) {
+    let h = r.headers_mut();
+    h.insert("x-ratelimit-kind", HeaderValue::from_static(d.kind.as_str()));
+    if let Ok(v) = HeaderValue::from_str(&d.policy()) {
+        h.insert("x-ratelimit-policy", v);
+    }
+    h.insert("x-ratelimit-remaining", d.remaining.into());
+}
