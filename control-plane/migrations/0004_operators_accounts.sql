@@ -34,7 +34,7 @@ $$;
 CREATE TABLE plans (
     id                    uuid PRIMARY KEY,
     name                  text NOT NULL CONSTRAINT plans_name_key UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
-    -- Tenant API requests: sustained per minute, and the burst allowed on top.
+    -- Tenant API requests: sustained per minute, and how many may come at once (the bucket).
     api_per_minute        integer NOT NULL CHECK (api_per_minute > 0),
     api_burst             integer NOT NULL CHECK (api_burst > 0),
     -- Support assistant messages (each costs an LLM call).

@@ -18,8 +18,9 @@ use time::OffsetDateTime;
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixture");
 const REAL_CALLBACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ansible/callback_plugins/hearth_events.py");
 
-/// The tests that run the slow playbook (`sleep 120`) take turns, so one's `sleep` is not
-/// mistaken for another's leftover.
+/// The tests that run the slow playbook take turns. Each fixture's slow playbook also sleeps
+/// for its own odd duration ([`Fixture::slow_command`]), so no other process on the machine
+/// (another test binary, another checkout's tests) can be mistaken for its leftover.
 pub static SLOW: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Fails the test unless `ansible-playbook` can be run.
@@ -53,6 +54,8 @@ pub struct Fixture {
     pub root: PathBuf,
     pub state: PathBuf,
     pub appliance: ApplianceId,
+    /// The exact command line of this fixture's slow playbook (`sleep 120.<unique>`).
+    pub slow_command: String,
 }
 
 impl Fixture {
@@ -80,7 +83,12 @@ impl Fixture {
         let state = tmp.path().join("state");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&state).unwrap();
-        Fixture { tmp, ansible, root, state, appliance: ApplianceId::new() }
+        let slow_command = format!("sleep 120.{:06}", rand::random::<u32>() % 1_000_000);
+        let slow = ansible.join("playbooks/slow.yml");
+        let playbook = std::fs::read_to_string(&slow).expect("fixture slow.yml");
+        assert!(playbook.contains("sleep 120"), "the fixture's slow playbook runs `sleep 120`");
+        std::fs::write(&slow, playbook.replace("sleep 120", &slow_command)).unwrap();
+        Fixture { tmp, ansible, root, state, appliance: ApplianceId::new(), slow_command }
     }
 
     pub fn catalog(&self) -> Catalog {

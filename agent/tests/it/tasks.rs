@@ -207,7 +207,7 @@ async fn the_deadline_stops_the_playbook() {
     let result = worker.task(dispatch("test.slow", json!({}), Duration::from_secs(6)), &CancellationToken::new()).await;
     assert_eq!(result.outcome, Outcome::TimedOut, "{:?}", result.message);
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
-    assert!(no_sleep_left(), "the playbook's processes were stopped");
+    assert!(no_sleep_left(&fx), "the playbook's processes were stopped");
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn shutdown_kills_the_playbook_and_reports_it_failed() {
     assert_eq!(result.outcome, Outcome::Failed);
     assert_eq!(result.message.as_deref(), Some(SHUTDOWN_MESSAGE));
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(no_sleep_left());
+    assert!(no_sleep_left(&fx));
     let record = worker.ledger.get(d.task_id).unwrap().unwrap();
     assert_eq!((record.state, record.reported), (TaskState::Done, true));
     assert!(matches!(
@@ -259,10 +259,11 @@ async fn shutdown_kills_the_playbook_and_reports_it_failed() {
     ));
 }
 
-/// Whether no `sleep 120` from the slow playbook is left running (after a moment).
-fn no_sleep_left() -> bool {
+/// Whether no `sleep` of this fixture's slow playbook is left running (after a moment).
+fn no_sleep_left(fx: &Fixture) -> bool {
+    let pattern = format!("^{}$", fx.slow_command.replace('.', "\\."));
     for _ in 0..50 {
-        let out = std::process::Command::new("pgrep").args(["-f", "^sleep 120$"]).output().expect("pgrep");
+        let out = std::process::Command::new("pgrep").args(["-f", &pattern]).output().expect("pgrep");
         if !out.status.success() {
             return true;
         }

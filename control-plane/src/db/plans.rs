@@ -28,7 +28,7 @@ pub struct Plan {
 pub struct Quotas {
     /// Tenant API requests per minute, sustained…
     pub api_per_minute: i32,
-    /// …and how many may come at once on top.
+    /// …and how many may come at once (the bucket's size).
     pub api_burst: i32,
     /// Support assistant messages per hour, and burst.
     pub assistant_per_hour: i32,
