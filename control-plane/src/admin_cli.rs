@@ -12,14 +12,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::db;
 use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::operators::{self, Role};
 use crate::db::plans::{self, Quotas};
 use crate::db::tenants::{self, Changes};
 use crate::db::users::{self, UserRole};
-use crate::db::{self, revocations};
 use crate::pki::CertificateAuthority;
-use crate::revocation::Revoker;
+use crate::revocation::{self, Revoker};
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -187,21 +187,8 @@ pub async fn tenant(pool: &PgPool, config: &Config, cmd: TenantCommand) -> anyho
         }
         TenantCommand::Delete { id, yes } => {
             anyhow::ensure!(yes, "deleting a tenant cannot be undone; pass --yes");
-            let mut tx = pool.begin().await?;
-            let before = tenants::get(&mut tx, id).await?.with_context(|| format!("no tenant with id {id}"))?;
-            let revoked = revocations::revoke_tenant(&mut tx, id, "tenant deleted").await?;
-            tenants::delete(&mut tx, id).await?;
-            audit
-                .record(
-                    &mut tx,
-                    Some(id),
-                    "tenant.delete",
-                    ("tenant", id.to_string()),
-                    snapshot(&before),
-                    Some(serde_json::json!({ "revoked_appliances": revoked })),
-                )
-                .await?;
-            tx.commit().await?;
+            let (_, revoked) =
+                revocation::delete_tenant(pool, audit, id).await?.with_context(|| format!("no tenant with id {id}"))?;
             make_revocations_bite(pool, config, &revoked).await?;
             println!("tenant_id={id}\ndeleted=true\nrevoked_appliances={}", revoked.len());
         }
@@ -223,31 +210,15 @@ async fn change(pool: &PgPool, audit: &Recorder<'_>, id: TenantId, action: &str,
 async fn make_revocations_bite(pool: &PgPool, config: &Config, revoked: &[ApplianceId]) -> anyhow::Result<()> {
     let ca = CertificateAuthority::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
     let revoker = Revoker::new(config, pool.clone(), std::sync::Arc::new(ca))?;
-    revoker.publish_crl().await?;
-    revoker.disconnect(revoked).await;
-    Ok(())
+    Ok(revoker.enforce(revoked).await?)
 }
 
 /// `appliance revoke ID`.
 pub async fn revoke_appliance(pool: &PgPool, config: &Config, id: ApplianceId) -> anyhow::Result<()> {
     let actor = Actor::cli();
-    let mut tx = pool.begin().await?;
-    let r = revocations::revoke(&mut tx, None, id, "revoked by an operator")
+    let r = revocation::revoke_appliance(pool, Recorder::new(&actor, None), id)
         .await?
         .with_context(|| format!("no appliance with id {id}"))?;
-    if r.newly {
-        Recorder::new(&actor, None)
-            .record(
-                &mut tx,
-                Some(r.tenant),
-                "appliance.revoke",
-                ("appliance", id.to_string()),
-                None,
-                Some(serde_json::json!({ "certificate_serial": r.serial })),
-            )
-            .await?;
-    }
-    tx.commit().await?;
     make_revocations_bite(pool, config, &[id]).await?;
     println!("appliance_id={id}\nrevoked=true\ncertificate_serial={}", r.serial.unwrap_or_default());
     Ok(())

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hearth_protocol::ApplianceId;
+use hearth_protocol::{ApplianceId, TenantId};
 use rumqttc::{Event, MqttOptions, Packet};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::db::revocations;
+use crate::db::audit::{snapshot, Recorder};
+use crate::db::revocations::{self, Revoked};
+use crate::db::tenants::{self, Tenant};
 use crate::ingest::{self, MqttSetupError};
 use crate::pki::{self, CertificateAuthority, PkiError};
 
@@ -89,6 +91,18 @@ impl Revoker {
         Ok(())
     }
 
+    /// After a committed revocation: a new CRL for the broker, and the appliances'
+    /// connections dropped. An error here leaves the revocation recorded; the next CRL
+    /// (every start-up, every day, every revocation) carries it.
+    pub async fn enforce(&self, revoked: &[ApplianceId]) -> Result<(), RevocationError> {
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        let published = self.publish_crl().await;
+        self.disconnect(revoked).await;
+        published
+    }
+
     /// Disconnects the appliances' current MQTT connections (best effort; failures are logged).
     pub async fn disconnect(&self, appliances: &[ApplianceId]) {
         futures::stream::iter(appliances.iter().copied())
@@ -121,4 +135,45 @@ impl Revoker {
         }
         Ok(())
     }
+}
+
+/// Revokes one appliance in one transaction, audited (`appliance.revoke`) the first time;
+/// `None` if there is no such appliance. Follow with [`Revoker::enforce`].
+pub async fn revoke_appliance(
+    pool: &PgPool,
+    audit: Recorder<'_>,
+    id: ApplianceId,
+) -> Result<Option<Revoked>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(r) = revocations::revoke(&mut tx, None, id, "revoked by an operator").await? else {
+        return Ok(None);
+    };
+    if r.newly {
+        let after = serde_json::json!({ "certificate_serial": r.serial });
+        audit
+            .record(&mut tx, Some(r.tenant), "appliance.revoke", ("appliance", id.to_string()), None, Some(after))
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Some(r))
+}
+
+/// Deletes a tenant and everything it owns, revoking its appliances first (their serials
+/// stay on the CRL), audited (`tenant.delete`; the trail outlives the tenant). Returns the
+/// deleted tenant and its revoked appliances; follow with [`Revoker::enforce`].
+pub async fn delete_tenant(
+    pool: &PgPool,
+    audit: Recorder<'_>,
+    id: TenantId,
+) -> Result<Option<(Tenant, Vec<ApplianceId>)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(before) = tenants::get(&mut tx, id).await? else { return Ok(None) };
+    let revoked = revocations::revoke_tenant(&mut tx, id, "tenant deleted").await?;
+    tenants::delete(&mut tx, id).await?;
+    let after = serde_json::json!({ "revoked_appliances": revoked });
+    audit
+        .record(&mut tx, Some(id), "tenant.delete", ("tenant", id.to_string()), snapshot(&before), Some(after))
+        .await?;
+    tx.commit().await?;
+    Ok(Some((before, revoked)))
 }

@@ -18,10 +18,10 @@ use super::super::{AppState, RequestId};
 use super::tenants::after_revocation;
 use super::{limit, page, Timestamp};
 use crate::db::appliances::{self, FleetAppliance, FleetFilter, TenantCounts};
-use crate::db::audit::{snapshot, Recorder};
+use crate::db::audit::Recorder;
 use crate::db::presence::{self, PresenceEvent};
-use crate::db::revocations;
 use crate::db::tasks::{self, Task};
+use crate::revocation;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -218,23 +218,9 @@ async fn revoke(
 ) -> Result<ApiJson<FleetAppliance>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.pool.begin().await?;
-    let revoked = revocations::revoke(&mut tx, None, id, "revoked by an operator")
+    revocation::revoke_appliance(&s.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
         .await?
         .ok_or(ApiError::NotFound("appliance"))?;
-    if revoked.newly {
-        Recorder::new(&op.actor(), Some(&rid.0))
-            .record(
-                &mut tx,
-                Some(revoked.tenant),
-                "appliance.revoke",
-                ("appliance", id.to_string()),
-                None,
-                snapshot(&serde_json::json!({ "certificate_serial": revoked.serial })),
-            )
-            .await?;
-    }
-    tx.commit().await?;
     after_revocation(&s, &[id]).await;
     let appliance = appliances::fleet_get(&s.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
     Ok(ApiJson(appliance))

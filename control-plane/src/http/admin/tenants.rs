@@ -21,7 +21,8 @@ use crate::db::audit::{snapshot, Recorder};
 use crate::db::plans::{self, Quotas};
 use crate::db::tenants::{self, Changes, Tenant, TenantSummary};
 use crate::db::users::{self, User};
-use crate::db::{self, appliances, enrollment, revocations};
+use crate::db::{self, appliances, enrollment};
+use crate::revocation;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -331,35 +332,19 @@ async fn remove(
 ) -> Result<ApiJson<Deleted>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.pool.begin().await?;
-    let before = tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let revoked = revocations::revoke_tenant(&mut tx, id, "tenant deleted").await?;
-    let tenant = tenants::delete(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(
-            &mut tx,
-            Some(id),
-            "tenant.delete",
-            ("tenant", id.to_string()),
-            snapshot(&before),
-            Some(serde_json::json!({ "revoked_appliances": revoked })),
-        )
-        .await?;
-    tx.commit().await?;
+    let (tenant, revoked) = revocation::delete_tenant(&s.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))?;
     after_revocation(&s, &revoked).await;
     Ok(ApiJson(Deleted { tenant, revoked_appliances: revoked }))
 }
 
-/// Publishes the new CRL and disconnects the revoked appliances. The revocation is already
-/// committed; a failure here is logged and healed by the next CRL (every start-up issues one).
+/// Makes a committed revocation bite ([`revocation::Revoker::enforce`]); a failure is
+/// logged, not answered: the revocation stands and the next CRL carries it.
 pub(super) async fn after_revocation(s: &AppState, revoked: &[ApplianceId]) {
-    if revoked.is_empty() {
-        return;
-    }
-    if let Err(e) = s.revoker.publish_crl().await {
+    if let Err(e) = s.revoker.enforce(revoked).await {
         tracing::error!(error = %e, "revocation recorded, but the CRL could not be published");
     }
-    s.revoker.disconnect(revoked).await;
 }
 
 /// A tenant's API keys (never the keys themselves).
