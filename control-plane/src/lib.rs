@@ -8,6 +8,7 @@
 //! - [`db`]: PostgreSQL access, migrations, and tenant-scoped transactions (RLS).
 //! - [`pki`]: the fleet CA and certificate issuance; [`broker_config`]: Mosquitto's
 //!   configuration for this fleet.
+//! - [`provision`]: bulk provisioning of appliances for load tests (`appliance bulk-create`).
 //! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
 
 pub mod broker_config;
@@ -20,6 +21,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pki;
 pub mod presence;
+pub mod provision;
 pub mod secret;
 pub mod serve;
 pub mod token;

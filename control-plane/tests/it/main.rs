@@ -9,6 +9,7 @@ mod broker_security;
 mod desired;
 mod e2e;
 mod enroll;
+mod fleet_sim;
 mod ingest;
 mod isolation;
 mod support;
