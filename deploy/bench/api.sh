@@ -55,9 +55,9 @@ bulk_create --tenants "$TENANTS" --count "$APPLIANCES" --prefix api
 say "provisioned $APPLIANCES appliances over $TENANTS tenants in ${PROVISION_S} s"
 
 # Every appliance connects and sends its first heartbeat, then leaves.
-connect_s=$(awk -v n="$APPLIANCES" 'BEGIN {print n / 1000 + 5}')
+connect_s=$(awk -v n="$APPLIANCES" 'BEGIN {print n / 200 + 5}')
 say "connecting every appliance once (${connect_s} s)"
-"$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" --ramp 1000 \
+"$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" --ramp 200 \
     --heartbeat-interval-s 30 --duration "$connect_s" --progress-every 0 >"$WORK/sim.json" 2>>"$WORK/sim.log"
 seen=$(psql -qXAt "$DB_URL" -c "SELECT count(*) FROM appliances WHERE metrics IS NOT NULL")
 say "$seen of $APPLIANCES appliances have heartbeat facts stored"

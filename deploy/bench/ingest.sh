@@ -24,7 +24,7 @@ set -euo pipefail
 APPLIANCES=10000
 RATES=1000,2000,4000
 WINDOW=30
-RAMP=1000
+RAMP=200
 MQTT_PORT=18883
 API_PORT=18443
 while [ $# -gt 0 ]; do
@@ -58,64 +58,79 @@ CREATE UNLOGGED TABLE bench_seen (id uuid PRIMARY KEY, metrics_at timestamptz);
 CREATE UNLOGGED TABLE bench_latency (ms float8);
 SQL
 
-# sim RATE DURATION → runs the simulator in the background (SIM_PID, output in $WORK/sim.json)
+# sim RATE → runs the simulator in the background until stopped (SIM_PID, its final line in
+# $WORK/sim.json, its once-a-second counters in $WORK/timeline.jsonl), then waits until every
+# appliance is connected and one heartbeat interval more (steady state).
 sim() {
+    : >"$WORK/timeline.jsonl"
     "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" \
-        --rate "$1" --ramp "$RAMP" --duration "$2" --timeline "$WORK/timeline.jsonl" --progress-every 10 \
+        --rate "$1" --ramp "$RAMP" --timeline "$WORK/timeline.jsonl" --progress-every 10 \
         >"$WORK/sim.json" 2>>"$WORK/sim.log" &
     SIM_PID=$!
     EXTRA_PIDS+=("$SIM_PID")
+    local t0=$SECONDS limit online
+    limit=$(awk -v n="$APPLIANCES" -v r="$RAMP" 'BEGIN {printf "%d", n / r * 4 + 60}')
+    while :; do
+        sleep 1
+        online=$(tail -n1 "$WORK/timeline.jsonl" | python3 -c 'import json,sys; l=sys.stdin.read().strip(); print(json.loads(l)["snapshot"]["online"] if l else 0)')
+        [ "$online" -ge "$APPLIANCES" ] && break
+        [ $((SECONDS - t0)) -gt "$limit" ] && die "only $online of $APPLIANCES appliances connected after $limit s"
+    done
+    CONNECT_S=$((SECONDS - t0))
+    sleep "$(awk -v n="$APPLIANCES" -v r="$1" 'BEGIN {print n / r + 2}')"
 }
 
-# Heartbeats per second the simulator wrote between FROM and TO seconds after its start.
+stop_sim() {
+    kill -TERM "$SIM_PID"
+    wait "$SIM_PID"
+    SIM=$(tail -n1 "$WORK/sim.json")
+}
+
+now_ms() { date +%s%3N; }
+
+# Heartbeats per second the simulator wrote between two wall-clock times (ms).
 written_rate() {
     python3 - "$WORK/timeline.jsonl" "$1" "$2" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-a, b = float(sys.argv[2]), float(sys.argv[3])
-inside = [r for r in rows if a <= r["t"] <= b]
+a, b = int(sys.argv[2]), int(sys.argv[3])
+inside = [r for r in rows if a <= r["unix_ms"] <= b]
 if len(inside) < 2:
     print(0); sys.exit()
 f, l = inside[0], inside[-1]
-print(round((l["snapshot"]["heartbeats_written"] - f["snapshot"]["heartbeats_written"]) / (l["t"] - f["t"]), 1))
+print(round((l["snapshot"]["heartbeats_written"] - f["snapshot"]["heartbeats_written"]) * 1000 / (l["unix_ms"] - f["unix_ms"]), 1))
 PY
 }
 
 RESULTS=()
 IFS=, read -ra rate_list <<<"$RATES"
 for RATE in "${rate_list[@]}"; do
-    interval=$(awk -v n="$APPLIANCES" -v r="$RATE" 'BEGIN {print n / r}')
-    warm=$(awk -v n="$APPLIANCES" -v r="$RAMP" -v i="$interval" 'BEGIN {printf "%.1f", n / r + i + 3}')
-    total=$(awk -v w="$warm" -v s="$WINDOW" 'BEGIN {print w + s + 3}')
-
-    say "rate $RATE/s: ceiling phase (control plane stopped), warm-up ${warm} s, window ${WINDOW} s"
+    say "rate $RATE/s: ceiling phase (control plane stopped): connecting at $RAMP/s, then a ${WINDOW} s window"
+    sim "$RATE"
     "$BIN/hearth-fleet-sim" count --pki-dir "$PKI" --host 127.0.0.1 --port "$MQTT_PORT" \
-        --skip "$warm" --window "$WINDOW" >"$WORK/count.json" 2>>"$WORK/count.log" &
+        --skip 1 --window "$WINDOW" >"$WORK/count.json" 2>>"$WORK/count.log" &
     COUNT_PID=$!
     EXTRA_PIDS+=("$COUNT_PID")
-    sleep 0.5
-    sim "$RATE" "$total"
-    sleep "$warm"
-    b0=$(cpu_ticks "$BROKER_PID"); s0=$(cpu_ticks "$SIM_PID")
-    sleep "$WINDOW"
-    b1=$(cpu_ticks "$BROKER_PID"); s1=$(cpu_ticks "$SIM_PID")
+    sleep 2
+    a=$(now_ms); b0=$(cpu_ticks "$BROKER_PID"); s0=$(cpu_ticks "$SIM_PID")
     wait "$COUNT_PID"
-    wait "$SIM_PID"
+    b=$(now_ms); b1=$(cpu_ticks "$BROKER_PID"); s1=$(cpu_ticks "$SIM_PID")
+    secs=$(awk -v a="$a" -v b="$b" 'BEGIN {print (b - a) / 1000}')
+    stop_sim
     COUNT=$(tail -n1 "$WORK/count.json")
     ceiling=$(awk -v v="$(json_get "$COUNT" heartbeats_per_s)" 'BEGIN {printf "%.1f", v}')
-    ceiling_offered=$(written_rate "$warm" "$(awk -v w="$warm" -v s="$WINDOW" 'BEGIN {print w + s}')")
-    ceiling_broker_cpu=$(pct "$b0" "$b1" "$WINDOW")
-    ceiling_sim_cpu=$(pct "$s0" "$s1" "$WINDOW")
-    say "rate $RATE/s: counter received $ceiling/s of $ceiling_offered/s written (broker ${ceiling_broker_cpu}% CPU, simulator ${ceiling_sim_cpu}%)"
+    ceiling_offered=$(written_rate "$a" "$b")
+    ceiling_broker_cpu=$(pct "$b0" "$b1" "$secs")
+    ceiling_sim_cpu=$(pct "$s0" "$s1" "$secs")
+    say "rate $RATE/s: counter received $ceiling/s of $ceiling_offered/s written (broker ${ceiling_broker_cpu}% CPU, simulator ${ceiling_sim_cpu}%; all connected after ${CONNECT_S} s)"
 
     say "rate $RATE/s: ingest phase (control plane consuming)"
     start_cp
     psql -qX "$DB_URL" -c "TRUNCATE bench_seen, bench_latency" >/dev/null
-    sim "$RATE" "$total"
-    sleep "$warm"
+    sim "$RATE"
     since=$(psql -qXAt "$DB_URL" -c "SELECT now()")
     i0=$(cp_metric hearth_heartbeats_ingested_total)
-    c0=$(cpu_ticks "$CP_PID"); b0=$(cpu_ticks "$BROKER_PID"); p0=$(pg_ticks); s0=$(cpu_ticks "$SIM_PID")
+    a=$(now_ms); c0=$(cpu_ticks "$CP_PID"); b0=$(cpu_ticks "$BROKER_PID"); p0=$(pg_ticks); s0=$(cpu_ticks "$SIM_PID")
     load=$(load_avg)
     psql -qX "$DB_URL" -v since="$since" >/dev/null 2>>"$WORK/sampler.log" <<'SQL' &
 WITH cur AS (
@@ -135,30 +150,30 @@ SQL
     EXTRA_PIDS+=("$SAMPLER_PID")
     sleep "$WINDOW"
     i1=$(cp_metric hearth_heartbeats_ingested_total)
-    c1=$(cpu_ticks "$CP_PID"); b1=$(cpu_ticks "$BROKER_PID"); p1=$(pg_ticks); s1=$(cpu_ticks "$SIM_PID")
+    b=$(now_ms); c1=$(cpu_ticks "$CP_PID"); b1=$(cpu_ticks "$BROKER_PID"); p1=$(pg_ticks); s1=$(cpu_ticks "$SIM_PID")
+    secs=$(awk -v a="$a" -v b="$b" 'BEGIN {print (b - a) / 1000}')
     rss=$(rss_mib "$CP_PID")
     kill -TERM "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true
-    wait "$SIM_PID"
-    SIM=$(tail -n1 "$WORK/sim.json")
+    stop_sim
     sleep 2 # let the last batch land
     stored_total=$(cp_metric hearth_heartbeats_ingested_total)
     stop_cp
     written=$(json_get "$SIM" heartbeats_written)
-    offered=$(written_rate "$warm" "$(awk -v w="$warm" -v s="$WINDOW" 'BEGIN {print w + s}')")
-    stored=$(awk -v a="$i0" -v b="$i1" -v s="$WINDOW" 'BEGIN {printf "%.1f", (b - a) / s}')
+    offered=$(written_rate "$a" "$b")
+    stored=$(awk -v a="$i0" -v b="$i1" -v s="$secs" 'BEGIN {printf "%.1f", (b - a) / s}')
     lost=$(awk -v w="$written" -v s="$stored_total" 'BEGIN {printf "%d", w - s}')
     read -r p50 p99 samples < <(psql -qXAt -F' ' "$DB_URL" -c \
         "SELECT round(coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), 0)::numeric, 1),
                 round(coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), 0)::numeric, 1), count(*)
          FROM bench_latency")
-    cp_cpu=$(pct "$c0" "$c1" "$WINDOW"); br_cpu=$(pct "$b0" "$b1" "$WINDOW")
-    pg_cpu=$(pct "$p0" "$p1" "$WINDOW"); sim_cpu=$(pct "$s0" "$s1" "$WINDOW")
+    cp_cpu=$(pct "$c0" "$c1" "$secs"); br_cpu=$(pct "$b0" "$b1" "$secs")
+    pg_cpu=$(pct "$p0" "$p1" "$secs"); sim_cpu=$(pct "$s0" "$s1" "$secs")
     ratio=$(awk -v s="$stored" -v c="$ceiling" 'BEGIN {printf "%.2f", (c > 0) ? s / c : 0}')
     sustained=$(awk -v p="$p99" -v l="$lost" -v n="$samples" 'BEGIN {print (n > 0 && p <= 1000 && l <= 0) ? "true" : "false"}')
     say "rate $RATE/s: stored $stored/s of $offered/s written; ceiling $ceiling/s (ratio $ratio); lost $lost of $written;" \
         "latency p50 ${p50} ms p99 ${p99} ms ($samples samples); CPU: control plane ${cp_cpu}%, broker ${br_cpu}%," \
         "PostgreSQL ${pg_cpu}%, simulator ${sim_cpu}%; control plane RSS ${rss} MiB; load $load"
-    RESULTS+=("{\"rate\":$RATE,\"offered_per_s\":$offered,\"ceiling_per_s\":$ceiling,\"stored_per_s\":$stored,\"ratio\":$ratio,\"written\":$written,\"lost\":$lost,\"p50_ms\":$p50,\"p99_ms\":$p99,\"latency_samples\":$samples,\"cp_cpu_pct\":$cp_cpu,\"broker_cpu_pct\":$br_cpu,\"pg_cpu_pct\":$pg_cpu,\"sim_cpu_pct\":$sim_cpu,\"ceiling_broker_cpu_pct\":$ceiling_broker_cpu,\"cp_rss_mib\":$rss,\"all_online_after_s\":$(json_get "$SIM" all_online_after_s),\"load1\":$load,\"sustained\":$sustained}")
+    RESULTS+=("{\"rate\":$RATE,\"offered_per_s\":$offered,\"ceiling_per_s\":$ceiling,\"stored_per_s\":$stored,\"ratio\":$ratio,\"written\":$written,\"lost\":$lost,\"p50_ms\":$p50,\"p99_ms\":$p99,\"latency_samples\":$samples,\"cp_cpu_pct\":$cp_cpu,\"broker_cpu_pct\":$br_cpu,\"pg_cpu_pct\":$pg_cpu,\"sim_cpu_pct\":$sim_cpu,\"ceiling_broker_cpu_pct\":$ceiling_broker_cpu,\"cp_rss_mib\":$rss,\"all_connected_s\":$CONNECT_S,\"load1\":$load,\"sustained\":$sustained}")
 done
 
 best=0

@@ -1,5 +1,10 @@
 //! One simulated appliance: the agent's connection, presence, heartbeat and reconnect code
 //! around an answering machine for tasks and configuration documents.
+//!
+//! Task events, task results and configuration reports are kept (in memory, not in a
+//! spool) until the control plane's receipt names them ([`ReceiptKey`], the agent's), and
+//! sent again after every reconnect and when no receipt came within the agent's
+//! [`RECEIPT_TIMEOUT`] — as the agent does, since a broker PUBACK is not proof of delivery.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -8,7 +13,8 @@ use std::time::Duration;
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
     decode, encode, BootId, Channel, ConfigApplied, ConfigDocument, DownChannel, Filesystem, Memory, Outcome,
-    PresenceState, ProtocolVersion, SessionId, TaskDispatch, TaskEvent, TaskEventKind, TaskResult, Topic, UpChannel,
+    PresenceState, ProtocolVersion, Receipt, SessionId, TaskDispatch, TaskEvent, TaskEventKind, TaskResult, Topic,
+    UpChannel,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,6 +27,8 @@ use super::{BundleAppliance, FleetOptions, Stats};
 use crate::backoff::Backoff;
 use crate::connection::{self, mqtt_options, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::facts::Facts;
+use crate::run::{RECEIPT_TIMEOUT, SPOOL_RETRY};
+use crate::spool::ReceiptKey;
 
 /// How long a leaving appliance waits for its disconnect to go out.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,6 +40,15 @@ pub struct Simulated {
     ca_pem: Arc<str>,
     opts: Arc<FleetOptions>,
     stats: Arc<Stats>,
+}
+
+/// A message kept until the control plane's receipt names it.
+struct Unreceipted {
+    key: ReceiptKey,
+    topic: String,
+    payload: Vec<u8>,
+    /// When it was last handed to the client (`None`: not on this connection yet).
+    sent: Option<Instant>,
 }
 
 /// The connected state of a running simulated appliance.
@@ -47,6 +64,8 @@ struct Live {
     next_heartbeat: Instant,
     /// No heartbeat sent yet on this connection.
     fresh: bool,
+    /// Sent, not yet receipted.
+    unreceipted: Vec<Unreceipted>,
     rng: StdRng,
 }
 
@@ -88,10 +107,13 @@ impl Simulated {
             applied_version: None,
             next_heartbeat: Instant::now(),
             fresh: true,
+            unreceipted: Vec::new(),
             rng: StdRng::from_entropy(),
         };
         let mut backoff = Backoff::new(self.opts.backoff_initial, self.opts.backoff_max);
         let mut first_attempt = true;
+        let mut retry = tokio::time::interval(SPOOL_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if eventloop.network.is_none() {
                 if !first_attempt {
@@ -111,10 +133,12 @@ impl Simulated {
                 tokio::pin!(poll);
                 loop {
                     let due = live.next_heartbeat;
+                    let waiting = live.connected && !live.unreceipted.is_empty();
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => break None,
                         _ = tokio::time::sleep_until(due), if live.connected => self.heartbeat(&mut live),
+                        _ = retry.tick(), if waiting => self.resend(&mut live),
                         event = &mut poll => break Some(event),
                     }
                 }
@@ -132,9 +156,14 @@ impl Simulated {
                     if let Err(e) = connection::announce(&live.client, id, session, live.applied_version) {
                         tracing::warn!(appliance = %id, error = %e, "cannot announce");
                     }
-                    // Like the agent: a heartbeat right after connecting.
+                    // Like the agent: a heartbeat right after connecting, and everything
+                    // not yet receipted sent again.
                     live.next_heartbeat = Instant::now();
                     live.fresh = true;
+                    for u in &mut live.unreceipted {
+                        u.sent = None;
+                    }
+                    self.resend(&mut live);
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => self.on_message(&mut live, &p.topic, &p.payload),
                 Ok(Event::Outgoing(Outgoing::Publish(0))) => Stats::inc(&self.stats.heartbeats_written),
@@ -213,7 +242,16 @@ impl Simulated {
                     tracing::warn!(appliance = %id, reason = e.reason(), "dropping a configuration that cannot be decoded")
                 }
             },
-            DownChannel::Receipt => Stats::inc(&self.stats.receipts),
+            DownChannel::Receipt => match decode::<Receipt>(payload) {
+                Ok(r) => {
+                    Stats::inc(&self.stats.receipts);
+                    let keys = ReceiptKey::all_in(&r);
+                    live.unreceipted.retain(|u| !keys.contains(&u.key));
+                }
+                Err(e) => {
+                    tracing::warn!(appliance = %id, reason = e.reason(), "dropping a receipt that cannot be decoded")
+                }
+            },
             DownChannel::Cert => {}
         }
     }
@@ -256,21 +294,42 @@ impl Simulated {
         }
     }
 
-    /// Publishes a QoS 1 message on one of this appliance's up topics.
-    fn publish<T: hearth_protocol::Payload>(&self, live: &Live, channel: UpChannel, msg: &T) -> bool {
+    /// Sends a QoS 1 message on one of this appliance's up topics and keeps it until its
+    /// receipt (it goes out on the next connection if the client cannot take it now).
+    fn publish<T: hearth_protocol::Payload>(&self, live: &mut Live, channel: UpChannel, msg: &T) -> bool {
         let topic = Topic::new(self.identity.id, channel).to_string();
-        match encode(msg)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| live.client.try_publish(topic, QoS::AtLeastOnce, false, bytes).map_err(|e| e.to_string()))
-        {
-            Ok(()) => true,
+        let payload = match encode(msg) {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(appliance = %self.identity.id, error = %e, "cannot send a message");
-                false
+                tracing::warn!(appliance = %self.identity.id, error = %e, "cannot encode a message");
+                return false;
             }
-        }
+        };
+        let Some(key) = ReceiptKey::of(&topic, &payload) else {
+            return false;
+        };
+        live.unreceipted.push(Unreceipted { key, topic, payload, sent: None });
+        self.resend(live);
+        true
     }
 
+    /// Hands the client what is not receipted and was never sent on this connection or
+    /// waited longer than [`RECEIPT_TIMEOUT`] for its receipt.
+    fn resend(&self, live: &mut Live) {
+        if !live.connected {
+            return;
+        }
+        let now = Instant::now();
+        for u in &mut live.unreceipted {
+            if u.sent.is_some_and(|t| now.duration_since(t) < RECEIPT_TIMEOUT) {
+                continue;
+            }
+            if live.client.try_publish(u.topic.as_str(), QoS::AtLeastOnce, false, u.payload.clone()).is_err() {
+                break;
+            }
+            u.sent = Some(now);
+        }
+    }
     /// Leaves like the agent: `offline` for this session, then a clean disconnect.
     async fn leave(&self, live: &mut Live, eventloop: &mut EventLoop, session: SessionId) {
         if !live.connected {
