@@ -64,19 +64,23 @@ progress() {
 
 now_ms() { date +%s%3N; }
 
-# wait_all SINCE_MS → "SECONDS ONLINE SYNCED": seconds from SINCE_MS until every appliance is
-# online (seen since SINCE_MS) and config-synced, or "null ONLINE SYNCED" after --timeout.
+# wait_all SINCE_MS → "SYNCED_S ONLINE_S ONLINE SYNCED": seconds from SINCE_MS until every
+# appliance is online (seen since SINCE_MS) and until every one is also config-synced ("null"
+# for what did not happen within --timeout), and the counts at the end.
 wait_all() {
-    local since=$1 online=0 synced=0 version=0 deadline=$((SECONDS + TIMEOUT))
+    local since=$1 online=0 synced=0 version=0 online_s=null deadline=$((SECONDS + TIMEOUT))
     while [ "$SECONDS" -lt "$deadline" ]; do
         read -r online synced version < <(progress "$since") || true
-        if [ "${online:-0}" -ge "$APPLIANCES" ] && [ "${synced:-0}" -ge "$APPLIANCES" ]; then
-            echo "$(awk -v a="$since" -v b="$(now_ms)" 'BEGIN {printf "%.1f", (b - a) / 1000}') $online $synced"
+        if [ "$online_s" = null ] && [ "${online:-0}" -ge "$APPLIANCES" ]; then
+            online_s=$(awk -v a="$since" -v b="$(now_ms)" 'BEGIN {printf "%.1f", (b - a) / 1000}')
+        fi
+        if [ "$online_s" != null ] && [ "${synced:-0}" -ge "$APPLIANCES" ]; then
+            echo "$(awk -v a="$since" -v b="$(now_ms)" 'BEGIN {printf "%.1f", (b - a) / 1000}') $online_s $online $synced"
             return 0
         fi
         sleep 0.5
     done
-    echo "null ${online:-0} ${synced:-0}"
+    echo "null $online_s ${online:-0} ${synced:-0}"
 }
 
 put_defaults 9.9.9.9
@@ -87,7 +91,7 @@ say "connecting $APPLIANCES appliances at $RAMP/s"
 SIM_PID=$!
 EXTRA_PIDS+=("$SIM_PID")
 t_start=$(now_ms)
-read -r initial_s online synced < <(wait_all "$t_start")
+read -r initial_s _ online synced < <(wait_all "$t_start")
 [ "$initial_s" != null ] || die "after ${TIMEOUT} s only $online online and $synced config-synced of $APPLIANCES"
 say "all $APPLIANCES online and config-synced ${initial_s} s after starting the simulator"
 sleep 3
@@ -101,11 +105,11 @@ start_broker
 t_restart=$(now_ms)
 say "broker restarted"
 b0=$(cpu_ticks "$BROKER_PID"); c0=$(cpu_ticks "$CP_PID"); s0=$(cpu_ticks "$SIM_PID"); p0=$(pg_ticks)
-read -r back_s online synced < <(wait_all "$t_restart")
+read -r back_s online_s online synced < <(wait_all "$t_restart")
 elapsed=$(awk -v a="$t_restart" -v b="$(now_ms)" 'BEGIN {print (b - a) / 1000}')
 b1=$(cpu_ticks "$BROKER_PID"); c1=$(cpu_ticks "$CP_PID"); s1=$(cpu_ticks "$SIM_PID"); p1=$(pg_ticks)
 if [ "$back_s" = null ]; then
-    say "NOT all back within ${TIMEOUT} s: $online online since the restart, $synced config-synced of $APPLIANCES"
+    say "NOT all back within ${TIMEOUT} s: all online after ${online_s} s; $online online since the restart, $synced config-synced of $APPLIANCES"
 else
     say "all back online and config-synced ${back_s} s after the restart"
 fi
@@ -139,7 +143,7 @@ echo
 echo "Reconnect storm — $APPLIANCES appliances, broker down ${DOWN} s, $PROFILE build"
 echo "machine: $MACHINE; load before the restart: $load"
 echo "provisioning: ${PROVISION_S} s; initial connect + config sync: ${initial_s} s at $RAMP connections/s"
-echo "after the restart: all connected (simulator) ${connected_s} s; all online + config-synced (PostgreSQL) ${back_s} s ($online online, $synced synced at the end)"
+echo "after the restart: all connected (simulator) ${connected_s} s; all online (PostgreSQL) ${online_s} s; all online + config-synced ${back_s} s ($online online, $synced synced at the end)"
 echo "connection attempts: $attempts in all, peak $peak per second"
 echo "CPU while recovering: broker $(cpu "$b0" "$b1")%, control plane $(cpu "$c0" "$c1")%, PostgreSQL $(cpu "$p0" "$p1")%, simulator $(cpu "$s0" "$s1")%"
-echo "{\"bench\":\"reconnect_storm\",\"appliances\":$APPLIANCES,\"down_s\":$DOWN,\"profile\":\"$PROFILE\",\"machine\":\"$MACHINE\",\"load1\":$load,\"provision_s\":$PROVISION_S,\"initial_sync_s\":$initial_s,\"all_connected_s\":$connected_s,\"all_online_synced_s\":$back_s,\"online_at_end\":$online,\"synced_at_end\":$synced,\"peak_connect_attempts_per_s\":$peak,\"connect_attempts\":$attempts,\"broker_cpu_pct\":$(cpu "$b0" "$b1"),\"cp_cpu_pct\":$(cpu "$c0" "$c1"),\"pg_cpu_pct\":$(cpu "$p0" "$p1"),\"sim_cpu_pct\":$(cpu "$s0" "$s1"),\"connection_errors\":$(json_get "$SIM" connection_errors)}"
+echo "{\"bench\":\"reconnect_storm\",\"appliances\":$APPLIANCES,\"down_s\":$DOWN,\"profile\":\"$PROFILE\",\"machine\":\"$MACHINE\",\"load1\":$load,\"provision_s\":$PROVISION_S,\"initial_sync_s\":$initial_s,\"all_connected_s\":$connected_s,\"all_online_s\":$online_s,\"all_online_synced_s\":$back_s,\"online_at_end\":$online,\"synced_at_end\":$synced,\"peak_connect_attempts_per_s\":$peak,\"connect_attempts\":$attempts,\"broker_cpu_pct\":$(cpu "$b0" "$b1"),\"cp_cpu_pct\":$(cpu "$c0" "$c1"),\"pg_cpu_pct\":$(cpu "$p0" "$p1"),\"sim_cpu_pct\":$(cpu "$s0" "$s1"),\"connection_errors\":$(json_get "$SIM" connection_errors)}"

@@ -41,7 +41,7 @@ cleanup() {
             [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
         done
     fi
-    rm -rf "$WORK"
+    [ -n "${HEARTH_BENCH_KEEP:-}" ] && say "kept $WORK" || rm -rf "$WORK"
     exit "$rc"
 }
 trap cleanup EXIT
