@@ -13,6 +13,8 @@
 //!   goes through, removed only when the broker acknowledges it.
 //! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
 //! - [`facts`], [`backoff`], [`connection`]: the pieces `run` is made of.
+//! - [`sim`]: the fleet simulator (`hearth-fleet-sim`), many appliances in one process
+//!   built from those same pieces.
 //!
 //! Topics and payloads come from `hearth_protocol`; nothing here formats them by hand.
 
@@ -23,6 +25,7 @@ pub mod desired;
 pub mod enroll;
 pub mod facts;
 pub mod run;
+pub mod sim;
 pub mod spool;
 pub mod state;
 pub mod tasks;

@@ -23,13 +23,12 @@ use std::time::Duration;
 
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
-    decode, encode, ApplianceId, Channel, ConfigDocument, ConfigRequest, DecodeError, DownChannel, EncodeError,
-    PresenceState, ProtocolVersion, SessionId, TaskDispatch, Topic, TopicFilter, UpChannel,
+    decode, encode, ApplianceId, Channel, ConfigDocument, DecodeError, DownChannel, EncodeError, PresenceState,
+    SessionId, TaskDispatch, Topic, UpChannel,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Request};
-use time::OffsetDateTime;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -38,7 +37,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{AgentConfig, ConfigError};
-use crate::connection::{self, last_will, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
+use crate::connection::{self, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::desired::{AppliedStore, Desired, DesiredError};
 use crate::facts::FactsSource;
 use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
@@ -251,8 +250,7 @@ impl Agent {
             if eventloop.network.is_none() {
                 // About to (re)connect: a fresh session, and a last will that carries it.
                 if !first_attempt {
-                    self.session = SessionId::new();
-                    eventloop.mqtt_options.set_last_will(last_will(self.id, self.session)?);
+                    self.session = connection::renew_session(&mut eventloop.mqtt_options, self.id)?;
                 }
                 first_attempt = false;
             }
@@ -322,14 +320,12 @@ impl Agent {
                     // oldest first), and the status, config request and heartbeats are
                     // made afresh. Dropping them here keeps packet ids and spool entries
                     // matched (see AckTracker).
-                    eventloop.pending.retain(|r| !matches!(r, Request::Publish(_)));
                     // Events rumqttc buffered before the error (a publish it numbered but
                     // could not write, acknowledgements read in the same batch) would be
                     // delivered after the reconnect and shift the packet-id mapping; only
                     // incoming messages are kept (unacknowledged ones are redelivered
                     // anyway). A held-back colliding publish goes too: the spool resends it.
-                    eventloop.state.events.retain(|e| matches!(e, Event::Incoming(Incoming::Publish(_))));
-                    eventloop.state.collision = None;
+                    connection::forget_unsent(&mut eventloop);
                     self.tracker.reset();
                     let delay = self.backoff.next_delay(&mut self.rng);
                     warn!(
@@ -354,24 +350,14 @@ impl Agent {
         self.generation += 1;
         self.backoff.reset();
         self.tracker.reset();
-        let online = encode(&status(PresenceState::Online, self.session))?;
-        match self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, online) {
-            Ok(()) => self.tracker.queued(None),
-            Err(e) => warn!(error = %e, "cannot queue the online status"),
-        }
-        if let Err(e) = self.client.try_subscribe(TopicFilter::Down(self.id).to_string(), QoS::AtLeastOnce) {
-            warn!(error = %e, "cannot queue the subscription to down topics");
-        }
         let applied_version = *self.applied_version.borrow();
-        let request = encode(&ConfigRequest { v: ProtocolVersion, applied_version })?;
-        match self.client.try_publish(
-            Topic::new(self.id, UpChannel::ConfigRequest).to_string(),
-            QoS::AtLeastOnce,
-            false,
-            request,
-        ) {
-            Ok(()) => self.tracker.queued(None),
-            Err(e) => warn!(error = %e, "cannot queue the configuration request"),
+        let announced = connection::announce(&self.client, self.id, self.session, applied_version)?;
+        // Both publishes are QoS 1 and take packet ids; neither is a spool entry.
+        if announced.online {
+            self.tracker.queued(None);
+        }
+        if announced.config_request {
+            self.tracker.queued(None);
         }
         self.connected_tx.send_replace(Some(self.generation));
         info!(session = %self.session, session_present, ?applied_version, "connected");
@@ -692,24 +678,16 @@ fn send_heartbeat(hb: &Heartbeats, seq: &mut u64) {
         }
     };
     let next = seq.saturating_add(1);
-    let payload = match encode(&facts.heartbeat(next, OffsetDateTime::now_utc())) {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(error = %e, "cannot encode a heartbeat; skipping it");
-            return;
-        }
-    };
-    match hb.client.try_publish(&hb.topic, QoS::AtMostOnce, false, payload) {
-        Ok(()) => {
-            *seq = next;
-            debug!(seq = next, "heartbeat");
-        }
-        Err(e) => warn!(error = %e, "cannot queue a heartbeat; skipping it"),
+    match connection::try_heartbeat(&hb.client, &hb.topic, &facts, next) {
+        Ok(()) => *seq = next,
+        Err(e) => warn!(error = %e, "skipping this heartbeat"),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@
 //!   revocation take effect at the broker; [`broker_config`]: Mosquitto's configuration
 //!   for this fleet.
 //! - [`admin_cli`]: the operator CLI (tenants, plans, keys, users, operators, revocation).
+//! - [`provision`]: bulk provisioning of appliances for load tests (`appliance bulk-create`).
 //! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
 //! - [`assistant`]: the support assistant (catalog-validated proposals; Ollama or rules).
 
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod presence;
+pub mod provision;
 pub mod revocation;
 pub mod secret;
 pub mod serve;

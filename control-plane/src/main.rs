@@ -1,5 +1,6 @@
 //! The `hearth-control-plane` binary: `serve`, `migrate`, `pki init`, `broker-config`,
-//! `intents`, and the operator CLI (`tenant`, `plan`, `key`, `user`, `operator`, `appliance`).
+//! `intents`, and the operator CLI (`tenant`, `plan`, `key`, `user`, `operator`, `appliance`,
+//! including `appliance bulk-create` for load tests).
 
 use std::path::PathBuf;
 
@@ -132,6 +133,24 @@ enum ApplianceCommand {
     /// Revoke an appliance: its certificate goes on the CRL, the broker is told, its
     /// connection is dropped. Not reversible.
     Revoke { id: ApplianceId },
+    /// Load tests: register N appliances already enrolled, each with a key and a
+    /// certificate from the fleet CA (`pki.dir`), written to one bundle file (0600) for
+    /// `hearth-fleet-sim`. Either into one existing tenant or spread over new tenants.
+    BulkCreate {
+        #[arg(long, required_unless_present = "tenants", conflicts_with = "tenants")]
+        tenant: Option<TenantId>,
+        /// Create this many tenants (each with an API key, in the bundle) and spread the
+        /// appliances over them.
+        #[arg(long)]
+        tenants: Option<usize>,
+        #[arg(long)]
+        count: usize,
+        /// Appliance names are <prefix>-000001, …
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -232,6 +251,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Intents(args) => {
             init_logging("warn", "text");
             Ok(hearth_control_plane::assistant::intents::run(args).await?)
+        }
+        Command::Appliance { command: ApplianceCommand::BulkCreate { tenant, tenants, count, prefix, out } } => {
+            use hearth_control_plane::provision::{self, BulkOptions, Tenants};
+            let config = Config::load(cli.config.as_deref())?;
+            init_logging("warn", &config.log.format);
+            let pool = db::connect(&config.database).await?;
+            let started = std::time::Instant::now();
+            let tenants = tenant.map_or(Tenants::New(tenants.unwrap_or(1)), Tenants::Existing);
+            let opts = BulkOptions { tenants, count, prefix, cert_days: config.pki.appliance_cert_days };
+            let bundle = provision::bulk_create(&pool, &config.pki.dir, &opts).await?;
+            provision::write_bundle(&out, &bundle)?;
+            println!(
+                "appliances={count}\ntenants={}\nbundle={}\nseconds={:.2}",
+                bundle.tenants.len(),
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
         }
         Command::Serve { migrate } => {
             let config = Config::load(cli.config.as_deref())?;

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATABASE_URL=$(deploy/services.sh)
 export DATABASE_URL
-cargo run --quiet --release --locked -p hearth-control-plane --example ingest_bench -- "$@"
+cargo run --quiet --profile "${HEARTH_BENCH_PROFILE:-release}" --locked -p hearth-control-plane --example ingest_bench -- "$@"

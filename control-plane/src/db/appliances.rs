@@ -153,3 +153,36 @@ pub async fn counts_by_tenant(pool: &PgPool) -> Result<Vec<TenantCounts>, sqlx::
     .fetch_all(pool)
     .await
 }
+
+/// An appliance registered and enrolled at once (bulk provisioning for load tests).
+#[derive(Debug, Clone)]
+pub struct EnrolledRow {
+    pub id: ApplianceId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub cert_serial: String,
+    pub cert_not_after: OffsetDateTime,
+}
+
+/// Inserts `rows` marked enrolled, in one statement.
+pub async fn create_enrolled(pool: &PgPool, rows: &[EnrolledRow]) -> Result<u64, sqlx::Error> {
+    let ids: Vec<_> = rows.iter().map(|r| *r.id.as_uuid()).collect();
+    let tenants: Vec<_> = rows.iter().map(|r| *r.tenant.as_uuid()).collect();
+    let names: Vec<_> = rows.iter().map(|r| r.name.as_str()).collect();
+    let serials: Vec<_> = rows.iter().map(|r| r.cert_serial.as_str()).collect();
+    let not_after: Vec<_> = rows.iter().map(|r| r.cert_not_after).collect();
+    let r = sqlx::query(
+        "INSERT INTO appliances (id, tenant_id, name, enrolled_at, cert_serial, cert_not_after)
+         SELECT id, tenant_id, name, now(), serial, not_after
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+             AS t(id, tenant_id, name, serial, not_after)",
+    )
+    .bind(ids)
+    .bind(tenants)
+    .bind(names)
+    .bind(serials)
+    .bind(not_after)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}

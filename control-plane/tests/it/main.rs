@@ -11,6 +11,7 @@ mod broker_security;
 mod desired;
 mod e2e;
 mod enroll;
+mod fleet_sim;
 mod ingest;
 mod isolation;
 mod limits;

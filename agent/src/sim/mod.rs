@@ -1,0 +1,182 @@
+//! The fleet simulator behind `hearth-fleet-sim`: many appliances in one process, for load
+//! tests of the broker, the ingest, the dispatcher and reconnect storms.
+//!
+//! Each simulated appliance is one tokio task with its own certificate, its own
+//! mutual-TLS MQTT connection and its own rumqttc event loop, built by the agent's own code:
+//! [`connection::mqtt_options`](crate::connection::mqtt_options) (client id, persistent
+//! session, last will, TLS), [`connection::announce`](crate::connection::announce) on every
+//! connect, [`connection::renew_session`](crate::connection::renew_session) and
+//! [`Backoff`](crate::backoff::Backoff) (full jitter) on every reconnect, and
+//! [`connection::try_heartbeat`](crate::connection::try_heartbeat) with
+//! [`Facts::heartbeat`](crate::facts::Facts::heartbeat) for heartbeats. What it does not
+//! share with the agent: facts are synthetic (one boot id per simulated appliance, not read
+//! from `/proc`), nothing is spooled on disk, and tasks are answered without running
+//! Ansible — a task the embedded catalog accepts is reported `received` then `succeeded`
+//! (message "simulated"), any other is `rejected` with the catalog's reason, like the agent
+//! would. A configuration document is reported applied at once.
+//!
+//! Identities come from a [`Bundle`] written by `hearth-control-plane appliance
+//! bulk-create`. [`count`] is a trivial subscriber that only counts what the broker
+//! delivers, to measure the broker's own ceiling for the same traffic.
+
+pub mod appliance;
+pub mod count;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_protocol::{ApplianceId, TenantId};
+use serde::Deserialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use stats::{Snapshot, Stats};
+
+/// The bundle format this simulator reads (`format` field).
+pub const BUNDLE_FORMAT: &str = "hearth-fleet-sim-bundle/1";
+
+/// What the simulator could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a fleet simulator bundle: {source}", path.display())]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{}: bundle format {found:?}, expected {BUNDLE_FORMAT:?}", path.display())]
+    Format { path: PathBuf, found: String },
+    #[error("{}: the bundle holds {have} appliances, {wanted} were asked for", path.display())]
+    TooFew { path: PathBuf, have: usize, wanted: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Appliance identities made in bulk (secret: it holds private keys; written 0600).
+#[derive(Clone, Deserialize)]
+pub struct Bundle {
+    pub format: String,
+    /// The fleet CA (trust anchor for the broker).
+    pub ca_pem: String,
+    #[serde(default)]
+    pub tenants: Vec<BundleTenant>,
+    pub appliances: Vec<BundleAppliance>,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("format", &self.format)
+            .field("tenants", &self.tenants.len())
+            .field("appliances", &self.appliances.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant of the bundle (its API key only if bulk-create made the tenant).
+#[derive(Clone, Deserialize)]
+pub struct BundleTenant {
+    pub id: TenantId,
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+/// One appliance: id (= certificate CN), tenant, certificate and key.
+#[derive(Clone, Deserialize)]
+pub struct BundleAppliance {
+    pub id: ApplianceId,
+    pub tenant_id: TenantId,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for BundleTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleTenant").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for BundleAppliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleAppliance")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bundle {
+    /// Reads and checks a bundle file.
+    pub fn load(path: &Path) -> Result<Bundle, SimError> {
+        let bytes = std::fs::read(path).map_err(|source| SimError::Read { path: path.to_owned(), source })?;
+        let bundle: Bundle =
+            serde_json::from_slice(&bytes).map_err(|source| SimError::Parse { path: path.to_owned(), source })?;
+        if bundle.format != BUNDLE_FORMAT {
+            return Err(SimError::Format { path: path.to_owned(), found: bundle.format });
+        }
+        Ok(bundle)
+    }
+}
+
+/// How the simulated fleet behaves.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub host: String,
+    pub port: u16,
+    /// Heartbeat interval of each appliance (fleet rate = appliances / interval).
+    pub heartbeat_interval: Duration,
+    /// Each interval is drawn uniformly from `interval × [1 − jitter, 1 + jitter]`.
+    pub jitter: f64,
+    /// Connections started per second.
+    pub ramp_per_s: f64,
+    pub keep_alive: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl FleetOptions {
+    pub fn validate(&self) -> Result<(), SimError> {
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return Err(SimError::Invalid("the heartbeat interval must be at least 100 ms".into()));
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(SimError::Invalid("--jitter must be in [0, 1)".into()));
+        }
+        if !(self.ramp_per_s.is_finite() && self.ramp_per_s > 0.0) {
+            return Err(SimError::Invalid("--ramp must be a positive number of connections per second".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `appliances` until `stop` is cancelled, starting their connections at
+/// `ramp_per_s`; each leaves as the agent does (`offline`, then a clean disconnect).
+pub async fn run_fleet(
+    ca_pem: &str,
+    appliances: &[BundleAppliance],
+    opts: &FleetOptions,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> Result<(), SimError> {
+    opts.validate()?;
+    let opts = Arc::new(opts.clone());
+    let ca_pem: Arc<str> = Arc::from(ca_pem);
+    let mut tasks = JoinSet::new();
+    let start = Instant::now();
+    for (i, a) in appliances.iter().enumerate() {
+        let at = start + Duration::from_secs_f64(i as f64 / opts.ramp_per_s);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        let sim = appliance::Simulated::new(a.clone(), ca_pem.clone(), opts.clone(), stats.clone());
+        tasks.spawn(sim.run(stop.clone()));
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a simulated appliance panicked");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Keeps the benchmark scripts working: runs every deploy/bench/*.sh (but this one) at tiny
+# scale and checks each printed a final JSON line. Checks that they run, never their
+# figures. Uses a debug build (HEARTH_BENCH_PROFILE=dev) unless told otherwise.
+#
+#   deploy/bench/smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+export HEARTH_BENCH_PROFILE=${HEARTH_BENCH_PROFILE:-dev}
+
+# Tiny arguments per script; a new script must be added here (an unknown one fails).
+args_for() {
+    case $1 in
+        ingest-batch.sh) echo "--appliances 50 --batch 10 --rounds 2" ;;
+        ingest.sh) echo "--appliances 20 --rates 20 --window 3 --ramp 100" ;;
+        reconnect-storm.sh) echo "--appliances 20 --down 1 --ramp 100 --timeout 60 --heartbeat-interval-s 2" ;;
+        api.sh) echo "--appliances 20 --tenants 4 --duration 2 --connections 4 --threads 1" ;;
+        *) return 1 ;;
+    esac
+}
+
+failed=0
+passed=0
+for script in *.sh; do
+    [ "$script" = smoke.sh ] && continue
+    if ! args=$(args_for "$script"); then
+        echo "smoke: $script has no tiny-scale arguments in smoke.sh" >&2
+        failed=$((failed + 1))
+        continue
+    fi
+    start=$SECONDS
+    echo "smoke: $script $args" >&2
+    # shellcheck disable=SC2086
+    if out=$(bash "./$script" $args); then
+        last=$(tail -n1 <<<"$out")
+        if python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert isinstance(d, dict) and d' "$last" 2>/dev/null; then
+            echo "smoke: $script ok in $((SECONDS - start)) s: $last" >&2
+            passed=$((passed + 1))
+            continue
+        fi
+        echo "smoke: $script did not end with a JSON line; its output:" >&2
+        echo "$out" >&2
+    else
+        echo "smoke: $script failed; its output:" >&2
+        echo "$out" >&2
+    fi
+    failed=$((failed + 1))
+done
+echo "smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
