@@ -36,8 +36,6 @@ pub struct Dispatcher {
 enum DispatchError {
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-    #[error("cannot hand a message to the MQTT client: {0}")]
-    Mqtt(#[from] rumqttc::ClientError),
 }
 
 impl Dispatcher {
@@ -65,6 +63,22 @@ impl Dispatcher {
         }
     }
 
+    /// Hands one message to the MQTT client without waiting. Never `publish().await` here:
+    /// this runs inside a transaction holding row locks, and while the broker is away the
+    /// client's request queue fills; waiting on it would hold the locks the ingest writer
+    /// needs, the writer would stop taking messages, the consumer would stop polling, and the
+    /// queue would never drain. A full queue ends the batch instead: what was not handed over
+    /// stays queued (or due) and goes out on a later round.
+    fn hand_over(&self, topic: String, bytes: Vec<u8>) -> bool {
+        match self.client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "MQTT request queue full; the rest of this batch waits for the next round");
+                false
+            }
+        }
+    }
+
     async fn dispatch_tasks(&self) -> Result<usize, DispatchError> {
         let mut tx = self.pool.begin().await?;
         let due = tasks::claim_dispatchable(&mut tx, BATCH).await?;
@@ -88,14 +102,16 @@ impl Dispatcher {
                 }
             };
             let topic = Topic::new(t.appliance_id, DownChannel::Task).to_string();
-            self.client.publish(topic, QoS::AtLeastOnce, false, bytes).await?;
+            if !self.hand_over(topic, bytes) {
+                break;
+            }
             sent.push(t.id);
         }
         tasks::mark_dispatched(&mut tx, &sent).await?;
         tx.commit().await?;
         self.metrics.tasks_dispatched.inc_by(sent.len() as u64);
         tracing::debug!(tasks = sent.len(), "dispatched");
-        Ok(due.len())
+        Ok(sent.len())
     }
 
     async fn push_configs(&self) -> Result<(), DispatchError> {
@@ -157,7 +173,9 @@ impl Dispatcher {
                 }
             };
             let topic = Topic::new(c.appliance_id, DownChannel::Config).to_string();
-            self.client.publish(topic, QoS::AtLeastOnce, false, bytes).await?;
+            if !self.hand_over(topic, bytes) {
+                break;
+            }
             sent.push((c.appliance_id, c.desired_version));
             self.metrics.configs_pushed.inc();
         }

@@ -15,6 +15,7 @@ args_for() {
         ingest.sh) echo "--appliances 20 --rates 20 --window 3 --ramp 100" ;;
         reconnect-storm.sh) echo "--appliances 20 --down 1 --ramp 100 --timeout 60 --heartbeat-interval-s 2" ;;
         api.sh) echo "--appliances 20 --tenants 4 --duration 2 --connections 4 --threads 1" ;;
+        agent-footprint.sh) echo "--smoke" ;;
         *) return 1 ;;
     esac
 }
