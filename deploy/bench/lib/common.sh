@@ -88,10 +88,17 @@ setup_stack() {
     "$BIN/hearth-control-plane" migrate 2>>"$WORK/control-plane.log"
 }
 
+# Whether nothing listens on 127.0.0.1:PORT (a benchmark must not measure someone else's
+# server that happens to be there).
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # Mosquitto with the shipped configuration and as many file descriptors as allowed.
 start_broker() {
     local mosquitto=/usr/sbin/mosquitto
     [ -x "$mosquitto" ] || mosquitto=$(command -v mosquitto) || die "mosquitto is not installed"
+    port_free "$MQTT_PORT" || die "port $MQTT_PORT is already in use (another broker?); pass --mqtt-port"
     (ulimit -n "$(ulimit -Hn)"; exec "$mosquitto" -c "$BROKER_DIR/mosquitto.conf") &
     BROKER_PID=$!
     wait_port "$MQTT_PORT" || die "mosquitto did not start (see $BROKER_DIR/mosquitto.log)"
@@ -105,6 +112,7 @@ stop_broker() {
 }
 
 start_cp() {
+    port_free "$API_PORT" || die "port $API_PORT is already in use; pass --api-port"
     "$BIN/hearth-control-plane" serve >>"$WORK/control-plane.log" 2>&1 &
     CP_PID=$!
     for _ in $(seq 1 200); do
