@@ -7,7 +7,7 @@
 //! strictly later than the previous one's.
 
 use hearth_protocol::{ApplianceId, TenantId};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use crate::pki::RevokedCertificate;
@@ -116,12 +116,4 @@ pub async fn next_crl(conn: &mut PgConnection) -> Result<(u64, OffsetDateTime, V
     let revoked =
         revoked.into_iter().map(|(serial_hex, revoked_at)| RevokedCertificate { serial_hex, revoked_at }).collect();
     Ok((number as u64, this_update, revoked))
-}
-
-/// Whether a certificate serial is revoked.
-pub async fn is_revoked(pool: &PgPool, serial: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM certificate_revocations WHERE serial = $1)")
-        .bind(serial)
-        .fetch_one(pool)
-        .await
 }

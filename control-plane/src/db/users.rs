@@ -322,7 +322,7 @@ pub async fn logout(pool: &PgPool, secret: &str) -> Result<bool, sqlx::Error> {
     Ok(r.rows_affected() > 0)
 }
 
-/// Changes a user's own password after checking the current one; ends their other sessions.
+/// Changes a user's own password after checking the current one; ends every session of theirs.
 pub async fn change_password(pool: &PgPool, user: Uuid, current: &str, new: &str) -> Result<bool, UserError> {
     check_password(new)?;
     let phc: Option<String> = sqlx::query_scalar("SELECT password_hash FROM tenant_users WHERE id = $1")
