@@ -83,7 +83,18 @@ pub async fn run_consumer(
         metrics.mqtt_connected.set(i64::from(up));
     };
     let mut pending_acks: std::collections::VecDeque<rumqttc::Publish> = Default::default();
+    // Set on every connect until the subscription is in the client's request queue. After a
+    // broker outage that queue can be full (receipts and dispatches handed over meanwhile);
+    // a subscription dropped then would leave us connected and deaf, so it is retried every
+    // turn until it fits (Mosquitto does not keep shared subscriptions across its restart).
+    let mut subscribe_due = false;
     loop {
+        if subscribe_due {
+            match client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                Ok(()) => subscribe_due = false,
+                Err(e) => tracing::debug!(error = %e, "subscription waits for room in the request queue"),
+            }
+        }
         // Hand stored messages' acknowledgements to the client; what does not fit in its
         // request queue waits for the next turn.
         while let Ok(p) = links.acks.try_recv() {
@@ -108,9 +119,7 @@ pub async fn run_consumer(
                 tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
                 set_connected(true);
                 delay = Duration::from_millis(500);
-                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                    tracing::error!(error = %e, "cannot queue the subscription");
-                }
+                subscribe_due = true;
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
