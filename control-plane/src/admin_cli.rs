@@ -206,11 +206,18 @@ async fn change(pool: &PgPool, audit: &Recorder<'_>, id: TenantId, action: &str,
 }
 
 /// Publishes the CRL and disconnects the appliances (the CLI has the same PKI and broker
-/// settings as `serve`).
+/// settings as `serve`). Runs after the revocation is committed, and says so if it fails.
 async fn make_revocations_bite(pool: &PgPool, config: &Config, revoked: &[ApplianceId]) -> anyhow::Result<()> {
-    let ca = CertificateAuthority::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
-    let revoker = Revoker::new(config, pool.clone(), std::sync::Arc::new(ca))?;
-    Ok(revoker.enforce(revoked).await?)
+    let bite = async {
+        let ca = CertificateAuthority::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
+        let revoker = Revoker::new(config, pool.clone(), std::sync::Arc::new(ca))?;
+        anyhow::Ok(revoker.enforce(revoked).await?)
+    };
+    bite.await.context(
+        "the revocation is recorded (the control plane refuses the appliances and lists them on the next CRL it \
+         issues, at its next start at the latest), but the CRL could not be published or the appliances \
+         disconnected now",
+    )
 }
 
 /// `appliance revoke ID`.

@@ -139,8 +139,8 @@ pub struct TenantCounts {
     pub revoked: i64,
 }
 
-/// Counts per tenant, every tenant (with zeros), by tenant name.
-pub async fn counts_by_tenant(pool: &PgPool) -> Result<Vec<TenantCounts>, sqlx::Error> {
+/// Counts per tenant, every tenant (with zeros) or only `tenant`, by tenant name.
+pub async fn counts_by_tenant(pool: &PgPool, tenant: Option<TenantId>) -> Result<Vec<TenantCounts>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id AS tenant_id, t.name AS tenant_name,
                 count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'online') AS online,
@@ -148,8 +148,10 @@ pub async fn counts_by_tenant(pool: &PgPool) -> Result<Vec<TenantCounts>, sqlx::
                 count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'never_seen') AS never_seen,
                 count(a.id) FILTER (WHERE a.revoked_at IS NOT NULL) AS revoked
          FROM tenants t LEFT JOIN appliances a ON a.tenant_id = t.id
+         WHERE $1::uuid IS NULL OR t.id = $1
          GROUP BY t.id ORDER BY t.name, t.id",
     )
+    .bind(tenant)
     .fetch_all(pool)
     .await
 }

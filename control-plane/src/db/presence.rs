@@ -55,12 +55,14 @@ WITH ev AS (
         AS t(id, agent_version, boot_id, seq, metrics, metrics_at, p_status, p_session, p_reason, seen)
 ),
 prev AS (
-    SELECT a.id, a.status AS old_status, a.session_id AS old_session
+    -- Revoked appliances and suspended tenants' appliances are refused: nothing of theirs is
+    -- stored (the writer counts them with the unknown ids). Decided as a column, not as a
+    -- filter of this scan: the filter made the planner pick a plan 4x slower (ingest-batch
+    -- bench: 26,000 → 6,600 heartbeats/s; as a column 27,000).
+    SELECT a.id, a.status AS old_status, a.session_id AS old_session,
+           (a.revoked_at IS NULL
+            AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = a.tenant_id AND tn.status = 'active')) AS accepted
     FROM appliances a JOIN ev ON ev.id = a.id
-    -- Revoked appliances and suspended tenants' appliances are refused: nothing of theirs
-    -- is stored (the writer counts them with the unknown ids).
-    WHERE a.revoked_at IS NULL
-      AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = a.tenant_id AND tn.status = 'active')
     ORDER BY a.id
     FOR UPDATE OF a
 ),
@@ -86,7 +88,7 @@ upd AS (
         OR (ev.p_status = 'offline'
             AND (prev.old_session IS NULL OR ev.p_session IS NULL OR prev.old_session = ev.p_session)),
         false) AS applies) x
-    WHERE a.id = ev.id
+    WHERE a.id = ev.id AND prev.accepted
     RETURNING a.id, a.tenant_id, prev.old_status, a.status AS new_status, ev.p_reason
 ),
 ins AS (

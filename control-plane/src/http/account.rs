@@ -4,7 +4,7 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hearth_protocol::api::ErrorBody;
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::auth::{Caller, Owner, Tenant};
+use super::auth::{bearer, Caller, Owner, Tenant};
 use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
 use super::{AppState, RequestId};
 use crate::db::audit::{snapshot, Actor, Recorder};
@@ -155,13 +155,7 @@ async fn login(
     )
 )]
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| t.starts_with(users::SESSION_PREFIX))
-        .ok_or(ApiError::Unauthorized)?;
+    let token = bearer(&headers).filter(|t| t.starts_with(users::SESSION_PREFIX)).ok_or(ApiError::Unauthorized)?;
     if users::logout(&s.pool, token).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -403,11 +397,13 @@ pub(super) struct IssuedKey {
     pub key: String,
 }
 
-pub(super) fn check_label(what: &'static str, name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.chars().count() > 100 {
+/// A name or label: 1 to `max` characters once trimmed (what is stored).
+pub(super) fn check_label(what: &'static str, name: &str, max: usize) -> Result<(), ApiError> {
+    let n = name.trim().chars().count();
+    if n == 0 || n > max {
         return Err(ApiError::Unprocessable {
             code: "invalid_body",
-            message: format!("{what} must be 1 to 100 characters"),
+            message: format!("{what} must be 1 to {max} characters"),
             details: serde_json::json!({ "param": what }),
         });
     }
@@ -437,9 +433,9 @@ async fn issue_key(
     rid: RequestId,
     ApiJson(b): ApiJson<NewKey>,
 ) -> Result<(StatusCode, ApiJson<IssuedKey>), ApiError> {
-    check_label("name", &b.name)?;
+    check_label("name", &b.name, 100)?;
     let mut tx = tenant_tx(&s.pool, owner.tenant).await?;
-    let (info, key) = tenants::issue_key(&mut tx, owner.tenant, &b.name, &owner.actor.label()).await?;
+    let (info, key) = tenants::issue_key(&mut tx, owner.tenant, b.name.trim(), &owner.actor.label()).await?;
     Recorder::new(&owner.actor, Some(&rid.0))
         .record(&mut tx, Some(owner.tenant), "api_key.issue", ("api_key", info.id.to_string()), None, snapshot(&info))
         .await?;

@@ -14,6 +14,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use hearth_protocol::TenantId;
 use uuid::Uuid;
@@ -54,13 +55,7 @@ impl Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
+        let secret = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let caller = if secret.starts_with(tenants::API_KEY_PREFIX) {
             tenants::authenticate(&state.pool, secret).await?.map(|k| Caller::TenantKey {
                 tenant: k.tenant,
@@ -85,6 +80,11 @@ impl Caller {
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
+}
+
+/// The credential of `Authorization: Bearer …`, if there is one.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
 }
 
 fn suspended() -> ApiError {

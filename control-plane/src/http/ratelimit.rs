@@ -6,24 +6,19 @@
 //! enrollment, sign-in and health are not limited here (sign-in has its own lockout).
 
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::auth::Caller;
+use super::auth::{bearer, Caller};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::{tenants, users};
 use crate::limits::Decision;
 
 pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let customer = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let customer = bearer(req.headers())
         .is_some_and(|t| t.starts_with(tenants::API_KEY_PREFIX) || t.starts_with(users::SESSION_PREFIX));
     if !customer {
         return next.run(req).await;

@@ -134,7 +134,7 @@ struct Summary {
 )]
 async fn summary(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<Summary>, ApiError> {
     op.require(Permission::Read)?;
-    let tenants = appliances::counts_by_tenant(&s.pool).await?;
+    let tenants = appliances::counts_by_tenant(&s.pool, None).await?;
     let sum = |f: fn(&TenantCounts) -> i64| tenants.iter().map(f).sum();
     Ok(ApiJson(Summary {
         online: sum(|c| c.online),

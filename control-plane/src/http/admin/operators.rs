@@ -95,7 +95,7 @@ async fn create_operator(
     ApiJson(b): ApiJson<NewOperator>,
 ) -> Result<(StatusCode, ApiJson<IssuedOperator>), ApiError> {
     op.require(Permission::Manage)?;
-    check_label("name", &b.name)?;
+    check_label("name", &b.name, 100)?;
     let actor = op.actor();
     let mut tx = s.pool.begin().await?;
     let (info, token) = operators::create(&mut tx, b.name.trim(), b.role, &actor.label()).await?;
@@ -218,7 +218,7 @@ async fn create_plan(
     ApiJson(b): ApiJson<NewPlan>,
 ) -> Result<(StatusCode, ApiJson<Plan>), ApiError> {
     op.require(Permission::Manage)?;
-    check_label("name", &b.name)?;
+    check_label("name", &b.name, 100)?;
     check_quotas(&b.quotas)?;
     let mut tx = s.pool.begin().await?;
     let plan = plans::create(&mut tx, b.name.trim(), &b.quotas).await.map_err(plan_name_taken)?;
@@ -285,7 +285,7 @@ async fn update_plan(
     };
     check_quotas(&quotas)?;
     let name = b.name.unwrap_or_else(|| before.name.clone());
-    check_label("name", &name)?;
+    check_label("name", &name, 100)?;
     let after = plans::update(&mut tx, id, name.trim(), &quotas)
         .await
         .map_err(plan_name_taken)?

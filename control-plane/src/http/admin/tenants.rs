@@ -109,17 +109,6 @@ struct NewTenant {
     plan_id: Option<Uuid>,
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_body",
-            message: "name must be 1 to 200 characters".into(),
-            details: serde_json::json!({ "param": "name" }),
-        });
-    }
-    Ok(())
-}
-
 fn unknown_plan(e: sqlx::Error) -> ApiError {
     if db::is_constraint(&e, "tenants_plan_id_fkey") {
         ApiError::Unprocessable {
@@ -158,7 +147,7 @@ async fn create(
     ApiJson(b): ApiJson<NewTenant>,
 ) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
     op.require(Permission::Manage)?;
-    check_name(&b.name)?;
+    check_label("name", &b.name, 200)?;
     let mut tx = s.pool.begin().await?;
     let tenant = tenants::insert(&mut tx, b.name.trim(), b.plan_id).await.map_err(unknown_plan)?;
     Recorder::new(&op.actor(), Some(&rid.0))
@@ -209,7 +198,7 @@ async fn detail(
     let (plan, quotas) = plans::quotas_for(&mut conn, id, s.limits).await?;
     let users = users::list(&mut conn, id).await?;
     drop(conn);
-    let counts = appliances::counts_by_tenant(&s.pool).await?.into_iter().find(|c| c.tenant_id == id);
+    let counts = appliances::counts_by_tenant(&s.pool, Some(id)).await?.into_iter().next();
     Ok(ApiJson(TenantDetail { tenant, plan, quotas, users, counts }))
 }
 
@@ -268,7 +257,7 @@ async fn update(
     op.require(Permission::Manage)?;
     let Path(id) = id?;
     if let Some(n) = &b.name {
-        check_name(n)?;
+        check_label("name", n, 200)?;
     }
     if let Some(st) = &b.status {
         check_status(st)?;
@@ -404,7 +393,7 @@ async fn issue_key(
 ) -> Result<(StatusCode, ApiJson<IssuedKey>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    check_label("name", &b.name)?;
+    check_label("name", &b.name, 100)?;
     let mut tx = s.pool.begin().await?;
     tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
     let actor = op.actor();
@@ -541,7 +530,7 @@ async fn create_appliance(
 ) -> Result<(StatusCode, ApiJson<Registered>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(tenant) = id?;
-    check_name(&b.name)?;
+    check_label("name", &b.name, 200)?;
     let ttl = b.ttl_hours.unwrap_or(24);
     if !(1..=720).contains(&ttl) {
         return Err(ApiError::Unprocessable {
