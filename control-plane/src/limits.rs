@@ -200,11 +200,13 @@ impl QuotaCache {
     }
 }
 
-/// Every limit the control plane enforces, shared by the HTTP layer (and, later, the
-/// assistant and the ingest).
+/// Every limit the control plane enforces, shared by the HTTP layer, the support chat and
+/// the ingest.
 #[derive(Debug)]
 pub struct RateLimits {
     pub api: Limiters<TenantId>,
+    /// Support assistant messages, per tenant (each may cost an LLM call).
+    pub assistant: Limiters<TenantId>,
     pub quotas: QuotaCache,
 }
 
@@ -214,7 +216,11 @@ pub const IDLE_EVICTION: Duration = Duration::from_secs(600);
 
 impl RateLimits {
     pub fn new(defaults: LimitsConfig) -> Self {
-        RateLimits { api: Limiters::new(LimitKind::Api), quotas: QuotaCache::new(defaults) }
+        RateLimits {
+            api: Limiters::new(LimitKind::Api),
+            assistant: Limiters::new(LimitKind::Assistant),
+            quotas: QuotaCache::new(defaults),
+        }
     }
 
     /// One tenant API request.
@@ -224,10 +230,17 @@ impl RateLimits {
         Ok(self.api.check(&tenant, rate))
     }
 
+    /// One support assistant message of a tenant.
+    pub async fn check_assistant(&self, pool: &PgPool, tenant: TenantId) -> Result<Decision, sqlx::Error> {
+        let q = self.quotas.get(pool, tenant).await?;
+        let rate = Rate { per_period: q.assistant_per_hour.max(1) as u32, burst: q.assistant_burst.max(1) as u32 };
+        Ok(self.assistant.check(&tenant, rate))
+    }
+
     /// Periodic housekeeping (the serve loop calls it every minute).
     pub fn evict(&self) -> usize {
         self.quotas.evict_stale();
-        self.api.evict_idle(IDLE_EVICTION)
+        self.api.evict_idle(IDLE_EVICTION) + self.assistant.evict_idle(IDLE_EVICTION)
     }
 }
 

@@ -36,6 +36,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("setting `pki.dir` (HEARTH_PKI__DIR): {0}")]
     Crl(#[from] RevocationError),
+    #[error(transparent)]
+    Assistant(#[from] crate::assistant::AssistantError),
 }
 
 /// How often the CRL is issued anew (it is valid for `pki::CRL_VALIDITY`).
@@ -177,6 +179,8 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         limits: config.limits,
         revoker,
         rate_limits: rate_limits.clone(),
+        assistant: Arc::new(Assistant::new(&config.assistant)?),
+        assistant_config: config.assistant.clone(),
     };
     let router = app(state);
     let addr = config.http.listen;

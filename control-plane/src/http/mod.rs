@@ -52,6 +52,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::assistant::{Assistant, AssistantConfig};
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
 use crate::desired::secrets::SecretKey;
 use crate::limits::RateLimits;
@@ -82,6 +83,9 @@ pub struct AppState {
     pub revoker: Arc<Revoker>,
     /// Per-tenant rate limits.
     pub rate_limits: Arc<RateLimits>,
+    /// The support assistant (rules, or Ollama with the rules as fallback).
+    pub assistant: Arc<Assistant>,
+    pub assistant_config: AssistantConfig,
 }
 
 /// Every route with its OpenAPI description. A new resource's router is merged here.
