@@ -179,8 +179,9 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         limits: config.limits,
         revoker,
         rate_limits: rate_limits.clone(),
-        assistant: Arc::new(Assistant::new(&config.assistant)?),
+        assistant: Arc::new(crate::assistant::Assistant::new(&config.assistant)?),
         assistant_config: config.assistant.clone(),
+        shutdown: shutdown.clone(),
     };
     let router = app(state);
     let addr = config.http.listen;

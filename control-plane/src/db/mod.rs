@@ -17,6 +17,7 @@ pub mod operators;
 pub mod plans;
 pub mod presence;
 pub mod revocations;
+pub mod support;
 pub mod tasks;
 pub mod tenants;
 pub mod users;

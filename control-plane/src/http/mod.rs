@@ -18,6 +18,9 @@
 //! | `GET /api/v1/inventory` | tenant API key | the appliances as an Ansible dynamic inventory |
 //! | `POST /api/v1/auth/login`, `…/logout`, `…/password` | tenant user | sign in (short-lived token), out, change password |
 //! | `GET /api/v1/account`, `GET/POST/DELETE /api/v1/users…`, `…/keys…` | tenant (owner for changes) | the account, its plan and quotas, members, API keys |
+//! | `POST/GET /api/v1/support/conversations…`, `…/messages`, `…/proposals/{id}/confirm`, `…/events` | tenant | the support chat (see [`support`]) |
+//! | `GET/PUT /api/v1/support/settings` | tenant (owner to change) | whether low-risk proposals wait for confirmation |
+//! | `GET /support` | anyone (the page signs in) | the customers' chat page |
 //! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
 //!
 //! Every response carries `x-request-id` (the caller's, if it sent a sane one); the audit
@@ -35,6 +38,7 @@ mod health;
 mod inventory;
 pub mod openapi;
 mod ratelimit;
+mod support;
 mod tasks;
 
 use std::sync::atomic::AtomicBool;
@@ -50,6 +54,7 @@ use axum::Router;
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::assistant::{Assistant, AssistantConfig};
@@ -86,6 +91,8 @@ pub struct AppState {
     /// The support assistant (rules, or Ollama with the rules as fallback).
     pub assistant: Arc<Assistant>,
     pub assistant_config: AssistantConfig,
+    /// Cancelled at shutdown (ends long-lived responses such as event streams).
+    pub shutdown: CancellationToken,
 }
 
 /// Every route with its OpenAPI description. A new resource's router is merged here.
@@ -99,6 +106,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(desired::router())
         .merge(inventory::router())
         .merge(account::router())
+        .merge(support::router())
         .merge(admin::router())
 }
 

@@ -2,7 +2,9 @@
 //! customer credential (API key or sign-in session of an active tenant) takes one request
 //! from its tenant's bucket (`limits::RateLimits`). Refused: `429 rate_limited` with
 //! `Retry-After`; every such response, refused or not, says which limit applies and what is
-//! left (`X-RateLimit-Kind`, `X-RateLimit-Policy`, `X-RateLimit-Remaining`). Operators,
+//! left (`X-RateLimit-Kind`, `X-RateLimit-Policy`, `X-RateLimit-Remaining`); a handler that
+//! applies a tighter limit of its own (the support chat's `assistant`) describes that one
+//! instead, through [`refusal`] and [`describe`]. Operators,
 //! enrollment, sign-in and health are not limited here (sign-in has its own lockout).
 
 use axum::extract::{Request, State};
@@ -37,29 +39,40 @@ pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next)
         Ok(d) => d,
         Err(e) => return ApiError::Database(e).into_response(),
     };
-    if let Some(wait) = decision.retry_after {
-        s.metrics.rate_limited.with_label_values(&[decision.kind.as_str()]).inc();
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut r = ApiError::Refused {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "rate_limited",
-            message: format!(
-                "too many requests: this account's {} limit is {}; try again in {secs} s",
-                decision.kind.as_str(),
-                decision.policy()
-            ),
-        }
-        .into_response();
-        r.headers_mut().insert(RETRY_AFTER, secs.into());
-        describe(&mut r, &decision);
-        return r;
+    if decision.retry_after.is_some() {
+        return refusal(&s, &decision);
     }
     let mut r = next.run(req).await;
-    describe(&mut r, &decision);
+    // A handler that applied a tighter limit (the assistant's) already described it.
+    if !r.headers().contains_key("x-ratelimit-kind") {
+        describe(&mut r, &decision);
+    }
     r
 }
 
-fn describe(r: &mut Response, d: &Decision) {
+/// The `429 rate_limited` answer to a refused decision, with `Retry-After` and the limit's
+/// headers; counted in `hearth_rate_limited_total{kind}`.
+pub(super) fn refusal(s: &AppState, decision: &Decision) -> Response {
+    s.metrics.rate_limited.with_label_values(&[decision.kind.as_str()]).inc();
+    let wait = decision.retry_after.unwrap_or_default();
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut r = ApiError::Refused {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "rate_limited",
+        message: format!(
+            "too many requests: this account's {} limit is {}; try again in {secs} s",
+            decision.kind.as_str(),
+            decision.policy()
+        ),
+    }
+    .into_response();
+    r.headers_mut().insert(RETRY_AFTER, secs.into());
+    describe(&mut r, decision);
+    r
+}
+
+/// Says which limit applies to the response and what is left of it.
+pub(super) fn describe(r: &mut Response, d: &Decision) {
     let h = r.headers_mut();
     h.insert("x-ratelimit-kind", HeaderValue::from_static(d.kind.as_str()));
     if let Ok(v) = HeaderValue::from_str(&d.policy()) {

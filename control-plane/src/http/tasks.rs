@@ -10,6 +10,7 @@ use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{ApplianceId, TaskId, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,12 +30,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateTask {
     /// A catalog action, e.g. `dns.record.add` (see `ansible/catalog.json`).
-    action: String,
+    pub(super) action: String,
     /// The action's parameters, validated against the catalog.
     #[serde(default)]
-    params: Map<String, Value>,
+    pub(super) params: Map<String, Value>,
     /// Seconds the task may take from now (default `tasks.default_deadline_s`).
-    deadline_s: Option<u64>,
+    pub(super) deadline_s: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,6 +90,30 @@ pub(super) async fn queue(
     req: CreateTask,
     audit: Recorder<'_>,
 ) -> Result<Response, ApiError> {
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let action = req.action.clone();
+    let id = queue_in(&mut tx, s, tenant, appliance, req, audit).await?;
+    tx.commit().await?;
+    s.dispatcher.notify_one();
+    tracing::info!(task = %id, %appliance, %action, "task queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/v1/tasks/{id}"))],
+        ApiJson(TaskCreated { id, status: "queued" }),
+    )
+        .into_response())
+}
+
+/// [`queue`] inside the caller's tenant transaction (the support chat records its proposal's
+/// outcome in the same one); the caller commits, then wakes the dispatcher.
+pub(super) async fn queue_in(
+    tx: &mut PgConnection,
+    s: &AppState,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    req: CreateTask,
+    audit: Recorder<'_>,
+) -> Result<TaskId, ApiError> {
     let deadline = req.deadline_s.unwrap_or(s.tasks.default_deadline_s);
     if deadline == 0 || deadline > s.tasks.max_deadline_s {
         return Err(ApiError::bad_request(
@@ -103,9 +128,8 @@ pub(super) async fn queue(
             details: serde_json::json!({ "param": r.param, "rule": r.rule }),
         }
     })?;
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
-    let Some(id) = tasks::create(&mut tx, tenant, appliance, &req.action, &params, deadline as f64).await? else {
-        return Err(match appliances::get(&mut tx, tenant, appliance).await? {
+    let Some(id) = tasks::create(tx, tenant, appliance, &req.action, &params, deadline as f64).await? else {
+        return Err(match appliances::get(tx, tenant, appliance).await? {
             Some(a) if a.revoked_at.is_some() => ApiError::Conflict {
                 code: "appliance_revoked",
                 message: "this appliance has been revoked and can no longer run tasks".into(),
@@ -114,16 +138,8 @@ pub(super) async fn queue(
         });
     };
     let after = serde_json::json!({ "appliance_id": appliance, "action": req.action, "params": params });
-    audit.record(&mut tx, Some(tenant), "task.create", ("task", id.to_string()), None, Some(after)).await?;
-    tx.commit().await?;
-    s.dispatcher.notify_one();
-    tracing::info!(task = %id, %appliance, action = %req.action, "task queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/api/v1/tasks/{id}"))],
-        ApiJson(TaskCreated { id, status: "queued" }),
-    )
-        .into_response())
+    audit.record(tx, Some(tenant), "task.create", ("task", id.to_string()), None, Some(after)).await?;
+    Ok(id)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,0 +1,186 @@
+//! `GET /api/v1/support/conversations/{id}/events`: the conversation as server-sent
+//! events, so a page shows replies and task progress as they happen.
+//!
+//! | event | data | when |
+//! |---|---|---|
+//! | `message` | a message (with its proposal), `id:` its number | each message after the cursor |
+//! | `proposal` | a proposal | it appears or changes (confirmed, superseded, task created) |
+//! | `task` | `{proposal_id, task}`: the task without its log | its status changes |
+//! | `task_event` | `{task_id, event}`: one event of the task's log | each new event |
+//! | `end` | `{reason}` | the stream closes (conversation gone, time's up, shutdown) |
+//!
+//! The stream replays messages after `?after=N` or `Last-Event-ID` (from the start when
+//! neither is given), then the state of every proposal and task, then follows. It reads
+//! PostgreSQL every half second in a tenant transaction, so it works the same whichever
+//! replica wrote the change; it ends after 30 minutes (the client reconnects with
+//! `Last-Event-ID`, which checks its credential again) or at shutdown. A comment every 15 s
+//! keeps proxies from closing an idle stream.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use hearth_protocol::{TaskId, TenantId};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::super::auth::Tenant;
+use super::super::error::{ApiError, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
+use super::super::AppState;
+use crate::db::support::{self, ProposalRow};
+use crate::db::{tasks, tenant_tx};
+
+const POLL: Duration = Duration::from_millis(500);
+const STREAM_MAX: Duration = Duration::from_secs(30 * 60);
+const TERMINAL: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "rejected"];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct After {
+    /// Replay messages numbered above this (default: all). `Last-Event-ID` does the same.
+    after: Option<i32>,
+}
+
+/// Follow a conversation: its messages, proposals and tasks' progress, as server-sent events.
+#[utoipa::path(
+    get,
+    path = "/api/v1/support/conversations/{id}/events",
+    tag = "support",
+    security(("tenant_key" = []), ("session_token" = [])),
+    params(("id" = Uuid, Path, description = "The conversation"), After,
+        ("Last-Event-ID" = Option<i32>, Header, description = "Resume after this message number")),
+    responses(
+        (status = 200, description = "`text/event-stream`: events `message`, `proposal`, `task`, `task_event` and \
+                                      `end` (see the module documentation)", content_type = "text/event-stream",
+            body = String),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = TenantForbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    )
+)]
+pub(super) async fn events(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    id: Result<Path<Uuid>, PathRejection>,
+    after: Result<Query<After>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let Query(after) = after?;
+    let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let cursor = after.after.or(from_header).unwrap_or(0).max(0);
+    // Refuse an unknown conversation with a 404, not an empty stream.
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    support::get_conversation(&mut tx, tenant, id, false).await?.ok_or(ApiError::NotFound("conversation"))?;
+    tx.commit().await?;
+
+    let (out, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(follow(s, tenant, id, cursor, out));
+    let mut rx = rx;
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
+    let mut r = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    // Proxies (nginx) must not buffer the stream.
+    r.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    Ok(r)
+}
+
+/// What the client has been told.
+#[derive(Default)]
+struct Seen {
+    cursor: i32,
+    proposals: HashMap<Uuid, ProposalRow>,
+    /// Per task: its last status and the last event number sent; done once terminal with
+    /// its whole log sent.
+    tasks: HashMap<TaskId, (String, i64, bool)>,
+}
+
+async fn follow(s: AppState, tenant: TenantId, conversation: Uuid, cursor: i32, out: mpsc::Sender<Event>) {
+    let mut seen = Seen { cursor, ..Seen::default() };
+    let deadline = tokio::time::Instant::now() + STREAM_MAX;
+    let reason = loop {
+        match poll(&s, tenant, conversation, &mut seen).await {
+            Ok(Some(events)) => {
+                for e in events {
+                    if out.send(e).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+            Ok(None) => break "conversation_gone",
+            Err(e) => {
+                tracing::warn!(error = %e, %conversation, "support stream: could not read the conversation");
+                break "error";
+            }
+        }
+        tokio::select! {
+            _ = out.closed() => return,
+            _ = s.shutdown.cancelled() => break "shutdown",
+            _ = tokio::time::sleep_until(deadline) => break "reconnect",
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    };
+    let _ = out.send(event("end", &serde_json::json!({ "reason": reason }))).await;
+}
+
+/// One look at the conversation: the events the client has not seen; `None` if it is gone.
+async fn poll(
+    s: &AppState,
+    tenant: TenantId,
+    conversation: Uuid,
+    seen: &mut Seen,
+) -> Result<Option<Vec<Event>>, sqlx::Error> {
+    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    if support::get_conversation(&mut tx, tenant, conversation, false).await?.is_none() {
+        return Ok(None);
+    }
+    let mut events = Vec::new();
+    for m in support::messages(&mut tx, tenant, conversation, seen.cursor).await? {
+        seen.cursor = m.seq;
+        if let Some(p) = &m.proposal {
+            seen.proposals.insert(p.id, p.clone());
+        }
+        events.push(event("message", &m).id(m.seq.to_string()));
+    }
+    for p in support::proposals(&mut tx, tenant, conversation).await? {
+        if seen.proposals.get(&p.id) != Some(&p) {
+            events.push(event("proposal", &p));
+            seen.proposals.insert(p.id, p);
+        }
+    }
+    let running: Vec<(Uuid, TaskId)> =
+        seen.proposals.values().filter_map(|p| Some((p.id, p.task_id?))).collect();
+    for (proposal_id, task_id) in running {
+        let (status, last_seq, done) = seen.tasks.entry(task_id).or_insert((String::new(), 0, false));
+        if *done {
+            continue;
+        }
+        let Some(task) = tasks::get(&mut tx, tenant, task_id).await? else { continue };
+        let log = tasks::events(&mut tx, tenant, task_id).await?;
+        let sent = *last_seq;
+        for e in log.iter().filter(|e| e.seq > sent) {
+            events.push(event("task_event", &serde_json::json!({ "task_id": task_id, "event": e })));
+            *last_seq = e.seq;
+        }
+        if task.status != *status {
+            *status = task.status.clone();
+            events.push(event("task", &serde_json::json!({ "proposal_id": proposal_id, "task": task })));
+        }
+        let log_complete = task.events_expected.is_none_or(|n| log.len() as i64 >= n);
+        *done = TERMINAL.contains(&task.status.as_str()) && log_complete;
+    }
+    tx.commit().await?;
+    Ok(Some(events))
+}
+
+fn event(name: &str, data: &impl serde::Serialize) -> Event {
+    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "null".into()))
+}
