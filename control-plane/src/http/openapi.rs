@@ -135,7 +135,10 @@ fn add_rate_limit_responses(doc: &mut serde_json::Value) {
                 .and_then(|s| s.as_array())
                 .is_some_and(|reqs| reqs.iter().any(|r| r.get(TENANT_KEY).is_some() || r.get(SESSION_TOKEN).is_some()));
             if let (true, Some(responses)) = (customer, op.get_mut("responses").and_then(|r| r.as_object_mut())) {
-                responses.insert("429".into(), serde_json::json!({ "$ref": "#/components/responses/RateLimited" }));
+                // An operation that documents its own 429 (the support chat's assistant limit) keeps it.
+                responses
+                    .entry("429")
+                    .or_insert_with(|| serde_json::json!({ "$ref": "#/components/responses/RateLimited" }));
             }
         }
     }

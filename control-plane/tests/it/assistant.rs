@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 /// What the stand-in does with the next request.
 #[derive(Clone)]
-enum Script {
+pub(crate) enum Script {
     /// Answer with this message content (what the model "said").
     Says(String),
     /// The same, after a pause.
@@ -34,7 +34,7 @@ enum Script {
 }
 
 #[derive(Clone, Default)]
-struct StandIn {
+pub(crate) struct StandIn {
     script: Arc<Mutex<VecDeque<Script>>>,
     received: Arc<Mutex<Vec<Value>>>,
 }
@@ -66,7 +66,7 @@ async fn chat(State(s): State<StandIn>, Json(request): Json<Value>) -> Response 
 }
 
 impl StandIn {
-    async fn start() -> (StandIn, SocketAddr) {
+    pub(crate) async fn start() -> (StandIn, SocketAddr) {
         let s = StandIn::default();
         let app = Router::new().route("/api/chat", post(chat)).with_state(s.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -75,12 +75,12 @@ impl StandIn {
         (s, addr)
     }
 
-    fn then(&self, script: Script) -> &Self {
+    pub(crate) fn then(&self, script: Script) -> &Self {
         self.script.lock().unwrap().push_back(script);
         self
     }
 
-    fn received(&self) -> Vec<Value> {
+    pub(crate) fn received(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
 }
@@ -113,7 +113,7 @@ async fn ask(a: &Assistant, ctx: &Context, text: &str) -> Answer {
     a.respond(ctx, &[Turn::customer(text)]).await.expect("answer")
 }
 
-fn model_says(reply: &str, proposal: Value) -> Script {
+pub(crate) fn model_says(reply: &str, proposal: Value) -> Script {
     Script::Says(json!({"reply": reply, "proposal": proposal}).to_string())
 }
 

@@ -17,4 +17,5 @@ mod isolation;
 mod limits;
 mod openapi;
 mod support;
+mod support_chat;
 mod tasks;

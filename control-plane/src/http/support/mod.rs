@@ -30,9 +30,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Caller, Owner, Tenant};
-use super::error::{
-    ApiError, ApiJson, BadRequest, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized,
-};
+use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
 use super::tasks::{queue_in, CreateTask};
 use super::{ratelimit, AppState, RequestId};
 use crate::assistant::{self, ApplianceFacts, Context, Turn, MAX_TURNS, MAX_TURN_CHARS};
@@ -297,7 +295,8 @@ async fn context(
     current: Option<ApplianceId>,
 ) -> Result<Context, ApiError> {
     let boxes = appliances::list(conn, tenant, None, MAX_APPLIANCES).await?;
-    let facts: Vec<ApplianceFacts> = boxes.iter().filter(|a| a.revoked_at.is_none()).map(ApplianceFacts::from).collect();
+    let facts: Vec<ApplianceFacts> =
+        boxes.iter().filter(|a| a.revoked_at.is_none()).map(ApplianceFacts::from).collect();
     let mut ctx = Context::new(facts, &s.assistant_config);
     ctx.current_appliance = current;
     if let Some(choice) = support::confirm_low_risk(conn, tenant).await? {
@@ -338,7 +337,14 @@ async fn run(
     let row = support::confirm(tx, tenant, proposal.id, task).await?;
     if let Some(who) = confirmed_by {
         Recorder::new(who, Some(&rid.0))
-            .record(tx, Some(tenant), "support.proposal.confirm", ("support_proposal", row.id.to_string()), snapshot(&proposal), snapshot(&row))
+            .record(
+                tx,
+                Some(tenant),
+                "support.proposal.confirm",
+                ("support_proposal", row.id.to_string()),
+                snapshot(&proposal),
+                snapshot(&row),
+            )
             .await?;
     }
     tracing::info!(proposal = %row.id, %task, action = %row.action, "support: proposal confirmed, task queued");

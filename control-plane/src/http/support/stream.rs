@@ -156,8 +156,7 @@ async fn poll(
             seen.proposals.insert(p.id, p);
         }
     }
-    let running: Vec<(Uuid, TaskId)> =
-        seen.proposals.values().filter_map(|p| Some((p.id, p.task_id?))).collect();
+    let running: Vec<(Uuid, TaskId)> = seen.proposals.values().filter_map(|p| Some((p.id, p.task_id?))).collect();
     for (proposal_id, task_id) in running {
         let (status, last_seq, done) = seen.tasks.entry(task_id).or_insert((String::new(), 0, false));
         if *done {

@@ -76,6 +76,8 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
     // Tests poll the API as fast as they like; the rate-limit tests put a tenant on a plan.
     c.limits.api_per_minute = 1_000_000;
     c.limits.api_burst = 100_000;
+    c.limits.assistant_per_hour = 1_000_000;
+    c.limits.assistant_burst = 100_000;
     c
 }
 
