@@ -63,6 +63,8 @@ use super::AppState;
         (name = "config", description = "Desired configuration: tenant defaults and per-appliance overrides"),
         (name = "inventory", description = "The appliances as an Ansible dynamic inventory"),
         (name = "account", description = "A customer's sign-in, account, members and API keys"),
+        (name = "support", description = "The support chat: conversations with the assistant, proposed tasks \
+                                          confirmed by the customer, an event stream, and the chat page"),
         (name = "admin", description = "The service operators' API: tenants, plans, keys, operators, fleet, \
                                         revocation and the audit trail"),
     )

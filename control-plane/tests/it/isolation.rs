@@ -152,6 +152,20 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("revocation");
+    sqlx::query(
+        "WITH c AS (INSERT INTO support_conversations (id, tenant_id, appliance_id, started_by)
+                    VALUES (gen_random_uuid(), $1, $2, 'test') RETURNING id),
+              m AS (INSERT INTO support_messages (id, conversation_id, tenant_id, seq, role, body)
+                    SELECT gen_random_uuid(), id, $1, 1, 'assistant', 'hello' FROM c RETURNING id, conversation_id)
+         INSERT INTO support_proposals (id, tenant_id, conversation_id, message_id, appliance_id, action, params, risk,
+                                        needs_confirmation)
+         SELECT gen_random_uuid(), $1, conversation_id, id, $2, 'appliance.reboot', '{}', 'high', true FROM m",
+    )
+    .bind(a)
+    .bind(box_a)
+    .execute(&pool)
+    .await
+    .expect("support chat rows");
 
     let tables: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, c.relrowsecurity FROM pg_class c

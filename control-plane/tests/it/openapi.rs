@@ -65,6 +65,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/operators"),
     ("DELETE", "/api/v1/admin/operators/{id}"),
     ("GET", "/api/v1/admin/audit"),
+    ("POST", "/api/v1/support/conversations"),
+    ("GET", "/api/v1/support/conversations"),
+    ("GET", "/api/v1/support/conversations/{id}"),
+    ("POST", "/api/v1/support/conversations/{id}/messages"),
+    ("POST", "/api/v1/support/conversations/{id}/proposals/{proposal_id}/confirm"),
+    ("GET", "/api/v1/support/conversations/{id}/events"),
+    ("GET", "/api/v1/support/settings"),
+    ("PUT", "/api/v1/support/settings"),
+    ("GET", "/support"),
+    ("GET", "/support/chat.js"),
 ];
 
 /// The security schemes of the document.
@@ -238,6 +248,10 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "plan_name_taken",
         "appliance_name_taken",
         "appliance_revoked",
+        "message_too_long",
+        "conversation_full",
+        "proposal_not_pending",
+        "rate_limited",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }
