@@ -149,6 +149,8 @@ SQL
     # their credentials still work.
     TENANT_KEY=""
     OPERATOR_TOKEN=""
+    DEMO_EMAIL=""
+    DEMO_PASSWORD=""
     [ -f "$STATE/demo.env" ] && . "$STATE/demo.env"
     if [ -z "$OPERATOR_TOKEN" ] || ! curl -fsS --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $OPERATOR_TOKEN" \
             "https://localhost:$API_PORT/api/v1/admin/fleet/summary" >/dev/null 2>&1; then
@@ -167,12 +169,20 @@ SQL
         rm -rf "$STATE/agent"
         "$BIN/hearth-agent" enroll --server "https://localhost:$API_PORT" --token "$token" \
             --ca-file "$STATE/pki/ca.crt" --state-dir "$STATE/agent" >&2
-        umask 077
-        printf 'TENANT_ID=%s\nTENANT_KEY=%s\nAPPLIANCE_ID=%s\n' "$TENANT_ID" "$TENANT_KEY" "$APPLIANCE_ID" >"$STATE/demo.env"
-        umask 022
+        DEMO_EMAIL=""
     fi
-    (umask 077; { grep -v '^OPERATOR_TOKEN=' "$STATE/demo.env" || true; printf 'OPERATOR_TOKEN=%s\n' "$OPERATOR_TOKEN"; } \
-        >"$STATE/demo.env.tmp" && mv "$STATE/demo.env.tmp" "$STATE/demo.env")
+    # The demo household's owner signs in on the support chat page (/support).
+    if [ -z "${DEMO_EMAIL:-}" ] || ! curl -fsS --cacert "$STATE/pki/ca.crt" -H 'Content-Type: application/json' \
+            -d "{\"email\": \"$DEMO_EMAIL\", \"password\": \"$DEMO_PASSWORD\"}" \
+            "https://localhost:$API_PORT/api/v1/auth/login" >/dev/null 2>&1; then
+        say "creating the demo household's owner account (for the support chat page)"
+        DEMO_EMAIL="owner-${TENANT_ID:0:8}@demo.hearth.example"
+        DEMO_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+        printf '%s\n' "$DEMO_PASSWORD" \
+            | "$BIN/hearth-control-plane" user create --tenant "$TENANT_ID" --email "$DEMO_EMAIL" >/dev/null
+    fi
+    (umask 077; printf 'TENANT_ID=%s\nTENANT_KEY=%s\nAPPLIANCE_ID=%s\nOPERATOR_TOKEN=%s\nDEMO_EMAIL=%s\nDEMO_PASSWORD=%s\n' \
+        "$TENANT_ID" "$TENANT_KEY" "$APPLIANCE_ID" "$OPERATOR_TOKEN" "$DEMO_EMAIL" "$DEMO_PASSWORD" >"$STATE/demo.env")
 
     mkdir -p "$STATE/sandbox"
     cat >"$STATE/agent.toml" <<TOML
@@ -205,6 +215,10 @@ export HEARTH_CA_CERT=$STATE/pki/ca.crt
 export HEARTH_DEMO_APPLIANCE_ID=$APPLIANCE_ID
 export HEARTH_DEMO_CERT=$STATE/agent/cert.pem
 export HEARTH_DEMO_KEY=$STATE/agent/key.pem
+# The support chat page and the demo household owner's sign-in.
+export HEARTH_CHAT_URL=https://localhost:$API_PORT/support
+export HEARTH_DEMO_EMAIL=$DEMO_EMAIL
+export HEARTH_DEMO_PASSWORD=$DEMO_PASSWORD
 ENV
 )
 
@@ -225,6 +239,10 @@ ENV
     cat <<NEXT
 
 Hearth is running. Logs in .hearth/logs/, broker log in .hearth/broker/mosquitto.log.
+
+Support chat: https://localhost:$API_PORT/support (the certificate is the development CA's,
+.hearth/pki/ca.crt) — sign in as $DEMO_EMAIL with the password in .hearth/dev.env
+(HEARTH_DEMO_PASSWORD).
 
   . .hearth/dev.env
   curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/appliances

@@ -182,7 +182,7 @@ function showMessage(m) {
   if (!node) {
     const intro = $("messages").querySelector("[data-intro]");
     if (intro) intro.remove();
-    node = el("div", { class: `msg ${m.role}`, "data-seq": m.seq }, m.text);
+    node = el("div", { class: `msg ${m.role}`, "data-seq": m.seq }, ...(m.role === "assistant" ? rich(m.text) : [m.text]));
     if (m.role === "assistant" && m.degraded) {
       node.append(el("span", { class: "note" }, "reduced mode: the language model is unavailable"));
     }
@@ -193,9 +193,17 @@ function showMessage(m) {
   scrollDown();
 }
 
+// The assistant's "little markdown": **bold** and `code`, built as elements (never HTML).
+function rich(text) {
+  return text.split(/(\*\*[^*\n]+\*\*|`[^`\n]+`)/).filter((part) => part !== "").map((part) => {
+    if (part.length > 4 && part.startsWith("**") && part.endsWith("**")) return el("strong", {}, part.slice(2, -2));
+    if (part.length > 2 && part.startsWith("`") && part.endsWith("`")) return el("code", {}, part.slice(1, -1));
+    return document.createTextNode(part);
+  });
+}
+
 function scrollDown() {
-  const box = $("messages");
-  box.scrollTop = box.scrollHeight;
+  window.scrollTo(0, document.body.scrollHeight);
 }
 
 const STATUS_TEXT = {
@@ -230,10 +238,13 @@ function showProposal(p, messageNode) {
   card.querySelector("button.confirm").classList.toggle("hidden", p.status !== "pending");
   if (p.task_id && !state.tasks.has(p.task_id)) {
     state.tasks.set(p.task_id, card);
+    const log = el("details", { class: "task-log", open: "" },
+      el("summary", {}, "Progress (", el("span", { class: "task-count" }, "0"), " events)"),
+      el("ol", { class: "task-events" }));
     card.append(el("div", { class: "task", "data-task": p.task_id },
       "Task ", el("span", { class: "task-status queued" }, "queued"),
       el("div", { class: "task-message" }),
-      el("ol", { class: "task-events" })));
+      log));
   }
 }
 
@@ -261,6 +272,8 @@ function showTask(t) {
   s.textContent = t.status.replace("_", " ");
   s.className = `task-status ${t.status}`;
   node.querySelector(".task-message").textContent = t.message || "";
+  // A task that went well folds its log away; a failure keeps it open.
+  if (t.status === "succeeded") node.querySelector(".task-log").open = false;
   scrollDown();
 }
 
@@ -271,6 +284,7 @@ function showTaskEvent(taskId, e) {
   if (list.querySelector(`[data-seq="${e.seq}"]`)) return;
   const what = [e.kind, e.task, e.message].filter((x) => x).join(" · ");
   list.append(el("li", { "data-seq": e.seq }, what));
+  node.querySelector(".task-count").textContent = list.children.length;
   list.scrollTop = list.scrollHeight;
 }
 
