@@ -27,6 +27,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub http_duration: HistogramVec,
+    /// Support assistant answers by backend (`rules`, `ollama`) and whether the LLM had
+    /// failed (`degraded`), and how long they took.
+    pub assistant_answers: IntCounterVec,
+    pub assistant_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -59,7 +63,23 @@ impl Metrics {
             &["method", "route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
+        let assistant_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hearth_assistant_answer_duration_seconds",
+                "How long the support assistant took to answer, by the backend that answered.",
+            )
+            .buckets(vec![0.0005, 0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0]),
+            &["backend"],
+        )?;
+        registry.register(Box::new(assistant_duration.clone()))?;
         Ok(Metrics {
+            assistant_answers: counter_vec(
+                "hearth_assistant_answers_total",
+                "Support assistant answers by backend (rules, ollama) and degraded (true: the LLM failed and the \
+                 rules answered).",
+                &["backend", "degraded"],
+            )?,
+            assistant_duration,
             mqtt_messages: counter_vec(
                 "hearth_mqtt_messages_total",
                 "MQTT messages received, by payload kind.",

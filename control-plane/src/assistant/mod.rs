@@ -139,6 +139,15 @@ pub enum Role {
     Assistant,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
 /// One turn of the conversation, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
@@ -161,6 +170,15 @@ impl Turn {
 pub enum Backend {
     Rules,
     Ollama,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Rules => "rules",
+            Backend::Ollama => "ollama",
+        }
+    }
 }
 
 /// The assistant's answer to the conversation's last turn.

@@ -193,14 +193,7 @@ pub async fn append_message(
     text: &str,
     answer: Option<&Answer>,
 ) -> Result<Message, sqlx::Error> {
-    let role = match role {
-        Role::Customer => "customer",
-        Role::Assistant => "assistant",
-    };
-    let backend = answer.map(|a| match a.backend_used {
-        crate::assistant::Backend::Rules => "rules",
-        crate::assistant::Backend::Ollama => "ollama",
-    });
+    let backend = answer.map(|a| a.backend_used.as_str());
     let message: Message = sqlx::query_as(&format!(
         "INSERT INTO support_messages (id, conversation_id, tenant_id, seq, role, body, backend, degraded)
          SELECT $1, $2, $3, COALESCE(max(seq), 0) + 1, $4, $5, $6, $7
@@ -210,7 +203,7 @@ pub async fn append_message(
     .bind(Uuid::now_v7())
     .bind(conversation)
     .bind(tenant)
-    .bind(role)
+    .bind(role.as_str())
     .bind(text)
     .bind(backend)
     .bind(answer.is_some_and(|a| a.degraded))

@@ -261,7 +261,11 @@ async fn post_message(
 
     let mut turns: Vec<Turn> = history.iter().map(turn).collect();
     turns.push(Turn::customer(text));
+    let asked = std::time::Instant::now();
     let answer = s.assistant.respond(&ctx, &turns).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let backend = answer.backend_used.as_str();
+    s.metrics.assistant_duration.with_label_values(&[backend]).observe(asked.elapsed().as_secs_f64());
+    s.metrics.assistant_answers.with_label_values(&[backend, if answer.degraded { "true" } else { "false" }]).inc();
 
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     support::get_conversation(&mut tx, tenant, id, true).await?.ok_or(ApiError::NotFound("conversation"))?;
