@@ -418,7 +418,9 @@ async fn the_assistant_limit_says_which_limit_fired(pool: PgPool) {
     assert_eq!((status, h["x-ratelimit-kind"].to_str().unwrap()), (200, "api"));
     // Another tenant chats on.
     say(&cp, &key_b, &conv_b, "what does my appliance do?").await;
-    assert!(metric(&cp.metrics().await, "hearth_rate_limited_total{kind=\"assistant\"}") >= Some(1.0));
+    let metrics = cp.metrics().await;
+    assert!(metric(&metrics, "hearth_rate_limited_total{kind=\"assistant\"}") >= Some(1.0));
+    assert_eq!(metric(&metrics, "hearth_assistant_answers_total{backend=\"rules\",degraded=\"false\"}"), Some(3.0));
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
