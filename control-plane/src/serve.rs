@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::assistant::Assistant;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::http::{app, AppState};
