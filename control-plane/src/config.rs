@@ -53,8 +53,9 @@ pub struct LimitsConfig {
     pub assistant_burst: u32,
     pub mqtt_per_minute: u32,
     pub mqtt_burst: u32,
-    /// How often a tenant's quotas are read again from its plan (seconds): a plan change
-    /// applies within this time, without a restart.
+    /// How often a tenant's quotas are read again from its plan, and the MQTT ingest's
+    /// rates of appliances on a plan (seconds): a plan change applies within this time,
+    /// without a restart.
     pub refresh_s: u32,
 }
 

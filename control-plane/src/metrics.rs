@@ -65,7 +65,7 @@ impl Metrics {
         registry.register(Box::new(http_duration.clone()))?;
         let assistant_duration = HistogramVec::new(
             HistogramOpts::new(
-                "hearth_assistant_answer_duration_seconds",
+                "hearth_assistant_request_duration_seconds",
                 "How long the support assistant took to answer, by the backend that answered.",
             )
             .buckets(vec![0.0005, 0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0]),

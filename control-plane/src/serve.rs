@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::http::{app, AppState};
 use crate::ingest::{self, ConsumerConfig, ConsumerLinks, MqttSetupError, WriterContext};
-use crate::limits::RateLimits;
+use crate::limits::{self, RateLimits};
 use crate::metrics::Metrics;
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::presence::run_sweeper;
@@ -74,6 +74,37 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let connected = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
 
+    // Rate limits, shared by the ingest and the HTTP layer. The MQTT rates of appliances on
+    // a plan are read before the consumer starts, then every `limits.refresh_s`; idle
+    // tenants' and appliances' limiters and stale quotas are dropped every minute.
+    let rate_limits = Arc::new(RateLimits::new(config.limits));
+    match rate_limits.mqtt_rates.refresh(&pool).await {
+        Ok(n) => tracing::debug!(appliances = n, "MQTT rates of appliances on a plan read"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the MQTT rates of appliances on a plan; defaults until the next refresh")
+        }
+    }
+    tasks.spawn({
+        let (limits, pool, token) = (rate_limits.clone(), pool.clone(), shutdown.clone());
+        async move {
+            limits::keep_mqtt_rates_fresh(limits, pool, token).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (limits, token) = (rate_limits.clone(), shutdown.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+                let evicted = limits.evict();
+                tracing::debug!(evicted, "idle rate limiters evicted");
+            }
+        }
+    });
+
     // MQTT: consumer → channel → writer; the writer's acks go back to the consumer; the
     // dispatcher publishes through the same client.
     let opts = ingest::mqtt_options(config)?;
@@ -83,7 +114,13 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let wake = Arc::new(tokio::sync::Notify::new());
     tasks.spawn({
         let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
-        let links = ConsumerLinks { tx, acks: ack_rx, metrics: metrics.clone(), connected: connected.clone() };
+        let links = ConsumerLinks {
+            tx,
+            acks: ack_rx,
+            metrics: metrics.clone(),
+            connected: connected.clone(),
+            limits: rate_limits.clone(),
+        };
         let (client, token) = (client.clone(), shutdown.clone());
         async move {
             ingest::run_consumer(client, eventloop, consumer, links, token).await;
@@ -141,22 +178,6 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
                 if let Err(e) = revoker.publish_crl().await {
                     tracing::error!(error = %e, "could not issue the daily CRL");
                 }
-            }
-        }
-    });
-
-    // Rate limits: idle tenants' limiters and stale quotas are dropped every minute.
-    let rate_limits = Arc::new(RateLimits::new(config.limits));
-    tasks.spawn({
-        let (limits, token) = (rate_limits.clone(), shutdown.clone());
-        async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-                }
-                let evicted = limits.evict();
-                tracing::debug!(evicted, "idle rate limiters evicted");
             }
         }
     });

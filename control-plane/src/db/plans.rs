@@ -1,8 +1,9 @@
 //! Plans: named sets of quotas assigned to tenants. The rate limiter reads a tenant's
 //! effective quotas with [`quotas_for`]: its plan's, or the configured defaults
-//! (`limits.*`) when it has none — so a plan change applies without a restart.
+//! (`limits.*`) when it has none; the MQTT ingest's limiter reads those of every appliance
+//! on a plan at once with [`mqtt_rates`] — so a plan change applies without a restart.
 
-use hearth_protocol::TenantId;
+use hearth_protocol::{ApplianceId, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -141,6 +142,22 @@ pub async fn quotas_for(
         Some((name, q)) => (Some(name), q),
         None => (None, defaults.into()),
     })
+}
+
+/// The MQTT quotas (`mqtt_per_minute`, `mqtt_burst`) of every appliance whose tenant is on
+/// a plan whose MQTT quotas differ from the defaults, in one query (the ingest's rate map,
+/// `limits::ApplianceRates`; appliances left out get the defaults). On the service pool.
+pub async fn mqtt_rates(pool: &PgPool, defaults: LimitsConfig) -> Result<Vec<(ApplianceId, i32, i32)>, sqlx::Error> {
+    let d = Quotas::from(defaults);
+    sqlx::query_as(
+        "SELECT a.id, p.mqtt_per_minute, p.mqtt_burst
+         FROM appliances a JOIN tenants t ON t.id = a.tenant_id JOIN plans p ON p.id = t.plan_id
+         WHERE (p.mqtt_per_minute, p.mqtt_burst) <> ($1, $2)",
+    )
+    .bind(d.mqtt_per_minute)
+    .bind(d.mqtt_burst)
+    .fetch_all(pool)
+    .await
 }
 
 #[derive(sqlx::FromRow)]

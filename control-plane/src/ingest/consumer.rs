@@ -1,11 +1,12 @@
 //! The MQTT consumer: the one task that owns the control plane's rumqttc event loop.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hearth_protocol::{Channel, Topic, TopicFilter, UpMessage};
+use hearth_protocol::{ApplianceId, Channel, Topic, TopicFilter, UpChannel, UpMessage};
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
 };
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{Inbound, Ingested};
 use crate::config::Config;
+use crate::limits::{Decision, LimitKind, RateLimits};
 use crate::metrics::Metrics;
 
 /// What the consumer needs to know.
@@ -63,6 +65,8 @@ pub struct ConsumerLinks {
     pub metrics: Arc<Metrics>,
     /// `/readyz` reads it.
     pub connected: Arc<AtomicBool>,
+    /// Each appliance's MQTT limit (see [`Throttle`]).
+    pub limits: Arc<RateLimits>,
 }
 
 /// Reads from the broker until `shutdown`, sending decoded messages to the writer and
@@ -82,6 +86,7 @@ pub async fn run_consumer(
         connected.store(up, Ordering::Relaxed);
         metrics.mqtt_connected.set(i64::from(up));
     };
+    let mut throttle = Throttle::new(links.limits.clone(), &links.metrics);
     let mut pending_acks: std::collections::VecDeque<rumqttc::Publish> = Default::default();
     // Set on every connect until the subscription is in the client's request queue. After a
     // broker outage that queue can be full (receipts and dispatches handed over meanwhile);
@@ -130,14 +135,23 @@ pub async fn run_consumer(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let ack = (p.qos != QoS::AtMostOnce).then(|| p.clone());
-                match decode(&p.topic, &p.payload, &links.metrics) {
+                // The limit comes before the payload is decoded and before the channel, so
+                // an appliance's excess costs a topic parse and two hash lookups, and never
+                // reaches the writer or PostgreSQL.
+                let msg = decode_topic(&p.topic, &links.metrics)
+                    .filter(|&(appliance, channel)| throttle.admit(appliance, channel))
+                    .and_then(|(appliance, channel)| {
+                        decode_payload(&p.topic, appliance, channel, &p.payload, &links.metrics)
+                    });
+                match msg {
                     // Backpressure: wait for the writer rather than drop.
                     Some(msg) => {
                         if links.tx.send(Inbound { msg, ack }).await.is_err() {
                             break;
                         }
                     }
-                    // Refused messages are acknowledged at once: redelivery would not help.
+                    // Refused and throttled messages are acknowledged at once: redelivery
+                    // would not help.
                     None => {
                         if let Some(p) = ack {
                             pending_acks.push_back(p);
@@ -174,26 +188,121 @@ pub async fn run_consumer(
     tracing::info!("MQTT consumer stopped");
 }
 
+/// Whether a message on this channel is dropped when its appliance is over its MQTT limit.
+///
+/// Dropped: what the appliance sends of its own accord and sends again anyway — heartbeats
+/// (the next one carries the same facts), status messages (a heartbeat also proves it
+/// online; a dropped last will is made up for by the sweeper after `presence.offline_after`)
+/// and configuration requests (asked again on the next connection, and the dispatcher sends
+/// a changed configuration anyway). Kept: task events, task results and configuration
+/// reports. They answer something the control plane sent, so the control plane bounds how
+/// many there are, and dropping one would lose a task's outcome (the agent keeps them
+/// spooled until receipted, but would send them again into the same limit). They still
+/// take a token when there is one, so they count against the appliance's bucket.
+fn dropped_when_throttled(channel: UpChannel) -> bool {
+    match channel {
+        UpChannel::Heartbeat | UpChannel::Status | UpChannel::ConfigRequest => true,
+        UpChannel::TaskEvent(_) | UpChannel::TaskResult(_) | UpChannel::ConfigApplied => false,
+    }
+}
+
+/// How often a throttled appliance is logged at most.
+const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The per-appliance MQTT limit as the consumer applies it: every message takes a token
+/// from its appliance's bucket ([`RateLimits::check_mqtt`], no database access); over the
+/// limit, what [`dropped_when_throttled`] says goes is counted in
+/// `hearth_rate_limited_total{kind="mqtt"}` and dropped, and the appliance is logged at most
+/// once per [`THROTTLE_LOG_EVERY`].
+struct Throttle {
+    limits: Arc<RateLimits>,
+    dropped: prometheus::IntCounter,
+    /// When each throttled appliance was last logged (only those of the last minute or two).
+    logged: HashMap<ApplianceId, Instant>,
+    pruned: Instant,
+}
+
+impl Throttle {
+    fn new(limits: Arc<RateLimits>, metrics: &Metrics) -> Self {
+        let dropped = metrics.rate_limited.with_label_values(&[LimitKind::Mqtt.as_str()]);
+        Throttle { limits, dropped, logged: HashMap::new(), pruned: Instant::now() }
+    }
+
+    /// Whether a message of `appliance` on `channel` goes on to be decoded and ingested.
+    fn admit(&mut self, appliance: ApplianceId, channel: UpChannel) -> bool {
+        let decision = self.limits.check_mqtt(&appliance);
+        if decision.allowed() || !dropped_when_throttled(channel) {
+            return true;
+        }
+        self.dropped.inc();
+        self.log(appliance, &decision);
+        false
+    }
+
+    fn log(&mut self, appliance: ApplianceId, decision: &Decision) {
+        let now = Instant::now();
+        if self.logged.get(&appliance).is_some_and(|at| now.duration_since(*at) < THROTTLE_LOG_EVERY) {
+            return;
+        }
+        if now.duration_since(self.pruned) >= THROTTLE_LOG_EVERY {
+            self.logged.retain(|_, at| now.duration_since(*at) < THROTTLE_LOG_EVERY);
+            self.pruned = now;
+        }
+        self.logged.insert(appliance, now);
+        tracing::warn!(
+            %appliance,
+            limit = %decision.policy(),
+            "appliance over its MQTT rate limit: its heartbeats, status messages and configuration requests \
+             are dropped until it slows down (logged at most once a minute per appliance)"
+        );
+    }
+}
+
 /// Decodes one publish; counts and drops anything that is not a valid up message.
+#[cfg(test)]
 fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Ingested> {
-    let refuse = |kind: &str, reason: &str, detail: &dyn std::fmt::Display| {
-        metrics.mqtt_decode_errors.with_label_values(&[kind, reason]).inc();
-        tracing::debug!(topic = %topic.chars().take(160).collect::<String>(), %detail, "dropped an MQTT message");
-        None
-    };
+    let (appliance, channel) = decode_topic(topic, metrics)?;
+    decode_payload(topic, appliance, channel, payload, metrics)
+}
+
+fn refuse(metrics: &Metrics, topic: &str, kind: &str, reason: &str, detail: &dyn std::fmt::Display) {
+    metrics.mqtt_decode_errors.with_label_values(&[kind, reason]).inc();
+    tracing::debug!(topic = %topic.chars().take(160).collect::<String>(), %detail, "dropped an MQTT message");
+}
+
+/// The appliance and up channel of a publish's topic; counts and refuses any other topic.
+fn decode_topic(topic: &str, metrics: &Metrics) -> Option<(ApplianceId, UpChannel)> {
     let parsed: Topic = match topic.parse() {
         Ok(t) => t,
-        Err(e) => return refuse("topic", "bad_topic", &e),
+        Err(e) => {
+            refuse(metrics, topic, "topic", "bad_topic", &e);
+            return None;
+        }
     };
     let Channel::Up(channel) = parsed.channel else {
-        return refuse("topic", "not_up", &"a down topic reached the consumer");
+        refuse(metrics, topic, "topic", "not_up", &"a down topic reached the consumer");
+        return None;
     };
+    Some((parsed.appliance, channel))
+}
+
+/// Decodes the payload of an up message on `topic`; counts and refuses one that is not
+/// valid.
+fn decode_payload(
+    topic: &str,
+    appliance: ApplianceId,
+    channel: UpChannel,
+    payload: &[u8],
+    metrics: &Metrics,
+) -> Option<Ingested> {
     let msg = match UpMessage::decode(channel, payload) {
         Ok(m) => m,
-        Err(e) => return refuse(channel.payload_kind(), e.reason(), &e),
+        Err(e) => {
+            refuse(metrics, topic, channel.payload_kind(), e.reason(), &e);
+            return None;
+        }
     };
     metrics.mqtt_messages.with_label_values(&[msg.kind()]).inc();
-    let appliance = parsed.appliance;
     match msg {
         UpMessage::Heartbeat(hb) => Some(Ingested::Heartbeat(appliance, hb)),
         UpMessage::Status(st) => Some(Ingested::Status(appliance, st)),
@@ -221,5 +330,28 @@ mod tests {
         assert_eq!(get("topic", "bad_topic"), 1);
         assert_eq!(get("heartbeat", "malformed"), 1);
         assert_eq!(get("heartbeat", "too_large"), 1);
+    }
+
+    #[test]
+    fn over_the_limit_what_the_appliance_sends_again_is_dropped_and_answers_are_kept() {
+        let m = Metrics::new().unwrap();
+        let limits = Arc::new(RateLimits::new(crate::config::Config::default().limits));
+        let (a, b) = (ApplianceId::new(), ApplianceId::new());
+        limits.mqtt_rates.replace([(a, crate::limits::Rate::from_quota(60, 2))]);
+        let mut t = Throttle::new(limits.clone(), &m);
+        let task = hearth_protocol::TaskId::new();
+
+        assert!(t.admit(a, UpChannel::Heartbeat));
+        assert!(t.admit(a, UpChannel::TaskEvent(task)), "takes the last token");
+        // The bucket is empty now.
+        for channel in [UpChannel::Heartbeat, UpChannel::Status, UpChannel::ConfigRequest, UpChannel::Heartbeat] {
+            assert!(!t.admit(a, channel), "{channel:?} is dropped");
+        }
+        for channel in [UpChannel::TaskEvent(task), UpChannel::TaskResult(task), UpChannel::ConfigApplied] {
+            assert!(t.admit(a, channel), "{channel:?} is kept");
+        }
+        assert!(t.admit(b, UpChannel::Heartbeat), "another appliance has its own bucket");
+        assert_eq!(m.rate_limited.with_label_values(&["mqtt"]).get(), 4);
+        assert_eq!(t.logged.len(), 1, "one log line for the throttled appliance");
     }
 }

@@ -3,8 +3,18 @@
 //!
 //! ```text
 //! broker ──$share/<group>/hearth/v1/+/up/#──▶ consumer ──bounded channel──▶ writer ──UNNEST──▶ PostgreSQL
-//!                                              (decode, count, drop bad)     (coalesce per appliance)
+//!                                  (rate limit per appliance, decode,     (coalesce per appliance)
+//!                                   count, drop bad and throttled)
 //! ```
+//!
+//! Every message takes a token from its appliance's bucket (`limits::RateLimits::check_mqtt`:
+//! the tenant's plan's `mqtt_per_minute`/`mqtt_burst` or `limits.mqtt_*`, looked up in
+//! memory, never in PostgreSQL), before its payload is decoded. Over the limit, heartbeats,
+//! status messages and configuration requests are dropped and counted
+//! (`hearth_rate_limited_total{kind="mqtt"}`); task events, task results and configuration
+//! reports are kept, since they answer the control plane and carry a task's outcome (see
+//! `consumer::dropped_when_throttled`). The excess of a flooding appliance thus never takes
+//! room in the channel, the writer or PostgreSQL, and other appliances are not slowed.
 //!
 //! The consumer applies backpressure: when the writer falls behind, the channel fills and
 //! the consumer stops reading from the broker, which buffers (QoS 1) rather than us

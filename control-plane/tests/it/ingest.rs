@@ -19,7 +19,7 @@ fn hb_row(seq: u64) -> HeartbeatRow {
     }
 }
 
-fn heartbeat_payload(seq: u64) -> Vec<u8> {
+pub(crate) fn heartbeat_payload(seq: u64) -> Vec<u8> {
     encode(&Heartbeat {
         v: ProtocolVersion,
         sent_at: time::OffsetDateTime::now_utc(),

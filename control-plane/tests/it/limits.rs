@@ -1,12 +1,17 @@
-//! Per-tenant API rate limits: a tenant hammering the API gets 429s that say which limit
-//! fired and when to come back, while another tenant's requests all succeed; a plan change
-//! applies without a restart.
+//! Rate limits. Per tenant on the API: a tenant hammering the API gets 429s that say which
+//! limit fired and when to come back, while another tenant's requests all succeed; a plan
+//! change applies without a restart. Per appliance on the MQTT ingest: a flooding
+//! appliance's excess heartbeats are counted and dropped before they reach the writer,
+//! while another appliance's heartbeat is stored at once.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use hearth_protocol::{ApplianceId, Topic, UpChannel};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::ingest::heartbeat_payload;
 use crate::support::*;
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
@@ -96,5 +101,130 @@ async fn a_hammering_tenant_is_throttled_and_another_is_not(pool: PgPool) {
     assert_eq!(
         (account["quotas"]["api_per_minute"].as_i64(), account["quotas"]["api_burst"].as_i64()),
         (Some(600), Some(50))
+    );
+}
+
+async fn heartbeat_seq(pool: &PgPool, id: ApplianceId) -> (String, Option<i64>) {
+    sqlx::query_as("SELECT status, heartbeat_seq FROM appliances WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("appliance row")
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_flooding_appliance_is_throttled_and_another_is_not(pool: PgPool) {
+    const BURST: u64 = 5;
+    const MIN_FLOOD: u64 = 1000;
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let mut config = test_config(&pki, &broker);
+    config.limits.refresh_s = 1;
+    // Everyone else (B) keeps test_config's generous MQTT defaults.
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let (ta, _) = tenant(&pool, "flooder").await;
+    let (tb, _) = tenant(&pool, "neighbour").await;
+    let (a, _) = appliance(&pool, ta, "a").await;
+    let (b, _) = appliance(&pool, tb, "b").await;
+
+    // A's tenant goes on a plan with a small MQTT quota while the control plane runs: the
+    // ingest's rates are read again every limits.refresh_s, no restart.
+    let admin = operator(&pool, "admin").await;
+    let (status, plan) = cp
+        .call(
+            "POST",
+            "/api/v1/admin/plans",
+            &admin,
+            Some(json!({"name": "chatty", "api_per_minute": 600, "api_burst": 100, "assistant_per_hour": 10,
+                         "assistant_burst": 1, "mqtt_per_minute": 60, "mqtt_burst": BURST})),
+        )
+        .await;
+    assert_eq!(status, 201, "{plan}");
+    let (status, _) =
+        cp.call("PATCH", &format!("/api/v1/admin/tenants/{ta}"), &admin, Some(json!({"plan_id": plan["id"]}))).await;
+    assert_eq!(status, 200);
+
+    eventually(Duration::from_secs(10), "control plane connected", || async {
+        (metric(&cp.metrics().await, "hearth_mqtt_connected") == Some(1.0)).then_some(())
+    })
+    .await;
+    let connect = |id: ApplianceId| {
+        let (cert, key) = pki.appliance_cert(id);
+        let opts =
+            mqtt::options(&broker, &id.to_string(), &pki.read("ca.crt"), Some((cert.as_bytes(), key.as_bytes())));
+        async move { mqtt::connect(opts).await.expect("appliance connects") }
+    };
+    let (probe_a, probe_b) = (connect(a).await, connect(b).await);
+    let (topic_a, topic_b) =
+        (Topic::new(a, UpChannel::Heartbeat).to_string(), Topic::new(b, UpChannel::Heartbeat).to_string());
+    // Two refresh periods: the plan is in the ingest's rates by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A floods heartbeats (QoS 1, as fast as the broker takes them) until at least MIN_FLOOD
+    // are out and B's one heartbeat, published in the middle of the flood, is stored.
+    let sent = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let flood = async {
+        let mut seq = 0;
+        while seq < MIN_FLOOD || !stop.load(Ordering::Relaxed) {
+            seq += 1;
+            probe_a.publish(&topic_a, heartbeat_payload(seq)).await;
+            sent.store(seq, Ordering::Relaxed);
+        }
+        seq
+    };
+    let neighbour = async {
+        while sent.load(Ordering::Relaxed) < MIN_FLOOD / 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let published = Instant::now();
+        let sent_before = sent.load(Ordering::Relaxed);
+        probe_b.publish(&topic_b, heartbeat_payload(7)).await;
+        eventually(Duration::from_secs(10), "B's heartbeat stored", || async {
+            (heartbeat_seq(&pool, b).await == ("online".into(), Some(7))).then_some(())
+        })
+        .await;
+        let latency = published.elapsed();
+        let sent_meanwhile = sent.load(Ordering::Relaxed) - sent_before;
+        stop.store(true, Ordering::Relaxed);
+        (latency, sent_meanwhile)
+    };
+    let (flooded, (latency, sent_meanwhile)) = tokio::join!(flood, neighbour);
+    assert!(sent_meanwhile > 0, "A went on flooding while B's heartbeat was on its way");
+    assert!(latency < Duration::from_secs(2), "B's heartbeat took {latency:?} to be stored while A flooded");
+
+    // Every one of A's heartbeats is either ingested or counted as throttled (B's one is
+    // ingested too).
+    let (dropped, ingested) = eventually(Duration::from_secs(20), "the flood consumed", || async {
+        let text = cp.metrics().await;
+        let dropped = metric(&text, r#"hearth_rate_limited_total{kind="mqtt"}"#).unwrap_or(0.0) as u64;
+        let ingested = metric(&text, "hearth_heartbeats_ingested_total").unwrap_or(0.0) as u64;
+        (dropped + ingested == flooded + 1).then_some((dropped, ingested))
+    })
+    .await;
+    let window = started.elapsed();
+    // What reached PostgreSQL of A: the bucket of 5, plus one a second (60 per minute) while
+    // the flood was being consumed, and nothing more.
+    let allowed = ingested - 1;
+    let most = BURST + window.as_secs() + 1;
+    assert!(
+        (BURST..=most).contains(&allowed),
+        "{allowed} of A's {flooded} heartbeats were written in {window:?} (at most {most}), {dropped} dropped"
+    );
+    assert!(dropped >= flooded - most, "{dropped} of {flooded} dropped");
+
+    // A is online from the heartbeats that got through; the first five always do, so the
+    // latest stored is one of them or later.
+    let (status, seq) = heartbeat_seq(&pool, a).await;
+    assert_eq!(status, "online");
+    let seq = seq.expect("a heartbeat stored") as u64;
+    assert!((BURST..=flooded).contains(&seq), "{seq}");
+
+    // Throttling is not counted per appliance or tenant.
+    let text = cp.metrics().await;
+    assert!(
+        text.lines().filter(|l| l.starts_with("hearth_rate_limited_total")).all(|l| !l.contains(&a.to_string())),
+        "{text}"
     );
 }

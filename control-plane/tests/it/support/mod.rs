@@ -73,11 +73,14 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
     c.presence.offline_after_s = 2.0;
     c.presence.sweep_interval_s = 0.25;
     c.ingest.batch_wait_ms = 20;
-    // Tests poll the API as fast as they like; the rate-limit tests put a tenant on a plan.
+    // Tests poll the API and publish as fast as they like; the rate-limit tests put a
+    // tenant on a plan.
     c.limits.api_per_minute = 1_000_000;
     c.limits.api_burst = 100_000;
     c.limits.assistant_per_hour = 1_000_000;
     c.limits.assistant_burst = 100_000;
+    c.limits.mqtt_per_minute = 1_000_000;
+    c.limits.mqtt_burst = 100_000;
     c
 }
 
