@@ -174,8 +174,10 @@ async fn bad_payloads_are_counted_and_dropped_and_ingest_goes_on(pool: PgPool) {
 
     let text = eventually(Duration::from_secs(10), "decode errors counted", || async {
         let text = cp.metrics().await;
-        (metric(&text, r#"hearth_mqtt_decode_errors_total{kind="heartbeat",reason="malformed"}"#) == Some(2.0))
-            .then_some(text)
+        // The bad topic is published after the malformed payloads: wait for both.
+        (metric(&text, r#"hearth_mqtt_decode_errors_total{kind="heartbeat",reason="malformed"}"#) == Some(2.0)
+            && metric(&text, r#"hearth_mqtt_decode_errors_total{kind="topic",reason="bad_topic"}"#).is_some())
+        .then_some(text)
     })
     .await;
     assert_eq!(metric(&text, r#"hearth_mqtt_decode_errors_total{kind="heartbeat",reason="too_large"}"#), Some(1.0));

@@ -22,21 +22,17 @@ async fn a_hammering_tenant_is_throttled_and_another_is_not(pool: PgPool) {
     config.limits.refresh_s = 1;
     let cp = ControlPlane::start(pool.clone(), config, &pki).await;
     let admin = operator(&pool, "admin").await;
-    let (status, plan) = cp
-        .call(
-            "POST",
-            "/api/v1/admin/plans",
-            &admin,
-            Some(json!({"name": "tiny", "api_per_minute": 60, "api_burst": 5, "assistant_per_hour": 10,
-                         "assistant_burst": 1, "mqtt_per_minute": 60, "mqtt_burst": 10})),
-        )
-        .await;
-    assert_eq!(status, 201, "{plan}");
     let (a, key_a) = tenant(&pool, "hammer").await;
     let (_, key_b) = tenant(&pool, "quiet").await;
-    let (status, _) =
-        cp.call("PATCH", &format!("/api/v1/admin/tenants/{a}"), &admin, Some(json!({"plan_id": plan["id"]}))).await;
-    assert_eq!(status, 200);
+    let plan_id = put_on_plan(
+        &cp,
+        &admin,
+        a,
+        "tiny",
+        json!({"api_per_minute": 60, "api_burst": 5, "assistant_per_hour": 10, "assistant_burst": 1,
+               "mqtt_per_minute": 60, "mqtt_burst": 10}),
+    )
+    .await;
 
     // A and B at the same time: A's bucket of 5 empties, B (default quotas) is untouched.
     let hammer = async {
@@ -82,7 +78,6 @@ async fn a_hammering_tenant_is_throttled_and_another_is_not(pool: PgPool) {
     assert!(counted >= refused.len() as f64, "{counted} counted, {} refused", refused.len());
 
     // A bigger plan applies within limits.refresh_s, without a restart.
-    let plan_id = plan["id"].as_str().unwrap();
     let (status, _) = cp
         .call(
             "PATCH",
@@ -130,19 +125,15 @@ async fn a_flooding_appliance_is_throttled_and_another_is_not(pool: PgPool) {
     // A's tenant goes on a plan with a small MQTT quota while the control plane runs: the
     // ingest's rates are read again every limits.refresh_s, no restart.
     let admin = operator(&pool, "admin").await;
-    let (status, plan) = cp
-        .call(
-            "POST",
-            "/api/v1/admin/plans",
-            &admin,
-            Some(json!({"name": "chatty", "api_per_minute": 600, "api_burst": 100, "assistant_per_hour": 10,
-                         "assistant_burst": 1, "mqtt_per_minute": 60, "mqtt_burst": BURST})),
-        )
-        .await;
-    assert_eq!(status, 201, "{plan}");
-    let (status, _) =
-        cp.call("PATCH", &format!("/api/v1/admin/tenants/{ta}"), &admin, Some(json!({"plan_id": plan["id"]}))).await;
-    assert_eq!(status, 200);
+    put_on_plan(
+        &cp,
+        &admin,
+        ta,
+        "chatty",
+        json!({"api_per_minute": 600, "api_burst": 100, "assistant_per_hour": 10, "assistant_burst": 1,
+               "mqtt_per_minute": 60, "mqtt_burst": BURST}),
+    )
+    .await;
 
     eventually(Duration::from_secs(10), "control plane connected", || async {
         (metric(&cp.metrics().await, "hearth_mqtt_connected") == Some(1.0)).then_some(())

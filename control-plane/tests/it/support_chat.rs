@@ -379,19 +379,17 @@ async fn the_assistant_limit_says_which_limit_fired(pool: PgPool) {
     let broker = Broker::start(&pki);
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let admin = operator(&pool, "admin").await;
-    let (status, plan) = cp
-        .call(
-            "POST",
-            "/api/v1/admin/plans",
-            &admin,
-            Some(json!({"name": "chatty", "api_per_minute": 6000, "api_burst": 1000, "assistant_per_hour": 2,
-                         "assistant_burst": 2, "mqtt_per_minute": 60, "mqtt_burst": 10})),
-        )
-        .await;
-    assert_eq!(status, 201, "{plan}");
     let (a, key_a) = tenant(&pool, "chatty").await;
     let (_, key_b) = tenant(&pool, "quiet").await;
-    cp.call("PATCH", &format!("/api/v1/admin/tenants/{a}"), &admin, Some(json!({"plan_id": plan["id"]}))).await;
+    put_on_plan(
+        &cp,
+        &admin,
+        a,
+        "chatty",
+        json!({"api_per_minute": 6000, "api_burst": 1000, "assistant_per_hour": 2, "assistant_burst": 2,
+               "mqtt_per_minute": 60, "mqtt_burst": 10}),
+    )
+    .await;
     let conv_a = open(&cp, &key_a, None).await;
     let conv_b = open(&cp, &key_b, None).await;
 

@@ -178,6 +178,27 @@ pub async fn operator(pool: &PgPool, role: &str) -> String {
     token.expose().clone()
 }
 
+/// A plan with `quotas` (the plan API's fields besides `name`), made with the admin API,
+/// and `tenant` put on it; the plan's id.
+pub async fn put_on_plan(
+    cp: &ControlPlane,
+    admin: &str,
+    tenant: TenantId,
+    name: &str,
+    quotas: serde_json::Value,
+) -> String {
+    let mut body = quotas;
+    body["name"] = name.into();
+    let (status, plan) = cp.call("POST", "/api/v1/admin/plans", admin, Some(body)).await;
+    assert_eq!(status, 201, "{plan}");
+    let id = plan["id"].as_str().expect("plan id").to_string();
+    let (status, t) = cp
+        .call("PATCH", &format!("/api/v1/admin/tenants/{tenant}"), admin, Some(serde_json::json!({"plan_id": id})))
+        .await;
+    assert_eq!(status, 200, "{t}");
+    id
+}
+
 /// The password every test user gets.
 pub const PASSWORD: &str = "correct horse battery staple";
 
