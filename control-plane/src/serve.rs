@@ -203,6 +203,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         assistant: Arc::new(crate::assistant::Assistant::new(&config.assistant)?),
         assistant_config: config.assistant.clone(),
         shutdown: shutdown.clone(),
+        streams: Default::default(),
     };
     let router = app(state);
     let addr = config.http.listen;

@@ -38,7 +38,7 @@ mod health;
 mod inventory;
 pub mod openapi;
 mod ratelimit;
-mod support;
+pub mod support;
 mod tasks;
 
 use std::sync::atomic::AtomicBool;
@@ -93,6 +93,8 @@ pub struct AppState {
     pub assistant_config: AssistantConfig,
     /// Cancelled at shutdown (ends long-lived responses such as event streams).
     pub shutdown: CancellationToken,
+    /// Support chat event streams open per tenant.
+    pub streams: Arc<support::StreamSlots>,
 }
 
 /// Every route with its OpenAPI description. A new resource's router is merged here.

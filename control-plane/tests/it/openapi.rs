@@ -251,6 +251,7 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "message_too_long",
         "conversation_full",
         "proposal_not_pending",
+        "too_many_streams",
         "rate_limited",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");

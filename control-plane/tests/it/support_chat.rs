@@ -438,3 +438,31 @@ async fn the_chat_page_is_served_with_a_strict_policy(pool: PgPool) {
     let js = r.text().await.unwrap();
     assert!(!js.contains("innerHTML"), "server data is inserted as text only");
 }
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_tenant_has_a_bounded_number_of_event_streams(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (_, key_a) = tenant(&pool, "a").await;
+    let (_, key_b) = tenant(&pool, "b").await;
+    let conv_a = open(&cp, &key_a, None).await;
+    let conv_b = open(&cp, &key_b, None).await;
+    let max = hearth_control_plane::http::support::MAX_STREAMS_PER_TENANT;
+    let mut streams = Vec::new();
+    for _ in 0..max {
+        streams.push(Events::open(&cp, &pki, &key_a, &conv_a).await);
+    }
+    let path = format!("/api/v1/support/conversations/{conv_a}/events");
+    let (status, body) = cp.call("GET", &path, &key_a, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_streams")), "{body}");
+    // Another tenant is not affected; a closed stream gives its slot back.
+    let _b = Events::open(&cp, &pki, &key_b, &conv_b).await;
+    drop(streams.pop());
+    eventually(Duration::from_secs(5), "a slot is free again", || async {
+        let client = https_client(&pki.read(hearth_control_plane::pki::files::CA_CERT));
+        let r = client.get(format!("{}{path}", cp.url)).bearer_auth(&key_a).send().await.unwrap();
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+}

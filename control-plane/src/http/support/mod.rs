@@ -15,6 +15,8 @@
 mod page;
 mod stream;
 
+pub use stream::{StreamSlots, MAX_STREAMS_PER_TENANT};
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};

@@ -14,7 +14,8 @@
 //! PostgreSQL every half second in a tenant transaction, so it works the same whichever
 //! replica wrote the change; it ends after 30 minutes (the client reconnects with
 //! `Last-Event-ID`, which checks its credential again) or at shutdown. A comment every 15 s
-//! keeps proxies from closing an idle stream.
+//! keeps proxies from closing an idle stream. A tenant may have 20 streams open at once
+//! (429 `too_many_streams` beyond).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,8 +26,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{TaskId, TenantId};
 use serde::Deserialize;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -38,6 +41,8 @@ use crate::db::support::{self, ProposalRow};
 use crate::db::{tasks, tenant_tx};
 
 const POLL: Duration = Duration::from_millis(500);
+/// Most streams one tenant may have open at once (each polls PostgreSQL).
+pub const MAX_STREAMS_PER_TENANT: usize = 20;
 const STREAM_MAX: Duration = Duration::from_secs(30 * 60);
 const TERMINAL: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "rejected"];
 
@@ -64,6 +69,8 @@ pub(super) struct After {
         (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
+        (status = 429, description = "`too_many_streams`: the tenant has 20 streams open already; \
+                                      `rate_limited`: the API limit (`X-RateLimit-Kind: api`)", body = ErrorBody),
         (status = 500, response = Internal),
     )
 )]
@@ -82,9 +89,19 @@ pub(super) async fn events(
     let mut tx = tenant_tx(&s.pool, tenant).await?;
     support::get_conversation(&mut tx, tenant, id, false).await?.ok_or(ApiError::NotFound("conversation"))?;
     tx.commit().await?;
+    let slot = s.streams.take(tenant).ok_or_else(|| ApiError::Refused {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        code: "too_many_streams",
+        message: format!(
+            "this account already has {MAX_STREAMS_PER_TENANT} event streams open; close one (or wait for it to end)"
+        ),
+    })?;
 
     let (out, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(follow(s, tenant, id, cursor, out));
+    tokio::spawn(async move {
+        follow(s, tenant, id, cursor, out).await;
+        drop(slot);
+    });
     let mut rx = rx;
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     let mut r = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
@@ -182,4 +199,59 @@ async fn poll(
 
 fn event(name: &str, data: &impl serde::Serialize) -> Event {
     Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "null".into()))
+}
+
+/// Open streams per tenant, so one tenant cannot keep unbounded pollers running.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: Mutex<HashMap<TenantId, usize>>,
+}
+
+/// One open stream; gives its slot back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<StreamSlots>,
+    tenant: TenantId,
+}
+
+impl StreamSlots {
+    /// A slot for one more stream of `tenant`, or `None` at [`MAX_STREAMS_PER_TENANT`].
+    pub fn take(self: &Arc<Self>, tenant: TenantId) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(tenant).or_default();
+        if *n >= MAX_STREAMS_PER_TENANT {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { slots: self.clone(), tenant })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_gets_a_bounded_number_of_streams_and_slots_come_back() {
+        let slots = Arc::new(StreamSlots::default());
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let held: Vec<Slot> = (0..MAX_STREAMS_PER_TENANT).map(|_| slots.take(a).expect("a slot")).collect();
+        assert!(slots.take(a).is_none(), "one too many");
+        assert!(slots.take(b).is_some(), "another tenant is not affected");
+        drop(held);
+        assert!(slots.take(a).is_some());
+        assert!(slots.open.lock().unwrap().get(&a).is_none_or(|n| *n == 0));
+    }
 }
