@@ -320,6 +320,33 @@ async fn the_models_words_never_become_an_unvetted_task(pool: PgPool) {
     let r = say(&cp, &key, &conversation, "add a DNS record cam.home for 192.168.1.78").await;
     assert_eq!((r["assistant"]["backend"].as_str(), r["assistant"]["degraded"].as_bool()), (Some("rules"), Some(true)));
     assert_eq!(r["assistant"]["proposal"]["params"]["hostname"], "cam.home");
+
+    // A customer who leaves while the model is still thinking finds its reply stored.
+    stand_in.then(crate::assistant::Script::SlowlySays(
+        Duration::from_millis(1500),
+        json!({"reply": "Your appliance keeps your household's names, shares and mail.", "proposal": null}).to_string(),
+    ));
+    let impatient = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            hearth_protocol::tls::client_config(&pki.read(hearth_control_plane::pki::files::CA_CERT)).expect("tls"),
+        )
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("{}/api/v1/support/conversations/{conversation}/messages", cp.url))
+        .bearer_auth(&key)
+        .json(&json!({"text": "what does my appliance do for us?"}))
+        .send()
+        .await;
+    assert!(gone.is_err_and(|e| e.is_timeout()), "the client gave up first");
+    let messages = eventually(Duration::from_secs(10), "the reply stored anyway", || async {
+        let (_, c) = cp.get(&format!("/api/v1/support/conversations/{conversation}"), &key).await;
+        let m = c["messages"].as_array().cloned().unwrap_or_default();
+        (m.len() == 12).then_some(m)
+    })
+    .await;
+    assert!(messages[11]["text"].as_str().unwrap().contains("names, shares and mail"), "{:#}", messages[11]);
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]

@@ -263,6 +263,27 @@ async fn post_message(
 
     let mut turns: Vec<Turn> = history.iter().map(turn).collect();
     turns.push(Turn::customer(text));
+    // Answered and stored in a task of its own: a client that goes away mid-answer (an LLM
+    // may take seconds) still finds the reply in the conversation afterwards.
+    let reply = tokio::spawn(answer(s.clone(), tenant, id, ctx, turns, caller, rid))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the assistant's task failed: {e}")))??;
+    let mut r = (StatusCode::CREATED, ApiJson(Exchange { customer, assistant: reply })).into_response();
+    ratelimit::describe(&mut r, &decision);
+    Ok(r)
+}
+
+/// Asks the assistant and stores its reply with its proposal (queued at once when no
+/// confirmation is needed).
+async fn answer(
+    s: AppState,
+    tenant: hearth_protocol::TenantId,
+    id: Uuid,
+    ctx: Context,
+    turns: Vec<Turn>,
+    caller: Caller,
+    rid: RequestId,
+) -> Result<Message, ApiError> {
     let asked = std::time::Instant::now();
     let answer = s.assistant.respond(&ctx, &turns).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let backend = answer.backend_used.as_str();
@@ -277,9 +298,19 @@ async fn post_message(
     if let Some(p) = &answer.proposal {
         let mut row = support::insert_proposal(&mut tx, tenant, id, reply.id, p).await?;
         if !p.needs_confirmation {
-            // The tenant opted out of confirming low-risk tasks: it runs now.
-            row = run(&mut tx, &s, tenant, row, &caller, None, &rid).await?;
-            queued = true;
+            // The tenant opted out of confirming low-risk tasks: it runs now. If the task
+            // API refuses it (the appliance was revoked meanwhile…), it waits for a
+            // confirmation, which will say why.
+            match run(&mut tx, &s, tenant, row.clone(), &caller, None, &rid).await {
+                Ok(confirmed) => {
+                    row = confirmed;
+                    queued = true;
+                }
+                Err(ApiError::Database(e)) => return Err(e.into()),
+                Err(refusal) => {
+                    tracing::warn!(proposal = %row.id, error = %refusal, "support: could not queue a proposal at once")
+                }
+            }
         }
         reply.proposal = Some(row);
     }
@@ -287,9 +318,7 @@ async fn post_message(
     if queued {
         s.dispatcher.notify_one();
     }
-    let mut r = (StatusCode::CREATED, ApiJson(Exchange { customer, assistant: reply })).into_response();
-    ratelimit::describe(&mut r, &decision);
-    Ok(r)
+    Ok(reply)
 }
 
 /// What the assistant knows of the tenant: its appliances that can still run tasks, their
