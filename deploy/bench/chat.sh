@@ -152,8 +152,8 @@ to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v
 A_SUM=0 A_COUNT=0
 assistant_ms() {
     local sum count
-    sum=$(cp_metric 'hearth_assistant_answer_duration_seconds_sum{backend="rules"}')
-    count=$(cp_metric 'hearth_assistant_answer_duration_seconds_count{backend="rules"}')
+    sum=$(cp_metric 'hearth_assistant_request_duration_seconds_sum{backend="rules"}')
+    count=$(cp_metric 'hearth_assistant_request_duration_seconds_count{backend="rules"}')
     awk -v s0="$A_SUM" -v s1="$sum" -v c0="$A_COUNT" -v c1="$count" \
         'BEGIN {printf "%.3f", (c1 > c0) ? (s1 - s0) / (c1 - c0) * 1000 : 0}'
     A_SUM=$sum A_COUNT=$count
@@ -195,8 +195,9 @@ rss=$(rss_mib "$CP_PID")
 
 # What PostgreSQL holds afterwards: the sanity check (each 201 stored two messages, a third
 # of them with a proposal) and how full the fullest conversation got. A few more posts than
-# wrk counted are stored: those in flight when it stopped; when wrk closed the connection
-# between the handler's two transactions, the customer's message stays unanswered.
+# wrk counted are stored: those in flight when it stopped. `unanswered` should be 0: the
+# reply is stored even when the client has gone (it is counted just after the load, so a
+# post still being answered at that instant shows there).
 read -r messages replies unanswered proposals pending fullest < <(psql -qXAt -F' ' "$DB_URL" -c "
     SELECT (SELECT count(*) FROM support_messages),
            (SELECT count(*) FROM support_messages WHERE role = 'assistant'),
