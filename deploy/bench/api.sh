@@ -39,12 +39,7 @@ BENCH=api
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-if ! command -v wrk >/dev/null; then
-    say "installing wrk"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2 \
-        || { $SUDO apt-get update -qq >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; }
-fi
+ensure_wrk
 
 build
 MACHINE=$(machine)
@@ -106,10 +101,9 @@ run_wrk() {
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
     errors=$(awk '/Socket errors:/ {s = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i; print s}' <<<"$out")
-    to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
     say "$mode: $rps requests/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}, socket errors ${errors:-0};" \
         "CPU: control plane $(pct "$c0" "$c1" "$DURATION")%, PostgreSQL $(pct "$p0" "$p1" "$DURATION")%; load $load"
-    echo "{\"endpoint\":\"$mode\",\"rps\":${rps:-0},\"p50_ms\":$(to_ms "${p50:-0}"),\"p99_ms\":$(to_ms "${p99:-0}"),\"non_2xx\":${non2xx:-0},\"socket_errors\":${errors:-0},\"cp_cpu_pct\":$(pct "$c0" "$c1" "$DURATION"),\"pg_cpu_pct\":$(pct "$p0" "$p1" "$DURATION"),\"load1\":$load}"
+    echo "{\"endpoint\":\"$mode\",\"rps\":${rps:-0},\"p50_ms\":$(wrk_ms "${p50:-0}"),\"p99_ms\":$(wrk_ms "${p99:-0}"),\"non_2xx\":${non2xx:-0},\"socket_errors\":${errors:-0},\"cp_cpu_pct\":$(pct "$c0" "$c1" "$DURATION"),\"pg_cpu_pct\":$(pct "$p0" "$p1" "$DURATION"),\"load1\":$load}"
 }
 
 say "GET /api/v1/appliances for ${DURATION} s ($CONNECTIONS connections, $THREADS threads)"

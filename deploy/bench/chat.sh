@@ -49,12 +49,7 @@ BENCH=chat
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-if ! command -v wrk >/dev/null; then
-    say "installing wrk"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2 \
-        || { $SUDO apt-get update -qq >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; }
-fi
+ensure_wrk
 
 build
 MACHINE=$(machine)
@@ -146,7 +141,6 @@ function done(summary, latency, requests)
 end
 LUA
 
-to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
 # The mean time the assistant itself took per answer since the last call (ms), from the
 # control plane's histogram: the rules, not the API around them.
 A_SUM=0 A_COUNT=0
@@ -181,7 +175,7 @@ run_wrk() {
     say "$name: $rps requests/s, p50 $p50, p90 $p90, p99 $p99, max $max; 201: ${s201:-?}, non-2xx ${non2xx:-0}" \
         "(409 ${s409:-?}, 429 ${s429:-?}, other ${other:-?}), socket errors ${errors:-0};" \
         "assistant ${rules} ms per answer; CPU: control plane $(pct "$c0" "$c1" "$d")%, PostgreSQL $(pct "$p0" "$p1" "$d")%; load $load"
-    echo "{\"run\":\"$name\",\"threads\":$t,\"connections\":$c,\"duration_s\":$d,\"rps\":${rps:-0},\"p50_ms\":$(to_ms "${p50:-0}"),\"p90_ms\":$(to_ms "${p90:-0}"),\"p99_ms\":$(to_ms "${p99:-0}"),\"max_ms\":$(to_ms "${max:-0}"),\"created_201\":${s201:-0},\"non_2xx\":${non2xx:-0},\"conflict_409\":${s409:-0},\"rate_limited_429\":${s429:-0},\"other_status\":${other:-0},\"socket_errors\":${errors:-0},\"assistant_ms\":$rules,\"cp_cpu_pct\":$(pct "$c0" "$c1" "$d"),\"pg_cpu_pct\":$(pct "$p0" "$p1" "$d"),\"load1\":$load}"
+    echo "{\"run\":\"$name\",\"threads\":$t,\"connections\":$c,\"duration_s\":$d,\"rps\":${rps:-0},\"p50_ms\":$(wrk_ms "${p50:-0}"),\"p90_ms\":$(wrk_ms "${p90:-0}"),\"p99_ms\":$(wrk_ms "${p99:-0}"),\"max_ms\":$(wrk_ms "${max:-0}"),\"created_201\":${s201:-0},\"non_2xx\":${non2xx:-0},\"conflict_409\":${s409:-0},\"rate_limited_429\":${s429:-0},\"other_status\":${other:-0},\"socket_errors\":${errors:-0},\"assistant_ms\":$rules,\"cp_cpu_pct\":$(pct "$c0" "$c1" "$d"),\"pg_cpu_pct\":$(pct "$p0" "$p1" "$d"),\"load1\":$load}"
 }
 
 SEQ=null

@@ -146,6 +146,18 @@ pg_ticks() {
 }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Percent of one core over `secs` seconds between two tick samples.
+# wrk (Debian's package), installed when missing.
+ensure_wrk() {
+    command -v wrk >/dev/null && return
+    say "installing wrk"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2 \
+        || { $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; }
+}
+
+# wrk_ms 1.23ms|456.00us|1.50s → milliseconds, two decimals.
+wrk_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
+
 pct() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", (b - a) / hz / s * 100}'; }
 
 # Appliances provisioned in bulk: bulk_create ARGS… → BUNDLE, PROVISION_S
