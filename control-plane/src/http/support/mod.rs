@@ -239,6 +239,12 @@ async fn post_message(
         });
     }
 
+    // Before the transaction: the check may read the tenant's quotas on a connection of its
+    // own, which must not wait while this request holds one.
+    let decision = s.rate_limits.check_assistant(&s.pool, tenant).await?;
+    if decision.retry_after.is_some() {
+        return Ok(ratelimit::refusal(&s, &decision));
+    }
     // The customer's message is stored (and shown on the stream) before the assistant is asked,
     // which may take the LLM's time; no lock is held meanwhile.
     let mut tx = tenant_tx(&s.pool, tenant).await?;
@@ -249,11 +255,6 @@ async fn post_message(
             code: "conversation_full",
             message: format!("this conversation has reached its {MAX_TURNS} messages; open a new one"),
         });
-    }
-    // Counted only once the request is known to be good: a typo'd id costs no LLM call.
-    let decision = s.rate_limits.check_assistant(&s.pool, tenant).await?;
-    if decision.retry_after.is_some() {
-        return Ok(ratelimit::refusal(&s, &decision));
     }
     let ctx = context(&mut tx, &s, tenant, conversation.appliance_id).await?;
     let history = support::recent_messages(&mut tx, tenant, id, HISTORY - 1).await?;
