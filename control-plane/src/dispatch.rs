@@ -23,11 +23,27 @@ use crate::metrics::Metrics;
 
 const BATCH: i64 = 100;
 
+/// Wakes the dispatcher at once (a task was queued, a configuration changed, an appliance
+/// came online); without it the dispatcher still looks every second. Cloned into whatever
+/// queues work for appliances.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.0.notified().await
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     pub pool: PgPool,
     pub client: AsyncClient,
-    pub wake: Arc<Notify>,
+    pub wake: Wake,
     pub metrics: Arc<Metrics>,
     pub secrets: Option<SecretKey>,
 }

@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Wake};
+use crate::domain::Services;
 use crate::http::{app, AppState};
 use crate::ingest::{self, ConsumerConfig, ConsumerLinks, MqttSetupError, WriterContext};
 use crate::limits::{self, RateLimits};
@@ -111,7 +112,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = Wake::default();
     tasks.spawn({
         let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
         let links = ConsumerLinks {
@@ -183,25 +184,29 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     });
 
     // HTTP.
-    let state = AppState {
+    let domain = Services {
         pool,
-        metrics: metrics.clone(),
+        wake,
+        tasks: config.tasks.clone(),
+        auth: config.auth.clone(),
+        limits: config.limits,
+        revoker,
         ca,
         broker: BrokerAddress {
             host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
             port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
         },
         appliance_cert_days: config.pki.appliance_cert_days,
-        mqtt_connected: connected,
-        dispatcher: wake,
         secrets: config.secret_key(),
-        tasks: config.tasks.clone(),
-        auth: config.auth.clone(),
-        limits: config.limits,
-        revoker,
-        rate_limits: rate_limits.clone(),
         assistant: Arc::new(crate::assistant::Assistant::new(&config.assistant)?),
         assistant_config: config.assistant.clone(),
+        metrics: metrics.clone(),
+    };
+    let state = AppState {
+        domain,
+        metrics: metrics.clone(),
+        mqtt_connected: connected,
+        rate_limits: rate_limits.clone(),
         shutdown: shutdown.clone(),
         streams: Default::default(),
     };

@@ -113,6 +113,45 @@ uuid_id!(
     "session id"
 );
 
+// The control plane's own entities, named in its HTTP API. Each has its own type so that a
+// path with two ids (a conversation and one of its proposals) cannot be passed in the wrong
+// order.
+uuid_id!(
+    /// A support conversation between a customer and the assistant.
+    ConversationId,
+    "conversation id"
+);
+uuid_id!(
+    /// One message of a support conversation.
+    MessageId,
+    "message id"
+);
+uuid_id!(
+    /// A task the support assistant proposed, waiting for the customer's confirmation.
+    ProposalId,
+    "proposal id"
+);
+uuid_id!(
+    /// A signed-in user of a tenant (owner or member).
+    UserId,
+    "user id"
+);
+uuid_id!(
+    /// A tenant's API key (the id, never the key).
+    ApiKeyId,
+    "API key id"
+);
+uuid_id!(
+    /// An operator token of the service's staff (the id, never the token).
+    OperatorId,
+    "operator id"
+);
+uuid_id!(
+    /// A plan: the quotas a tenant is sold.
+    PlanId,
+    "plan id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

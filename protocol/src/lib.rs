@@ -28,7 +28,10 @@ pub mod tls;
 pub mod topic;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, Payload, UpMessage};
-pub use ids::{ApplianceId, BootId, IdParseError, SessionId, TaskId, TenantId};
+pub use ids::{
+    ApiKeyId, ApplianceId, BootId, ConversationId, IdParseError, MessageId, OperatorId, PlanId, ProposalId, SessionId,
+    TaskId, TenantId, UserId,
+};
 pub use message::*;
 pub use topic::{Channel, DownChannel, Topic, TopicError, TopicFilter, UpChannel};
 

@@ -199,7 +199,8 @@ pub async fn applied(conn: &mut PgConnection, reports: &[(ApplianceId, ConfigApp
     let ids: Vec<_> = reports.iter().map(|(a, _)| *a.as_uuid()).collect();
     let versions: Vec<_> = reports.iter().map(|(_, r)| i64::try_from(r.version).unwrap_or(i64::MAX)).collect();
     let ok: Vec<_> = reports.iter().map(|(_, r)| r.outcome == Outcome::Succeeded).collect();
-    let outcomes: Vec<_> = reports.iter().map(|(_, r)| super::tasks::final_status(r.outcome)).collect();
+    let outcomes: Vec<_> =
+        reports.iter().map(|(_, r)| crate::model::TaskStatus::from_outcome(r.outcome).as_str()).collect();
     let messages: Vec<_> = reports.iter().map(|(_, r)| r.message.clone()).collect();
     let ats: Vec<_> = reports.iter().map(|(_, r)| r.at).collect();
     sqlx::query(

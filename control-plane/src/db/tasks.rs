@@ -1,11 +1,13 @@
 //! Catalog tasks and their event logs. Customer reads and writes take the tenant; the
 //! dispatcher, the ingest and the timeout sweep are system paths.
 
-use hearth_protocol::{ApplianceId, Outcome, TaskEvent, TaskId, TaskResult, TenantId};
+use hearth_protocol::{ApplianceId, TaskEvent, TaskId, TaskResult, TenantId};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+
+use crate::model::TaskStatus;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Task {
@@ -13,8 +15,7 @@ pub struct Task {
     pub appliance_id: ApplianceId,
     pub action: String,
     pub params: Value,
-    /// queued, dispatched, running, succeeded, failed, timed_out, cancelled, rejected
-    pub status: String,
+    pub status: TaskStatus,
     pub message: Option<String>,
     /// Ansible's play recap, once finished.
     pub stats: Option<Value>,
@@ -111,7 +112,7 @@ pub async fn cancel(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: TaskId,
-) -> Result<Option<Result<(), String>>, sqlx::Error> {
+) -> Result<Option<Result<(), TaskStatus>>, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE tasks SET status = 'cancelled', finished_at = now(), message = 'cancelled before it was sent'
          WHERE tenant_id = $1 AND id = $2 AND status = 'queued'",
@@ -123,7 +124,7 @@ pub async fn cancel(
     if done.rows_affected() == 1 {
         return Ok(Some(Ok(())));
     }
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE tenant_id = $1 AND id = $2")
+    let status: Option<TaskStatus> = sqlx::query_scalar("SELECT status FROM tasks WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .fetch_optional(conn)
@@ -232,16 +233,6 @@ pub async fn store_events(conn: &mut PgConnection, events: &[(ApplianceId, TaskE
     Ok(stored as u64)
 }
 
-/// The task status a result's outcome ends in.
-pub fn final_status(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Failed | Outcome::Unknown => "failed",
-        Outcome::TimedOut => "timed_out",
-        Outcome::Rejected => "rejected",
-    }
-}
-
 /// Records final results (only for unfinished tasks of the appliance that sent them).
 pub async fn store_results(conn: &mut PgConnection, results: &[(ApplianceId, TaskResult)]) -> Result<u64, sqlx::Error> {
     if results.is_empty() {
@@ -249,7 +240,7 @@ pub async fn store_results(conn: &mut PgConnection, results: &[(ApplianceId, Tas
     }
     let appliances: Vec<_> = results.iter().map(|(a, _)| *a.as_uuid()).collect();
     let tasks: Vec<_> = results.iter().map(|(_, r)| *r.task_id.as_uuid()).collect();
-    let statuses: Vec<_> = results.iter().map(|(_, r)| final_status(r.outcome)).collect();
+    let statuses: Vec<_> = results.iter().map(|(_, r)| TaskStatus::from_outcome(r.outcome).as_str()).collect();
     let messages: Vec<_> = results.iter().map(|(_, r)| r.message.clone()).collect();
     let stats: Vec<_> = results.iter().map(|(_, r)| r.stats.and_then(|s| serde_json::to_value(s).ok())).collect();
     let events: Vec<_> = results.iter().map(|(_, r)| i64::try_from(r.events).unwrap_or(i64::MAX)).collect();

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{bearer, Caller, Owner, Tenant};
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
+use super::error::{ApiError, ApiJson, BadRequest, NotFound, OwnerForbidden, TenantForbidden};
 use super::{AppState, RequestId};
 use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::plans::{self, Quotas};
@@ -84,7 +84,6 @@ impl From<UserError> for ApiError {
         (status = 403, description = "`tenant_suspended`: the customer account is suspended", body = ErrorBody),
         (status = 429, description = "`account_locked`: too many failed sign-ins; try again after `Retry-After` seconds",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until the account is unlocked"))),
-        (status = 500, response = Internal),
     )
 )]
 async fn login(
@@ -92,14 +91,14 @@ async fn login(
     rid: RequestId,
     ApiJson(b): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    match users::login(&s.pool, &b.email, &b.password, &s.auth).await? {
+    match users::login(&s.domain.pool, &b.email, &b.password, &s.domain.auth).await? {
         Ok(session) => {
             let actor = Actor {
                 kind: "tenant_user",
                 id: Some(session.user.id.to_string()),
                 name: Some(session.user.email.clone()),
             };
-            let mut tx = tenant_tx(&s.pool, session.user.tenant_id).await?;
+            let mut tx = tenant_tx(&s.domain.pool, session.user.tenant_id).await?;
             Recorder::new(&actor, Some(&rid.0))
                 .record(
                     &mut tx,
@@ -150,13 +149,11 @@ async fn login(
     security(("session_token" = [])),
     responses(
         (status = 204, description = "Signed out; the token no longer works"),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let token = bearer(&headers).filter(|t| t.starts_with(users::SESSION_PREFIX)).ok_or(ApiError::Unauthorized)?;
-    if users::logout(&s.pool, token).await? {
+    if users::logout(&s.domain.pool, token).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::Unauthorized)
@@ -188,7 +185,6 @@ struct PasswordBody {
         (status = 403, description = "`user_required`: the credential is not a signed-in user's (an API key or \
                                       an operator token)", body = ErrorBody),
         (status = 422, description = "`invalid_user`: the new password is too short", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn change_password(
@@ -204,14 +200,14 @@ async fn change_password(
             message: "only a signed-in user can change their password".into(),
         });
     };
-    if !users::change_password(&s.pool, *user, &b.current_password, &b.new_password).await? {
+    if !users::change_password(&s.domain.pool, *user, &b.current_password, &b.new_password).await? {
         return Err(ApiError::Refused {
             status: StatusCode::UNAUTHORIZED,
             code: "invalid_credentials",
             message: "the current password is wrong".into(),
         });
     }
-    let mut tx = tenant_tx(&s.pool, *tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, *tenant).await?;
     Recorder::new(&caller.actor(), Some(&rid.0))
         .record(&mut tx, Some(*tenant), "user.password_change", ("user", user.to_string()), None, None)
         .await?;
@@ -236,16 +232,14 @@ struct AccountView {
     security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "The account", body = AccountView),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn account(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<AccountView>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let t = tenants::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let (plan, quotas) = plans::quotas_for(&mut tx, tenant, s.limits).await?;
+    let (plan, quotas) = plans::quotas_for(&mut tx, tenant, s.domain.limits).await?;
     tx.commit().await?;
     Ok(ApiJson(AccountView { tenant: t, plan, quotas }))
 }
@@ -264,13 +258,11 @@ struct UserList {
     security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "The members", body = UserList),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_users(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<UserList>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let users = users::list(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(ApiJson(UserList { users }))
@@ -295,11 +287,9 @@ pub(super) struct NewUser {
     responses(
         (status = 201, description = "The new member", body = User),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = OwnerForbidden),
         (status = 409, description = "`email_taken`: an account with this e-mail address exists already", body = ErrorBody),
         (status = 422, description = "`invalid_user`: the e-mail address is not one, or the password is too short", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create_user(
@@ -308,7 +298,7 @@ async fn create_user(
     rid: RequestId,
     ApiJson(b): ApiJson<NewUser>,
 ) -> Result<(StatusCode, ApiJson<User>), ApiError> {
-    let mut tx = tenant_tx(&s.pool, owner.tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, owner.tenant).await?;
     let user = users::create(&mut tx, owner.tenant, &b.email, &b.password, b.role).await?;
     Recorder::new(&owner.actor, Some(&rid.0))
         .record(&mut tx, Some(owner.tenant), "user.create", ("user", user.id.to_string()), None, snapshot(&user))
@@ -327,11 +317,9 @@ async fn create_user(
     responses(
         (status = 204, description = "Removed"),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = OwnerForbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "`last_owner`: this is the account's last owner", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn delete_user(
@@ -341,7 +329,7 @@ async fn delete_user(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = id?;
-    let mut tx = tenant_tx(&s.pool, owner.tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, owner.tenant).await?;
     let user = users::delete(&mut tx, owner.tenant, id).await?.ok_or(ApiError::NotFound("user"))?;
     if user.role == "owner" && users::count_owners(&mut tx, owner.tenant).await? == 0 {
         return Err(ApiError::Conflict {
@@ -370,13 +358,11 @@ pub(super) struct KeyList {
     security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "The API keys", body = KeyList),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_keys(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<KeyList>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let keys = tenants::list_keys(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(ApiJson(KeyList { keys }))
@@ -420,11 +406,9 @@ pub(super) fn check_label(what: &'static str, name: &str, max: usize) -> Result<
     responses(
         (status = 201, description = "The new key", body = IssuedKey),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = OwnerForbidden),
         (status = 422, description = "`invalid_body`: the name is empty or longer than 100 characters; \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn issue_key(
@@ -434,7 +418,7 @@ async fn issue_key(
     ApiJson(b): ApiJson<NewKey>,
 ) -> Result<(StatusCode, ApiJson<IssuedKey>), ApiError> {
     check_label("name", &b.name, 100)?;
-    let mut tx = tenant_tx(&s.pool, owner.tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, owner.tenant).await?;
     let (info, key) = tenants::issue_key(&mut tx, owner.tenant, b.name.trim(), &owner.actor.label()).await?;
     Recorder::new(&owner.actor, Some(&rid.0))
         .record(&mut tx, Some(owner.tenant), "api_key.issue", ("api_key", info.id.to_string()), None, snapshot(&info))
@@ -453,10 +437,8 @@ async fn issue_key(
     responses(
         (status = 200, description = "The revoked key", body = ApiKey),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = OwnerForbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn revoke_key(
@@ -466,7 +448,7 @@ async fn revoke_key(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<ApiJson<ApiKey>, ApiError> {
     let Path(id) = id?;
-    let mut tx = tenant_tx(&s.pool, owner.tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, owner.tenant).await?;
     let key = tenants::revoke_key(&mut tx, owner.tenant, id).await?.ok_or(ApiError::NotFound("API key"))?;
     Recorder::new(&owner.actor, Some(&rid.0))
         .record(&mut tx, Some(owner.tenant), "api_key.revoke", ("api_key", id.to_string()), None, snapshot(&key))

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
+use super::error::{ApiError, ApiJson, BadRequest, NotFound, TenantForbidden};
 use super::AppState;
 use crate::db::appliances::{self, Appliance};
 use crate::db::presence::{self, PresenceEvent};
@@ -51,9 +51,7 @@ struct ApplianceList {
     responses(
         (status = 200, description = "One page of appliances", body = ApplianceList),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_appliances(
@@ -66,7 +64,7 @@ async fn list_appliances(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let appliances = appliances::list(&mut tx, tenant, q.after, limit + 1).await?;
     tx.commit().await?;
     let mut appliances = appliances;
@@ -97,10 +95,8 @@ struct ApplianceDetail {
     responses(
         (status = 200, description = "The appliance", body = ApplianceDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn get_appliance(
@@ -109,7 +105,7 @@ async fn get_appliance(
     id: Result<axum::extract::Path<ApplianceId>, axum::extract::rejection::PathRejection>,
 ) -> Result<ApiJson<ApplianceDetail>, ApiError> {
     let axum::extract::Path(id) = id?;
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let appliance = appliances::get(&mut tx, tenant, id).await?.ok_or(ApiError::NotFound("appliance"))?;
     let presence_history = presence::history(&mut tx, tenant, id, HISTORY).await?;
     tx.commit().await?;

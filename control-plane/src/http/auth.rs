@@ -57,14 +57,14 @@ impl Caller {
         }
         let secret = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let caller = if secret.starts_with(tenants::API_KEY_PREFIX) {
-            tenants::authenticate(&state.pool, secret).await?.map(|k| Caller::TenantKey {
+            tenants::authenticate(&state.domain.pool, secret).await?.map(|k| Caller::TenantKey {
                 tenant: k.tenant,
                 key_id: k.key_id,
                 prefix: k.prefix,
                 active: k.active,
             })
         } else if secret.starts_with(users::SESSION_PREFIX) {
-            users::authenticate(&state.pool, secret).await?.map(|u| Caller::TenantUser {
+            users::authenticate(&state.domain.pool, secret).await?.map(|u| Caller::TenantUser {
                 tenant: u.tenant,
                 user: u.id,
                 email: u.email,
@@ -72,7 +72,7 @@ impl Caller {
                 active: u.tenant_active,
             })
         } else if secret.starts_with(operators::TOKEN_PREFIX) {
-            operators::authenticate(&state.pool, secret).await?.map(Caller::Operator)
+            operators::authenticate(&state.domain.pool, secret).await?.map(Caller::Operator)
         } else {
             None
         };

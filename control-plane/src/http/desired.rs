@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Caller, Tenant};
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
+use super::error::{ApiError, ApiJson, BadRequest, NotFound, TenantForbidden};
 use super::{AppState, RequestId};
 use crate::db::audit::Recorder;
 use crate::db::desired::{self as store, LastApply};
@@ -79,7 +79,7 @@ fn check(doc: &Value) -> Result<(), ApiError> {
 }
 
 async fn view(s: &AppState, tenant: hearth_protocol::TenantId, appliance: ApplianceId) -> Result<ConfigView, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let c = store::get(&mut tx, tenant, appliance).await?.ok_or(ApiError::NotFound("appliance"))?;
     tx.commit().await?;
     Ok(ConfigView {
@@ -102,10 +102,8 @@ async fn view(s: &AppState, tenant: hearth_protocol::TenantId, appliance: Applia
     responses(
         (status = 200, description = "The desired configuration", body = ConfigView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn get_config(
@@ -128,13 +126,11 @@ async fn get_config(
     responses(
         (status = 200, description = "The new desired configuration", body = ConfigView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 422, description = "`invalid_config` (the merged document breaks the schema, or a secret is malformed; \
                                       `details` is `{\"path\", \"rule\"}`) or `secrets_unavailable` (the document has a \
                                       secret but `secrets.key` is not configured)", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn put_config(
@@ -146,11 +142,11 @@ async fn put_config(
     ApiJson(body): ApiJson<DocumentBody>,
 ) -> Result<ApiJson<ConfigView>, ApiError> {
     let Path(appliance) = id?;
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let current = store::get(&mut tx, tenant, appliance).await?.ok_or(ApiError::NotFound("appliance"))?;
     check(&merge(&current.defaults, &body.document))?;
-    let sealed =
-        secrets::seal(&body.document, &current.overrides, tenant, s.secrets.as_ref(), "").map_err(secret_error)?;
+    let sealed = secrets::seal(&body.document, &current.overrides, tenant, s.domain.secrets.as_ref(), "")
+        .map_err(secret_error)?;
     store::set_overrides(&mut tx, tenant, appliance, &sealed).await?;
     // Secrets appear in the trail as `[redacted]`, like everywhere else.
     Recorder::new(&caller.actor(), Some(&rid.0))
@@ -164,7 +160,7 @@ async fn put_config(
         )
         .await?;
     tx.commit().await?;
-    s.dispatcher.notify_one();
+    s.domain.wake.wake();
     tracing::info!(%appliance, "desired configuration changed");
     Ok(ApiJson(view(&s, tenant, appliance).await?))
 }
@@ -177,13 +173,11 @@ async fn put_config(
     security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "The defaults", body = DefaultsView),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<DefaultsView>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let defaults = store::tenant_defaults(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(ApiJson(DefaultsView { document: secrets::redact(&defaults) }))
@@ -199,12 +193,10 @@ async fn get_defaults(State(s): State<AppState>, Tenant(tenant): Tenant) -> Resu
     responses(
         (status = 200, description = "The new defaults", body = DefaultsView),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 422, description = "`invalid_config` (the merged document breaks the schema, or a secret is malformed; \
                                       `details` is `{\"path\", \"rule\"}`) or `secrets_unavailable` (the document has a \
                                       secret but `secrets.key` is not configured)", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn put_defaults(
@@ -215,9 +207,10 @@ async fn put_defaults(
     ApiJson(body): ApiJson<DocumentBody>,
 ) -> Result<ApiJson<DefaultsView>, ApiError> {
     check(&body.document)?;
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let previous = store::tenant_defaults(&mut tx, tenant).await?;
-    let sealed = secrets::seal(&body.document, &previous, tenant, s.secrets.as_ref(), "").map_err(secret_error)?;
+    let sealed =
+        secrets::seal(&body.document, &previous, tenant, s.domain.secrets.as_ref(), "").map_err(secret_error)?;
     store::set_defaults(&mut tx, tenant, &sealed).await?;
     Recorder::new(&caller.actor(), Some(&rid.0))
         .record(
@@ -230,6 +223,6 @@ async fn put_defaults(
         )
         .await?;
     tx.commit().await?;
-    s.dispatcher.notify_one();
+    s.domain.wake.wake();
     Ok(ApiJson(DefaultsView { document: secrets::redact(&sealed) }))
 }

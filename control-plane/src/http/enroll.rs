@@ -7,7 +7,7 @@ use hearth_protocol::api::{EnrollRequest, EnrollResponse, ErrorBody};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, Internal};
+use super::error::{ApiError, ApiJson};
 use super::AppState;
 use crate::db::enrollment::{self, Refusal, TOKEN_PREFIX};
 use crate::pki::PkiError;
@@ -34,7 +34,6 @@ const MAX_CSR_LEN: usize = 16 * 1024;
         (status = 401, description = "`enrollment_token_invalid`: the token is not valid", body = ErrorBody),
         (status = 409, description = "`enrollment_token_used`: the token was already redeemed", body = ErrorBody),
         (status = 410, description = "`enrollment_token_expired`: the token has expired", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn enroll(
@@ -49,12 +48,14 @@ async fn enroll(
     }
 
     // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let claim = enrollment::redeem(&mut tx, &req.token).await?.map_err(refused)?;
-    let issued = s.ca.sign_appliance(&req.csr_pem, claim.appliance, s.appliance_cert_days).map_err(|e| match e {
-        PkiError::BadCsr(_) | PkiError::WeakKey => ApiError::bad_request("invalid_csr", e.to_string()),
-        other => ApiError::Internal(other.to_string()),
-    })?;
+    let issued = s.domain.ca.sign_appliance(&req.csr_pem, claim.appliance, s.domain.appliance_cert_days).map_err(
+        |e| match e {
+            PkiError::BadCsr(_) | PkiError::WeakKey => ApiError::bad_request("invalid_csr", e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        },
+    )?;
     enrollment::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
     tx.commit().await?;
 
@@ -62,8 +63,8 @@ async fn enroll(
     Ok(ApiJson(EnrollResponse {
         appliance_id: claim.appliance,
         certificate_pem: issued.pem,
-        ca_chain_pem: s.ca.chain_pem().to_owned(),
-        broker: s.broker.clone(),
+        ca_chain_pem: s.domain.ca.chain_pem().to_owned(),
+        broker: s.domain.broker.clone(),
     }))
 }
 

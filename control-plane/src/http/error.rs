@@ -1,18 +1,25 @@
 //! The API's one error type. Every error is `{"error": {"code", "message"}}` with a stable
 //! code; details of 5xx errors are logged with the request, never sent.
 //!
-//! The error responses most endpoints share are declared once here for the OpenAPI
-//! document ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`], and the 403s of
-//! the credential extractors: [`TenantForbidden`], [`OwnerForbidden`], [`ForbiddenForRole`])
-//! and used in a handler's `#[utoipa::path(responses(...))]` as
-//! `(status = 401, response = Unauthorized)`; codes only one endpoint returns are written
-//! inline there, with `body = ErrorBody`.
+//! Domain errors (`crate::domain::*::…Error`) become an `ApiError` here, each mapped once to a
+//! status and a stable code, so a handler just writes `?`.
+//!
+//! The error responses endpoints share are declared once here for the OpenAPI document
+//! ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`], [`Unavailable`], and the
+//! 403s of the credential extractors: [`TenantForbidden`], [`OwnerForbidden`],
+//! [`ForbiddenForRole`]). `500`, `503`, `401` (where a credential is needed) and `429` (on
+//! customer operations) are added to every operation by `openapi::document`; a handler lists
+//! the others it returns as `(status = 404, response = NotFound)`, and codes only one
+//! endpoint returns inline, with `body = ErrorBody`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_protocol::api::{ErrorBody, ErrorDetail};
+
+use crate::domain::tasks::TaskError;
+use crate::domain::Invalid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +38,9 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String, details: serde_json::Value },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
+    /// The request took longer than `http.request_timeout_s` and was stopped.
+    #[error("the request took longer than {0} s")]
+    Timeout(u64),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -64,6 +74,11 @@ impl ApiError {
             ApiError::Unavailable(what) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable"))
             }
+            ApiError::Timeout(s) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request took longer than {s} s and was stopped; nothing half-done was kept, try again"),
+            ),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -99,6 +114,37 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", r.body_text())
+    }
+}
+
+// Domain errors, each mapped once to a status and a stable code.
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::Unprocessable {
+            code: "invalid_body",
+            message: e.message,
+            details: serde_json::json!({ "param": e.param }),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        let message = e.to_string();
+        match e {
+            TaskError::ApplianceNotFound => ApiError::NotFound("appliance"),
+            TaskError::TaskNotFound => ApiError::NotFound("task"),
+            TaskError::ApplianceRevoked => ApiError::Conflict { code: "appliance_revoked", message },
+            TaskError::BadDeadline { .. } => ApiError::bad_request("invalid_body", message),
+            TaskError::Catalog(r) => ApiError::Unprocessable {
+                code: "invalid_params",
+                message,
+                details: serde_json::json!({ "param": r.param, "rule": r.rule }),
+            },
+            TaskError::NotCancellable(_) => ApiError::Conflict { code: "task_not_cancellable", message },
+            TaskError::Database(e) => ApiError::Database(e),
+        }
     }
 }
 
@@ -188,6 +234,16 @@ pub struct RateLimited(#[allow(dead_code)] ErrorBody);
     example = json!({"error": {"code": "internal", "message": "something went wrong on our side; it has been logged"}})
 )]
 pub struct Internal(#[allow(dead_code)] ErrorBody);
+
+/// 503: the request timed out, or something it needs is down.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`timeout` (the request took longer than the server's request timeout and was stopped; its \
+                   transaction was rolled back) or `unavailable` (a service it needs, such as the database, is \
+                   down); try again later",
+    example = json!({"error": {"code": "timeout", "message": "the request took longer than 30 s and was stopped; nothing half-done was kept, try again"}})
+)]
+pub struct Unavailable(#[allow(dead_code)] ErrorBody);
 
 /// Fallback for unknown routes: the same JSON error shape.
 pub async fn not_found() -> ApiError {

@@ -51,7 +51,7 @@ async fn healthz() -> Json<Health> {
 )]
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let db_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&s.pool)).await,
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&s.domain.pool)).await,
         Ok(Ok(_))
     );
     let broker_ok = s.mqtt_connected.load(Ordering::Relaxed);

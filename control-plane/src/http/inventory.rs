@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson, Internal, TenantForbidden, Unauthorized};
+use super::error::{ApiError, ApiJson, TenantForbidden};
 use super::AppState;
 use crate::db::{appliances, tenant_tx};
 
@@ -35,14 +35,12 @@ pub fn router() -> OpenApiRouter<AppState> {
                     "hearth_status": "online", "hearth_last_seen": "2026-01-01T00:00:00Z",
                     "hearth_agent_version": "0.1.0", "hearth_facts": {}}}}
             })),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 
 async fn get_inventory(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<Value>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let mut all = Vec::new();
     let mut after = None;
     loop {

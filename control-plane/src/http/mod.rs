@@ -38,6 +38,7 @@ mod health;
 mod inventory;
 pub mod openapi;
 mod ratelimit;
+mod shared;
 pub mod support;
 mod tasks;
 
@@ -51,46 +52,23 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use hearth_protocol::api::BrokerAddress;
-use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::assistant::{Assistant, AssistantConfig};
-use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
-use crate::desired::secrets::SecretKey;
+use crate::domain::Services;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
-use crate::pki::CertificateAuthority;
-use crate::revocation::Revoker;
 
-/// What handlers share.
+/// What handlers share: the domain's services, and what only the HTTP side needs.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub pool: PgPool,
+    /// Everything the domain operations need (pool, dispatcher, configuration, PKI, …).
+    pub domain: Services,
     pub metrics: Arc<Metrics>,
-    pub ca: Arc<CertificateAuthority>,
-    /// The broker address handed to enrolling appliances.
-    pub broker: BrokerAddress,
-    pub appliance_cert_days: i64,
     /// Set by the MQTT loop while connected (for `/readyz`).
     pub mqtt_connected: Arc<AtomicBool>,
-    /// Wakes the dispatcher (a task was queued, a configuration changed).
-    pub dispatcher: Arc<Notify>,
-    /// Seals configuration secrets; `None` when `secrets.key` is not configured.
-    pub secrets: Option<SecretKey>,
-    pub tasks: TasksConfig,
-    pub auth: AuthConfig,
-    /// Quotas of tenants without a plan.
-    pub limits: LimitsConfig,
-    /// Issues the CRL and disconnects revoked appliances.
-    pub revoker: Arc<Revoker>,
     /// Per-tenant rate limits.
     pub rate_limits: Arc<RateLimits>,
-    /// The support assistant (rules, or Ollama with the rules as fallback).
-    pub assistant: Arc<Assistant>,
-    pub assistant_config: AssistantConfig,
     /// Cancelled at shutdown (ends long-lived responses such as event streams).
     pub shutdown: CancellationToken,
     /// Support chat event streams open per tenant.

@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use super::error::{
     BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, RateLimited, TenantForbidden, Unauthorized,
+    Unavailable,
 };
 use super::AppState;
 
@@ -51,7 +52,8 @@ use super::AppState;
             TenantForbidden,
             OwnerForbidden,
             ForbiddenForRole,
-            RateLimited
+            RateLimited,
+            Unavailable
         )
     ),
     tags(
@@ -111,36 +113,43 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(openapi_json)).routes(routes!(docs))
 }
 
-/// The whole document as the handlers describe it (see [`document_json`] for what is served).
+/// The whole document: what the handlers describe, plus the responses operations share
+/// ([`add_shared_responses`]). This is what `GET /api/openapi.json` serves.
 pub fn document() -> Document {
-    super::api_router().split_for_parts().1
+    let (_, doc) = super::api_router().split_for_parts();
+    let mut value = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    add_shared_responses(&mut value);
+    serde_json::from_value(value).expect("the OpenAPI document reads back")
 }
 
-/// The served JSON, built once: the handlers' document plus, on every operation a customer
-/// credential opens, the `429 rate_limited` the rate-limit layer (`http::ratelimit`) answers
-/// before any handler runs.
+/// The served JSON, built once.
 fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        let mut doc = serde_json::to_value(document()).expect("the OpenAPI document serialises");
-        add_rate_limit_responses(&mut doc);
-        doc.to_string()
-    })
+    JSON.get_or_init(|| serde_json::to_string(&document()).expect("the OpenAPI document serialises"))
 }
 
-fn add_rate_limit_responses(doc: &mut serde_json::Value) {
+/// Responses that whole classes of operations share are declared here once instead of on
+/// every handler: `500 internal` and `503` (the request timeout, or a dependency down) on
+/// every operation; `401 unauthorized` on every operation that needs a credential; and on
+/// every operation a customer credential opens, the `429 rate_limited` the rate-limit layer
+/// (`http::ratelimit`) answers before any handler runs. An operation that documents one of
+/// these codes itself keeps its own description.
+fn add_shared_responses(doc: &mut serde_json::Value) {
+    let reference = |name: &str| serde_json::json!({ "$ref": format!("#/components/responses/{name}") });
     let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
     for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
         for op in item.values_mut().filter_map(|o| o.as_object_mut()) {
-            let customer = op
-                .get("security")
-                .and_then(|s| s.as_array())
-                .is_some_and(|reqs| reqs.iter().any(|r| r.get(TENANT_KEY).is_some() || r.get(SESSION_TOKEN).is_some()));
-            if let (true, Some(responses)) = (customer, op.get_mut("responses").and_then(|r| r.as_object_mut())) {
-                // An operation that documents its own 429 (the support chat's assistant limit) keeps it.
-                responses
-                    .entry("429")
-                    .or_insert_with(|| serde_json::json!({ "$ref": "#/components/responses/RateLimited" }));
+            let security: Vec<serde_json::Value> =
+                op.get("security").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+            let customer = security.iter().any(|r| r.get(TENANT_KEY).is_some() || r.get(SESSION_TOKEN).is_some());
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
+            responses.entry("500").or_insert_with(|| reference("Internal"));
+            responses.entry("503").or_insert_with(|| reference("Unavailable"));
+            if !security.is_empty() {
+                responses.entry("401").or_insert_with(|| reference("Unauthorized"));
+            }
+            if customer {
+                responses.entry("429").or_insert_with(|| reference("RateLimited"));
             }
         }
     }

@@ -35,7 +35,7 @@ pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next)
     };
     let req = Request::from_parts(parts, body);
     let Some(tenant) = tenant else { return next.run(req).await };
-    let decision = match s.rate_limits.check_api(&s.pool, tenant).await {
+    let decision = match s.rate_limits.check_api(&s.domain.pool, tenant).await {
         Ok(d) => d,
         Err(e) => return ApiError::Database(e).into_response(),
     };

@@ -13,7 +13,7 @@ use hearth_protocol::{
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::config::IngestConfig;
 use crate::db::presence::{self, ApplianceUpdate, HeartbeatRow, PresenceChange};
@@ -132,7 +132,7 @@ pub struct WriterContext {
     /// Acknowledgements for the MQTT loop to send once a batch is stored.
     pub acks: mpsc::UnboundedSender<Publish>,
     /// Wakes the dispatcher when an appliance came online or asked for its configuration.
-    pub dispatcher: Arc<Notify>,
+    pub dispatcher: crate::dispatch::Wake,
     /// Sends receipts to appliances (never waits: see [`send_receipts`]).
     pub client: AsyncClient,
 }
@@ -188,7 +188,7 @@ async fn flush(ctx: &WriterContext, batch: Coalescer) {
                     let _ = ctx.acks.send(p);
                 }
                 if outcome.presence.transitions > 0 || !batch.config_requests.is_empty() {
-                    ctx.dispatcher.notify_one();
+                    ctx.dispatcher.wake();
                 }
                 return;
             }

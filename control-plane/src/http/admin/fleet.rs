@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, Internal, NotFound, Unauthorized};
-use super::super::tasks::{self as task_api, CreateTask};
+use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
+use super::super::shared::created;
 use super::super::{AppState, RequestId};
 use super::tenants::after_revocation;
 use super::{limit, page, Timestamp};
@@ -21,6 +21,7 @@ use crate::db::appliances::{self, FleetAppliance, FleetFilter, TenantCounts};
 use crate::db::audit::Recorder;
 use crate::db::presence::{self, PresenceEvent};
 use crate::db::tasks::{self, Task};
+use crate::domain::tasks::{self as task_ops, NewTask};
 use crate::revocation;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -74,8 +75,6 @@ struct FleetPage {
     responses(
         (status = 200, description = "One page of appliances", body = FleetPage),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn list(
@@ -102,7 +101,7 @@ async fn list(
         last_seen_after: q.last_seen_after.map(|t| t.0),
         after: q.after,
     };
-    let mut rows = appliances::fleet(&s.pool, &filter, limit + 1).await?;
+    let mut rows = appliances::fleet(&s.domain.pool, &filter, limit + 1).await?;
     let next_after = page(&mut rows, limit, |a| a.appliance.id);
     Ok(ApiJson(FleetPage { appliances: rows, next_after }))
 }
@@ -128,13 +127,11 @@ struct Summary {
     security(("operator_token" = [])),
     responses(
         (status = 200, description = "The counts", body = Summary),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn summary(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<Summary>, ApiError> {
     op.require(Permission::Read)?;
-    let tenants = appliances::counts_by_tenant(&s.pool, None).await?;
+    let tenants = appliances::counts_by_tenant(&s.domain.pool, None).await?;
     let sum = |f: fn(&TenantCounts) -> i64| tenants.iter().map(f).sum();
     Ok(ApiJson(Summary {
         online: sum(|c| c.online),
@@ -170,9 +167,7 @@ const RECENT_TASKS: i64 = 20;
     responses(
         (status = 200, description = "The appliance", body = Detail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn detail(
@@ -182,8 +177,8 @@ async fn detail(
 ) -> Result<ApiJson<Detail>, ApiError> {
     op.require(Permission::Read)?;
     let Path(id) = id?;
-    let appliance = appliances::fleet_get(&s.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
-    let mut conn = s.pool.acquire().await?;
+    let appliance = appliances::fleet_get(&s.domain.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
+    let mut conn = s.domain.pool.acquire().await?;
     let presence_history = presence::history(&mut conn, appliance.tenant_id, id, HISTORY).await?;
     let tasks = tasks::list_for_appliance(&mut conn, appliance.tenant_id, id, RECENT_TASKS).await?;
     Ok(ApiJson(Detail { appliance, presence_history, tasks }))
@@ -204,10 +199,8 @@ async fn detail(
     responses(
         (status = 200, description = "The revoked appliance", body = FleetAppliance),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn revoke(
@@ -218,11 +211,11 @@ async fn revoke(
 ) -> Result<ApiJson<FleetAppliance>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    revocation::revoke_appliance(&s.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
+    revocation::revoke_appliance(&s.domain.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
         .await?
         .ok_or(ApiError::NotFound("appliance"))?;
     after_revocation(&s, &[id]).await;
-    let appliance = appliances::fleet_get(&s.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
+    let appliance = appliances::fleet_get(&s.domain.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
     Ok(ApiJson(appliance))
 }
 
@@ -237,18 +230,16 @@ async fn revoke(
     tag = "admin",
     security(("operator_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
-    request_body = CreateTask,
+    request_body = NewTask,
     responses(
         (status = 202, description = "Queued", body = ref("#/components/schemas/TaskCreated"),
             headers(("Location" = String, description = "`/api/v1/tasks/{id}` of the new task"))),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
         (status = 409, description = "`appliance_revoked`: the appliance has been revoked and runs no more tasks", body = ErrorBody),
         (status = 422, description = "`invalid_params`: the action or a parameter breaks the catalog; \
                                       `details` is `{\"param\", \"rule\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create_task(
@@ -256,10 +247,10 @@ async fn create_task(
     op: OperatorAuth,
     rid: RequestId,
     id: Result<Path<ApplianceId>, PathRejection>,
-    ApiJson(req): ApiJson<CreateTask>,
+    ApiJson(req): ApiJson<NewTask>,
 ) -> Result<Response, ApiError> {
     op.require(Permission::ActForCustomer)?;
     let Path(id) = id?;
-    let tenant = appliances::fleet_get(&s.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?.tenant_id;
-    task_api::queue(&s, tenant, id, req, Recorder::new(&op.actor(), Some(&rid.0))).await
+    let task = task_ops::queue_for_customer(&s.domain, id, req, Recorder::new(&op.actor(), Some(&rid.0))).await?;
+    Ok(created(task))
 }

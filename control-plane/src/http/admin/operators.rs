@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::super::account::check_label;
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, Internal, NotFound, Unauthorized};
+use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
 use super::super::{AppState, RequestId};
 use super::{limit, Timestamp};
 use crate::db;
@@ -45,13 +45,11 @@ struct OperatorList {
     security(("operator_token" = [])),
     responses(
         (status = 200, description = "The operator tokens", body = OperatorList),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_operators(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<OperatorList>, ApiError> {
     op.require(Permission::Read)?;
-    Ok(ApiJson(OperatorList { operators: operators::list(&s.pool).await? }))
+    Ok(ApiJson(OperatorList { operators: operators::list(&s.domain.pool).await? }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -81,11 +79,9 @@ struct IssuedOperator {
     responses(
         (status = 201, description = "The new operator token", body = IssuedOperator),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 422, description = "`invalid_body`: the name is empty or longer than 100 characters; \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create_operator(
@@ -97,7 +93,7 @@ async fn create_operator(
     op.require(Permission::Manage)?;
     check_label("name", &b.name, 100)?;
     let actor = op.actor();
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let (info, token) = operators::create(&mut tx, b.name.trim(), b.role, &actor.label()).await?;
     Recorder::new(&actor, Some(&rid.0))
         .record(&mut tx, None, "operator.issue", ("operator", info.id.to_string()), None, snapshot(&info))
@@ -117,10 +113,8 @@ async fn create_operator(
     responses(
         (status = 200, description = "The revoked operator token", body = OperatorToken),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn revoke_operator(
@@ -131,7 +125,7 @@ async fn revoke_operator(
 ) -> Result<ApiJson<OperatorToken>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let revoked = operators::revoke(&mut tx, id).await?.ok_or(ApiError::NotFound("operator"))?;
     Recorder::new(&op.actor(), Some(&rid.0))
         .record(&mut tx, None, "operator.revoke", ("operator", id.to_string()), None, snapshot(&revoked))
@@ -155,13 +149,11 @@ struct PlanList {
     security(("operator_token" = [])),
     responses(
         (status = 200, description = "The plans", body = PlanList),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_plans(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<PlanList>, ApiError> {
     op.require(Permission::Read)?;
-    Ok(ApiJson(PlanList { plans: plans::list(&s.pool).await? }))
+    Ok(ApiJson(PlanList { plans: plans::list(&s.domain.pool).await? }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -203,12 +195,10 @@ fn plan_name_taken(e: sqlx::Error) -> ApiError {
     responses(
         (status = 201, description = "The new plan", body = Plan),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 409, description = "`plan_name_taken`: a plan with this name exists already", body = ErrorBody),
         (status = 422, description = "`invalid_body`: the name is empty or too long, or a quota is below 1; \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create_plan(
@@ -220,7 +210,7 @@ async fn create_plan(
     op.require(Permission::Manage)?;
     check_label("name", &b.name, 100)?;
     check_quotas(&b.quotas)?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let plan = plans::create(&mut tx, b.name.trim(), &b.quotas).await.map_err(plan_name_taken)?;
     Recorder::new(&op.actor(), Some(&rid.0))
         .record(&mut tx, None, "plan.create", ("plan", plan.id.to_string()), None, snapshot(&plan))
@@ -254,13 +244,11 @@ struct PlanChanges {
     responses(
         (status = 200, description = "The plan as changed", body = Plan),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
         (status = 409, description = "`plan_name_taken`: a plan with this name exists already", body = ErrorBody),
         (status = 422, description = "`invalid_body`: the name is empty or too long, or a quota is below 1; \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn update_plan(
@@ -272,7 +260,7 @@ async fn update_plan(
 ) -> Result<ApiJson<Plan>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let before = plans::get(&mut tx, id).await?.ok_or(ApiError::NotFound("plan"))?;
     let q = before.quotas;
     let quotas = Quotas {
@@ -345,8 +333,6 @@ struct AuditPage {
     responses(
         (status = 200, description = "One page of audit entries", body = AuditPage),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_audit(
@@ -368,7 +354,7 @@ async fn list_audit(
         until: q.until.map(|t| t.0),
         before_id: q.before,
     };
-    let mut entries = audit::list(&s.pool, &filter, limit + 1).await?;
+    let mut entries = audit::list(&s.domain.pool, &filter, limit + 1).await?;
     let next_before = super::page(&mut entries, limit, |e| e.id);
     Ok(ApiJson(AuditPage { entries, next_before }))
 }

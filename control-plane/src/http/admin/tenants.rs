@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::super::account::{check_label, IssuedKey, KeyList, NewKey, NewUser};
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, Internal, NotFound, Unauthorized};
+use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
 use super::super::{AppState, RequestId};
 use super::{limit, page};
 use crate::db::audit::{snapshot, Recorder};
@@ -68,8 +68,6 @@ struct TenantPage {
     responses(
         (status = 200, description = "One page of tenants with their appliance counts", body = TenantPage),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 500, response = Internal),
     )
 )]
 async fn list(
@@ -83,7 +81,7 @@ async fn list(
     if let Some(st) = q.status.as_deref().filter(|st| !matches!(*st, "active" | "suspended")) {
         return Err(ApiError::bad_request("invalid_query", format!("status {st:?} is not one of active, suspended")));
     }
-    let mut tenants = tenants::list(&s.pool, q.q.as_deref(), q.status.as_deref(), q.after, limit + 1).await?;
+    let mut tenants = tenants::list(&s.domain.pool, q.q.as_deref(), q.status.as_deref(), q.after, limit + 1).await?;
     let next_after = page(&mut tenants, limit, |t| t.tenant.id);
     Ok(ApiJson(TenantPage { tenants, next_after }))
 }
@@ -132,12 +130,10 @@ fn unknown_plan(e: sqlx::Error) -> ApiError {
     responses(
         (status = 201, description = "The new tenant", body = Tenant),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 422, description = "`invalid_body` (the name is empty or longer than 200 characters) or \
                                       `unknown_plan` (there is no plan with this id); `details` is `{\"param\"}`",
             body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create(
@@ -148,7 +144,7 @@ async fn create(
 ) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
     op.require(Permission::Manage)?;
     check_label("name", &b.name, 200)?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let tenant = tenants::insert(&mut tx, b.name.trim(), b.plan_id).await.map_err(unknown_plan)?;
     Recorder::new(&op.actor(), Some(&rid.0))
         .record(&mut tx, Some(tenant.id), "tenant.create", ("tenant", tenant.id.to_string()), None, snapshot(&tenant))
@@ -181,9 +177,7 @@ struct TenantDetail {
     responses(
         (status = 200, description = "The tenant", body = TenantDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn detail(
@@ -193,12 +187,12 @@ async fn detail(
 ) -> Result<ApiJson<TenantDetail>, ApiError> {
     op.require(Permission::Read)?;
     let Path(id) = id?;
-    let mut conn = s.pool.acquire().await?;
+    let mut conn = s.domain.pool.acquire().await?;
     let tenant = tenants::get(&mut conn, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let (plan, quotas) = plans::quotas_for(&mut conn, id, s.limits).await?;
+    let (plan, quotas) = plans::quotas_for(&mut conn, id, s.domain.limits).await?;
     let users = users::list(&mut conn, id).await?;
     drop(conn);
-    let counts = appliances::counts_by_tenant(&s.pool, Some(id)).await?.into_iter().next();
+    let counts = appliances::counts_by_tenant(&s.domain.pool, Some(id)).await?.into_iter().next();
     Ok(ApiJson(TenantDetail { tenant, plan, quotas, users, counts }))
 }
 
@@ -238,13 +232,11 @@ mod double_option {
     responses(
         (status = 200, description = "The tenant as changed", body = Tenant),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
         (status = 422, description = "`invalid_body` (the name is empty or too long, or the status is not \
                                       `active` or `suspended`) or `unknown_plan` (there is no plan with this id); \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn update(
@@ -262,7 +254,7 @@ async fn update(
     if let Some(st) = &b.status {
         check_status(st)?;
     }
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let before = tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
     let changes = Changes { name: b.name.map(|n| n.trim().to_string()), status: b.status, plan: b.plan_id };
     let after =
@@ -279,7 +271,7 @@ async fn update(
     if action != "tenant.update" {
         // Suspension takes effect for queued work at once; a reactivated tenant's pending
         // tasks and configuration go out now.
-        s.dispatcher.notify_one();
+        s.domain.wake.wake();
     }
     Ok(ApiJson(after))
 }
@@ -307,10 +299,8 @@ struct Deleted {
     responses(
         (status = 200, description = "The deleted tenant and its revoked appliances", body = Deleted),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn remove(
@@ -321,7 +311,7 @@ async fn remove(
 ) -> Result<ApiJson<Deleted>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let (tenant, revoked) = revocation::delete_tenant(&s.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
+    let (tenant, revoked) = revocation::delete_tenant(&s.domain.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
         .await?
         .ok_or(ApiError::NotFound("tenant"))?;
     after_revocation(&s, &revoked).await;
@@ -331,7 +321,7 @@ async fn remove(
 /// Makes a committed revocation bite ([`revocation::Revoker::enforce`]); a failure is
 /// logged, not answered: the revocation stands and the next CRL carries it.
 pub(super) async fn after_revocation(s: &AppState, revoked: &[ApplianceId]) {
-    if let Err(e) = s.revoker.enforce(revoked).await {
+    if let Err(e) = s.domain.revoker.enforce(revoked).await {
         tracing::error!(error = %e, "revocation recorded, but the CRL could not be published");
     }
 }
@@ -347,9 +337,7 @@ pub(super) async fn after_revocation(s: &AppState, revoked: &[ApplianceId]) {
     responses(
         (status = 200, description = "The tenant's API keys", body = KeyList),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_keys(
@@ -359,7 +347,7 @@ async fn list_keys(
 ) -> Result<ApiJson<KeyList>, ApiError> {
     op.require(Permission::Read)?;
     let Path(id) = id?;
-    let mut conn = s.pool.acquire().await?;
+    let mut conn = s.domain.pool.acquire().await?;
     tenants::get(&mut conn, id).await?.ok_or(ApiError::NotFound("tenant"))?;
     Ok(ApiJson(KeyList { keys: tenants::list_keys(&mut conn, id).await? }))
 }
@@ -376,12 +364,10 @@ async fn list_keys(
     responses(
         (status = 201, description = "The new key", body = IssuedKey),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
         (status = 422, description = "`invalid_body`: the name is empty or longer than 100 characters; \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn issue_key(
@@ -394,7 +380,7 @@ async fn issue_key(
     op.require(Permission::Manage)?;
     let Path(id) = id?;
     check_label("name", &b.name, 100)?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
     let actor = op.actor();
     let (info, key) = tenants::issue_key(&mut tx, id, b.name.trim(), &actor.label()).await?;
@@ -419,10 +405,8 @@ async fn issue_key(
     responses(
         (status = 200, description = "The revoked key", body = tenants::ApiKey),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn revoke_key(
@@ -433,7 +417,7 @@ async fn revoke_key(
 ) -> Result<ApiJson<tenants::ApiKey>, ApiError> {
     op.require(Permission::Manage)?;
     let Path((id, key)) = ids?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     let revoked = tenants::revoke_key(&mut tx, id, key).await?.ok_or(ApiError::NotFound("API key"))?;
     Recorder::new(&op.actor(), Some(&rid.0))
         .record(&mut tx, Some(id), "api_key.revoke", ("api_key", key.to_string()), None, snapshot(&revoked))
@@ -454,12 +438,10 @@ async fn revoke_key(
     responses(
         (status = 201, description = "The new user", body = User),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
         (status = 409, description = "`email_taken`: an account with this e-mail address exists already", body = ErrorBody),
         (status = 422, description = "`invalid_user`: the e-mail address is not one, or the password is too short", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create_user(
@@ -471,7 +453,7 @@ async fn create_user(
 ) -> Result<(StatusCode, ApiJson<User>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
     let user = users::create(&mut tx, id, &b.email, &b.password, b.role).await?;
     Recorder::new(&op.actor(), Some(&rid.0))
@@ -512,13 +494,11 @@ struct Registered {
     responses(
         (status = 201, description = "Registered; enroll it with the token", body = Registered),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
         (status = 409, description = "`appliance_name_taken`: the tenant already has an appliance with this name", body = ErrorBody),
         (status = 422, description = "`invalid_body`: the name is empty or too long, or `ttl_hours` is not 1 to 720; \
                                       `details` is `{\"param\"}`", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn create_appliance(
@@ -539,7 +519,7 @@ async fn create_appliance(
             details: serde_json::json!({ "param": "ttl_hours" }),
         });
     }
-    let mut tx = s.pool.begin().await?;
+    let mut tx = s.domain.pool.begin().await?;
     tenants::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
     let (appliance_id, token, expires_at) =
         enrollment::register(&mut tx, tenant, b.name.trim(), time::Duration::hours(i64::from(ttl))).await.map_err(

@@ -32,13 +32,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::{Caller, Owner, Tenant};
-use super::error::{ApiError, ApiJson, BadRequest, Internal, NotFound, OwnerForbidden, TenantForbidden, Unauthorized};
-use super::tasks::{queue_in, CreateTask};
+use super::error::{ApiError, ApiJson, BadRequest, NotFound, OwnerForbidden, TenantForbidden};
 use super::{ratelimit, AppState, RequestId};
 use crate::assistant::{self, ApplianceFacts, Context, Turn, MAX_TURNS, MAX_TURN_CHARS};
 use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::support::{self, Conversation, Message, ProposalRow};
 use crate::db::{appliances, tenant_tx};
+use crate::domain::tasks::{queue_in, NewTask};
 
 /// Most messages the assistant reads back (the conversation's latest).
 const HISTORY: i64 = 20;
@@ -82,10 +82,8 @@ struct ConversationDetail {
         (status = 201, description = "Opened", body = ConversationDetail,
             headers(("Location" = String, description = "`/api/v1/support/conversations/{id}`"))),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn start_conversation(
@@ -94,7 +92,7 @@ async fn start_conversation(
     caller: Caller,
     ApiJson(req): ApiJson<StartConversation>,
 ) -> Result<Response, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     if let Some(a) = req.appliance_id {
         appliances::get(&mut tx, tenant, a).await?.ok_or(ApiError::NotFound("appliance"))?;
     }
@@ -122,16 +120,14 @@ struct ConversationList {
     security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "Conversations", body = ConversationList),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn list_conversations(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
 ) -> Result<ApiJson<ConversationList>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let conversations = support::list_conversations(&mut tx, tenant, 50).await?;
     tx.commit().await?;
     Ok(ApiJson(ConversationList { conversations }))
@@ -147,10 +143,8 @@ async fn list_conversations(
     responses(
         (status = 200, description = "The conversation", body = ConversationDetail),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
-        (status = 500, response = Internal),
     )
 )]
 async fn get_conversation(
@@ -159,7 +153,7 @@ async fn get_conversation(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<ApiJson<ConversationDetail>, ApiError> {
     let Path(id) = id?;
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let conversation =
         support::get_conversation(&mut tx, tenant, id, false).await?.ok_or(ApiError::NotFound("conversation"))?;
     let messages = support::messages(&mut tx, tenant, id, 0).await?;
@@ -199,7 +193,6 @@ struct Exchange {
                 ("X-RateLimit-Remaining" = u32, description = "Messages that may still come at once"),
             )),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "`conversation_full`: the conversation has reached its 200 messages; open \
@@ -214,7 +207,6 @@ struct Exchange {
                 ("X-RateLimit-Policy" = String, description = "The quota, e.g. `60 per hour, burst 5`"),
                 ("X-RateLimit-Remaining" = u32, description = "What is left: 0"),
             )),
-        (status = 500, response = Internal),
     )
 )]
 async fn post_message(
@@ -241,13 +233,13 @@ async fn post_message(
 
     // Before the transaction: the check may read the tenant's quotas on a connection of its
     // own, which must not wait while this request holds one.
-    let decision = s.rate_limits.check_assistant(&s.pool, tenant).await?;
+    let decision = s.rate_limits.check_assistant(&s.domain.pool, tenant).await?;
     if decision.retry_after.is_some() {
         return Ok(ratelimit::refusal(&s, &decision));
     }
     // The customer's message is stored (and shown on the stream) before the assistant is asked,
     // which may take the LLM's time; no lock is held meanwhile.
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let conversation =
         support::get_conversation(&mut tx, tenant, id, true).await?.ok_or(ApiError::NotFound("conversation"))?;
     if support::count_messages(&mut tx, tenant, id).await? + 2 > MAX_TURNS as i64 {
@@ -286,12 +278,12 @@ async fn answer(
     rid: RequestId,
 ) -> Result<Message, ApiError> {
     let asked = std::time::Instant::now();
-    let answer = s.assistant.respond(&ctx, &turns).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let answer = s.domain.assistant.respond(&ctx, &turns).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let backend = answer.backend_used.as_str();
     s.metrics.assistant_duration.with_label_values(&[backend]).observe(asked.elapsed().as_secs_f64());
     s.metrics.assistant_answers.with_label_values(&[backend, if answer.degraded { "true" } else { "false" }]).inc();
 
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     support::get_conversation(&mut tx, tenant, id, true).await?.ok_or(ApiError::NotFound("conversation"))?;
     let mut reply =
         support::append_message(&mut tx, tenant, id, assistant::Role::Assistant, &answer.reply, Some(&answer)).await?;
@@ -317,7 +309,7 @@ async fn answer(
     }
     tx.commit().await?;
     if queued {
-        s.dispatcher.notify_one();
+        s.domain.wake.wake();
     }
     Ok(reply)
 }
@@ -333,7 +325,7 @@ async fn context(
     let boxes = appliances::list(conn, tenant, None, MAX_APPLIANCES).await?;
     let facts: Vec<ApplianceFacts> =
         boxes.iter().filter(|a| a.revoked_at.is_none()).map(ApplianceFacts::from).collect();
-    let mut ctx = Context::new(facts, &s.assistant_config);
+    let mut ctx = Context::new(facts, &s.domain.assistant_config);
     ctx.current_appliance = current;
     if let Some(choice) = support::confirm_low_risk(conn, tenant).await? {
         ctx.confirm_low_risk = choice;
@@ -368,8 +360,9 @@ async fn run(
         _ => serde_json::Map::new(),
     };
     let actor = Actor { kind: "assistant", id: Some(proposal.id.to_string()), name: Some(caller.actor().label()) };
-    let req = CreateTask { action: proposal.action.clone(), params, deadline_s: None };
-    let task = queue_in(tx, s, tenant, proposal.appliance_id, req, Recorder::new(&actor, Some(&rid.0))).await?;
+    let req = NewTask { action: proposal.action.clone(), params, deadline_s: None };
+    let task =
+        queue_in(tx, &s.domain.tasks, tenant, proposal.appliance_id, req, Recorder::new(&actor, Some(&rid.0))).await?;
     let row = support::confirm(tx, tenant, proposal.id, task).await?;
     if let Some(who) = confirmed_by {
         Recorder::new(who, Some(&rid.0))
@@ -401,7 +394,6 @@ async fn run(
         (status = 202, description = "Confirmed: the task is queued (`task_id`)", body = ProposalRow,
             headers(("Location" = String, description = "`/api/v1/tasks/{id}` of the new task"))),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "`proposal_not_pending`: already confirmed, or superseded by a later \
@@ -409,7 +401,6 @@ async fn run(
             body = ErrorBody),
         (status = 422, description = "`invalid_params`: the catalog refuses the task (e.g. it changed since)",
             body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 async fn confirm_proposal(
@@ -420,7 +411,7 @@ async fn confirm_proposal(
     ids: Result<Path<(Uuid, Uuid)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((conversation, id)) = ids?;
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let proposal =
         support::lock_proposal(&mut tx, tenant, conversation, id).await?.ok_or(ApiError::NotFound("proposal"))?;
     if proposal.status != "pending" {
@@ -434,7 +425,7 @@ async fn confirm_proposal(
     }
     let row = run(&mut tx, &s, tenant, proposal, &caller, Some(&caller.actor()), &rid).await?;
     tx.commit().await?;
-    s.dispatcher.notify_one();
+    s.domain.wake.wake();
     let location = row.task_id.map(|t| format!("/api/v1/tasks/{t}")).unwrap_or_default();
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], ApiJson(row)).into_response())
 }
@@ -456,20 +447,18 @@ struct Settings {
     security(("tenant_key" = []), ("session_token" = [])),
     responses(
         (status = 200, description = "The settings in force", body = Settings),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn get_settings(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result<ApiJson<Settings>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     let choice = support::confirm_low_risk(&mut tx, tenant).await?;
     tx.commit().await?;
     Ok(ApiJson(settings(&s, choice)))
 }
 
 fn settings(s: &AppState, choice: Option<bool>) -> Settings {
-    let service_default = s.assistant_config.confirm_low_risk;
+    let service_default = s.domain.assistant_config.confirm_low_risk;
     Settings { confirm_low_risk: choice.unwrap_or(service_default), tenant_choice: choice, service_default }
 }
 
@@ -490,9 +479,7 @@ struct PutSettings {
     responses(
         (status = 200, description = "The settings now in force", body = Settings),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = OwnerForbidden),
-        (status = 500, response = Internal),
     )
 )]
 async fn put_settings(
@@ -501,7 +488,7 @@ async fn put_settings(
     rid: RequestId,
     ApiJson(req): ApiJson<PutSettings>,
 ) -> Result<ApiJson<Settings>, ApiError> {
-    let mut tx = tenant_tx(&s.pool, owner.tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, owner.tenant).await?;
     let before = support::confirm_low_risk(&mut tx, owner.tenant).await?;
     support::set_confirm_low_risk(&mut tx, owner.tenant, req.confirm_low_risk).await?;
     Recorder::new(&owner.actor, Some(&rid.0))

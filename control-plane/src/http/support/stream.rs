@@ -35,16 +35,16 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::super::auth::Tenant;
-use super::super::error::{ApiError, BadRequest, Internal, NotFound, TenantForbidden, Unauthorized};
+use super::super::error::{ApiError, BadRequest, NotFound, TenantForbidden};
 use super::super::AppState;
 use crate::db::support::{self, ProposalRow};
 use crate::db::{tasks, tenant_tx};
+use crate::model::TaskStatus;
 
 const POLL: Duration = Duration::from_millis(500);
 /// Most streams one tenant may have open at once (each polls PostgreSQL).
 pub const MAX_STREAMS_PER_TENANT: usize = 20;
 const STREAM_MAX: Duration = Duration::from_secs(30 * 60);
-const TERMINAL: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "rejected"];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -66,12 +66,10 @@ pub(super) struct After {
                                       `end` (see the module documentation)", content_type = "text/event-stream",
             body = String),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
         (status = 429, description = "`too_many_streams`: the tenant has 20 streams open already; \
                                       `rate_limited`: the API limit (`X-RateLimit-Kind: api`)", body = ErrorBody),
-        (status = 500, response = Internal),
     )
 )]
 pub(super) async fn events(
@@ -86,7 +84,7 @@ pub(super) async fn events(
     let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let cursor = after.after.or(from_header).unwrap_or(0).max(0);
     // Refuse an unknown conversation with a 404, not an empty stream.
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     support::get_conversation(&mut tx, tenant, id, false).await?.ok_or(ApiError::NotFound("conversation"))?;
     tx.commit().await?;
     let slot = s.streams.take(tenant).ok_or_else(|| ApiError::Refused {
@@ -117,7 +115,7 @@ struct Seen {
     proposals: HashMap<Uuid, ProposalRow>,
     /// Per task: its last status and the last event number sent; done once terminal with
     /// its whole log sent.
-    tasks: HashMap<TaskId, (String, i64, bool)>,
+    tasks: HashMap<TaskId, (Option<TaskStatus>, i64, bool)>,
 }
 
 async fn follow(s: AppState, tenant: TenantId, conversation: Uuid, cursor: i32, out: mpsc::Sender<Event>) {
@@ -155,7 +153,7 @@ async fn poll(
     conversation: Uuid,
     seen: &mut Seen,
 ) -> Result<Option<Vec<Event>>, sqlx::Error> {
-    let mut tx = tenant_tx(&s.pool, tenant).await?;
+    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
     if support::get_conversation(&mut tx, tenant, conversation, false).await?.is_none() {
         return Ok(None);
     }
@@ -175,7 +173,7 @@ async fn poll(
     }
     let running: Vec<(Uuid, TaskId)> = seen.proposals.values().filter_map(|p| Some((p.id, p.task_id?))).collect();
     for (proposal_id, task_id) in running {
-        let (status, last_seq, done) = seen.tasks.entry(task_id).or_insert((String::new(), 0, false));
+        let (status, last_seq, done) = seen.tasks.entry(task_id).or_insert((None, 0, false));
         if *done {
             continue;
         }
@@ -186,12 +184,12 @@ async fn poll(
             events.push(event("task_event", &serde_json::json!({ "task_id": task_id, "event": e })));
             *last_seq = e.seq;
         }
-        if task.status != *status {
-            *status = task.status.clone();
+        if Some(task.status) != *status {
+            *status = Some(task.status);
             events.push(event("task", &serde_json::json!({ "proposal_id": proposal_id, "task": task })));
         }
         let log_complete = task.events_expected.is_none_or(|n| log.len() as i64 >= n);
-        *done = TERMINAL.contains(&task.status.as_str()) && log_complete;
+        *done = task.status.is_final() && log_complete;
     }
     tx.commit().await?;
     Ok(Some(events))

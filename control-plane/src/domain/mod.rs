@@ -1,0 +1,89 @@
+//! The domain layer: every operation the control plane offers, with its rules, between the
+//! ways in (`http/`, the operator CLI, the support chat) and storage (`db/`).
+//!
+//! One module per capability; each owns its operations and its own error enum, and knows
+//! nothing of HTTP. A handler parses the request, authorises the caller, calls one
+//! operation and maps its error (`http/error.rs`); the same operation serves the operator
+//! CLI and the support assistant, so a rule lives in exactly one place.
+//!
+//! - [`tasks`]: queue a catalog task (deadline, catalog validation, audit), read, list, cancel.
+//!
+//! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
+//! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
+
+pub mod tasks;
+
+use std::sync::Arc;
+
+use hearth_protocol::api::BrokerAddress;
+use sqlx::PgPool;
+
+use crate::assistant::{Assistant, AssistantConfig};
+use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
+use crate::desired::secrets::SecretKey;
+use crate::dispatch::Wake;
+use crate::metrics::Metrics;
+use crate::pki::CertificateAuthority;
+use crate::revocation::Revoker;
+
+/// What the operations need, built once by `serve` and shared (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub pool: PgPool,
+    /// Wakes the dispatcher when work for appliances was queued.
+    pub wake: Wake,
+    pub tasks: TasksConfig,
+    pub auth: AuthConfig,
+    /// Quotas of tenants without a plan.
+    pub limits: LimitsConfig,
+    /// Issues the CRL and disconnects revoked appliances.
+    pub revoker: Arc<Revoker>,
+    pub ca: Arc<CertificateAuthority>,
+    /// The broker address handed to enrolling appliances.
+    pub broker: BrokerAddress,
+    pub appliance_cert_days: i64,
+    /// Seals configuration secrets; `None` when `secrets.key` is not configured.
+    pub secrets: Option<SecretKey>,
+    /// The support assistant (rules, or Ollama with the rules as fallback).
+    pub assistant: Arc<Assistant>,
+    pub assistant_config: AssistantConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A value of a request that breaks a rule: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    /// The field, as the request names it.
+    pub param: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(param: &'static str, message: impl Into<String>) -> Self {
+        Invalid { param, message: message.into() }
+    }
+}
+
+/// A name or label: 1 to `max` characters once trimmed; returns it trimmed.
+pub fn label<'a>(param: &'static str, value: &'a str, max: usize) -> Result<&'a str, Invalid> {
+    let trimmed = value.trim();
+    let n = trimmed.chars().count();
+    if n == 0 || n > max {
+        return Err(Invalid::new(param, format!("{param} must be 1 to {max} characters")));
+    }
+    Ok(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_trimmed_and_bounded() {
+        assert_eq!(label("name", "  kitchen ", 10), Ok("kitchen"));
+        assert_eq!(label("name", "   ", 10).unwrap_err().param, "name");
+        assert!(label("name", "ééééé", 5).is_ok());
+        assert!(label("name", "ééééé", 4).is_err());
+    }
+}
