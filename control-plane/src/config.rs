@@ -93,6 +93,13 @@ pub struct HttpConfig {
     pub tls: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The longest a request may take before it is stopped with `503 timeout` (its
+    /// transaction rolled back). Must exceed `assistant.timeout_ms`. Long-lived responses
+    /// (event streams) are bounded by their own limits once they have started.
+    pub request_timeout_ms: u64,
+    /// At shutdown, how long in-flight requests get to finish before the listener stops
+    /// (the same for HTTP and HTTPS).
+    pub shutdown_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +168,14 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database: DatabaseConfig { url: Secret::new(String::new()), max_connections: 10, connect_timeout_s: 5 },
-            http: HttpConfig { listen: ([127, 0, 0, 1], 8443).into(), tls: true, tls_cert: None, tls_key: None },
+            http: HttpConfig {
+                listen: ([127, 0, 0, 1], 8443).into(),
+                tls: true,
+                tls_cert: None,
+                tls_key: None,
+                request_timeout_ms: 30_000,
+                shutdown_timeout_s: 10,
+            },
             mqtt: MqttConfig {
                 host: "localhost".into(),
                 port: 8883,
@@ -264,6 +278,19 @@ impl Config {
                 "HEARTH_PRESENCE__…",
                 "must be positive numbers of seconds",
             );
+        }
+        if self.http.request_timeout_ms < 100 {
+            return invalid("http.request_timeout_ms", "HEARTH_HTTP__REQUEST_TIMEOUT_MS", "must be at least 100");
+        }
+        if self.http.request_timeout_ms <= self.assistant.timeout_ms {
+            return invalid(
+                "http.request_timeout_ms",
+                "HEARTH_HTTP__REQUEST_TIMEOUT_MS",
+                "must be longer than assistant.timeout_ms, or every slow answer of the assistant would time out",
+            );
+        }
+        if self.http.shutdown_timeout_s == 0 || self.http.shutdown_timeout_s > 300 {
+            return invalid("http.shutdown_timeout_s", "HEARTH_HTTP__SHUTDOWN_TIMEOUT_S", "must be 1 to 300 seconds");
         }
         if self.ingest.batch_max == 0 || self.ingest.queue == 0 {
             return invalid("ingest.batch_max / ingest.queue", "HEARTH_INGEST__…", "must be at least 1");

@@ -48,6 +48,28 @@ pub struct Dispatcher {
     pub secrets: Option<SecretKey>,
 }
 
+/// Marks `timed_out`, every `every`, the unfinished tasks past their deadline (queued ones
+/// that never reached an appliance, and sent ones whose result never came). Every replica
+/// runs it; the update is idempotent.
+pub async fn run_task_timeouts(pool: PgPool, metrics: Arc<Metrics>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match tasks::time_out(&pool).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.tasks_timed_out.inc_by(n);
+                tracing::info!(tasks = n, "tasks timed out");
+            }
+            Err(e) => tracing::warn!(error = %e, "task timeout sweep failed"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum DispatchError {
     #[error(transparent)]

@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod mqtt;
 pub mod pki;
 pub mod presence;
 pub mod provision;

@@ -281,9 +281,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::connect(&config.database).await?;
             let shutdown = CancellationToken::new();
             let running = serve::start(&config, pool, shutdown.clone()).await?;
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                shutdown.cancel();
+            });
+            // Returns when a signal stopped every part, or with an error naming the part that
+            // stopped on its own (the process then exits non-zero and is restarted).
             running.wait().await?;
             Ok(())
         }

@@ -1,7 +1,8 @@
 //! The presence sweeper: marks offline the appliances whose heartbeats stopped without a
-//! last will reaching us (broker restart, lost message, network partition), times out
-//! tasks past their deadline, and keeps the `hearth_appliances_online` gauge current.
-//! Every replica runs it; each sweep is idempotent.
+//! last will reaching us (broker restart, lost message, network partition), and keeps the
+//! `hearth_appliances_online` gauge current. Every replica runs it; each sweep is
+//! idempotent. (Tasks past their deadline are timed out next to their dispatch, in
+//! `dispatch::run_task_timeouts`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{appliances, presence, tasks};
+use crate::db::{appliances, presence};
 use crate::metrics::Metrics;
 
 pub async fn run_sweeper(
@@ -33,14 +34,6 @@ pub async fn run_sweeper(
                 tracing::info!(appliances = n, "marked offline after missed heartbeats");
             }
             Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
-        }
-        match tasks::time_out(&pool).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics.tasks_timed_out.inc_by(n);
-                tracing::info!(tasks = n, "tasks timed out");
-            }
-            Err(e) => tracing::warn!(error = %e, "task timeout sweep failed"),
         }
         match appliances::count_online(&pool).await {
             Ok(n) => metrics.appliances_online.set(n),

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::db::audit::{snapshot, Recorder};
 use crate::db::revocations::{self, Revoked};
 use crate::db::tenants::{self, Tenant};
-use crate::ingest::{self, MqttSetupError};
+use crate::mqtt::{self, MqttSetupError};
 use crate::pki::{self, CertificateAuthority, PkiError};
 
 /// How many takeover connections run at once when a whole tenant is revoked.
@@ -47,7 +47,7 @@ pub struct Revoker {
 
 impl Revoker {
     pub fn new(config: &Config, pool: PgPool, ca: Arc<CertificateAuthority>) -> Result<Self, MqttSetupError> {
-        let mut mqtt = ingest::mqtt_options(config)?;
+        let mut mqtt = mqtt::options(config)?;
         mqtt.set_clean_session(true);
         mqtt.set_manual_acks(false);
         Ok(Revoker {

@@ -1,22 +1,36 @@
-//! `hearth-control-plane serve`: the HTTP API, the MQTT ingest and the presence sweeper,
-//! all stopped by one cancellation token.
+//! `hearth-control-plane serve`: the HTTP API, the MQTT ingest, the dispatcher and the
+//! sweepers, each a named part under one supervisor and one cancellation token.
+//!
+//! Supervision: every part runs until the token is cancelled. If one stops before that —
+//! returns, fails or panics — [`Running::wait`] logs an error naming it, cancels the token
+//! so the others stop, and returns [`ServeError::PartStopped`]; `main` then exits non-zero
+//! so systemd or Kubernetes restarts the process, rather than a replica living on without
+//! its consumer or its HTTP server. At shutdown every part gets `http.shutdown_timeout_s`
+//! to finish (in-flight requests, the writer's last batch); a part still running after that
+//! is aborted and named in the log.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
 
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::{Dispatcher, Wake};
+use crate::dispatch::{run_task_timeouts, Dispatcher, Wake};
 use crate::domain::Services;
 use crate::http::{app, AppState};
-use crate::ingest::{self, ConsumerConfig, ConsumerLinks, MqttSetupError, WriterContext};
+use crate::ingest::{self, ConsumerConfig, ConsumerLinks, WriterContext};
 use crate::limits::{self, RateLimits};
 use crate::metrics::Metrics;
+use crate::mqtt::{self, MqttSetupError};
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::presence::run_sweeper;
 use crate::revocation::{RevocationError, Revoker};
@@ -39,6 +53,8 @@ pub enum ServeError {
     Crl(#[from] RevocationError),
     #[error(transparent)]
     Assistant(#[from] crate::assistant::AssistantError),
+    #[error("the {part} stopped unexpectedly: {reason}")]
+    PartStopped { part: &'static str, reason: String },
 }
 
 /// How often the CRL is issued anew (it is valid for `pki::CRL_VALIDITY`).
@@ -50,19 +66,110 @@ pub struct Running {
     /// Where the HTTP API listens (useful with port 0).
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
-    tasks: JoinSet<Result<(), ServeError>>,
+    parts: Parts,
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+/// The named parts of a running control plane.
+#[derive(Debug, Default)]
+struct Parts {
+    set: JoinSet<(&'static str, Result<(), ServeError>)>,
+    handles: Vec<(&'static str, AbortHandle)>,
+}
+
+impl Parts {
+    /// Runs `part` as `name`; a panic in it is caught and reported under that name.
+    fn spawn<F>(&mut self, name: &'static str, part: F)
+    where
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        let handle = self.set.spawn(async move {
+            let result = match AssertUnwindSafe(part).catch_unwind().await {
+                Ok(r) => r,
+                Err(panic) => Err(ServeError::PartStopped { part: name, reason: panic_message(&panic) }),
+            };
+            (name, result)
+        });
+        self.handles.push((name, handle));
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    format!("panicked: {text}")
 }
 
 impl Running {
-    /// Waits until every part has stopped (after the shutdown token is cancelled).
+    /// The names of the parts, in start order.
+    pub fn parts(&self) -> Vec<&'static str> {
+        self.parts.handles.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Aborts one part as if it had died, for fault-injection tests; `false` if there is
+    /// no part of that name.
+    pub fn kill_part(&self, name: &str) -> bool {
+        let found = self.parts.handles.iter().filter(|(n, _)| *n == name).inspect(|(_, h)| h.abort()).count();
+        found > 0
+    }
+
+    /// Supervises the parts until they have all stopped. Returns `Ok` when they stopped
+    /// because the shutdown token was cancelled, and [`ServeError::PartStopped`] (or the
+    /// part's own error) when one stopped first; the others are then stopped too.
     pub async fn wait(mut self) -> Result<(), ServeError> {
         let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => tracing::error!(error = %e, "a control plane task panicked"),
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => tokio::select! {
+                    joined = self.parts.set.join_next() => joined,
+                    _ = self.shutdown.cancelled() => {
+                        deadline = Some(tokio::time::Instant::now() + self.shutdown_timeout);
+                        continue;
+                    }
+                },
+                Some(at) => match tokio::time::timeout_at(at, self.parts.set.join_next()).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        let left: Vec<&str> =
+                            self.parts.handles.iter().filter(|(_, h)| !h.is_finished()).map(|(n, _)| *n).collect();
+                        tracing::error!(parts = ?left, timeout_s = self.shutdown_timeout.as_secs(), "parts still running after the shutdown timeout; aborting them");
+                        self.parts.set.abort_all();
+                        while self.parts.set.join_next().await.is_some() {}
+                        break;
+                    }
+                },
+            };
+            let Some(joined) = next else { break };
+            let (part, outcome) = match joined {
+                Ok((part, outcome)) => (part, outcome),
+                Err(e) => {
+                    let part = self.parts.handles.iter().find(|(_, h)| h.id() == e.id()).map_or("part", |(n, _)| *n);
+                    let reason = if e.is_cancelled() { "it was aborted".to_owned() } else { e.to_string() };
+                    (part, Err(ServeError::PartStopped { part, reason }))
+                }
+            };
+            if self.shutdown.is_cancelled() && deadline.is_some() {
+                if let Err(e) = outcome {
+                    tracing::warn!(part, error = %e, "part ended with an error during shutdown");
+                }
+                continue;
             }
+            // A part stopped on its own: the process is no longer whole.
+            let error = match outcome {
+                Ok(()) => ServeError::PartStopped { part, reason: "it returned".into() },
+                Err(e) => e,
+            };
+            tracing::error!(part, error = %error, "a part of the control plane stopped unexpectedly; shutting down");
+            if result.is_ok() {
+                result = Err(error);
+            }
+            self.shutdown.cancel();
+            deadline = Some(tokio::time::Instant::now() + self.shutdown_timeout);
         }
         result
     }
@@ -73,7 +180,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let metrics = Arc::new(Metrics::new()?);
     let ca = Arc::new(CertificateAuthority::load(&config.pki.dir).map_err(ServeError::Ca)?);
     let connected = Arc::new(AtomicBool::new(false));
-    let mut tasks = JoinSet::new();
+    let mut parts = Parts::default();
 
     // Rate limits, shared by the ingest and the HTTP layer. The MQTT rates of appliances on
     // a plan are read before the consumer starts, then every `limits.refresh_s`; idle
@@ -85,14 +192,14 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             tracing::warn!(error = %e, "could not read the MQTT rates of appliances on a plan; defaults until the next refresh")
         }
     }
-    tasks.spawn({
+    parts.spawn("MQTT rate refresher", {
         let (limits, pool, token) = (rate_limits.clone(), pool.clone(), shutdown.clone());
         async move {
             limits::keep_mqtt_rates_fresh(limits, pool, token).await;
             Ok(())
         }
     });
-    tasks.spawn({
+    parts.spawn("rate limiter eviction", {
         let (limits, token) = (rate_limits.clone(), shutdown.clone());
         async move {
             loop {
@@ -108,12 +215,12 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
 
     // MQTT: consumer → channel → writer; the writer's acks go back to the consumer; the
     // dispatcher publishes through the same client.
-    let opts = ingest::mqtt_options(config)?;
+    let opts = mqtt::options(config)?;
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     let wake = Wake::default();
-    tasks.spawn({
+    parts.spawn("MQTT consumer", {
         let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
         let links = ConsumerLinks {
             tx,
@@ -128,7 +235,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
-    tasks.spawn({
+    parts.spawn("ingest writer", {
         let ctx = WriterContext {
             pool: pool.clone(),
             metrics: metrics.clone(),
@@ -142,7 +249,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
-    tasks.spawn({
+    parts.spawn("dispatcher", {
         let dispatcher = Dispatcher {
             pool: pool.clone(),
             client,
@@ -156,7 +263,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
-    tasks.spawn({
+    parts.spawn("presence sweeper", {
         let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
         let (after, every) = (config.offline_after(), config.sweep_interval());
         async move {
@@ -164,11 +271,19 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
+    parts.spawn("task timeout sweeper", {
+        let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
+        let every = config.sweep_interval();
+        async move {
+            run_task_timeouts(pool, metrics, every, token).await;
+            Ok(())
+        }
+    });
 
     // Revocation: a fresh CRL now (the broker may hold an old one) and every day.
     let revoker = Arc::new(Revoker::new(config, pool.clone(), ca.clone())?);
     revoker.publish_crl().await?;
-    tasks.spawn({
+    parts.spawn("CRL refresher", {
         let (revoker, token) = (revoker.clone(), shutdown.clone());
         async move {
             loop {
@@ -209,6 +324,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         rate_limits: rate_limits.clone(),
         shutdown: shutdown.clone(),
         streams: Default::default(),
+        request_timeout: Duration::from_millis(config.http.request_timeout_ms),
     };
     let router = app(state);
     let addr = config.http.listen;
@@ -216,6 +332,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     listener.set_nonblocking(true).map_err(|source| ServeError::Bind { addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
 
+    let shutdown_timeout = Duration::from_secs(config.http.shutdown_timeout_s);
     if config.http.tls {
         let read =
             |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())));
@@ -227,17 +344,25 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
                 .handle(handle.clone());
         let token = shutdown.clone();
-        tasks.spawn(async move {
-            token.cancelled().await;
-            handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            Ok(())
+        parts.spawn("HTTPS server", async move {
+            // At shutdown, in-flight requests get `shutdown_timeout` (as on the plain listener);
+            // `serve` returns once they are done.
+            let trigger = async move {
+                token.cancelled().await;
+                handle.graceful_shutdown(Some(shutdown_timeout));
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                served = server.serve(router.into_make_service()) => served.map_err(ServeError::Http),
+                () = trigger => Ok(()),
+            }
         });
-        tasks.spawn(async move { server.serve(router.into_make_service()).await.map_err(ServeError::Http) });
     } else {
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
         let token = shutdown.clone();
-        tasks.spawn(async move {
+        parts.spawn("HTTP server", async move {
+            // Graceful: in-flight requests finish, bounded by the supervisor's shutdown timeout.
             axum::serve(listener, router)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
@@ -245,5 +370,5 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         });
     }
     tracing::info!(%http_addr, tls = config.http.tls, "HTTP API listening");
-    Ok(Running { http_addr, metrics, tasks })
+    Ok(Running { http_addr, metrics, parts, shutdown, shutdown_timeout })
 }

@@ -39,8 +39,8 @@ pub enum ApiError {
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     /// The request took longer than `http.request_timeout_s` and was stopped.
-    #[error("the request took longer than {0} s")]
-    Timeout(u64),
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]
@@ -74,10 +74,10 @@ impl ApiError {
             ApiError::Unavailable(what) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable"))
             }
-            ApiError::Timeout(s) => (
+            ApiError::Timeout(limit) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
-                format!("the request took longer than {s} s and was stopped; nothing half-done was kept, try again"),
+                format!("the request took longer than {limit:?} and was stopped; nothing half-done was kept, try again"),
             ),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -241,7 +241,7 @@ pub struct Internal(#[allow(dead_code)] ErrorBody);
     description = "`timeout` (the request took longer than the server's request timeout and was stopped; its \
                    transaction was rolled back) or `unavailable` (a service it needs, such as the database, is \
                    down); try again later",
-    example = json!({"error": {"code": "timeout", "message": "the request took longer than 30 s and was stopped; nothing half-done was kept, try again"}})
+    example = json!({"error": {"code": "timeout", "message": "the request took longer than 30s and was stopped; nothing half-done was kept, try again"}})
 )]
 pub struct Unavailable(#[allow(dead_code)] ErrorBody);
 

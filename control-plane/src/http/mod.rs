@@ -44,13 +44,13 @@ mod tasks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
@@ -73,6 +73,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Support chat event streams open per tenant.
     pub streams: Arc<support::StreamSlots>,
+    /// A request still running after this is stopped with `503 timeout`.
+    pub request_timeout: Duration,
 }
 
 /// Every route with its OpenAPI description. A new resource's router is merged here.
@@ -96,6 +98,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(error::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::enforce))
+        .layer(middleware::from_fn_with_state(state.request_timeout, timeout))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -129,6 +132,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// Stops a request that runs longer than `http.request_timeout_ms`: its future is dropped
+/// (an open transaction rolls back) and the caller gets `503 timeout`. Work a handler
+/// handed to a task of its own (the support assistant's answer) still completes.
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%route, limit_ms = limit.as_millis() as u64, "request timed out");
+            error::ApiError::Timeout(limit).into_response()
+        }
+    }
 }
 
 /// Counts every request by method, route template and status.

@@ -1,20 +1,16 @@
 //! The MQTT consumer: the one task that owns the control plane's rumqttc event loop.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_protocol::{ApplianceId, Channel, Topic, TopicFilter, UpChannel, UpMessage};
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{Inbound, Ingested};
-use crate::config::Config;
 use crate::limits::{Decision, LimitKind, RateLimits};
 use crate::metrics::Metrics;
 
@@ -22,37 +18,6 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub share_group: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MqttSetupError {
-    #[error("setting `{setting}`: cannot read {path}: {source} (run `hearth-control-plane pki init` or set the path)")]
-    Read { setting: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("MQTT TLS material is not usable: {0}")]
-    Tls(#[from] hearth_protocol::tls::TlsError),
-}
-
-/// Connection options for the control plane's mutual-TLS MQTT session.
-pub fn mqtt_options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
-    let read = |setting: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|source| MqttSetupError::Read { setting, path: path.to_owned(), source })
-    };
-    let ca = read("mqtt.ca_cert", &cfg.mqtt_ca_cert())?;
-    let cert = read("mqtt.client_cert", &cfg.mqtt_client_cert())?;
-    let key = read("mqtt.client_key", &cfg.mqtt_client_key())?;
-    let tls = hearth_protocol::tls::mtls_client_config(&ca, &cert, &key)?;
-
-    let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
-    // A persistent session: QoS 1 messages published while we reconnect wait at the broker.
-    opts.set_clean_session(false);
-    opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
-    let max = hearth_protocol::codec::MAX_PAYLOAD_BYTES + 1024;
-    opts.set_max_packet_size(max, max);
-    opts.set_inflight(100);
-    // QoS 1 messages are acknowledged only once stored (see `batch`).
-    opts.set_manual_acks(true);
-    Ok(opts)
 }
 
 /// The consumer's connections to the rest of the control plane.

@@ -16,6 +16,7 @@ mod ingest;
 mod isolation;
 mod limits;
 mod openapi;
+mod supervision;
 mod support;
 mod support_chat;
 mod tasks;

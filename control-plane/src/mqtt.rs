@@ -1,0 +1,42 @@
+//! The control plane's MQTT connection settings: mutual TLS with its service certificate,
+//! a persistent session, packet limits from the protocol. The ingest's session and the
+//! revocation's takeover connections are both built here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("setting `{setting}`: cannot read {path}: {source} (run `hearth-control-plane pki init` or set the path)")]
+    Read { setting: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("MQTT TLS material is not usable: {0}")]
+    Tls(#[from] hearth_protocol::tls::TlsError),
+}
+
+/// Connection options for the control plane's mutual-TLS MQTT session.
+pub fn options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
+    let read = |setting: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| MqttSetupError::Read { setting, path: path.to_owned(), source })
+    };
+    let ca = read("mqtt.ca_cert", &cfg.mqtt_ca_cert())?;
+    let cert = read("mqtt.client_cert", &cfg.mqtt_client_cert())?;
+    let key = read("mqtt.client_key", &cfg.mqtt_client_key())?;
+    let tls = hearth_protocol::tls::mtls_client_config(&ca, &cert, &key)?;
+
+    let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+    // A persistent session: QoS 1 messages published while we reconnect wait at the broker.
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
+    let max = hearth_protocol::codec::MAX_PAYLOAD_BYTES + 1024;
+    opts.set_max_packet_size(max, max);
+    opts.set_inflight(100);
+    // QoS 1 messages are acknowledged only once stored (see `batch`).
+    opts.set_manual_acks(true);
+    Ok(opts)
+}
