@@ -20,7 +20,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use hearth_protocol::api::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -116,10 +116,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The whole document: what the handlers describe, plus the responses operations share
 /// ([`add_shared_responses`]). This is what `GET /api/openapi.json` serves.
 pub fn document() -> Document {
-    let (_, doc) = super::api_router().split_for_parts();
-    let mut value = serde_json::to_value(doc).expect("the OpenAPI document serialises");
-    add_shared_responses(&mut value);
-    serde_json::from_value(value).expect("the OpenAPI document reads back")
+    let (_, mut doc) = super::api_router().split_for_parts();
+    add_shared_responses(&mut doc);
+    doc
 }
 
 /// The served JSON, built once.
@@ -134,22 +133,40 @@ fn document_json() -> &'static str {
 /// every operation a customer credential opens, the `429 rate_limited` the rate-limit layer
 /// (`http::ratelimit`) answers before any handler runs. An operation that documents one of
 /// these codes itself keeps its own description.
-fn add_shared_responses(doc: &mut serde_json::Value) {
-    let reference = |name: &str| serde_json::json!({ "$ref": format!("#/components/responses/{name}") });
-    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
-    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
-        for op in item.values_mut().filter_map(|o| o.as_object_mut()) {
-            let security: Vec<serde_json::Value> =
-                op.get("security").and_then(|s| s.as_array()).cloned().unwrap_or_default();
-            let customer = security.iter().any(|r| r.get(TENANT_KEY).is_some() || r.get(SESSION_TOKEN).is_some());
-            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
-            responses.entry("500").or_insert_with(|| reference("Internal"));
-            responses.entry("503").or_insert_with(|| reference("Unavailable"));
-            if !security.is_empty() {
-                responses.entry("401").or_insert_with(|| reference("Unauthorized"));
+fn add_shared_responses(doc: &mut Document) {
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for op in operations.into_iter().flatten() {
+            // The scheme names of the operation's security requirements.
+            let schemes: Vec<String> = serde_json::to_value(&op.security)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| r.as_object())
+                .flat_map(|r| r.keys().cloned())
+                .collect();
+            let customer = schemes.iter().any(|s| s == TENANT_KEY || s == SESSION_TOKEN);
+            let responses = &mut op.responses.responses;
+            let mut share = |status: &str, name: &str| {
+                responses.entry(status.to_owned()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            };
+            share("500", "Internal");
+            share("503", "Unavailable");
+            if !schemes.is_empty() {
+                share("401", "Unauthorized");
             }
             if customer {
-                responses.entry("429").or_insert_with(|| reference("RateLimited"));
+                share("429", "RateLimited");
             }
         }
     }

@@ -3,11 +3,39 @@
 //! ids that do not exist (404, no existence leak), and every
 //! table with a `tenant_id` column has row-level security that hides A's rows from a
 //! transaction of B — discovered from the catalog, so a new table cannot skip it.
+//!
+//! The endpoints are not listed by hand: every customer operation with an id in its path
+//! is read from the served OpenAPI document, so a new route is tried as soon as it exists
+//! (and the test fails until it knows what kind of id the route takes).
 
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::support::*;
+
+/// A body that passes validation for the customer operations that take one, so the
+/// answer is decided by the id (a route missing here gets `{}`, and fails loudly if that
+/// is refused before the id is looked at).
+fn body_for(method: &str, template: &str) -> Option<Value> {
+    match (method, template) {
+        ("GET" | "DELETE", _) => None,
+        ("POST", "/api/v1/appliances/{id}/tasks") => Some(json!({"action": "appliance.reboot"})),
+        ("PUT", "/api/v1/appliances/{id}/config") => Some(json!({"document": {}})),
+        ("POST", "/api/v1/support/conversations/{id}/messages") => Some(json!({"text": "hello"})),
+        _ => Some(json!({})),
+    }
+}
+
+/// The kind of entity a path parameter names: the collection it follows, or its own name.
+fn kind_of(template: &str, param: &str) -> String {
+    if param != "id" {
+        return param.trim_end_matches("_id").to_string();
+    }
+    let before = &template[..template.find("/{id}").expect("an {id} parameter")];
+    before.rsplit('/').next().expect("a collection").to_string()
+}
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
@@ -34,43 +62,71 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
     let (status, _) =
         cp.call("PUT", &format!("/api/v1/appliances/{box_a}/config"), &key_a, Some(json!({"document": {}}))).await;
     assert_eq!(status, 200);
+    let (status, conversation) =
+        cp.call("POST", "/api/v1/support/conversations", &key_a, Some(json!({"appliance_id": box_a}))).await;
+    assert_eq!(status, 201, "{conversation}");
+    let conversation_a = conversation["id"].as_str().expect("conversation id").to_string();
+    let (status, exchange) = cp
+        .call(
+            "POST",
+            &format!("/api/v1/support/conversations/{conversation_a}/messages"),
+            &key_a,
+            Some(json!({"text": "add a DNS record printer.home pointing to 192.168.1.50"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{exchange}");
+    let proposal_a = exchange["assistant"]["proposal"]["id"].as_str().expect("a proposal").to_string();
 
-    let missing_appliance = hearth_protocol::ApplianceId::new();
-    let missing_task = hearth_protocol::TaskId::new();
-    let (missing_user, missing_key) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
-    // Every route with an id in it, for A's id and for an id that does not exist, with the
-    // credential of B that the route accepts.
-    let routes = |appliance: String, task: String, user: String, key: String| {
-        vec![
-            ("GET", format!("/api/v1/appliances/{appliance}"), None, &key_b),
-            ("GET", format!("/api/v1/appliances/{appliance}/tasks"), None, &key_b),
-            (
-                "POST",
-                format!("/api/v1/appliances/{appliance}/tasks"),
-                Some(json!({"action": "appliance.reboot"})),
-                &key_b,
-            ),
-            ("GET", format!("/api/v1/appliances/{appliance}/config"), None, &key_b),
-            ("PUT", format!("/api/v1/appliances/{appliance}/config"), Some(json!({"document": {}})), &key_b),
-            ("GET", format!("/api/v1/tasks/{task}"), None, &key_b),
-            ("POST", format!("/api/v1/tasks/{task}/cancel"), Some(json!({})), &key_b),
-            ("DELETE", format!("/api/v1/users/{user}"), None, &owner_b),
-            ("DELETE", format!("/api/v1/keys/{key}"), None, &owner_b),
-        ]
-    };
-    let foreign = routes(box_a.to_string(), task_a.clone(), user_a.to_string(), key_a_id.clone());
-    let absent = routes(
-        missing_appliance.to_string(),
-        missing_task.to_string(),
-        missing_user.to_string(),
-        missing_key.to_string(),
-    );
-    for ((method, path, body, cred), (_, absent_path, absent_body, _)) in foreign.into_iter().zip(absent) {
-        let (status, got) = cp.call(method, &path, cred, body).await;
-        let (absent_status, expected) = cp.call(method, &absent_path, cred, absent_body).await;
-        assert_eq!((status, absent_status), (404, 404), "{method} {path}: {got}");
-        assert_eq!(got, expected, "{method} {path}: indistinguishable from an id that does not exist");
+    // A's id of each kind, and an id of that kind that does not exist.
+    let ids: BTreeMap<&str, (String, String)> = [
+        ("appliances", (box_a.to_string(), hearth_protocol::ApplianceId::new().to_string())),
+        ("tasks", (task_a.clone(), hearth_protocol::TaskId::new().to_string())),
+        ("users", (user_a.to_string(), hearth_protocol::UserId::new().to_string())),
+        ("keys", (key_a_id.clone(), hearth_protocol::ApiKeyId::new().to_string())),
+        ("conversations", (conversation_a.clone(), hearth_protocol::ConversationId::new().to_string())),
+        ("proposal", (proposal_a.clone(), hearth_protocol::ProposalId::new().to_string())),
+    ]
+    .into_iter()
+    .collect();
+
+    // Every customer operation with an id in its path, from the served document.
+    let doc: Value =
+        cp.http.get(format!("{}/api/openapi.json", cp.url)).send().await.expect("doc").json().await.expect("json");
+    let mut tried = Vec::new();
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        if !template.contains('{') || template.starts_with("/api/v1/admin/") {
+            continue;
+        }
+        for (method, op) in item.as_object().expect("path item") {
+            let schemes: Vec<&str> = op["security"]
+                .as_array()
+                .map(|reqs| {
+                    reqs.iter().filter_map(|r| r.as_object()).flat_map(|r| r.keys()).map(String::as_str).collect()
+                })
+                .unwrap_or_default();
+            if !schemes.iter().any(|s| *s == "tenant_key" || *s == "session_token") {
+                continue;
+            }
+            let method = method.to_uppercase();
+            let cred = if schemes.contains(&"tenant_key") { &key_b } else { &owner_b };
+            let (mut foreign, mut absent) = (template.clone(), template.clone());
+            for param in template.split('{').skip(1).map(|p| &p[..p.find('}').expect("closing brace")]) {
+                let kind = kind_of(template, param);
+                let (a_id, missing) = ids.get(kind.as_str()).unwrap_or_else(|| {
+                    panic!("{method} {template}: the test does not know ids of kind {kind:?}; add one")
+                });
+                foreign = foreign.replace(&format!("{{{param}}}"), a_id);
+                absent = absent.replace(&format!("{{{param}}}"), missing);
+            }
+            let body = body_for(&method, template);
+            let (status, got) = cp.call(&method, &foreign, cred, body.clone()).await;
+            let (absent_status, expected) = cp.call(&method, &absent, cred, body).await;
+            assert_eq!((status, absent_status), (404, 404), "{method} {template} with A's ids: {got}");
+            assert_eq!(got, expected, "{method} {template}: indistinguishable from an id that does not exist");
+            tried.push(format!("{method} {template}"));
+        }
     }
+    assert!(tried.len() >= 11, "every customer route with an id was tried: {tried:?}");
     // Lists never show A's things to B.
     for path in [
         "/api/v1/appliances",
@@ -79,11 +135,19 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         "/api/v1/users",
         "/api/v1/keys",
         "/api/v1/account",
+        "/api/v1/support/conversations",
     ] {
         let (status, body) = cp.call("GET", path, &key_b, None).await;
         assert_eq!(status, 200, "{path}");
         let text = body.to_string();
-        for a_thing in [box_a.to_string(), "a-box".into(), a.to_string(), "owner@a.example".into(), key_a_id.clone()] {
+        for a_thing in [
+            box_a.to_string(),
+            "a-box".into(),
+            a.to_string(),
+            "owner@a.example".into(),
+            key_a_id.clone(),
+            conversation_a.clone(),
+        ] {
             assert!(!text.contains(&a_thing), "{path} shows {a_thing}: {text}");
         }
     }
