@@ -475,3 +475,73 @@ fn no_route_bypasses_the_document() {
     }
     assert!(files >= 8, "read {files} files");
 }
+
+/// Every state and role the control plane stores is an enum in the document, with exactly
+/// the values the code and the database accept.
+#[test]
+fn the_document_lists_every_stored_state_as_an_enum() {
+    use hearth_control_plane::model::*;
+    let doc = serde_json::to_value(hearth_control_plane::http::openapi::document()).expect("document");
+    let schemas = &doc["components"]["schemas"];
+    let expect = |name: &str, values: Vec<&str>| {
+        let listed: Vec<&str> = schemas[name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("schema {name} is not an enum in the document: {}", schemas[name]))
+            .iter()
+            .map(|v| v.as_str().expect("a string value"))
+            .collect();
+        assert_eq!(listed, values, "{name}");
+    };
+    expect("TenantStatus", TenantStatus::ALL.iter().map(|v| v.as_str()).collect());
+    expect("ApplianceStatus", ApplianceStatus::ALL.iter().map(|v| v.as_str()).collect());
+    expect("FleetStatus", FleetStatus::ALL.iter().map(|v| v.as_str()).collect());
+    expect("Presence", Presence::ALL.iter().map(|v| v.as_str()).collect());
+    expect("TaskStatus", TaskStatus::ALL.iter().map(|v| v.as_str()).collect());
+    expect("ProposalStatus", ProposalStatus::ALL.iter().map(|v| v.as_str()).collect());
+    expect("MessageRole", MessageRole::ALL.iter().map(|v| v.as_str()).collect());
+    expect("OperatorRole", OperatorRole::ALL.iter().map(|v| v.as_str()).collect());
+    expect("UserRole", UserRole::ALL.iter().map(|v| v.as_str()).collect());
+}
+
+/// The layers' arrows point one way: `http` → `domain` → `db` → `model`. Read from the
+/// sources, so a shortcut is caught when it is written.
+#[test]
+fn the_layers_import_only_downwards() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offences = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(&src).expect("under src").to_string_lossy().replace('\\', "/");
+            let source = std::fs::read_to_string(&path).expect("source");
+            let forbidden: &[&str] = if rel.starts_with("domain/") {
+                &["crate::http"]
+            } else if rel.starts_with("db/") {
+                &["crate::http", "crate::domain", "crate::assistant"]
+            } else if rel == "model.rs" {
+                &["crate::"]
+            } else if rel.starts_with("assistant/") {
+                &["crate::http", "crate::domain", "crate::db"]
+            } else if rel.starts_with("http/") {
+                // A handler module never reaches into a sibling handler module.
+                &["super::super::account", "super::super::tasks", "super::super::support", "super::tenants"]
+            } else {
+                &[]
+            };
+            for f in forbidden {
+                if source.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(f)) {
+                    offences.push(format!("{rel} uses {f}"));
+                }
+            }
+        }
+    }
+    assert!(offences.is_empty(), "imports against the layering: {offences:#?}");
+}
