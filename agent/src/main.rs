@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hearth_agent::config::{AgentConfig, LogFormat};
 use hearth_agent::enroll::{enroll, EnrollOptions};
+use hearth_protocol::Secret;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -40,14 +41,14 @@ enum Command {
     Run,
 }
 
-#[derive(Args)]
+#[derive(Debug, Args)]
 struct EnrollArgs {
     /// The control plane's base URL; must start with https://.
     #[arg(long, value_name = "URL")]
     server: String,
     /// The one-time enrollment token (hearth_et_…) printed by `appliance create`.
     #[arg(long, value_name = "TOKEN")]
-    token: String,
+    token: Secret<String>,
     /// PEM file with the CA certificate the control plane's HTTPS certificate chains to.
     /// Required: the agent trusts no system certificate store.
     #[arg(long, value_name = "PATH")]
@@ -59,18 +60,6 @@ struct EnrollArgs {
     /// Replace an existing enrollment in the state directory.
     #[arg(long)]
     force: bool,
-}
-
-impl std::fmt::Debug for EnrollArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrollArgs")
-            .field("server", &self.server)
-            .field("token", &"[redacted]")
-            .field("ca_file", &self.ca_file)
-            .field("state_dir", &self.state_dir)
-            .field("force", &self.force)
-            .finish()
-    }
 }
 
 fn main() -> ExitCode {

@@ -686,6 +686,7 @@ fn send_heartbeat(hb: &Heartbeats, seq: &mut u64) {
 
 #[cfg(test)]
 mod tests {
+    use hearth_protocol::Secret;
     use time::OffsetDateTime;
 
     use super::*;
@@ -722,7 +723,7 @@ mod tests {
             broker_host: "localhost".into(),
             broker_port: 8883,
             enrolled_at: OffsetDateTime::now_utc(),
-            key_pem: "k".into(),
+            key_pem: Secret::new("k".into()),
             cert_pem: "c".into(),
             ca_pem: "a".into(),
         }

@@ -12,6 +12,7 @@
 //!   never a panic.
 //! - [`catalog`]: the action catalog (`ansible/catalog.json`) and its one validator.
 //! - [`api`]: the HTTP bodies both sides speak (enrollment, the error body).
+//! - [`secret`]: [`Secret`], a value whose `Debug` and `Display` print `[redacted]`.
 //! - `tls` (feature `tls`): the TLS profile both sides use (rustls with the ring provider,
 //!   mutual TLS on MQTT).
 //!
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod codec;
 pub mod ids;
 pub mod message;
+pub mod secret;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topic;
@@ -30,6 +32,7 @@ pub mod topic;
 pub use codec::{decode, encode, DecodeError, EncodeError, Payload, UpMessage};
 pub use ids::{ApplianceId, BootId, IdParseError, SessionId, TaskId, TenantId};
 pub use message::*;
+pub use secret::Secret;
 pub use topic::{Channel, DownChannel, Topic, TopicError, TopicFilter, UpChannel};
 
 /// The major version of the wire protocol. It appears in every topic (`hearth/v1/…`) and

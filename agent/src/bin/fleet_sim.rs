@@ -272,7 +272,7 @@ async fn count(args: CountArgs) -> anyhow::Result<()> {
         port: args.broker.port,
         ca_pem: read("ca.crt")?,
         cert_pem: read("control-plane.crt")?,
-        key_pem: read("control-plane.key")?,
+        key_pem: read("control-plane.key")?.into(),
         skip: Duration::from_secs_f64(args.skip),
         window: Duration::from_secs_f64(args.window),
     };

@@ -85,7 +85,7 @@ impl Simulated {
             keep_alive: self.opts.keep_alive,
             ca_pem: self.ca_pem.to_string(),
             cert_pem: self.identity.cert_pem.clone(),
-            key_pem: self.identity.key_pem.clone(),
+            key_pem: self.identity.key_pem.clone().into(),
         };
         let mut session = SessionId::new();
         let options = match mqtt_options(&params, session) {
