@@ -13,6 +13,8 @@
 //! - [`catalog`]: the action catalog (`ansible/catalog.json`) and its one validator.
 //! - [`api`]: the HTTP bodies both sides speak (enrollment, the error body).
 //! - [`secret`]: [`Secret`], a value whose `Debug` and `Display` print `[redacted]`.
+//! - [`bundle`]: the fleet simulator's bundle file (identities made in bulk), written by the
+//!   control plane and read by `hearth-fleet-sim`.
 //! - `tls` (feature `tls`): the TLS profile both sides use (rustls with the ring provider,
 //!   mutual TLS on MQTT).
 //!
@@ -20,6 +22,7 @@
 //! test suite, so another implementation can be verified against the same bytes.
 
 pub mod api;
+pub mod bundle;
 pub mod catalog;
 pub mod codec;
 pub mod ids;
