@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::MAX_HEARTBEAT_INTERVAL_S;
+use crate::runner::Runner;
 use crate::spool::Outbox;
 use crate::state::{create_dir, sync_dir, write_atomic, StateError};
-use crate::tasks::runner::Runner;
 
 /// The file holding the last applied document, in the configuration directory.
 pub const APPLIED_FILE: &str = "applied.json";

@@ -40,10 +40,10 @@ use crate::config::{AgentConfig, ConfigError};
 use crate::connection::{self, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::desired::{AppliedStore, Desired, DesiredError};
 use crate::facts::FactsSource;
+use crate::runner::Runner;
 use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
 use crate::state::{State, StateError};
 use crate::tasks::ledger::{Ledger, LedgerError};
-use crate::tasks::runner::Runner;
 use crate::tasks::{Job, Worker};
 use hearth_protocol::Receipt;
 
