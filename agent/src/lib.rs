@@ -15,6 +15,7 @@
 //!   goes through, removed only when the broker acknowledges it.
 //! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
 //! - [`facts`], [`backoff`], [`connection`]: the pieces `run` is made of.
+//! - [`process`]: logging and the stop signals, set up the same way by both binaries.
 //! - [`sim`]: the fleet simulator (`hearth-fleet-sim`), many appliances in one process
 //!   built from those same pieces.
 //!
@@ -26,6 +27,7 @@ pub mod connection;
 pub mod desired;
 pub mod enroll;
 pub mod facts;
+pub mod process;
 pub mod run;
 pub mod runner;
 pub mod sim;
