@@ -710,7 +710,7 @@ mod tests {
 
         let config = AgentConfig { heartbeat_interval_s: 0, ..Default::default() };
         let err = run(config, CancellationToken::new()).await.unwrap_err();
-        assert_eq!(err.to_string(), "heartbeat_interval_s must be at least 1");
+        assert_eq!(err.to_string(), "setting `heartbeat_interval_s`: must be at least 1");
     }
 
     #[tokio::test]
