@@ -1,5 +1,10 @@
-//! The agent's settings (`agent.toml`): defaults, then a TOML file, then `HEARTH_AGENT_*`
-//! environment variables. Every error names the setting and where its value came from.
+//! The agent's settings (`agent.toml`): built-in defaults, then a TOML file, then
+//! `HEARTH_AGENT_*` environment variables (`HEARTH_AGENT_STATE_DIR`,
+//! `HEARTH_AGENT_HEARTBEAT_INTERVAL_S`, …), layered with figment as the control plane's
+//! configuration is, then checked once by [`AgentConfig::validate`]. The settings are the
+//! fields of [`AgentConfig`] and nothing else lists them. Every error names the setting and
+//! where its value came from (the file or the environment variable); a key of the file or
+//! a `HEARTH_AGENT_*` variable that names no setting is refused.
 //!
 //! Besides the connection settings there are those of catalog tasks and desired
 //! configuration: where the installed `ansible/` directory is (`ansible_dir`, holding
@@ -7,12 +12,21 @@
 //! write under (`hearth_root`), whether they may manage services (`manage_services`), the
 //! `ansible-playbook` command, the size bound of the outgoing spool and the longest a task
 //! may run.
+//!
+//! Environment variables are text: an empty `HEARTH_AGENT_BROKER_HOST`,
+//! `HEARTH_AGENT_BROKER_PORT` or `HEARTH_AGENT_LOCAL_DOMAINS` clears the override (the
+//! file's too), `HEARTH_AGENT_LOCAL_DOMAINS` is a comma-separated list (`home,
+//! example.test`), and `HEARTH_AGENT_MANAGE_SERVICES` takes `true`/`false`, `yes`/`no`,
+//! `on`/`off` or `1`/`0`.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata, Source};
+use serde::de::{self, Deserializer, IntoDeserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// Where `hearth-agent` looks for its configuration when no `--config` is given.
@@ -41,19 +55,9 @@ pub enum LogFormat {
     Json,
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err("must be \"text\" or \"json\"".into()),
-        }
-    }
-}
-
-/// The agent's settings. Construct with struct-update syntax over [`Default`], or load with
-/// [`AgentConfig::load`].
+/// The agent's settings, each a field (its name is the TOML key and, upper-cased after
+/// `HEARTH_AGENT_`, the environment variable). Construct with struct-update syntax over
+/// [`Default`], or load with [`AgentConfig::load`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
@@ -70,8 +74,10 @@ pub struct AgentConfig {
     /// The filesystem whose size and free space heartbeats report.
     pub root_fs_path: PathBuf,
     /// Overrides the broker host recorded at enrollment.
+    #[serde(deserialize_with = "empty_is_none")]
     pub broker_host: Option<String>,
     /// Overrides the broker port recorded at enrollment.
+    #[serde(deserialize_with = "empty_is_none")]
     pub broker_port: Option<u16>,
     /// `text` or `json`.
     pub log_format: LogFormat,
@@ -82,6 +88,7 @@ pub struct AgentConfig {
     pub hearth_root: PathBuf,
     /// Whether playbooks may start, stop and restart services and reboot (false in a
     /// sandbox).
+    #[serde(deserialize_with = "lenient_bool")]
     pub manage_services: bool,
     /// The `ansible-playbook` command (a name looked up in `PATH`, or a path).
     pub ansible_playbook: PathBuf,
@@ -91,6 +98,7 @@ pub struct AgentConfig {
     /// Longest a playbook may run, whatever the task's deadline (1 s to one day).
     pub task_timeout_s: u64,
     /// Domains local host names must end in; `None` means the catalog's.
+    #[serde(deserialize_with = "domain_list")]
     pub local_domains: Option<Vec<String>>,
 }
 
@@ -123,112 +131,20 @@ pub enum ConfigError {
     /// An explicitly given configuration file does not exist.
     #[error("{}: configuration file not found", path.display())]
     NotFound { path: PathBuf },
-    #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
-    #[error("{}: {detail}", path.display())]
-    Parse { path: PathBuf, detail: String },
-    /// A value in the file is out of range.
-    #[error("{}: {setting} {problem}", path.display())]
-    File { path: PathBuf, setting: &'static str, problem: String },
-    /// An environment variable holds a bad value.
-    #[error("{var}={value:?}: {problem}")]
-    Env { var: String, value: String, problem: String },
-    /// An environment variable with the agent's prefix that names no setting.
-    #[error("{var}: unknown setting (known: {known})")]
-    UnknownEnv { var: String, known: String },
-    /// A value set in code (or a combination of values) is out of range.
-    #[error("{setting} {problem}")]
-    Value { setting: &'static str, problem: String },
+    /// The file cannot be read or parsed, a value has the wrong type, or a key or variable
+    /// names no setting: every problem found, each naming the setting and where its value
+    /// came from, separated by `; `.
+    #[error("{0}")]
+    Load(String),
+    /// A value (or a combination of values) is out of range; `origin` is where it came from
+    /// (`None`: the default, or set in code).
+    #[error("setting `{setting}`{}: {problem}", from_clause(origin))]
+    Invalid { setting: &'static str, origin: Option<String>, problem: String },
 }
 
-/// Every setting's name, for the list of known environment variables.
-const SETTINGS: &[&str] = &[
-    "state_dir",
-    "heartbeat_interval_s",
-    "keep_alive_s",
-    "backoff_initial_ms",
-    "backoff_max_ms",
-    "root_fs_path",
-    "broker_host",
-    "broker_port",
-    "log_format",
-    "ansible_dir",
-    "hearth_root",
-    "manage_services",
-    "ansible_playbook",
-    "spool_max_bytes",
-    "task_timeout_s",
-    "local_domains",
-];
-
-/// The file's view: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLayer {
-    state_dir: Option<PathBuf>,
-    heartbeat_interval_s: Option<u64>,
-    keep_alive_s: Option<u64>,
-    backoff_initial_ms: Option<u64>,
-    backoff_max_ms: Option<u64>,
-    root_fs_path: Option<PathBuf>,
-    broker_host: Option<String>,
-    broker_port: Option<u16>,
-    log_format: Option<LogFormat>,
-    ansible_dir: Option<PathBuf>,
-    hearth_root: Option<PathBuf>,
-    manage_services: Option<bool>,
-    ansible_playbook: Option<PathBuf>,
-    spool_max_bytes: Option<u64>,
-    task_timeout_s: Option<u64>,
-    local_domains: Option<Vec<String>>,
-}
-
-/// Checks one numeric setting on its own; `Err` is the problem, phrased to follow the
-/// setting's name.
-fn check_number(setting: &str, value: u64) -> Result<(), String> {
-    match setting {
-        "heartbeat_interval_s" if value < 1 => Err("must be at least 1".into()),
-        "heartbeat_interval_s" if value > MAX_HEARTBEAT_INTERVAL_S => {
-            Err(format!("must be at most {MAX_HEARTBEAT_INTERVAL_S}"))
-        }
-        "keep_alive_s" if value > u64::from(u16::MAX) => Err(format!("must be at most {}", u16::MAX)),
-        "backoff_initial_ms" | "backoff_max_ms" if value < 1 => Err("must be at least 1".into()),
-        "broker_port" if value == 0 => Err("must not be 0".into()),
-        "spool_max_bytes" if value < MIN_SPOOL_MAX_BYTES => Err(format!("must be at least {MIN_SPOOL_MAX_BYTES}")),
-        "task_timeout_s" if value < 1 => Err("must be at least 1".into()),
-        "task_timeout_s" if value > MAX_TASK_TIMEOUT_S => Err(format!("must be at most {MAX_TASK_TIMEOUT_S}")),
-        _ => Ok(()),
-    }
-}
-
-/// Checks the local domains: each a non-empty DNS name without wildcards.
-fn check_domains(domains: &[String]) -> Result<(), String> {
-    if domains.is_empty() {
-        return Err("must name at least one domain".into());
-    }
-    for d in domains {
-        let name = d.trim_matches('.');
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-        if !ok {
-            let shown: String = d.chars().take(64).collect();
-            return Err(format!("{shown:?} is not a domain name"));
-        }
-    }
-    Ok(())
-}
-
-/// Parses a boolean setting's text.
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("must be true or false".into()),
-    }
+/// ` (from <origin>)`, or nothing.
+fn from_clause(origin: &Option<String>) -> String {
+    origin.as_deref().map(|o| format!(" (from {o})")).unwrap_or_default()
 }
 
 impl AgentConfig {
@@ -252,232 +168,73 @@ impl AgentConfig {
         self.ansible_dir.join("catalog.json")
     }
 
-    /// Loads defaults → TOML file → the process environment.
+    /// Loads defaults → TOML file → the process environment, then [validates](Self::validate).
     ///
     /// Without `path`, [`DEFAULT_CONFIG_PATH`] is read if it exists; an explicit `path` must
     /// exist.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(path, Path::new(DEFAULT_CONFIG_PATH), std::env::vars_os())
+        Self::load_from(path, Path::new(DEFAULT_CONFIG_PATH))
     }
 
-    /// [`load`](Self::load) with the default file location and the environment injected.
-    pub fn load_from<I, K, V>(path: Option<&Path>, default_path: &Path, env: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<std::ffi::OsStr>,
-        V: AsRef<std::ffi::OsStr>,
-    {
-        let mut config = Self::default();
-        match path {
-            Some(p) => {
-                if !p.exists() {
-                    return Err(ConfigError::NotFound { path: p.to_path_buf() });
-                }
-                config.apply_file(p)?;
-            }
-            None if default_path.exists() => config.apply_file(default_path)?,
-            None => {}
+    /// [`load`](Self::load) with another default file location.
+    pub fn load_from(path: Option<&Path>, default_path: &Path) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) if !p.exists() => return Err(ConfigError::NotFound { path: p.to_path_buf() }),
+            Some(p) => Some(p),
+            None => Some(default_path).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
         }
-        config.apply_env(env)?;
-        config.validate()?;
+        let figment = figment.merge(Env::prefixed(ENV_PREFIX));
+        let config: AgentConfig = figment.extract().map_err(|e| {
+            ConfigError::Load(e.into_iter().map(|e| describe(&figment, &e)).collect::<Vec<_>>().join("; "))
+        })?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { setting, origin: None, problem } => ConfigError::Invalid {
+                setting,
+                origin: origin_of(figment.find_metadata(setting), Some(setting)),
+                problem,
+            },
+            e => e,
+        })?;
         Ok(config)
     }
 
-    /// Overlays the settings present in the TOML file at `path`.
-    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        self.apply_toml(path, &text)
-    }
-
-    /// Overlays the settings present in `text`; `path` is used only in errors.
-    pub fn apply_toml(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let layer: FileLayer = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: toml_error(text, &e) })?;
-        let number = |setting: &'static str, value: Option<u64>| -> Result<Option<u64>, ConfigError> {
-            if let Some(v) = value {
-                check_number(setting, v).map_err(|problem| ConfigError::File {
-                    path: path.to_path_buf(),
-                    setting,
-                    problem,
-                })?;
-            }
-            Ok(value)
-        };
-        let hb = number("heartbeat_interval_s", layer.heartbeat_interval_s)?;
-        let ka = number("keep_alive_s", layer.keep_alive_s)?;
-        let bi = number("backoff_initial_ms", layer.backoff_initial_ms)?;
-        let bm = number("backoff_max_ms", layer.backoff_max_ms)?;
-        number("broker_port", layer.broker_port.map(u64::from))?;
-        let sm = number("spool_max_bytes", layer.spool_max_bytes)?;
-        let tt = number("task_timeout_s", layer.task_timeout_s)?;
-        if let Some(d) = &layer.local_domains {
-            check_domains(d).map_err(|problem| ConfigError::File {
-                path: path.to_path_buf(),
-                setting: "local_domains",
-                problem,
-            })?;
-        }
-
-        if let Some(v) = layer.state_dir {
-            self.state_dir = v;
-        }
-        if let Some(v) = hb {
-            self.heartbeat_interval_s = v;
-        }
-        if let Some(v) = ka {
-            self.keep_alive_s = v;
-        }
-        if let Some(v) = bi {
-            self.backoff_initial_ms = v;
-        }
-        if let Some(v) = bm {
-            self.backoff_max_ms = v;
-        }
-        if let Some(v) = layer.root_fs_path {
-            self.root_fs_path = v;
-        }
-        if let Some(v) = layer.broker_host {
-            self.broker_host = Some(v).filter(|h| !h.is_empty());
-        }
-        if let Some(v) = layer.broker_port {
-            self.broker_port = Some(v);
-        }
-        if let Some(v) = layer.log_format {
-            self.log_format = v;
-        }
-        if let Some(v) = layer.ansible_dir {
-            self.ansible_dir = v;
-        }
-        if let Some(v) = layer.hearth_root {
-            self.hearth_root = v;
-        }
-        if let Some(v) = layer.manage_services {
-            self.manage_services = v;
-        }
-        if let Some(v) = layer.ansible_playbook {
-            self.ansible_playbook = v;
-        }
-        if let Some(v) = sm {
-            self.spool_max_bytes = v;
-        }
-        if let Some(v) = tt {
-            self.task_timeout_s = v;
-        }
-        if let Some(v) = layer.local_domains {
-            self.local_domains = Some(v);
-        }
-        Ok(())
-    }
-
-    /// Overlays `HEARTH_AGENT_<SETTING>` variables from `env`; other variables are ignored,
-    /// an unknown `HEARTH_AGENT_*` variable is an error. An empty broker host or port
-    /// clears the override.
-    pub fn apply_env<I, K, V>(&mut self, env: I) -> Result<(), ConfigError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<std::ffi::OsStr>,
-        V: AsRef<std::ffi::OsStr>,
-    {
-        for (key, value) in env {
-            let Some(key) = key.as_ref().to_str() else {
-                continue;
-            };
-            let Some(name) = key.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let setting = name.to_ascii_lowercase();
-            let Some(value) = value.as_ref().to_str() else {
-                return Err(ConfigError::Env {
-                    var: key.to_string(),
-                    value: value.as_ref().to_string_lossy().into_owned(),
-                    problem: "not valid UTF-8".into(),
-                });
-            };
-            let bad = |problem: String| ConfigError::Env {
-                var: key.to_string(),
-                value: value.chars().take(64).collect(),
-                problem,
-            };
-            let number = |what: &str| -> Result<u64, ConfigError> {
-                let v: u64 = value.trim().parse().map_err(|_| bad(format!("not a whole number of {what}")))?;
-                check_number(&setting, v).map_err(&bad)?;
-                Ok(v)
-            };
-            match setting.as_str() {
-                "state_dir" => self.state_dir = PathBuf::from(value),
-                "heartbeat_interval_s" => self.heartbeat_interval_s = number("seconds")?,
-                "keep_alive_s" => self.keep_alive_s = number("seconds")?,
-                "backoff_initial_ms" => self.backoff_initial_ms = number("milliseconds")?,
-                "backoff_max_ms" => self.backoff_max_ms = number("milliseconds")?,
-                "root_fs_path" => self.root_fs_path = PathBuf::from(value),
-                "broker_host" => self.broker_host = Some(value.trim().to_string()).filter(|h| !h.is_empty()),
-                "broker_port" if value.trim().is_empty() => self.broker_port = None,
-                "broker_port" => {
-                    let port: u16 = value.trim().parse().map_err(|_| bad("not a port number (1-65535)".into()))?;
-                    check_number("broker_port", port.into()).map_err(&bad)?;
-                    self.broker_port = Some(port);
-                }
-                "log_format" => self.log_format = value.trim().parse().map_err(&bad)?,
-                "ansible_dir" => self.ansible_dir = PathBuf::from(value),
-                "hearth_root" => self.hearth_root = PathBuf::from(value),
-                "manage_services" => self.manage_services = parse_bool(value).map_err(&bad)?,
-                "ansible_playbook" => self.ansible_playbook = PathBuf::from(value),
-                "spool_max_bytes" => self.spool_max_bytes = number("bytes")?,
-                "task_timeout_s" => self.task_timeout_s = number("seconds")?,
-                "local_domains" if value.trim().is_empty() => self.local_domains = None,
-                "local_domains" => {
-                    let domains: Vec<String> =
-                        value.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
-                    check_domains(&domains).map_err(&bad)?;
-                    self.local_domains = Some(domains);
-                }
-                _ => {
-                    return Err(ConfigError::UnknownEnv {
-                        var: key.to_string(),
-                        known: SETTINGS
-                            .iter()
-                            .map(|s| format!("{ENV_PREFIX}{}", s.to_ascii_uppercase()))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks every setting and their combinations (for a config built in code).
+    /// Checks every setting and their combinations: once after loading, and for a
+    /// configuration built in code.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let numbers = [
-            ("heartbeat_interval_s", self.heartbeat_interval_s),
-            ("keep_alive_s", self.keep_alive_s),
-            ("backoff_initial_ms", self.backoff_initial_ms),
-            ("backoff_max_ms", self.backoff_max_ms),
-            ("spool_max_bytes", self.spool_max_bytes),
-            ("task_timeout_s", self.task_timeout_s),
-        ];
-        for (setting, value) in numbers {
-            check_number(setting, value).map_err(|problem| ConfigError::Value { setting, problem })?;
-        }
-        if let Some(port) = self.broker_port {
-            check_number("broker_port", port.into())
-                .map_err(|problem| ConfigError::Value { setting: "broker_port", problem })?;
-        }
+        let invalid = |setting: &'static str, problem: String| ConfigError::Invalid { setting, origin: None, problem };
+        let range = |setting: &'static str, value: u64, min: u64, max: u64| {
+            if value < min {
+                Err(invalid(setting, format!("must be at least {min}")))
+            } else if value > max {
+                Err(invalid(setting, format!("must be at most {max}")))
+            } else {
+                Ok(())
+            }
+        };
+        range("heartbeat_interval_s", self.heartbeat_interval_s, 1, MAX_HEARTBEAT_INTERVAL_S)?;
+        range("keep_alive_s", self.keep_alive_s, 0, u16::MAX.into())?;
+        range("backoff_initial_ms", self.backoff_initial_ms, 1, u64::MAX)?;
+        range("backoff_max_ms", self.backoff_max_ms, 1, u64::MAX)?;
         if self.backoff_max_ms < self.backoff_initial_ms {
-            return Err(ConfigError::Value {
-                setting: "backoff_max_ms",
-                problem: format!(
-                    "({}) must be at least backoff_initial_ms ({})",
-                    self.backoff_max_ms, self.backoff_initial_ms
-                ),
-            });
+            return Err(invalid(
+                "backoff_max_ms",
+                format!("({}) must be at least backoff_initial_ms ({})", self.backoff_max_ms, self.backoff_initial_ms),
+            ));
         }
         if self.broker_host.as_deref() == Some("") {
-            return Err(ConfigError::Value { setting: "broker_host", problem: "must not be empty".into() });
+            return Err(invalid("broker_host", "must not be empty".into()));
         }
+        if self.broker_port == Some(0) {
+            return Err(invalid("broker_port", "must not be 0".into()));
+        }
+        range("spool_max_bytes", self.spool_max_bytes, MIN_SPOOL_MAX_BYTES, u64::MAX)?;
+        range("task_timeout_s", self.task_timeout_s, 1, MAX_TASK_TIMEOUT_S)?;
         if let Some(d) = &self.local_domains {
-            check_domains(d).map_err(|problem| ConfigError::Value { setting: "local_domains", problem })?;
+            check_domains(d).map_err(|problem| invalid("local_domains", problem))?;
         }
         for (setting, path) in [
             ("ansible_dir", &self.ansible_dir),
@@ -485,11 +242,179 @@ impl AgentConfig {
             ("ansible_playbook", &self.ansible_playbook),
         ] {
             if path.as_os_str().is_empty() {
-                return Err(ConfigError::Value { setting, problem: "must not be empty".into() });
+                return Err(invalid(setting, "must not be empty".into()));
             }
         }
         Ok(())
     }
+}
+
+/// Checks the local domains: each a non-empty DNS name without wildcards.
+fn check_domains(domains: &[String]) -> Result<(), String> {
+    if domains.is_empty() {
+        return Err("must name at least one domain".into());
+    }
+    for d in domains {
+        let name = d.trim_matches('.');
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !ok {
+            let shown: String = d.chars().take(64).collect();
+            return Err(format!("{shown:?} is not a domain name"));
+        }
+    }
+    Ok(())
+}
+
+/// Where a value of `setting` came from: `environment variable HEARTH_AGENT_…` or
+/// `TOML file <path>`; `None` for a default.
+fn origin_of(metadata: Option<&Metadata>, setting: Option<&str>) -> Option<String> {
+    let metadata = metadata?;
+    if metadata.name.contains("environment") {
+        // Name the exact variable, not just "`HEARTH_AGENT_` environment variable(s)".
+        return Some(match setting {
+            Some(setting) => format!("environment variable {ENV_PREFIX}{}", setting.to_ascii_uppercase()),
+            None => format!("environment variables {ENV_PREFIX}*"),
+        });
+    }
+    match &metadata.source {
+        Some(Source::File(file)) => Some(format!("{} {}", metadata.name, file.display())),
+        _ => None,
+    }
+}
+
+/// One figment error as "setting `x` (from …): problem", on one line.
+fn describe(figment: &Figment, e: &figment::Error) -> String {
+    if let figment::error::Kind::UnknownField(key, known) = &e.kind {
+        // Raised for the key, not its value: find where the key was set.
+        let from = from_clause(&origin_of(figment.find_metadata(key), Some(key)));
+        return format!("`{key}`{from} is not a setting (the settings: {})", known.join(", "));
+    }
+    let problem = match &e.kind {
+        figment::error::Kind::UnknownVariant(value, known) => format!("`{value}` is not one of {}", known.join(", ")),
+        kind => one_line(&kind.to_string()),
+    };
+    let origin = origin_of(e.metadata.as_ref(), e.path.first().map(String::as_str));
+    if e.path.is_empty() {
+        format!("{}: {problem}", origin.as_deref().unwrap_or("configuration"))
+    } else {
+        format!("setting `{}`{}: {problem}", e.path.join("."), from_clause(&origin))
+    }
+}
+
+/// A multi-line message (a TOML syntax error quotes the line and points at the column) as
+/// one line: the text lines, without the quoted source.
+fn one_line(message: &str) -> String {
+    // `  |`, `2 | the line`, `  |    ^`
+    let quoted =
+        |l: &str| l.split_once('|').is_some_and(|(n, _)| n.trim().is_empty() || n.trim().parse::<u64>().is_ok());
+    message.lines().map(str::trim).filter(|l| !l.is_empty() && !quoted(l)).collect::<Vec<_>>().join(": ")
+}
+
+/// `Option<T>` of a string or a number, where an empty (or blank) string is `None`: how an
+/// environment variable clears an override.
+fn empty_is_none<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    d.deserialize_option(OrNone(PhantomData))
+}
+
+/// [`empty_is_none`]'s visitor: `None` for nothing or a blank string, else `T` from the value.
+struct OrNone<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for OrNone<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value, or an empty string for none")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        T::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Some)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::deserialize(v.into_deserializer()).map(Some)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        T::deserialize(v.into_deserializer()).map(Some)
+    }
+}
+
+/// The local domains: a list, or (as an environment variable says it) a comma-separated
+/// string; an empty string is `None`.
+fn domain_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Domains;
+    impl<'de> Visitor<'de> for Domains {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of domains, or a comma-separated string of them")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(v.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect()))
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Some)
+        }
+    }
+    d.deserialize_option(Domains)
+}
+
+/// A `bool` from `true`/`false`, or (as an environment variable may say it) `yes`/`no`,
+/// `on`/`off`, `1`/`0`.
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct Lenient;
+    impl Visitor<'_> for Lenient {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true or false")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+            match v {
+                0 | 1 => Ok(v == 1),
+                _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+            }
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(Lenient)
 }
 
 impl fmt::Display for LogFormat {
@@ -501,28 +426,38 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// A one-line description of a TOML error, with its line number.
-fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let line = text.get(..span.start).map_or(0, |s| s.matches('\n').count()) + 1;
-            format!("line {line}: {}", e.message())
-        }
-        None => e.message().to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use figment::Jail;
+
     use super::*;
 
-    const NO_ENV: [(&str, &str); 0] = [];
+    /// Loads `file` (written as `agent.toml` in the jail's directory, the current directory
+    /// meanwhile) and `env`, with nothing else in the environment.
+    #[allow(clippy::result_large_err)] // the jail's closure returns a figment::Error
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+        let mut out = None;
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            if let Some(text) = file {
+                jail.create_file("agent.toml", text)?;
+            }
+            let path = file.map(|_| Path::new("agent.toml"));
+            out = Some(AgentConfig::load_from(path, Path::new("/nonexistent/agent.toml")));
+            Ok(())
+        });
+        out.expect("the jail ran")
+    }
 
     fn from_toml(text: &str) -> Result<AgentConfig, ConfigError> {
-        let mut c = AgentConfig::default();
-        c.apply_toml(Path::new("agent.toml"), text)?;
-        c.validate()?;
-        Ok(c)
+        load(Some(text), &[])
+    }
+
+    fn from_env(env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+        load(None, env)
     }
 
     #[test]
@@ -534,14 +469,11 @@ mod tests {
         assert_eq!(c.root_fs_path, PathBuf::from("/"));
         assert_eq!((c.broker_host, c.broker_port, c.log_format), (None, None, LogFormat::Text));
         assert!(AgentConfig::default().validate().is_ok());
+        assert_eq!(from_env(&[]).unwrap(), AgentConfig::default());
     }
 
     #[test]
     fn file_then_env_overlay() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, "state_dir = \"/srv/a\"\nheartbeat_interval_s = 5\nbroker_host = \"mqtt.example\"\n")
-            .unwrap();
         let env = [
             ("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "7"),
             ("HEARTH_AGENT_LOG_FORMAT", "json"),
@@ -549,7 +481,8 @@ mod tests {
             ("PATH", "/usr/bin"),
             ("HEARTH_OTHER", "x"),
         ];
-        let c = AgentConfig::load_from(Some(&path), Path::new("/nonexistent"), env).unwrap();
+        let file = "state_dir = \"/srv/a\"\nheartbeat_interval_s = 5\nbroker_host = \"mqtt.example\"\n";
+        let c = load(Some(file), &env).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/srv/a"));
         assert_eq!(c.heartbeat_interval_s, 7);
         assert_eq!(c.broker_host.as_deref(), Some("mqtt.example"));
@@ -559,67 +492,118 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // the jail's closure returns a figment::Error
     fn default_path_is_optional_but_explicit_path_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("agent.toml");
-        let c = AgentConfig::load_from(None, &missing, NO_ENV).unwrap();
-        assert_eq!(c, AgentConfig::default());
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let c = AgentConfig::load_from(None, &missing).unwrap();
+            assert_eq!(c, AgentConfig::default());
 
-        let err = AgentConfig::load_from(Some(&missing), &missing, NO_ENV).unwrap_err();
-        assert_eq!(err.to_string(), format!("{}: configuration file not found", missing.display()));
+            let err = AgentConfig::load_from(Some(&missing), &missing).unwrap_err();
+            assert_eq!(err.to_string(), format!("{}: configuration file not found", missing.display()));
 
-        std::fs::write(&missing, "keep_alive_s = 10\n").unwrap();
-        let c = AgentConfig::load_from(None, &missing, NO_ENV).unwrap();
-        assert_eq!(c.keep_alive_s, 10);
+            std::fs::write(&missing, "keep_alive_s = 10\n").unwrap();
+            let c = AgentConfig::load_from(None, &missing).unwrap();
+            assert_eq!(c.keep_alive_s, 10);
+            Ok(())
+        });
     }
 
     #[test]
     fn file_errors_name_the_setting() {
         let err = from_toml("heartbeat_interval_s = 0").unwrap_err();
-        assert_eq!(err.to_string(), "agent.toml: heartbeat_interval_s must be at least 1");
+        assert_eq!(err.to_string(), "setting `heartbeat_interval_s` (from TOML file agent.toml): must be at least 1");
 
         let err = from_toml("backoff_initial_ms = 0").unwrap_err();
-        assert_eq!(err.to_string(), "agent.toml: backoff_initial_ms must be at least 1");
+        assert_eq!(err.to_string(), "setting `backoff_initial_ms` (from TOML file agent.toml): must be at least 1");
 
         let err = from_toml("keep_alive_s = 70000").unwrap_err();
-        assert_eq!(err.to_string(), "agent.toml: keep_alive_s must be at most 65535");
+        assert_eq!(err.to_string(), "setting `keep_alive_s` (from TOML file agent.toml): must be at most 65535");
 
+        // Unknown keys are refused, with the list of settings.
         let err = from_toml("state_dir = \"/x\"\nheartbeat_intervall_s = 3").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("agent.toml: line 2: unknown field `heartbeat_intervall_s`"), "{msg}");
-        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.starts_with(
+                "`heartbeat_intervall_s` (from TOML file agent.toml) is not a setting \
+                 (the settings: state_dir, heartbeat_interval_s, "
+            ),
+            "{msg}"
+        );
 
         let err = from_toml("heartbeat_interval_s = \"ten\"").unwrap_err();
-        assert!(err.to_string().starts_with("agent.toml: line 1: "), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("setting `heartbeat_interval_s` (from TOML file agent.toml): "), "{msg}");
+        assert!(msg.contains("ten"), "{msg}");
 
         let err = from_toml("log_format = \"xml\"").unwrap_err();
-        assert!(err.to_string().contains("xml"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("setting `log_format` (from TOML file agent.toml): "), "{msg}");
+        assert!(msg.contains("xml"), "{msg}");
+
+        // A syntax error: where it is, on one line.
+        let err = from_toml("state_dir = \"/x\"\nheartbeat_interval_s = ").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("TOML file agent.toml: "), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
 
         let err = from_toml("backoff_initial_ms = 5000\nbackoff_max_ms = 100").unwrap_err();
-        assert_eq!(err.to_string(), "backoff_max_ms (100) must be at least backoff_initial_ms (5000)");
+        assert_eq!(
+            err.to_string(),
+            "setting `backoff_max_ms` (from TOML file agent.toml): (100) must be at least backoff_initial_ms (5000)"
+        );
     }
 
     #[test]
     fn env_errors_name_the_variable() {
-        let mut c = AgentConfig::default();
-        let err = c.apply_env([("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "abc")]).unwrap_err();
-        assert_eq!(err.to_string(), "HEARTH_AGENT_HEARTBEAT_INTERVAL_S=\"abc\": not a whole number of seconds");
-
-        let err = c.apply_env([("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "0")]).unwrap_err();
-        assert_eq!(err.to_string(), "HEARTH_AGENT_HEARTBEAT_INTERVAL_S=\"0\": must be at least 1");
-
-        let err = c.apply_env([("HEARTH_AGENT_BACKOFF_MAX_MS", "-1")]).unwrap_err();
-        assert_eq!(err.to_string(), "HEARTH_AGENT_BACKOFF_MAX_MS=\"-1\": not a whole number of milliseconds");
-
-        let err = c.apply_env([("HEARTH_AGENT_BROKER_PORT", "70000")]).unwrap_err();
-        assert_eq!(err.to_string(), "HEARTH_AGENT_BROKER_PORT=\"70000\": not a port number (1-65535)");
-
-        let err = c.apply_env([("HEARTH_AGENT_LOG_FORMAT", "xml")]).unwrap_err();
-        assert_eq!(err.to_string(), "HEARTH_AGENT_LOG_FORMAT=\"xml\": must be \"text\" or \"json\"");
-
-        let err = c.apply_env([("HEARTH_AGENT_STAT_DIR", "/x")]).unwrap_err();
+        let err = from_env(&[("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "abc")]).unwrap_err().to_string();
         assert!(
-            err.to_string().starts_with("HEARTH_AGENT_STAT_DIR: unknown setting (known: HEARTH_AGENT_STATE_DIR, "),
+            err.starts_with(
+                "setting `heartbeat_interval_s` (from environment variable HEARTH_AGENT_HEARTBEAT_INTERVAL_S): "
+            ),
+            "{err}"
+        );
+        assert!(err.contains("abc"), "{err}");
+
+        let err = from_env(&[("HEARTH_AGENT_HEARTBEAT_INTERVAL_S", "0")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "setting `heartbeat_interval_s` (from environment variable HEARTH_AGENT_HEARTBEAT_INTERVAL_S): \
+             must be at least 1"
+        );
+
+        let err = from_env(&[("HEARTH_AGENT_BACKOFF_MAX_MS", "-1")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting `backoff_max_ms` (from environment variable HEARTH_AGENT_BACKOFF_MAX_MS): "),
+            "{err}"
+        );
+
+        let err = from_env(&[("HEARTH_AGENT_BROKER_PORT", "70000")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting `broker_port` (from environment variable HEARTH_AGENT_BROKER_PORT): "),
+            "{err}"
+        );
+        assert!(err.contains("70000"), "{err}");
+
+        let err = from_env(&[("HEARTH_AGENT_BROKER_PORT", "0")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "setting `broker_port` (from environment variable HEARTH_AGENT_BROKER_PORT): must not be 0"
+        );
+
+        let err = from_env(&[("HEARTH_AGENT_LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(err.starts_with("setting `log_format` (from environment variable HEARTH_AGENT_LOG_FORMAT): "), "{err}");
+        assert!(err.contains("xml") && err.contains("json"), "{err}");
+
+        let err = from_env(&[("HEARTH_AGENT_STAT_DIR", "/x")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "`stat_dir` (from environment variable HEARTH_AGENT_STAT_DIR) is not a setting \
+                 (the settings: state_dir, "
+            ),
             "{err}"
         );
     }
@@ -646,8 +630,7 @@ mod tests {
         assert_eq!((c.spool_max_bytes, c.task_timeout_s), (100_000, 60));
         assert_eq!(c.local_domains, Some(vec!["example.test".to_string()]));
 
-        let mut c = AgentConfig::default();
-        c.apply_env([
+        let c = from_env(&[
             ("HEARTH_AGENT_ANSIBLE_DIR", "/opt/ansible"),
             ("HEARTH_AGENT_MANAGE_SERVICES", "false"),
             ("HEARTH_AGENT_ANSIBLE_PLAYBOOK", "/usr/local/bin/ansible-playbook"),
@@ -657,33 +640,54 @@ mod tests {
         .unwrap();
         assert_eq!(c.ansible_dir, PathBuf::from("/opt/ansible"));
         assert!(!c.manage_services);
+        assert_eq!(c.ansible_playbook, PathBuf::from("/usr/local/bin/ansible-playbook"));
         assert_eq!(c.task_timeout_s, 120);
         assert_eq!(c.local_domains, Some(vec!["home".to_string(), "example.test".to_string()]));
-        c.apply_env([("HEARTH_AGENT_LOCAL_DOMAINS", "")]).unwrap();
+        let c = load(Some("local_domains = [\"home\"]"), &[("HEARTH_AGENT_LOCAL_DOMAINS", "")]).unwrap();
         assert_eq!(c.local_domains, None);
 
+        for (text, expected) in [("no", false), ("off", false), ("0", false), ("yes", true), ("ON", true), ("1", true)]
+        {
+            let c = from_env(&[("HEARTH_AGENT_MANAGE_SERVICES", text)]).unwrap();
+            assert_eq!(c.manage_services, expected, "{text}");
+        }
+        let err = from_env(&[("HEARTH_AGENT_MANAGE_SERVICES", "maybe")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting `manage_services` (from environment variable HEARTH_AGENT_MANAGE_SERVICES): "),
+            "{err}"
+        );
+        assert!(err.contains("true or false"), "{err}");
+
         let err = from_toml("spool_max_bytes = 10").unwrap_err();
-        assert_eq!(err.to_string(), "agent.toml: spool_max_bytes must be at least 65536");
+        assert_eq!(err.to_string(), "setting `spool_max_bytes` (from TOML file agent.toml): must be at least 65536");
         let err = from_toml("task_timeout_s = 0").unwrap_err();
-        assert_eq!(err.to_string(), "agent.toml: task_timeout_s must be at least 1");
+        assert_eq!(err.to_string(), "setting `task_timeout_s` (from TOML file agent.toml): must be at least 1");
         let err = from_toml("local_domains = [\"*.x\"]").unwrap_err();
-        assert!(err.to_string().starts_with("agent.toml: local_domains "), "{err}");
-        let err = AgentConfig::default().apply_env([("HEARTH_AGENT_MANAGE_SERVICES", "maybe")]).unwrap_err();
-        assert_eq!(err.to_string(), "HEARTH_AGENT_MANAGE_SERVICES=\"maybe\": must be true or false");
+        assert!(err.to_string().starts_with("setting `local_domains` (from TOML file agent.toml): "), "{err}");
+        let err = from_env(&[("HEARTH_AGENT_LOCAL_DOMAINS", " , ")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "setting `local_domains` (from environment variable HEARTH_AGENT_LOCAL_DOMAINS): \
+             must name at least one domain"
+        );
     }
 
     #[test]
     fn env_can_clear_broker_override() {
-        let mut c = AgentConfig { broker_host: Some("h".into()), broker_port: Some(1), ..Default::default() };
-        c.apply_env([("HEARTH_AGENT_BROKER_HOST", ""), ("HEARTH_AGENT_BROKER_PORT", "")]).unwrap();
+        let file = "broker_host = \"h\"\nbroker_port = 1\n";
+        let c = load(Some(file), &[]).unwrap();
+        assert_eq!((c.broker_host.as_deref(), c.broker_port), (Some("h"), Some(1)));
+        let c = load(Some(file), &[("HEARTH_AGENT_BROKER_HOST", ""), ("HEARTH_AGENT_BROKER_PORT", "")]).unwrap();
         assert_eq!((c.broker_host, c.broker_port), (None, None));
+        // An empty host in the file means no override too.
+        assert_eq!(from_toml("broker_host = \"\"").unwrap().broker_host, None);
     }
 
     #[test]
     fn validate_catches_values_set_in_code() {
         let c = AgentConfig { heartbeat_interval_s: 0, ..Default::default() };
-        assert_eq!(c.validate().unwrap_err().to_string(), "heartbeat_interval_s must be at least 1");
+        assert_eq!(c.validate().unwrap_err().to_string(), "setting `heartbeat_interval_s`: must be at least 1");
         let c = AgentConfig { broker_host: Some(String::new()), ..Default::default() };
-        assert_eq!(c.validate().unwrap_err().to_string(), "broker_host must not be empty");
+        assert_eq!(c.validate().unwrap_err().to_string(), "setting `broker_host`: must not be empty");
     }
 }

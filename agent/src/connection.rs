@@ -12,7 +12,7 @@ use std::time::Duration;
 use hearth_protocol::codec::MAX_PAYLOAD_BYTES;
 use hearth_protocol::tls::{mtls_client_config, TlsError};
 use hearth_protocol::{
-    encode, ApplianceId, ConfigRequest, EncodeError, PresenceState, ProtocolVersion, SessionId, Status, Topic,
+    encode, ApplianceId, ConfigRequest, EncodeError, PresenceState, ProtocolVersion, Secret, SessionId, Status, Topic,
     TopicFilter, UpChannel,
 };
 use rumqttc::{AsyncClient, ClientError, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS, Request};
@@ -38,7 +38,7 @@ pub enum ConnectionError {
 }
 
 /// Everything needed to reach the broker as this appliance.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ConnectionParams {
     pub appliance_id: ApplianceId,
     pub host: String,
@@ -46,20 +46,8 @@ pub struct ConnectionParams {
     pub keep_alive: Duration,
     pub ca_pem: String,
     pub cert_pem: String,
-    /// Never log it.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for ConnectionParams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionParams")
-            .field("appliance_id", &self.appliance_id)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("keep_alive", &self.keep_alive)
-            .field("key_pem", &"[redacted]")
-            .finish_non_exhaustive()
-    }
+    /// The appliance's private key (PEM).
+    pub key_pem: Secret<String>,
 }
 
 /// A status message for this connection, stamped now.
@@ -76,7 +64,8 @@ pub fn last_will(appliance_id: ApplianceId, session: SessionId) -> Result<LastWi
 /// The MQTT options for the first connection, with `session`'s last will. The TLS server
 /// name is the broker host (a DNS name or an IP literal).
 pub fn mqtt_options(params: &ConnectionParams, session: SessionId) -> Result<MqttOptions, ConnectionError> {
-    let tls = mtls_client_config(params.ca_pem.as_bytes(), params.cert_pem.as_bytes(), params.key_pem.as_bytes())?;
+    let tls =
+        mtls_client_config(params.ca_pem.as_bytes(), params.cert_pem.as_bytes(), params.key_pem.expose().as_bytes())?;
     let mut options = MqttOptions::new(params.appliance_id.to_string(), params.host.clone(), params.port);
     // The client id is never empty, so a persistent session is allowed; keep-alive is
     // validated by the configuration to be 0 or whole seconds.
@@ -204,10 +193,10 @@ mod tests {
             keep_alive: Duration::from_secs(30),
             ca_pem: "not a pem".into(),
             cert_pem: String::new(),
-            key_pem: String::new(),
+            key_pem: Secret::new("hidden".into()),
         };
         let err = mqtt_options(&params, SessionId::new()).unwrap_err();
         assert!(err.to_string().starts_with("TLS: "), "{err}");
-        assert!(!format!("{params:?}").contains("key_pem: \"\""));
+        assert!(!format!("{params:?}").contains("hidden"));
     }
 }

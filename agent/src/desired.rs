@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hearth_protocol::{ConfigApplied, ConfigDocument, Outcome, ProtocolVersion};
+use hearth_protocol::{ConfigApplied, ConfigDocument, Outcome, ProtocolVersion, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::MAX_HEARTBEAT_INTERVAL_S;
+use crate::runner::Runner;
 use crate::spool::Outbox;
 use crate::state::{create_dir, sync_dir, write_atomic, StateError};
-use crate::tasks::runner::Runner;
 
 /// The file holding the last applied document, in the configuration directory.
 pub const APPLIED_FILE: &str = "applied.json";
@@ -49,25 +49,16 @@ pub enum DesiredError {
 }
 
 /// The last applied configuration.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Applied {
     pub version: u64,
-    pub document: Map<String, Value>,
+    /// The document (it may hold secrets).
+    pub document: Secret<Map<String, Value>>,
     /// The apply's recap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub applied_at: OffsetDateTime,
-}
-
-impl std::fmt::Debug for Applied {
-    /// Leaves out the document (it may hold secrets).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Applied")
-            .field("version", &self.version)
-            .field("applied_at", &self.applied_at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// `<state_dir>/config/applied.json`.
@@ -170,7 +161,7 @@ impl Desired {
         let (heartbeat, _) = watch::channel(default_heartbeat);
         let (applied_version, _) = watch::channel(applied.as_ref().map(|a| a.version));
         let desired = Self { store, applied, default_heartbeat, heartbeat, applied_version };
-        desired.apply_agent_section(desired.applied.as_ref().map(|a| &a.document));
+        desired.apply_agent_section(desired.applied.as_ref().map(|a| a.document.expose()));
         if let Some(v) = desired.applied_version() {
             info!(version = v, "loaded the applied configuration");
         }
@@ -248,7 +239,7 @@ impl Desired {
         if outcome == Outcome::Succeeded {
             let applied = Applied {
                 version,
-                document: doc.document,
+                document: Secret::new(doc.document),
                 message: Some(message.clone()),
                 applied_at: OffsetDateTime::now_utc(),
             };
@@ -261,14 +252,14 @@ impl Desired {
                 }
                 Err(e) => {
                     error!(version, error = %e, "configuration applied but it cannot be recorded");
-                    self.apply_agent_section(self.applied.as_ref().map(|a| &a.document));
+                    self.apply_agent_section(self.applied.as_ref().map(|a| a.document.expose()));
                     let message = format!("the configuration was applied but cannot be recorded: {e}");
                     return Some(report(outbox, version, Outcome::Failed, Some(message)));
                 }
             }
         }
         warn!(version, ?outcome, "configuration apply failed; keeping the previous one");
-        self.apply_agent_section(self.applied.as_ref().map(|a| &a.document));
+        self.apply_agent_section(self.applied.as_ref().map(|a| a.document.expose()));
         Some(report(outbox, version, outcome, Some(message)))
     }
 }
@@ -316,7 +307,7 @@ mod tests {
 
         let applied = Applied {
             version: 4,
-            document: doc(json!({"agent": {"heartbeat_interval_s": 7}, "x": {"$secret": "s3cret"}})),
+            document: Secret::new(doc(json!({"agent": {"heartbeat_interval_s": 7}, "x": {"$secret": "s3cret"}}))),
             message: Some("ok=1".into()),
             applied_at: OffsetDateTime::now_utc(),
         };

@@ -3,12 +3,12 @@
 //! address in the state directory. The private key never leaves the appliance and is never
 //! logged.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_protocol::api::{EnrollRequest, EnrollResponse, ErrorBody};
 use hearth_protocol::tls::{client_config, mtls_client_config, TlsError};
+use hearth_protocol::Secret;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use reqwest::{StatusCode, Url};
 use time::OffsetDateTime;
@@ -31,12 +31,12 @@ const PENDING_KEY_FILE: &str = "key.pem.pending";
 const BODY_EXCERPT_CHARS: usize = 200;
 
 /// What `enroll` needs. `Debug` does not print the token.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct EnrollOptions {
     /// The control plane's base URL; must be `https://`.
     pub server: String,
     /// The one-time enrollment token (`hearth_et_…`).
-    pub token: String,
+    pub token: Secret<String>,
     /// The CA certificate(s) the HTTPS server's certificate must chain to. Required: the
     /// agent trusts no system roots.
     pub ca_file: Option<PathBuf>,
@@ -44,18 +44,6 @@ pub struct EnrollOptions {
     pub state_dir: PathBuf,
     /// Replace an existing enrollment.
     pub force: bool,
-}
-
-impl fmt::Debug for EnrollOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnrollOptions")
-            .field("server", &self.server)
-            .field("token", &"[redacted]")
-            .field("ca_file", &self.ca_file)
-            .field("state_dir", &self.state_dir)
-            .field("force", &self.force)
-            .finish()
-    }
 }
 
 /// Why enrollment failed.
@@ -154,7 +142,7 @@ fn accept(response: EnrollResponse, key_pem: String, state_dir: &Path) -> Result
         broker_host: response.broker.host,
         broker_port: response.broker.port,
         enrolled_at: OffsetDateTime::now_utc(),
-        key_pem,
+        key_pem: Secret::new(key_pem),
         cert_pem: response.certificate_pem,
         ca_pem: response.ca_chain_pem,
     })
@@ -189,7 +177,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
     let pending = opts.state_dir.join(PENDING_KEY_FILE);
     state::write_atomic(&pending, key_pem.as_bytes(), KEY_MODE)?;
 
-    let result = request(&client, &url, opts.token.clone(), csr_pem).await.and_then(|response| {
+    let result = request(&client, &url, &opts.token, csr_pem).await.and_then(|response| {
         let state = accept(response, key_pem, &opts.state_dir)?;
         state.save()?;
         Ok(state)
@@ -202,12 +190,12 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
 async fn request(
     client: &reqwest::Client,
     url: &Url,
-    token: String,
+    token: &Secret<String>,
     csr_pem: String,
 ) -> Result<EnrollResponse, EnrollError> {
     let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
-    let response =
-        client.post(url.clone()).json(&EnrollRequest { token, csr_pem }).send().await.map_err(request_err)?;
+    let enroll_request = EnrollRequest { token: token.expose().clone(), csr_pem };
+    let response = client.post(url.clone()).json(&enroll_request).send().await.map_err(request_err)?;
     let status = response.status();
     let body = response.bytes().await.map_err(request_err)?;
     if !status.is_success() {
@@ -270,7 +258,7 @@ mod tests {
     fn options_debug_hides_the_token() {
         let opts = EnrollOptions {
             server: "https://x".into(),
-            token: "hearth_et_secret".into(),
+            token: Secret::new("hearth_et_secret".into()),
             ca_file: None,
             state_dir: "/tmp/x".into(),
             force: false,
@@ -333,7 +321,7 @@ mod tests {
         state.save().unwrap();
         let opts = EnrollOptions {
             server: "https://127.0.0.1:1".into(),
-            token: "t".into(),
+            token: Secret::new("t".into()),
             ca_file: None,
             state_dir: tmp.path().to_path_buf(),
             force: false,
@@ -358,7 +346,7 @@ mod tests {
         // Port 1 on localhost: connection refused.
         let err = enroll(EnrollOptions {
             server: "https://127.0.0.1:1".into(),
-            token: "t".into(),
+            token: Secret::new("t".into()),
             ca_file: Some(ca_file),
             state_dir: state_dir.clone(),
             force: false,

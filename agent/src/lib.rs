@@ -6,13 +6,16 @@
 //! - [`run`](mod@run): the long-running part — one mutual-TLS MQTT connection,
 //!   `online`/`offline` presence with a per-connection session, heartbeats, reconnects with
 //!   backoff, catalog tasks and the desired configuration.
-//! - [`tasks`]: running catalog tasks with `ansible-playbook` (one at a time), the task
-//!   ledger that makes each task id run at most once, and the callback-line mapping.
+//! - [`tasks`]: running catalog tasks (one at a time) and the task ledger that makes each
+//!   task id run at most once.
 //! - [`desired`]: applying the desired configuration document and remembering it.
+//! - [`runner`]: one `ansible-playbook` run and the callback-line mapping; `tasks` and
+//!   `desired` both use it, and it uses neither.
 //! - [`spool`]: the on-disk spool every task event, task result and configuration report
 //!   goes through, removed only when the broker acknowledges it.
 //! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
 //! - [`facts`], [`backoff`], [`connection`]: the pieces `run` is made of.
+//! - [`process`]: logging and the stop signals, set up the same way by both binaries.
 //! - [`sim`]: the fleet simulator (`hearth-fleet-sim`), many appliances in one process
 //!   built from those same pieces.
 //!
@@ -24,7 +27,9 @@ pub mod connection;
 pub mod desired;
 pub mod enroll;
 pub mod facts;
+pub mod process;
 pub mod run;
+pub mod runner;
 pub mod sim;
 pub mod spool;
 pub mod state;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use hearth_agent::config::{AgentConfig, LogFormat};
+use hearth_agent::config::AgentConfig;
 use hearth_agent::enroll::{enroll, EnrollOptions};
+use hearth_agent::process::{init_logging, Signals};
+use hearth_protocol::Secret;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,14 +41,14 @@ enum Command {
     Run,
 }
 
-#[derive(Args)]
+#[derive(Debug, Args)]
 struct EnrollArgs {
     /// The control plane's base URL; must start with https://.
     #[arg(long, value_name = "URL")]
     server: String,
     /// The one-time enrollment token (hearth_et_…) printed by `appliance create`.
     #[arg(long, value_name = "TOKEN")]
-    token: String,
+    token: Secret<String>,
     /// PEM file with the CA certificate the control plane's HTTPS certificate chains to.
     /// Required: the agent trusts no system certificate store.
     #[arg(long, value_name = "PATH")]
@@ -59,18 +60,6 @@ struct EnrollArgs {
     /// Replace an existing enrollment in the state directory.
     #[arg(long)]
     force: bool,
-}
-
-impl std::fmt::Debug for EnrollArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrollArgs")
-            .field("server", &self.server)
-            .field("token", &"[redacted]")
-            .field("ca_file", &self.ca_file)
-            .field("state_dir", &self.state_dir)
-            .field("force", &self.force)
-            .finish()
-    }
 }
 
 fn main() -> ExitCode {
@@ -88,7 +77,7 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     // Configuration errors already name the setting and where its value came from.
     let config = AgentConfig::load(cli.config.as_deref())?;
-    init_logging(config.log_format)?;
+    init_logging(config.log_format, "info")?;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -97,16 +86,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Run => run_command(config).await,
         }
     })
-}
-
-fn init_logging(format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
 async fn enroll_command(config: AgentConfig, args: EnrollArgs) -> anyhow::Result<()> {
@@ -127,28 +106,10 @@ async fn enroll_command(config: AgentConfig, args: EnrollArgs) -> anyhow::Result
 async fn run_command(config: AgentConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // Listen before connecting, so an early SIGTERM is not fatal.
-    let signals = tokio::spawn(cancel_on_signal(listen_for_signals()?, shutdown.clone()));
+    let signals = tokio::spawn(Signals::listen()?.cancel_on_signal(shutdown.clone()));
     let result = hearth_agent::run::run(config, shutdown.clone()).await;
     signals.abort();
     result?;
     tracing::info!("stopped");
     Ok(())
-}
-
-type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
-
-fn listen_for_signals() -> anyhow::Result<Signals> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok((term, int))
-}
-
-/// Cancels `token` on the first SIGTERM or SIGINT.
-async fn cancel_on_signal((mut term, mut int): Signals, token: CancellationToken) {
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    token.cancel();
 }

@@ -40,10 +40,10 @@ use crate::config::{AgentConfig, ConfigError};
 use crate::connection::{self, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::desired::{AppliedStore, Desired, DesiredError};
 use crate::facts::FactsSource;
+use crate::runner::Runner;
 use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
 use crate::state::{State, StateError};
 use crate::tasks::ledger::{Ledger, LedgerError};
-use crate::tasks::runner::Runner;
 use crate::tasks::{Job, Worker};
 use hearth_protocol::Receipt;
 
@@ -686,6 +686,7 @@ fn send_heartbeat(hb: &Heartbeats, seq: &mut u64) {
 
 #[cfg(test)]
 mod tests {
+    use hearth_protocol::Secret;
     use time::OffsetDateTime;
 
     use super::*;
@@ -709,7 +710,7 @@ mod tests {
 
         let config = AgentConfig { heartbeat_interval_s: 0, ..Default::default() };
         let err = run(config, CancellationToken::new()).await.unwrap_err();
-        assert_eq!(err.to_string(), "heartbeat_interval_s must be at least 1");
+        assert_eq!(err.to_string(), "setting `heartbeat_interval_s`: must be at least 1");
     }
 
     #[tokio::test]
@@ -722,7 +723,7 @@ mod tests {
             broker_host: "localhost".into(),
             broker_port: 8883,
             enrolled_at: OffsetDateTime::now_utc(),
-            key_pem: "k".into(),
+            key_pem: Secret::new("k".into()),
             cert_pem: "c".into(),
             ca_pem: "a".into(),
         }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use hearth_protocol::ApplianceId;
+use hearth_protocol::{ApplianceId, Secret};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -58,14 +58,15 @@ pub struct State {
     pub broker_host: String,
     pub broker_port: u16,
     pub enrolled_at: OffsetDateTime,
-    /// The appliance's private key (PEM). Never log it.
-    pub key_pem: String,
+    /// The appliance's private key (PEM).
+    pub key_pem: Secret<String>,
     /// The appliance's client certificate (PEM).
     pub cert_pem: String,
     /// The fleet CA certificates (PEM).
     pub ca_pem: String,
 }
 
+// Written by hand to print the certificates' sizes, not the PEM text.
 impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("State")
@@ -74,7 +75,7 @@ impl fmt::Debug for State {
             .field("broker_host", &self.broker_host)
             .field("broker_port", &self.broker_port)
             .field("enrolled_at", &self.enrolled_at)
-            .field("key_pem", &"[redacted]")
+            .field("key_pem", &self.key_pem)
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
             .finish()
@@ -117,7 +118,7 @@ impl State {
             broker_host: file.broker_host,
             broker_port: file.broker_port,
             enrolled_at: file.enrolled_at,
-            key_pem: read(KEY_FILE)?,
+            key_pem: Secret::new(read(KEY_FILE)?),
             cert_pem: read(CERT_FILE)?,
             ca_pem: read(CA_FILE)?,
         })
@@ -136,7 +137,7 @@ impl State {
         let state_path = self.dir.join(STATE_FILE);
         let toml = toml::to_string(&file)
             .map_err(|e| StateError::Parse { path: state_path.clone(), detail: e.to_string() })?;
-        write_atomic(&self.dir.join(KEY_FILE), self.key_pem.as_bytes(), KEY_MODE)?;
+        write_atomic(&self.dir.join(KEY_FILE), self.key_pem.expose().as_bytes(), KEY_MODE)?;
         write_atomic(&self.dir.join(CERT_FILE), self.cert_pem.as_bytes(), PUBLIC_MODE)?;
         write_atomic(&self.dir.join(CA_FILE), self.ca_pem.as_bytes(), PUBLIC_MODE)?;
         write_atomic(&state_path, toml.as_bytes(), PUBLIC_MODE)?;
@@ -194,7 +195,7 @@ mod tests {
             broker_host: "mqtt.example".into(),
             broker_port: 8883,
             enrolled_at: time::macros::datetime!(2026-11-22 12:00:00 UTC),
-            key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into(),
+            key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into()),
             cert_pem: "cert".into(),
             ca_pem: "ca".into(),
         }

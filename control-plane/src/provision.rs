@@ -7,22 +7,19 @@
 //! provisioning take minutes): keys are made here rather than on the appliances, so the
 //! bundle holds private keys and is written 0600. Certificates still go through
 //! [`CertificateAuthority::sign_appliance`] (a CSR per key), the one place that decides an
-//! appliance certificate's contents. The format is `hearth_agent::sim::Bundle`'s.
+//! appliance certificate's contents. The format is `hearth_protocol::bundle`'s.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::bundle::{Bundle, BundleAppliance, BundleTenant};
+use hearth_protocol::{ApplianceId, Secret, TenantId};
 use rcgen::{CertificateParams, KeyPair};
-use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::db;
 use crate::pki::{CertificateAuthority, PkiError};
-
-/// The bundle format (`hearth_agent::sim::BUNDLE_FORMAT`).
-pub const BUNDLE_FORMAT: &str = "hearth-fleet-sim-bundle/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -60,53 +57,6 @@ pub struct BulkOptions {
     pub cert_days: i64,
 }
 
-/// What `hearth-fleet-sim` reads. Holds private keys and API keys: never log it.
-#[derive(Serialize)]
-pub struct Bundle {
-    pub format: &'static str,
-    pub ca_pem: String,
-    pub tenants: Vec<BundleTenant>,
-    pub appliances: Vec<BundleAppliance>,
-}
-
-impl std::fmt::Debug for Bundle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bundle")
-            .field("tenants", &self.tenants.len())
-            .field("appliances", &self.appliances.len())
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Serialize)]
-pub struct BundleTenant {
-    pub id: TenantId,
-    /// Only for tenants this run created.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct BundleAppliance {
-    pub id: ApplianceId,
-    pub tenant_id: TenantId,
-    pub name: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for BundleTenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleTenant").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for BundleAppliance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleAppliance").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
-    }
-}
-
 /// Creates the tenants (if asked), the appliances and their certificates.
 pub async fn bulk_create(pool: &PgPool, pki_dir: &Path, opts: &BulkOptions) -> Result<Bundle, ProvisionError> {
     if opts.count == 0 {
@@ -128,7 +78,7 @@ pub async fn bulk_create(pool: &PgPool, pki_dir: &Path, opts: &BulkOptions) -> R
             let mut v = Vec::with_capacity(k);
             for i in 1..=k {
                 let (t, key) = db::tenants::create(pool, &format!("{}-tenant-{i:04}", opts.prefix)).await?;
-                v.push(BundleTenant { id: t.id, api_key: Some(key.expose().clone()) });
+                v.push(BundleTenant { id: t.id, api_key: Some(key) });
             }
             v
         }
@@ -164,10 +114,10 @@ pub async fn bulk_create(pool: &PgPool, pki_dir: &Path, opts: &BulkOptions) -> R
             tenant_id,
             name,
             cert_pem: cert.pem,
-            key_pem,
+            key_pem: Secret::new(key_pem),
         })
         .collect();
-    Ok(Bundle { format: BUNDLE_FORMAT, ca_pem: ca.chain_pem().to_string(), tenants, appliances })
+    Ok(Bundle::new(ca.chain_pem().to_string(), tenants, appliances))
 }
 
 /// A key and a certificate for each planned appliance, on every core.

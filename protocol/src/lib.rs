@@ -12,6 +12,9 @@
 //!   never a panic.
 //! - [`catalog`]: the action catalog (`ansible/catalog.json`) and its one validator.
 //! - [`api`]: the HTTP bodies both sides speak (enrollment, the error body).
+//! - [`secret`]: [`Secret`], a value whose `Debug` and `Display` print `[redacted]`.
+//! - [`bundle`]: the fleet simulator's bundle file (identities made in bulk), written by the
+//!   control plane and read by `hearth-fleet-sim`.
 //! - `tls` (feature `tls`): the TLS profile both sides use (rustls with the ring provider,
 //!   mutual TLS on MQTT).
 //!
@@ -19,10 +22,12 @@
 //! test suite, so another implementation can be verified against the same bytes.
 
 pub mod api;
+pub mod bundle;
 pub mod catalog;
 pub mod codec;
 pub mod ids;
 pub mod message;
+pub mod secret;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topic;
@@ -33,6 +38,7 @@ pub use ids::{
     TaskId, TenantId, UserId,
 };
 pub use message::*;
+pub use secret::Secret;
 pub use topic::{Channel, DownChannel, Topic, TopicError, TopicFilter, UpChannel};
 
 /// The major version of the wire protocol. It appears in every topic (`hearth/v1/…`) and

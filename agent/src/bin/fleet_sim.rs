@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use hearth_agent::config::LogFormat;
+use hearth_agent::process::{init_logging, Signals};
 use hearth_agent::sim::count::{run_counter, CountOptions};
-use hearth_agent::sim::{run_fleet, Bundle, FleetOptions, SimError, Snapshot, Stats};
+use hearth_agent::sim::{run_fleet, FleetOptions, SimError, Snapshot, Stats};
 use hearth_agent::AgentConfig;
+use hearth_protocol::bundle::Bundle;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -99,13 +102,10 @@ struct CountArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(LogFormat::Text, "warn") {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -188,6 +188,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Listen before the fleet starts, so an early signal stops it cleanly.
+    let mut signals = Signals::listen()?;
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -204,11 +206,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut peak_attempts = 0;
     let mut all_online_after = None;
     let mut seconds = 0u64;
-    let signal = wait_for_signal();
-    tokio::pin!(signal);
     loop {
         tokio::select! {
-            _ = &mut signal => break,
+            _ = signals.recv() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
             _ = tick.tick() => {}
         }
@@ -272,15 +272,16 @@ async fn count(args: CountArgs) -> anyhow::Result<()> {
         port: args.broker.port,
         ca_pem: read("ca.crt")?,
         cert_pem: read("control-plane.crt")?,
-        key_pem: read("control-plane.key")?,
+        key_pem: read("control-plane.key")?.into(),
         skip: Duration::from_secs_f64(args.skip),
         window: Duration::from_secs_f64(args.window),
     };
+    let mut signals = Signals::listen()?;
     let stop = CancellationToken::new();
     let mut counter = tokio::spawn(run_counter(opts, stop.clone()));
     let report = tokio::select! {
         done = &mut counter => done??,
-        _ = wait_for_signal() => {
+        _ = signals.recv() => {
             stop.cancel();
             counter.await??
         }
@@ -304,19 +305,4 @@ fn raise_open_files_limit() -> u64 {
         let _ = setrlimit(Resource::Nofile, limit);
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

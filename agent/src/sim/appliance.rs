@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_protocol::bundle::BundleAppliance;
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
     decode, encode, BootId, Channel, ConfigApplied, ConfigDocument, DownChannel, Filesystem, Memory, Outcome,
@@ -23,7 +24,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BundleAppliance, FleetOptions, Stats};
+use super::{FleetOptions, Stats};
 use crate::backoff::Backoff;
 use crate::connection::{self, mqtt_options, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::facts::Facts;

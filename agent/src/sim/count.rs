@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_protocol::tls::mtls_client_config;
-use hearth_protocol::{decode, Heartbeat, TopicFilter};
+use hearth_protocol::{decode, Heartbeat, Secret, TopicFilter};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -17,23 +17,17 @@ use tokio_util::sync::CancellationToken;
 use super::SimError;
 
 /// Where and as whom the counter connects.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CountOptions {
     pub host: String,
     pub port: u16,
     pub ca_pem: String,
     pub cert_pem: String,
-    pub key_pem: String,
+    pub key_pem: Secret<String>,
     /// Ignore this long after the first heartbeat (the fleet's connection ramp)…
     pub skip: Duration,
     /// …then count for this long and return.
     pub window: Duration,
-}
-
-impl std::fmt::Debug for CountOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountOptions").field("host", &self.host).field("port", &self.port).finish_non_exhaustive()
-    }
 }
 
 /// What the counter saw in its window.
@@ -56,7 +50,7 @@ pub struct CountReport {
 
 /// Counts until the window is over (or `stop`).
 pub async fn run_counter(opts: CountOptions, stop: CancellationToken) -> Result<CountReport, SimError> {
-    let tls = mtls_client_config(opts.ca_pem.as_bytes(), opts.cert_pem.as_bytes(), opts.key_pem.as_bytes())
+    let tls = mtls_client_config(opts.ca_pem.as_bytes(), opts.cert_pem.as_bytes(), opts.key_pem.expose().as_bytes())
         .map_err(|e| SimError::Invalid(format!("the counter's TLS material: {e}")))?;
     let mut mqtt = MqttOptions::new(format!("hearth-bench-count-{}", uuid::Uuid::new_v4()), opts.host, opts.port);
     mqtt.set_clean_session(true)

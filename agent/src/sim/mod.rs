@@ -15,108 +15,34 @@
 //! (message "simulated"), any other is `rejected` with the catalog's reason, like the agent
 //! would. A configuration document is reported applied at once.
 //!
-//! Identities come from a [`Bundle`] written by `hearth-control-plane appliance
-//! bulk-create`. [`count`] is a trivial subscriber that only counts what the broker
+//! Identities come from a [`Bundle`] (`hearth_protocol::bundle`) written by
+//! `hearth-control-plane appliance bulk-create`. [`count`] is a trivial subscriber that only counts what the broker
 //! delivers, to measure the broker's own ceiling for the same traffic.
 
 pub mod appliance;
 pub mod count;
 pub mod stats;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_protocol::{ApplianceId, TenantId};
-use serde::Deserialize;
+use hearth_protocol::bundle::{BundleAppliance, BundleError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use stats::{Snapshot, Stats};
 
-/// The bundle format this simulator reads (`format` field).
-pub const BUNDLE_FORMAT: &str = "hearth-fleet-sim-bundle/1";
-
 /// What the simulator could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("{}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: not a fleet simulator bundle: {source}", path.display())]
-    Parse { path: PathBuf, source: serde_json::Error },
-    #[error("{}: bundle format {found:?}, expected {BUNDLE_FORMAT:?}", path.display())]
-    Format { path: PathBuf, found: String },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     #[error("{}: the bundle holds {have} appliances, {wanted} were asked for", path.display())]
     TooFew { path: PathBuf, have: usize, wanted: usize },
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Appliance identities made in bulk (secret: it holds private keys; written 0600).
-#[derive(Clone, Deserialize)]
-pub struct Bundle {
-    pub format: String,
-    /// The fleet CA (trust anchor for the broker).
-    pub ca_pem: String,
-    #[serde(default)]
-    pub tenants: Vec<BundleTenant>,
-    pub appliances: Vec<BundleAppliance>,
-}
-
-impl std::fmt::Debug for Bundle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bundle")
-            .field("format", &self.format)
-            .field("tenants", &self.tenants.len())
-            .field("appliances", &self.appliances.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A tenant of the bundle (its API key only if bulk-create made the tenant).
-#[derive(Clone, Deserialize)]
-pub struct BundleTenant {
-    pub id: TenantId,
-    #[serde(default)]
-    pub api_key: Option<String>,
-}
-
-/// One appliance: id (= certificate CN), tenant, certificate and key.
-#[derive(Clone, Deserialize)]
-pub struct BundleAppliance {
-    pub id: ApplianceId,
-    pub tenant_id: TenantId,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for BundleTenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleTenant").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for BundleAppliance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleAppliance")
-            .field("id", &self.id)
-            .field("tenant_id", &self.tenant_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Bundle {
-    /// Reads and checks a bundle file.
-    pub fn load(path: &Path) -> Result<Bundle, SimError> {
-        let bytes = std::fs::read(path).map_err(|source| SimError::Read { path: path.to_owned(), source })?;
-        let bundle: Bundle =
-            serde_json::from_slice(&bytes).map_err(|source| SimError::Parse { path: path.to_owned(), source })?;
-        if bundle.format != BUNDLE_FORMAT {
-            return Err(SimError::Format { path: path.to_owned(), found: bundle.format });
-        }
-        Ok(bundle)
-    }
 }
 
 /// How the simulated fleet behaves.

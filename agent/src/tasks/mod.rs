@@ -9,17 +9,15 @@
 //! (one found running after a restart is failed, never run again); checks the action and
 //! parameters with the agent's own catalog (a refusal is `rejected` with the rule's
 //! message); refuses a task past its deadline (`timed_out`); otherwise marks it running,
-//! emits `received`, runs the playbook with the [`runner`], turns each callback line into a
+//! emits `received`, runs the playbook with the [`Runner`], turns each callback line into a
 //! [`TaskEvent`] (seq 1, 2, …) and ends with a [`TaskResult`] carrying the play recap.
 //! Events and results go to the spool ([`Outbox`]); the result is also kept in the ledger.
 //!
-//! - [`callback`]: the `hearth_events` stdout lines → events (pure);
-//! - [`ledger`]: the on-disk record that makes each task id run at most once;
-//! - [`runner`]: one `ansible-playbook` child process.
+//! - [`ledger`]: the on-disk record that makes each task id run at most once.
+//!
+//! Running a playbook ([`crate::runner`]) is shared with configuration applies.
 
-pub mod callback;
 pub mod ledger;
-pub mod runner;
 
 use std::time::Duration;
 
@@ -34,10 +32,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use self::callback::PlayEvent;
 use self::ledger::{Ledger, LedgerError, Record, TaskState, RESTARTED_MESSAGE};
-use self::runner::Runner;
 use crate::desired::Desired;
+use crate::runner::callback::PlayEvent;
+use crate::runner::Runner;
 use crate::spool::Outbox;
 
 /// How long finished tasks stay in the ledger (redeliveries older than this are unlikely:

@@ -84,7 +84,7 @@ async fn apply_store_report_and_keep_the_last_good_document() {
     let restarted = fx.worker();
     assert_eq!(restarted.desired.applied_version(), Some(2));
     assert_eq!(*restarted.desired.heartbeat_interval().borrow(), Duration::from_secs(5));
-    assert_eq!(restarted.desired.applied().map(|a| Value::Object(a.document.clone())), Some(v2));
+    assert_eq!(restarted.desired.applied().map(|a| Value::Object(a.document.expose().clone())), Some(v2));
 }
 
 #[tokio::test]

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hearth_agent::desired::{AppliedStore, Desired};
+use hearth_agent::runner::Runner;
 use hearth_agent::spool::{Outbox, Spool};
 use hearth_agent::tasks::ledger::Ledger;
-use hearth_agent::tasks::runner::Runner;
 use hearth_agent::tasks::Worker;
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{ApplianceId, ProtocolVersion, TaskDispatch, TaskId, Topic, UpChannel, UpMessage};

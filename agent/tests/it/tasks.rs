@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hearth_agent::runner::SHUTDOWN_MESSAGE;
 use hearth_agent::tasks::ledger::{Ledger, Record, TaskState, RESTARTED_MESSAGE};
-use hearth_agent::tasks::runner::SHUTDOWN_MESSAGE;
 use hearth_agent::tasks::Job;
 use hearth_protocol::{Outcome, TaskEventKind, UpChannel, UpMessage};
 use serde_json::json;

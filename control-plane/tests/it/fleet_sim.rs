@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_agent::sim::{run_fleet, Bundle, FleetOptions, Stats};
+use hearth_agent::sim::{run_fleet, FleetOptions, Stats};
 use hearth_control_plane::provision::{self, BulkOptions, Tenants};
+use hearth_protocol::bundle::Bundle;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,7 @@ async fn simulated_appliances_come_online_answer_tasks_and_apply_configuration(p
     assert_eq!((bundle.tenants.len(), bundle.appliances.len()), (2, 5));
     assert_eq!(count(&pool, "SELECT count(*) FROM appliances WHERE enrolled_at IS NOT NULL").await, 5);
     let tenant = bundle.tenants[0].id;
-    let key = bundle.tenants[0].api_key.clone().expect("a new tenant's API key");
+    let key = bundle.tenants[0].api_key.as_ref().expect("a new tenant's API key").expose().clone();
     let mine: Vec<_> = bundle.appliances.iter().filter(|a| a.tenant_id == tenant).map(|a| a.id).collect();
     assert_eq!(mine.len(), 3, "spread round-robin over the tenants");
 

@@ -27,7 +27,7 @@ impl Appliance {
         let state = tempfile::tempdir().expect("state");
         let enrolled = hearth_agent::enroll(hearth_agent::EnrollOptions {
             server: cp.url.clone(),
-            token,
+            token: token.into(),
             ca_file: Some(pki.path(files::CA_CERT)),
             state_dir: state.path().to_owned(),
             force: false,

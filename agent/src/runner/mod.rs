@@ -1,5 +1,6 @@
 //! Running one playbook with the real `ansible-playbook`, as the architecture's "Running a
-//! playbook" contract says:
+//! playbook" contract says. Catalog tasks ([`crate::tasks`]) and configuration applies
+//! ([`crate::desired`]) both run their playbooks through the [`Runner`]; it knows neither.
 //!
 //! ```text
 //! ANSIBLE_CONFIG=<ansible_dir>/ansible.cfg ansible-playbook <ansible_dir>/<playbook> -e @<vars.json>
@@ -12,6 +13,10 @@
 //! Each stdout line goes through [`parse_line`]; the last lines of stderr are kept for the
 //! failure message. The run is stopped at its deadline ([`RunEnd::TimedOut`]) or when
 //! cancelled ([`RunEnd::Cancelled`]).
+//!
+//! - [`callback`]: the `hearth_events` stdout lines → events (pure).
+
+pub mod callback;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -30,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::callback::{parse_line, truncate_chars, CallbackLine, PlayEvent};
+use self::callback::{parse_line, truncate_chars, CallbackLine, PlayEvent};
 
 /// How many stderr lines are kept for the failure message.
 pub const STDERR_TAIL_LINES: usize = 20;
