@@ -61,8 +61,9 @@ pub(super) struct After {
         ("Last-Event-ID" = Option<i32>, Header, description = "Resume after this message number")),
     responses(
         (status = 200, description = "`text/event-stream`: events `message`, `proposal`, `task`, `task_event` and \
-                                      `end` (see the module documentation)", content_type = "text/event-stream",
-            body = String),
+                                      `end` (see the module documentation); each event's `data` is one JSON \
+                                      object, one of the payloads of the schema", content_type = "text/event-stream",
+            body = StreamEvent),
         (status = 400, response = BadRequest),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
