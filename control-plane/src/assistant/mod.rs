@@ -26,9 +26,12 @@
 //! - [`knowledge`]: short articles kept in `control-plane/assistant/knowledge/`, embedded.
 //! - [`intents`]: `hearth-control-plane intents`, the evaluation command.
 //!
-//! The engine never creates a task: the caller (the chat API) shows the proposal and
-//! creates the task once the customer confirms (or at once when `needs_confirmation` is
-//! false), through the task API's own validation.
+//! The engine never creates a task: the caller (`domain::support`, the chat) shows the
+//! proposal and creates the task once the customer confirms (or at once when
+//! `needs_confirmation` is false), through the task API's own validation.
+//!
+//! It is pure logic below the domain: it reads no database and knows no stored row. The
+//! caller builds its [`Context`] and [`Turn`]s from what it stored and stores the [`Answer`].
 
 pub mod config;
 mod extract;
@@ -48,6 +51,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+/// Who said a turn: the same type as a stored message's role.
+pub use crate::model::MessageRole as Role;
 pub use config::AssistantConfig;
 
 /// Longest customer (or assistant) turn accepted, in characters.
@@ -109,43 +114,6 @@ pub struct ApplianceFacts {
 pub struct Usage {
     pub total_bytes: u64,
     pub available_bytes: u64,
-}
-
-impl From<&crate::db::appliances::Appliance> for ApplianceFacts {
-    /// The tenant API's view of an appliance; facts come from its latest heartbeat
-    /// (`metrics`), addresses are not reported yet.
-    fn from(a: &crate::db::appliances::Appliance) -> Self {
-        let m = a.metrics.as_ref();
-        let usage = |key: &str| m.and_then(|m| serde_json::from_value::<Usage>(m.get(key)?.clone()).ok());
-        ApplianceFacts {
-            id: a.id,
-            name: a.name.clone(),
-            status: a.status.clone(),
-            last_seen: a.last_seen,
-            agent_version: a.agent_version.clone(),
-            addresses: Vec::new(),
-            disk: usage("root_fs"),
-            memory: usage("memory"),
-            uptime_s: m.and_then(|m| m.get("uptime_s")?.as_u64()),
-        }
-    }
-}
-
-/// Who said a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Customer,
-    Assistant,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Customer => "customer",
-            Role::Assistant => "assistant",
-        }
-    }
 }
 
 /// One turn of the conversation, oldest first.

@@ -3,18 +3,18 @@
 //! Every function takes the tenant and filters by it, and runs in a tenant transaction
 //! (`db::tenant_tx`), so row-level security backs each filter.
 
-use hearth_protocol::{ApplianceId, TaskId, TenantId};
+use hearth_protocol::catalog::Risk;
+use hearth_protocol::{ApplianceId, ConversationId, MessageId, ProposalId, TaskId, TenantId};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use crate::assistant::{Answer, Proposal, Role};
+use crate::model::{MessageRole, ProposalStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Conversation {
-    pub id: Uuid,
+    pub id: ConversationId,
     /// The appliance the chat is about when the customer names none.
     pub appliance_id: Option<ApplianceId>,
     /// `tenant_user:<e-mail>` or `tenant_key:<prefix>`.
@@ -29,9 +29,9 @@ pub struct Conversation {
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(as = SupportProposal)]
 pub struct ProposalRow {
-    pub id: Uuid,
+    pub id: ProposalId,
     #[serde(skip)]
-    pub message_id: Uuid,
+    pub message_id: MessageId,
     pub appliance_id: ApplianceId,
     /// A catalog action.
     pub action: String,
@@ -45,7 +45,7 @@ pub struct ProposalRow {
     pub needs_confirmation: bool,
     /// `pending` (waits for the customer), `confirmed` (the task exists), `superseded` (the
     /// customer wrote again first; it can no longer be confirmed).
-    pub status: String,
+    pub status: ProposalStatus,
     pub task_id: Option<TaskId>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub decided_at: Option<OffsetDateTime>,
@@ -55,11 +55,10 @@ pub struct ProposalRow {
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(as = SupportMessage)]
 pub struct Message {
-    pub id: Uuid,
+    pub id: MessageId,
     /// 1, 2, 3… within the conversation.
     pub seq: i32,
-    /// `customer` or `assistant`.
-    pub role: String,
+    pub role: MessageRole,
     /// Plain text (the assistant's may hold a little markdown).
     #[sqlx(rename = "body")]
     pub text: String,
@@ -89,7 +88,7 @@ pub async fn create_conversation(
         "INSERT INTO support_conversations (id, tenant_id, appliance_id, started_by) VALUES ($1, $2, $3, $4)
          RETURNING {CONVERSATION}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(ConversationId::new())
     .bind(tenant)
     .bind(appliance)
     .bind(started_by)
@@ -118,7 +117,7 @@ pub async fn list_conversations(
 pub async fn get_conversation(
     conn: &mut PgConnection,
     tenant: TenantId,
-    id: Uuid,
+    id: ConversationId,
     lock: bool,
 ) -> Result<Option<Conversation>, sqlx::Error> {
     let lock = if lock { " FOR UPDATE" } else { "" };
@@ -133,7 +132,7 @@ pub async fn get_conversation(
 pub async fn messages(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
+    conversation: ConversationId,
     after_seq: i32,
 ) -> Result<Vec<Message>, sqlx::Error> {
     let mut messages: Vec<Message> = sqlx::query_as(&format!(
@@ -145,7 +144,7 @@ pub async fn messages(
     .bind(after_seq)
     .fetch_all(&mut *conn)
     .await?;
-    if messages.iter().any(|m| m.role == "assistant") {
+    if messages.iter().any(|m| m.role == MessageRole::Assistant) {
         for p in proposals(conn, tenant, conversation).await? {
             if let Some(m) = messages.iter_mut().find(|m| m.id == p.message_id) {
                 m.proposal = Some(p);
@@ -159,7 +158,7 @@ pub async fn messages(
 pub async fn recent_messages(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
+    conversation: ConversationId,
     n: i64,
 ) -> Result<Vec<Message>, sqlx::Error> {
     let mut messages: Vec<Message> = sqlx::query_as(&format!(
@@ -176,7 +175,11 @@ pub async fn recent_messages(
 }
 
 /// How many messages the conversation has.
-pub async fn count_messages(conn: &mut PgConnection, tenant: TenantId, conversation: Uuid) -> Result<i64, sqlx::Error> {
+pub async fn count_messages(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM support_messages WHERE tenant_id = $1 AND conversation_id = $2")
         .bind(tenant)
         .bind(conversation)
@@ -184,29 +187,37 @@ pub async fn count_messages(conn: &mut PgConnection, tenant: TenantId, conversat
         .await
 }
 
+/// A message to append.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub role: MessageRole,
+    pub text: &'a str,
+    /// The assistant's: the backend that answered (`rules`, `ollama`).
+    pub backend: Option<&'a str>,
+    /// The assistant's: the LLM had failed and the rules answered.
+    pub degraded: bool,
+}
+
 /// Appends a message (call with the conversation locked).
 pub async fn append_message(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
-    role: Role,
-    text: &str,
-    answer: Option<&Answer>,
+    conversation: ConversationId,
+    m: NewMessage<'_>,
 ) -> Result<Message, sqlx::Error> {
-    let backend = answer.map(|a| a.backend_used.as_str());
     let message: Message = sqlx::query_as(&format!(
         "INSERT INTO support_messages (id, conversation_id, tenant_id, seq, role, body, backend, degraded)
          SELECT $1, $2, $3, COALESCE(max(seq), 0) + 1, $4, $5, $6, $7
            FROM support_messages WHERE conversation_id = $2
          RETURNING {MESSAGE}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(MessageId::new())
     .bind(conversation)
     .bind(tenant)
-    .bind(role.as_str())
-    .bind(text)
-    .bind(backend)
-    .bind(answer.is_some_and(|a| a.degraded))
+    .bind(m.role)
+    .bind(m.text)
+    .bind(m.backend)
+    .bind(m.degraded)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query("UPDATE support_conversations SET updated_at = now() WHERE tenant_id = $1 AND id = $2")
@@ -217,29 +228,39 @@ pub async fn append_message(
     Ok(message)
 }
 
+/// A task the assistant proposed, as validated by the catalog.
+#[derive(Debug, Clone, Copy)]
+pub struct NewProposal<'a> {
+    pub appliance_id: ApplianceId,
+    pub action: &'a str,
+    pub params: &'a Map<String, Value>,
+    pub risk: Risk,
+    pub needs_confirmation: bool,
+}
+
 /// Records the assistant's proposal made in `message`.
 pub async fn insert_proposal(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
-    message: Uuid,
-    p: &Proposal,
+    conversation: ConversationId,
+    message: MessageId,
+    p: NewProposal<'_>,
 ) -> Result<ProposalRow, sqlx::Error> {
     let risk = match p.risk {
-        hearth_protocol::catalog::Risk::Low => "low",
-        hearth_protocol::catalog::Risk::High => "high",
+        Risk::Low => "low",
+        Risk::High => "high",
     };
     sqlx::query_as(&format!(
         "INSERT INTO support_proposals (id, tenant_id, conversation_id, message_id, appliance_id, action, params,
                                         risk, needs_confirmation)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {PROPOSAL}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(ProposalId::new())
     .bind(tenant)
     .bind(conversation)
     .bind(message)
     .bind(p.appliance_id)
-    .bind(&p.action)
+    .bind(p.action)
     .bind(Value::Object(p.params.clone()))
     .bind(risk)
     .bind(p.needs_confirmation)
@@ -251,7 +272,7 @@ pub async fn insert_proposal(
 pub async fn proposals(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
+    conversation: ConversationId,
 ) -> Result<Vec<ProposalRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {PROPOSAL} FROM support_proposals WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id"
@@ -266,8 +287,8 @@ pub async fn proposals(
 pub async fn lock_proposal(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
-    id: Uuid,
+    conversation: ConversationId,
+    id: ProposalId,
 ) -> Result<Option<ProposalRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {PROPOSAL} FROM support_proposals WHERE tenant_id = $1 AND conversation_id = $2 AND id = $3
@@ -284,7 +305,7 @@ pub async fn lock_proposal(
 pub async fn confirm(
     conn: &mut PgConnection,
     tenant: TenantId,
-    id: Uuid,
+    id: ProposalId,
     task: TaskId,
 ) -> Result<ProposalRow, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -302,7 +323,7 @@ pub async fn confirm(
 pub async fn supersede_pending(
     conn: &mut PgConnection,
     tenant: TenantId,
-    conversation: Uuid,
+    conversation: ConversationId,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE support_proposals SET status = 'superseded', decided_at = now()

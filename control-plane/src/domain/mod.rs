@@ -7,10 +7,14 @@
 //! CLI and the support assistant, so a rule lives in exactly one place.
 //!
 //! - [`tasks`]: queue a catalog task (deadline, catalog validation, audit), read, list, cancel.
+//! - [`support`]: the support chat: conversations, a customer's message and the assistant's
+//!   answer, confirming a proposal (through [`tasks`]), the tenant's settings, what the event
+//!   stream sends.
 //!
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
+pub mod support;
 pub mod tasks;
 
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
+use crate::domain::support::SupportError;
 use crate::domain::tasks::TaskError;
 use crate::domain::Invalid;
 
@@ -144,6 +145,29 @@ impl From<TaskError> for ApiError {
             },
             TaskError::NotCancellable(_) => ApiError::Conflict { code: "task_not_cancellable", message },
             TaskError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+// domain::support
+impl From<SupportError> for ApiError {
+    fn from(e: SupportError) -> Self {
+        let message = e.to_string();
+        match e {
+            SupportError::ConversationNotFound => ApiError::NotFound("conversation"),
+            SupportError::ProposalNotFound => ApiError::NotFound("proposal"),
+            SupportError::ApplianceNotFound => ApiError::NotFound("appliance"),
+            SupportError::EmptyMessage => ApiError::bad_request("invalid_body", message),
+            SupportError::MessageTooLong { length, max } => ApiError::Unprocessable {
+                code: "message_too_long",
+                message,
+                details: serde_json::json!({ "max": max, "length": length }),
+            },
+            SupportError::ConversationFull => ApiError::Conflict { code: "conversation_full", message },
+            SupportError::ProposalNotPending(_) => ApiError::Conflict { code: "proposal_not_pending", message },
+            SupportError::Task(e) => e.into(),
+            SupportError::Assistant(_) | SupportError::AnswerFailed(_) => ApiError::Internal(message),
+            SupportError::Database(e) => ApiError::Database(e),
         }
     }
 }

@@ -15,10 +15,12 @@
 //! replica wrote the change; it ends after 30 minutes (the client reconnects with
 //! `Last-Event-ID`, which checks its credential again) or at shutdown. A comment every 15 s
 //! keeps proxies from closing an idle stream. A tenant may have 20 streams open at once
-//! (429 `too_many_streams` beyond).
+//! (429 `too_many_streams` beyond). What is new at each look is found by
+//! [`Follower`] (`domain::support`); this module paces the looks and writes the events.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -27,19 +29,15 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::{TaskId, TenantId};
+use hearth_protocol::{ConversationId, TenantId};
 use serde::Deserialize;
-use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
-use uuid::Uuid;
 
 use super::super::auth::Tenant;
 use super::super::error::{ApiError, BadRequest, NotFound, TenantForbidden};
 use super::super::AppState;
-use crate::db::support::{self, ProposalRow};
-use crate::db::{tasks, tenant_tx};
-use crate::model::TaskStatus;
+use crate::domain::support::{EndReason, Follower, StreamEnd, StreamEvent};
 
 const POLL: Duration = Duration::from_millis(500);
 /// Most streams one tenant may have open at once (each polls PostgreSQL).
@@ -59,12 +57,13 @@ pub(super) struct After {
     path = "/api/v1/support/conversations/{id}/events",
     tag = "support",
     security(("tenant_key" = []), ("session_token" = [])),
-    params(("id" = Uuid, Path, description = "The conversation"), After,
+    params(("id" = ConversationId, Path, description = "The conversation"), After,
         ("Last-Event-ID" = Option<i32>, Header, description = "Resume after this message number")),
     responses(
         (status = 200, description = "`text/event-stream`: events `message`, `proposal`, `task`, `task_event` and \
-                                      `end` (see the module documentation)", content_type = "text/event-stream",
-            body = String),
+                                      `end` (see the module documentation); each event's `data` is one JSON \
+                                      object, one of the payloads of the schema", content_type = "text/event-stream",
+            body = StreamEvent),
         (status = 400, response = BadRequest),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
@@ -76,17 +75,15 @@ pub(super) async fn events(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
-    id: Result<Path<Uuid>, PathRejection>,
+    id: Result<Path<ConversationId>, PathRejection>,
     after: Result<Query<After>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let Query(after) = after?;
     let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-    let cursor = after.after.or(from_header).unwrap_or(0).max(0);
-    // Refuse an unknown conversation with a 404, not an empty stream.
-    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
-    support::get_conversation(&mut tx, tenant, id, false).await?.ok_or(ApiError::NotFound("conversation"))?;
-    tx.commit().await?;
+    let cursor = after.after.or(from_header).unwrap_or(0);
+    // Refuses an unknown conversation with a 404, not an empty stream.
+    let follower = Follower::open(&s.domain, tenant, id, cursor).await?;
     let slot = s.streams.take(tenant).ok_or_else(|| ApiError::Refused {
         status: axum::http::StatusCode::TOO_MANY_REQUESTS,
         code: "too_many_streams",
@@ -97,7 +94,7 @@ pub(super) async fn events(
 
     let (out, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
-        follow(s, tenant, id, cursor, out).await;
+        follow(s, follower, out).await;
         drop(slot);
     });
     let mut rx = rx;
@@ -108,95 +105,44 @@ pub(super) async fn events(
     Ok(r)
 }
 
-/// What the client has been told.
-#[derive(Default)]
-struct Seen {
-    cursor: i32,
-    proposals: HashMap<Uuid, ProposalRow>,
-    /// Per task: its last status and the last event number sent; done once terminal with
-    /// its whole log sent.
-    tasks: HashMap<TaskId, (Option<TaskStatus>, i64, bool)>,
-}
-
-async fn follow(s: AppState, tenant: TenantId, conversation: Uuid, cursor: i32, out: mpsc::Sender<Event>) {
-    let mut seen = Seen { cursor, ..Seen::default() };
+/// Looks at the conversation every [`POLL`] until the client goes away, the stream's time
+/// is up or the server shuts down.
+async fn follow(s: AppState, mut follower: Follower, out: mpsc::Sender<Event>) {
     let deadline = tokio::time::Instant::now() + STREAM_MAX;
     let reason = loop {
-        match poll(&s, tenant, conversation, &mut seen).await {
+        match follower.poll(&s.domain).await {
             Ok(Some(events)) => {
                 for e in events {
-                    if out.send(e).await.is_err() {
+                    if out.send(event(&e)).await.is_err() {
                         return; // the client went away
                     }
                 }
             }
-            Ok(None) => break "conversation_gone",
+            Ok(None) => break EndReason::ConversationGone,
             Err(e) => {
+                let conversation = follower.conversation();
                 tracing::warn!(error = %e, %conversation, "support stream: could not read the conversation");
-                break "error";
+                break EndReason::Error;
             }
         }
         tokio::select! {
             _ = out.closed() => return,
-            _ = s.shutdown.cancelled() => break "shutdown",
-            _ = tokio::time::sleep_until(deadline) => break "reconnect",
+            _ = s.shutdown.cancelled() => break EndReason::Shutdown,
+            _ = tokio::time::sleep_until(deadline) => break EndReason::Reconnect,
             _ = tokio::time::sleep(POLL) => {}
         }
     };
-    let _ = out.send(event("end", &serde_json::json!({ "reason": reason }))).await;
+    let _ = out.send(event(&StreamEvent::End(StreamEnd { reason }))).await;
 }
 
-/// One look at the conversation: the events the client has not seen; `None` if it is gone.
-async fn poll(
-    s: &AppState,
-    tenant: TenantId,
-    conversation: Uuid,
-    seen: &mut Seen,
-) -> Result<Option<Vec<Event>>, sqlx::Error> {
-    let mut tx = tenant_tx(&s.domain.pool, tenant).await?;
-    if support::get_conversation(&mut tx, tenant, conversation, false).await?.is_none() {
-        return Ok(None);
+/// The server-sent event: its name, its payload as JSON, and for a message its number as
+/// the event id (what `Last-Event-ID` resumes after).
+fn event(e: &StreamEvent) -> Event {
+    let event = Event::default().event(e.name()).data(serde_json::to_string(e).unwrap_or_else(|_| "null".into()));
+    match e {
+        StreamEvent::Message(m) => event.id(m.seq.to_string()),
+        _ => event,
     }
-    let mut events = Vec::new();
-    for m in support::messages(&mut tx, tenant, conversation, seen.cursor).await? {
-        seen.cursor = m.seq;
-        if let Some(p) = &m.proposal {
-            seen.proposals.insert(p.id, p.clone());
-        }
-        events.push(event("message", &m).id(m.seq.to_string()));
-    }
-    for p in support::proposals(&mut tx, tenant, conversation).await? {
-        if seen.proposals.get(&p.id) != Some(&p) {
-            events.push(event("proposal", &p));
-            seen.proposals.insert(p.id, p);
-        }
-    }
-    let running: Vec<(Uuid, TaskId)> = seen.proposals.values().filter_map(|p| Some((p.id, p.task_id?))).collect();
-    for (proposal_id, task_id) in running {
-        let (status, last_seq, done) = seen.tasks.entry(task_id).or_insert((None, 0, false));
-        if *done {
-            continue;
-        }
-        let Some(task) = tasks::get(&mut tx, tenant, task_id).await? else { continue };
-        let log = tasks::events(&mut tx, tenant, task_id).await?;
-        let sent = *last_seq;
-        for e in log.iter().filter(|e| e.seq > sent) {
-            events.push(event("task_event", &serde_json::json!({ "task_id": task_id, "event": e })));
-            *last_seq = e.seq;
-        }
-        if Some(task.status) != *status {
-            *status = Some(task.status);
-            events.push(event("task", &serde_json::json!({ "proposal_id": proposal_id, "task": task })));
-        }
-        let log_complete = task.events_expected.is_none_or(|n| log.len() as i64 >= n);
-        *done = task.status.is_final() && log_complete;
-    }
-    tx.commit().await?;
-    Ok(Some(events))
-}
-
-fn event(name: &str, data: &impl serde::Serialize) -> Event {
-    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "null".into()))
 }
 
 /// Open streams per tenant, so one tenant cannot keep unbounded pollers running.
