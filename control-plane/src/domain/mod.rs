@@ -7,11 +7,26 @@
 //! CLI and the support assistant, so a rule lives in exactly one place.
 //!
 //! - [`tasks`]: queue a catalog task (deadline, catalog validation, audit), read, list, cancel.
+//! - [`tenants`]: tenants (create, change, suspend/reactivate, delete with revocation) and
+//!   their API keys (issued, listed, revoked by owners and operators alike).
+//! - [`accounts`]: sign-in, sign-out, password change, the account view, members (the last
+//!   owner stays).
+//! - [`operators`]: operator tokens; [`plans`]: plans and their quotas; [`audit`]: reading
+//!   the audit trail.
+//!
+//! The operator CLI has no [`Services`] (no dispatcher, CA or assistant): the operations it
+//! shares with the API take only what they need (a pool, the dispatcher's `Wake`, the
+//! `Revoker`) and an audit `Recorder`.
 //!
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
+pub mod accounts;
+pub mod audit;
+pub mod operators;
+pub mod plans;
 pub mod tasks;
+pub mod tenants;
 
 use std::sync::Arc;
 

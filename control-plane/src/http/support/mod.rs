@@ -39,6 +39,7 @@ use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::support::{self, Conversation, Message, ProposalRow};
 use crate::db::{appliances, tenant_tx};
 use crate::domain::tasks::{queue_in, NewTask};
+use crate::model::ActorKind;
 
 /// Most messages the assistant reads back (the conversation's latest).
 const HISTORY: i64 = 20;
@@ -359,7 +360,8 @@ async fn run(
         Value::Object(m) => m.clone(),
         _ => serde_json::Map::new(),
     };
-    let actor = Actor { kind: "assistant", id: Some(proposal.id.to_string()), name: Some(caller.actor().label()) };
+    let actor =
+        Actor { kind: ActorKind::Assistant, id: Some(proposal.id.to_string()), name: Some(caller.actor().label()) };
     let req = NewTask { action: proposal.action.clone(), params, deadline_s: None };
     let task =
         queue_in(tx, &s.domain.tasks, tenant, proposal.appliance_id, req, Recorder::new(&actor, Some(&rid.0))).await?;
