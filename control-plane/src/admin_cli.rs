@@ -1,23 +1,27 @@
 //! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator …`): the admin
-//! API's ground for scripts and first set-up, straight against the database as the service
-//! role. Every change is audited with actor `cli` (and the OS user). Output is `key=value`
-//! lines (secrets shown once) or, for lists, one JSON object per line.
+//! API's ground for scripts and first set-up, straight against the database. It calls the
+//! same operations as the admin API (`crate::domain`), so the rules (name lengths, quotas,
+//! the audit actions, the last owner, revocation on delete) are the API's. Every change is
+//! audited with actor `cli` (and the OS user). Output is `key=value` lines (secrets shown
+//! once) or, for lists, one JSON object per line.
 
 use std::io::BufRead;
 
 use anyhow::Context;
 use clap::Subcommand;
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::{ApiKeyId, ApplianceId, OperatorId, PlanId, TenantId};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::config::Config;
-use crate::db;
-use crate::db::audit::{snapshot, Actor, Recorder};
-use crate::db::operators::{self, Role};
-use crate::db::plans::{self, Quotas};
-use crate::db::tenants::{self, Changes};
-use crate::db::users::{self, UserRole};
+use crate::db::audit::{Actor, Recorder};
+use crate::db::plans::{self as plan_rows, Quotas};
+use crate::db::tenants::Changes;
+use crate::dispatch::Wake;
+use crate::domain::accounts::{self, AccountError, NewUser};
+use crate::domain::operators::{self, OperatorError};
+use crate::domain::plans::{self, NewPlan, PlanError};
+use crate::domain::tenants::{self, TenantError};
+use crate::model::{OperatorRole, TenantStatus, UserRole};
 use crate::pki::CertificateAuthority;
 use crate::revocation::{self, Revoker};
 
@@ -91,7 +95,7 @@ pub enum KeyCommand {
     Revoke {
         #[arg(long)]
         tenant: TenantId,
-        id: Uuid,
+        id: ApiKeyId,
     },
     /// List a tenant's API keys (JSON lines; prefixes only).
     List {
@@ -108,8 +112,9 @@ pub enum UserCommand {
         tenant: TenantId,
         #[arg(long)]
         email: String,
-        #[arg(long, default_value = "owner", value_parser = ["owner", "member"])]
-        role: String,
+        /// owner or member.
+        #[arg(long, default_value = "owner")]
+        role: UserRole,
     },
 }
 
@@ -118,13 +123,14 @@ pub enum OperatorCommand {
     /// Issue an operator token (shown once) with a role: admin, support or viewer.
     Create {
         name: String,
-        #[arg(long, default_value = "admin", value_parser = ["admin", "support", "viewer"])]
-        role: String,
+        /// admin, support or viewer.
+        #[arg(long, default_value = "admin")]
+        role: OperatorRole,
     },
     /// List operator tokens (JSON lines).
     List,
     /// Revoke an operator token.
-    Revoke { id: Uuid },
+    Revoke { id: OperatorId },
 }
 
 fn json_line<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -132,26 +138,38 @@ fn json_line<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plan's id by name (the CLI takes names).
+async fn plan_named(pool: &PgPool, name: &str) -> anyhow::Result<PlanId> {
+    plan_rows::id_by_name(pool, name).await?.with_context(|| format!("no plan named {name:?}"))
+}
+
+/// A tenant operation's error as the CLI says it (naming the tenant it did not find).
+fn tenant_error(e: TenantError, id: Option<TenantId>) -> anyhow::Error {
+    match (e, id) {
+        (TenantError::NotFound, Some(id)) => anyhow::anyhow!("no tenant with id {id}"),
+        (e, _) => anyhow::Error::new(e),
+    }
+}
+
 pub async fn tenant(pool: &PgPool, config: &Config, cmd: TenantCommand) -> anyhow::Result<()> {
     let actor = Actor::cli();
     let audit = Recorder::new(&actor, None);
+    // The dispatcher runs in `serve`; it looks for work every second without being woken.
+    let wake = Wake::default();
     match cmd {
         TenantCommand::Create { name, plan } => {
             let plan = match plan {
-                Some(p) => Some(plans::id_by_name(pool, &p).await?.with_context(|| format!("no plan named {p:?}"))?),
+                Some(p) => Some(plan_named(pool, &p).await?),
                 None => None,
             };
             let mut tx = pool.begin().await?;
-            let t = tenants::insert(&mut tx, &name, plan).await.context("cannot create the tenant")?;
-            let (info, key) = tenants::issue_key(&mut tx, t.id, "default", &actor.label()).await?;
-            audit
-                .record(&mut tx, Some(t.id), "tenant.create", ("tenant", t.id.to_string()), None, snapshot(&t))
-                .await?;
-            audit
-                .record(&mut tx, Some(t.id), "api_key.issue", ("api_key", info.id.to_string()), None, snapshot(&info))
-                .await?;
+            let t = tenants::create_in(&mut tx, &name, plan, audit)
+                .await
+                .map_err(|e| tenant_error(e, None).context("cannot create the tenant"))?;
+            let key =
+                tenants::issue_key_in(&mut tx, t.id, "default", audit).await.map_err(|e| tenant_error(e, None))?;
             tx.commit().await?;
-            println!("tenant_id={}\napi_key={}", t.id, key.expose());
+            println!("tenant_id={}\napi_key={}", t.id, key.key);
         }
         TenantCommand::List { search } => {
             let mut after = None;
@@ -167,57 +185,44 @@ pub async fn tenant(pool: &PgPool, config: &Config, cmd: TenantCommand) -> anyho
             }
         }
         TenantCommand::Suspend { id } | TenantCommand::Activate { id } => {
-            let (status, action) = if matches!(cmd, TenantCommand::Suspend { .. }) {
-                ("suspended", "tenant.suspend")
+            let status = if matches!(cmd, TenantCommand::Suspend { .. }) {
+                TenantStatus::Suspended
             } else {
-                ("active", "tenant.reactivate")
+                TenantStatus::Active
             };
-            change(pool, &audit, id, action, Changes { status: Some(status.into()), ..Default::default() }).await?;
+            let changes = Changes { status: Some(status), ..Default::default() };
+            tenants::update(pool, &wake, id, changes, audit).await.map_err(|e| tenant_error(e, Some(id)))?;
             println!("tenant_id={id}\nstatus={status}");
         }
-        TenantCommand::SetPlan { id, plan, none } => {
-            let plan_id = match (plan, none) {
-                (Some(p), _) => {
-                    Some(plans::id_by_name(pool, &p).await?.with_context(|| format!("no plan named {p:?}"))?)
-                }
-                (None, _) => None,
+        TenantCommand::SetPlan { id, plan, none: _ } => {
+            let plan_id = match plan {
+                Some(p) => Some(plan_named(pool, &p).await?),
+                None => None,
             };
-            change(pool, &audit, id, "tenant.update", Changes { plan: Some(plan_id), ..Default::default() }).await?;
+            let changes = Changes { plan: Some(plan_id), ..Default::default() };
+            tenants::update(pool, &wake, id, changes, audit).await.map_err(|e| tenant_error(e, Some(id)))?;
             println!("tenant_id={id}\nplan_id={}", plan_id.map(|p| p.to_string()).unwrap_or_default());
         }
         TenantCommand::Delete { id, yes } => {
             anyhow::ensure!(yes, "deleting a tenant cannot be undone; pass --yes");
-            let (_, revoked) =
-                revocation::delete_tenant(pool, audit, id).await?.with_context(|| format!("no tenant with id {id}"))?;
-            make_revocations_bite(pool, config, &revoked).await?;
-            println!("tenant_id={id}\ndeleted=true\nrevoked_appliances={}", revoked.len());
+            let revoker = revoker(pool, config)?;
+            let deleted = tenants::delete(pool, &revoker, id, audit).await.map_err(|e| tenant_error(e, Some(id)))?;
+            println!("tenant_id={id}\ndeleted=true\nrevoked_appliances={}", deleted.revoked_appliances.len());
+            anyhow::ensure!(deleted.enforced, NOT_ENFORCED);
         }
     }
     Ok(())
 }
 
-async fn change(pool: &PgPool, audit: &Recorder<'_>, id: TenantId, action: &str, c: Changes) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    let before = tenants::get(&mut tx, id).await?.with_context(|| format!("no tenant with id {id}"))?;
-    let after = tenants::update(&mut tx, id, &c).await?.with_context(|| format!("no tenant with id {id}"))?;
-    audit.record(&mut tx, Some(id), action, ("tenant", id.to_string()), snapshot(&before), snapshot(&after)).await?;
-    tx.commit().await?;
-    Ok(())
-}
+/// What the CLI says when a recorded revocation could not be made to bite at once.
+const NOT_ENFORCED: &str = "the revocation is recorded (the control plane refuses the appliances and lists them on \
+                            the next CRL it issues, at its next start at the latest), but the CRL could not be \
+                            published or the appliances disconnected now";
 
-/// Publishes the CRL and disconnects the appliances (the CLI has the same PKI and broker
-/// settings as `serve`). Runs after the revocation is committed, and says so if it fails.
-async fn make_revocations_bite(pool: &PgPool, config: &Config, revoked: &[ApplianceId]) -> anyhow::Result<()> {
-    let bite = async {
-        let ca = CertificateAuthority::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
-        let revoker = Revoker::new(config, pool.clone(), std::sync::Arc::new(ca))?;
-        anyhow::Ok(revoker.enforce(revoked).await?)
-    };
-    bite.await.context(
-        "the revocation is recorded (the control plane refuses the appliances and lists them on the next CRL it \
-         issues, at its next start at the latest), but the CRL could not be published or the appliances \
-         disconnected now",
-    )
+/// The CLI's [`Revoker`]: it has the same PKI and broker settings as `serve`.
+fn revoker(pool: &PgPool, config: &Config) -> anyhow::Result<Revoker> {
+    let ca = CertificateAuthority::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
+    Ok(Revoker::new(config, pool.clone(), std::sync::Arc::new(ca))?)
 }
 
 /// `appliance revoke ID`.
@@ -226,7 +231,8 @@ pub async fn revoke_appliance(pool: &PgPool, config: &Config, id: ApplianceId) -
     let r = revocation::revoke_appliance(pool, Recorder::new(&actor, None), id)
         .await?
         .with_context(|| format!("no appliance with id {id}"))?;
-    make_revocations_bite(pool, config, &[id]).await?;
+    let bite = async { anyhow::Ok(revoker(pool, config)?.enforce(&[id]).await?) };
+    bite.await.context(NOT_ENFORCED)?;
     println!("appliance_id={id}\nrevoked=true\ncertificate_serial={}", r.serial.unwrap_or_default());
     Ok(())
 }
@@ -243,7 +249,7 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
             mqtt_burst,
         } => {
             let d = Quotas::from(config.limits);
-            let q = Quotas {
+            let quotas = Quotas {
                 api_per_minute: api_per_minute.unwrap_or(d.api_per_minute),
                 api_burst: api_burst.unwrap_or(d.api_burst),
                 assistant_per_hour: assistant_per_hour.unwrap_or(d.assistant_per_hour),
@@ -251,22 +257,16 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
                 mqtt_per_minute: mqtt_per_minute.unwrap_or(d.mqtt_per_minute),
                 mqtt_burst: mqtt_burst.unwrap_or(d.mqtt_burst),
             };
-            if let Some(f) = q.invalid_field() {
-                anyhow::bail!("--{} must be at least 1", f.replace('_', "-"));
-            }
             let actor = Actor::cli();
-            let mut tx = pool.begin().await?;
-            let p = plans::create(&mut tx, &name, &q).await.map_err(|e| {
-                if db::is_constraint(&e, "plans_name_key") {
-                    anyhow::anyhow!("a plan named {name:?} exists already")
-                } else {
-                    anyhow::Error::new(e)
+            let new = NewPlan { name: name.clone(), quotas };
+            let p = plans::create(pool, new, Recorder::new(&actor, None)).await.map_err(|e| match e {
+                PlanError::NameTaken => anyhow::anyhow!("a plan named {name:?} exists already"),
+                PlanError::Invalid(i) if i.param != "name" => {
+                    anyhow::anyhow!("--{} must be at least 1", i.param.replace('_', "-"))
                 }
+                PlanError::Invalid(i) => anyhow::anyhow!("{}", i.message),
+                e => anyhow::Error::new(e),
             })?;
-            Recorder::new(&actor, None)
-                .record(&mut tx, None, "plan.create", ("plan", p.id.to_string()), None, snapshot(&p))
-                .await?;
-            tx.commit().await?;
             println!("plan_id={}", p.id);
         }
         PlanCommand::List => {
@@ -281,54 +281,40 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
 pub async fn key(pool: &PgPool, cmd: KeyCommand) -> anyhow::Result<()> {
     let actor = Actor::cli();
     let audit = Recorder::new(&actor, None);
-    let mut tx = pool.begin().await?;
     match cmd {
         KeyCommand::Issue { tenant, name } => {
-            tenants::get(&mut tx, tenant).await?.with_context(|| format!("no tenant with id {tenant}"))?;
-            let (info, key) = tenants::issue_key(&mut tx, tenant, &name, &actor.label()).await?;
-            audit
-                .record(&mut tx, Some(tenant), "api_key.issue", ("api_key", info.id.to_string()), None, snapshot(&info))
-                .await?;
-            println!("key_id={}\napi_key={}", info.id, key.expose());
+            let issued =
+                tenants::issue_key(pool, tenant, &name, audit).await.map_err(|e| tenant_error(e, Some(tenant)))?;
+            println!("key_id={}\napi_key={}", issued.info.id, issued.key);
         }
         KeyCommand::Revoke { tenant, id } => {
-            let k = tenants::revoke_key(&mut tx, tenant, id)
-                .await?
-                .with_context(|| format!("tenant {tenant} has no key {id}"))?;
-            audit
-                .record(&mut tx, Some(tenant), "api_key.revoke", ("api_key", id.to_string()), None, snapshot(&k))
-                .await?;
+            tenants::revoke_key(pool, tenant, id, audit).await.map_err(|e| match e {
+                TenantError::KeyNotFound => anyhow::anyhow!("tenant {tenant} has no key {id}"),
+                e => anyhow::Error::new(e),
+            })?;
             println!("key_id={id}\nrevoked=true");
         }
         KeyCommand::List { tenant } => {
-            for k in tenants::list_keys(&mut tx, tenant).await? {
+            for k in tenants::list_keys(pool, tenant).await.map_err(|e| tenant_error(e, Some(tenant)))? {
                 json_line(&k)?;
             }
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 
 pub async fn user(pool: &PgPool, cmd: UserCommand) -> anyhow::Result<()> {
     let UserCommand::Create { tenant, email, role } = cmd;
-    let role: UserRole = role.parse().map_err(anyhow::Error::msg)?;
     let mut password = String::new();
     std::io::stdin().lock().read_line(&mut password).context("cannot read the password from standard input")?;
-    let password = password.trim_end_matches(['\r', '\n']);
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
     let actor = Actor::cli();
-    let mut tx = pool.begin().await?;
-    tenants::get(&mut tx, tenant).await?.with_context(|| format!("no tenant with id {tenant}"))?;
-    let u = users::create(&mut tx, tenant, &email, password, role).await.map_err(|e| match e {
-        users::UserError::Database(ref d) if db::is_constraint(d, "tenant_users_email_key") => {
-            anyhow::anyhow!("an account for {email} exists already")
-        }
-        other => anyhow::Error::new(other),
+    let new = NewUser { email: email.clone(), password, role };
+    let u = accounts::create_user(pool, tenant, new, Recorder::new(&actor, None)).await.map_err(|e| match e {
+        AccountError::TenantNotFound => anyhow::anyhow!("no tenant with id {tenant}"),
+        AccountError::EmailTaken => anyhow::anyhow!("an account for {email} exists already"),
+        e => anyhow::Error::new(e),
     })?;
-    Recorder::new(&actor, None)
-        .record(&mut tx, Some(tenant), "user.create", ("user", u.id.to_string()), None, snapshot(&u))
-        .await?;
-    tx.commit().await?;
     println!("user_id={}", u.id);
     Ok(())
 }
@@ -338,14 +324,8 @@ pub async fn operator(pool: &PgPool, cmd: OperatorCommand) -> anyhow::Result<()>
     let audit = Recorder::new(&actor, None);
     match cmd {
         OperatorCommand::Create { name, role } => {
-            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            let mut tx = pool.begin().await?;
-            let (info, token) = operators::create(&mut tx, &name, role, &actor.label()).await?;
-            audit
-                .record(&mut tx, None, "operator.issue", ("operator", info.id.to_string()), None, snapshot(&info))
-                .await?;
-            tx.commit().await?;
-            println!("operator_id={}\noperator_token={}", info.id, token.expose());
+            let issued = operators::create(pool, &name, role, audit).await?;
+            println!("operator_id={}\noperator_token={}", issued.info.id, issued.token);
         }
         OperatorCommand::List => {
             for o in operators::list(pool).await? {
@@ -353,10 +333,10 @@ pub async fn operator(pool: &PgPool, cmd: OperatorCommand) -> anyhow::Result<()>
             }
         }
         OperatorCommand::Revoke { id } => {
-            let mut tx = pool.begin().await?;
-            let o = operators::revoke(&mut tx, id).await?.with_context(|| format!("no operator token {id}"))?;
-            audit.record(&mut tx, None, "operator.revoke", ("operator", id.to_string()), None, snapshot(&o)).await?;
-            tx.commit().await?;
+            operators::revoke(pool, id, audit).await.map_err(|e| match e {
+                OperatorError::NotFound => anyhow::anyhow!("no operator token {id}"),
+                e => anyhow::Error::new(e),
+            })?;
             println!("operator_id={id}\nrevoked=true");
         }
     }

@@ -34,6 +34,9 @@ macro_rules! stored_enum {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
         #[sqlx(type_name = "text")]
+        // Each word is also its variant's name in snake_case: the OpenAPI derive does not see
+        // the per-variant renames through this macro, and takes the words from here.
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] #[sqlx(rename = $text)] $variant),+
         }
@@ -182,6 +185,24 @@ stored_enum!(
     }
 );
 
+stored_enum!(
+    /// Who made a change, as the audit trail records it.
+    ActorKind {
+        /// An operator token (`hearth_ot_…`).
+        Operator = "operator",
+        /// A tenant's API key.
+        TenantKey = "tenant_key",
+        /// A signed-in tenant user.
+        TenantUser = "tenant_user",
+        /// The support assistant, on a customer's confirmation.
+        Assistant = "assistant",
+        /// The operator CLI.
+        Cli = "cli",
+        /// The control plane itself (the dispatcher, the sweeper).
+        System = "system",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +217,15 @@ mod tests {
         }
         assert!("Active".parse::<TenantStatus>().is_err());
         assert_eq!("never_seen".parse::<FleetStatus>().unwrap(), FleetStatus::NeverSeen);
+    }
+
+    #[test]
+    fn the_openapi_schema_lists_the_stored_words() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(ActorKind::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(ActorKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()));
+        let schema = serde_json::to_value(TaskStatus::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(TaskStatus::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()));
     }
 
     #[test]

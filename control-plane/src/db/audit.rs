@@ -8,11 +8,12 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
+use crate::model::ActorKind;
+
 /// Who did it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// `operator`, `tenant_key`, `tenant_user`, `assistant`, `cli` or `system`.
-    pub kind: &'static str,
+    pub kind: ActorKind,
     pub id: Option<String>,
     /// A human label: operator token name, user e-mail, API key prefix.
     pub name: Option<String>,
@@ -21,17 +22,29 @@ pub struct Actor {
 impl Actor {
     pub fn cli() -> Actor {
         let user = std::env::var("USER").ok();
-        Actor { kind: "cli", id: None, name: user }
+        Actor { kind: ActorKind::Cli, id: None, name: user }
     }
     pub fn system() -> Actor {
-        Actor { kind: "system", id: None, name: None }
+        Actor { kind: ActorKind::System, id: None, name: None }
+    }
+    /// An operator, by its token's id and name.
+    pub fn operator(id: impl ToString, name: &str) -> Actor {
+        Actor { kind: ActorKind::Operator, id: Some(id.to_string()), name: Some(name.to_owned()) }
+    }
+    /// A tenant's API key, by its id and prefix.
+    pub fn tenant_key(id: impl ToString, prefix: &str) -> Actor {
+        Actor { kind: ActorKind::TenantKey, id: Some(id.to_string()), name: Some(prefix.to_owned()) }
+    }
+    /// A signed-in tenant user, by id and e-mail address.
+    pub fn tenant_user(id: impl ToString, email: &str) -> Actor {
+        Actor { kind: ActorKind::TenantUser, id: Some(id.to_string()), name: Some(email.to_owned()) }
     }
     /// The label stored in `created_by` columns.
     pub fn label(&self) -> String {
         match (&self.name, &self.id) {
             (Some(n), _) => format!("{}:{n}", self.kind),
             (None, Some(id)) => format!("{}:{id}", self.kind),
-            (None, None) => self.kind.to_string(),
+            (None, None) => self.kind.as_str().to_string(),
         }
     }
 }
@@ -78,7 +91,7 @@ pub struct AuditRow {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub tenant_id: Option<TenantId>,
-    pub actor_kind: String,
+    pub actor_kind: ActorKind,
     pub actor_id: Option<String>,
     pub actor_name: Option<String>,
     pub action: String,
@@ -93,7 +106,7 @@ pub struct AuditRow {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub tenant: Option<TenantId>,
-    pub actor_kind: Option<String>,
+    pub actor_kind: Option<ActorKind>,
     pub actor_id: Option<String>,
     /// Exact action, or a prefix ending in `.` (`tenant.` matches `tenant.create`, …).
     pub action: Option<String>,
@@ -124,7 +137,7 @@ pub async fn list(pool: &PgPool, f: &Filter, limit: i64) -> Result<Vec<AuditRow>
          ORDER BY id DESC LIMIT $10",
     )
     .bind(f.tenant)
-    .bind(&f.actor_kind)
+    .bind(f.actor_kind)
     .bind(&f.actor_id)
     .bind(action_like)
     .bind(&f.target_id)

@@ -1,4 +1,5 @@
-//! Operator tokens: `hearth_ot_<43 chars>`, SHA-256 stored, each with a role.
+//! Operator tokens: `hearth_ot_<43 chars>`, SHA-256 stored, each with a role
+//! ([`OperatorRole`]).
 //!
 //! | role | may |
 //! |---|---|
@@ -6,57 +7,23 @@
 //! | `support` | read everything, create tasks on a customer's behalf; no deletes, no credentials |
 //! | `viewer` | read only |
 
-use serde::{Deserialize, Serialize};
+use hearth_protocol::OperatorId;
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use crate::model::OperatorRole;
 use crate::secret::Secret;
 use crate::token;
 
 pub const TOKEN_PREFIX: &str = "hearth_ot_";
 
-/// `admin`: everything; `support`: read everything and create tasks on a customer's behalf;
-/// `viewer`: read only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[schema(as = OperatorRole)]
-pub enum Role {
-    Admin,
-    Support,
-    Viewer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Support => "support",
-            Role::Viewer => "viewer",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "support" => Ok(Role::Support),
-            "viewer" => Ok(Role::Viewer),
-            other => Err(format!("unknown operator role {other:?} (admin, support or viewer)")),
-        }
-    }
-}
-
 /// An operator token as listed (never the token itself).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OperatorToken {
-    pub id: Uuid,
+    pub id: OperatorId,
     pub name: String,
-    #[sqlx(try_from = "String")]
-    #[schema(value_type = Role)]
-    pub role: RoleColumn,
+    pub role: OperatorRole,
     /// `hearth_ot_` and the token's first six characters.
     pub prefix: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -66,24 +33,12 @@ pub struct OperatorToken {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-/// [`Role`] read from its text column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct RoleColumn(pub Role);
-
-impl TryFrom<String> for RoleColumn {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse().map(RoleColumn)
-    }
-}
-
 /// The authenticated operator of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Operator {
-    pub id: Uuid,
+    pub id: OperatorId,
     pub name: String,
-    pub role: Role,
+    pub role: OperatorRole,
 }
 
 const COLUMNS: &str = "id, name, role, prefix, created_at, created_by, revoked_at";
@@ -92,7 +47,7 @@ const COLUMNS: &str = "id, name, role, prefix, created_at, created_by, revoked_a
 pub async fn create(
     conn: &mut PgConnection,
     name: &str,
-    role: Role,
+    role: OperatorRole,
     created_by: &str,
 ) -> Result<(OperatorToken, Secret<String>), sqlx::Error> {
     let secret = token::generate(TOKEN_PREFIX);
@@ -100,9 +55,9 @@ pub async fn create(
         "INSERT INTO operator_tokens (id, name, role, token_hash, prefix, created_by)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(OperatorId::new())
     .bind(name)
-    .bind(role.as_str())
+    .bind(role)
     .bind(token::hash(secret.expose()))
     .bind(token::display_prefix(secret.expose()))
     .bind(created_by)
@@ -116,7 +71,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<OperatorToken>, sqlx::Error> {
 }
 
 /// Revokes a token; `None` if there is no such token, the row (revoked earlier or now) otherwise.
-pub async fn revoke(conn: &mut PgConnection, id: Uuid) -> Result<Option<OperatorToken>, sqlx::Error> {
+pub async fn revoke(conn: &mut PgConnection, id: OperatorId) -> Result<Option<OperatorToken>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE operator_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING {COLUMNS}"
     ))
@@ -129,10 +84,8 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<Operator
     if !secret.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }
-    let row: Option<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, name, role FROM operator_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(token::hash(secret))
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.and_then(|(id, name, role)| role.parse().ok().map(|role| Operator { id, name, role })))
+    sqlx::query_as("SELECT id, name, role FROM operator_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+        .bind(token::hash(secret))
+        .fetch_optional(pool)
+        .await
 }

@@ -3,17 +3,16 @@
 //! (`limits.*`) when it has none; the MQTT ingest's limiter reads those of every appliance
 //! on a plan at once with [`mqtt_rates`] — so a plan change applies without a restart.
 
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::{ApplianceId, PlanId, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::config::LimitsConfig;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Plan {
-    pub id: Uuid,
+    pub id: PlanId,
     pub name: String,
     #[sqlx(flatten)]
     #[serde(flatten)]
@@ -79,7 +78,7 @@ pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<P
                             mqtt_per_minute, mqtt_burst)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(PlanId::new())
     .bind(name)
     .bind(q.api_per_minute)
     .bind(q.api_burst)
@@ -91,7 +90,7 @@ pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<P
     .await
 }
 
-pub async fn update(conn: &mut PgConnection, id: Uuid, name: &str, q: &Quotas) -> Result<Option<Plan>, sqlx::Error> {
+pub async fn update(conn: &mut PgConnection, id: PlanId, name: &str, q: &Quotas) -> Result<Option<Plan>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE plans SET name = $2, api_per_minute = $3, api_burst = $4, assistant_per_hour = $5,
                           assistant_burst = $6, mqtt_per_minute = $7, mqtt_burst = $8, updated_at = now()
@@ -109,7 +108,7 @@ pub async fn update(conn: &mut PgConnection, id: Uuid, name: &str, q: &Quotas) -
     .await
 }
 
-pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Plan>, sqlx::Error> {
+pub async fn get(conn: &mut PgConnection, id: PlanId) -> Result<Option<Plan>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans WHERE id = $1")).bind(id).fetch_optional(conn).await
 }
 
@@ -118,7 +117,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> {
 }
 
 /// A plan's id by name (the CLI takes names).
-pub async fn id_by_name(pool: &PgPool, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn id_by_name(pool: &PgPool, name: &str) -> Result<Option<PlanId>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM plans WHERE name = $1").bind(name).fetch_optional(pool).await
 }
 

@@ -4,12 +4,12 @@
 //! is stored, with a short prefix to recognise a leaked key; a fast hash is right for
 //! secrets of this entropy, and it lets a request be authenticated with one indexed lookup.
 
-use hearth_protocol::TenantId;
+use hearth_protocol::{ApiKeyId, PlanId, TenantId};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use crate::model::TenantStatus;
 use crate::secret::Secret;
 use crate::token;
 
@@ -19,9 +19,8 @@ pub const API_KEY_PREFIX: &str = "hearth_tk_";
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
-    /// `active` or `suspended`.
-    pub status: String,
-    pub plan_id: Option<Uuid>,
+    pub status: TenantStatus,
+    pub plan_id: Option<PlanId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -33,7 +32,7 @@ const COLUMNS: &str = "id, name, status, plan_id, created_at, updated_at";
 /// An API key as listed (never the key itself).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiKey {
-    pub id: Uuid,
+    pub id: ApiKeyId,
     pub name: String,
     /// `hearth_tk_` and the key's first six characters.
     pub prefix: String,
@@ -47,7 +46,7 @@ pub struct ApiKey {
 const KEY_COLUMNS: &str = "id, name, prefix, created_at, created_by, revoked_at";
 
 /// Creates a tenant (no key: issue one with [`issue_key`]).
-pub async fn insert(conn: &mut PgConnection, name: &str, plan: Option<Uuid>) -> Result<Tenant, sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, name: &str, plan: Option<PlanId>) -> Result<Tenant, sqlx::Error> {
     sqlx::query_as(&format!("INSERT INTO tenants (id, name, plan_id) VALUES ($1, $2, $3) RETURNING {COLUMNS}"))
         .bind(TenantId::new())
         .bind(name)
@@ -73,7 +72,7 @@ pub async fn issue_key(
     created_by: &str,
 ) -> Result<(ApiKey, Secret<String>), sqlx::Error> {
     let key = token::generate(API_KEY_PREFIX);
-    let id = Uuid::now_v7();
+    let id = ApiKeyId::new();
     sqlx::query(
         "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, name, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -101,7 +100,11 @@ pub async fn list_keys(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<
 }
 
 /// Revokes one key of `tenant`; `None` if the tenant has no such key.
-pub async fn revoke_key(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Option<ApiKey>, sqlx::Error> {
+pub async fn revoke_key(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: ApiKeyId,
+) -> Result<Option<ApiKey>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE tenant_id = $1 AND id = $2
          RETURNING {KEY_COLUMNS}"
@@ -116,7 +119,7 @@ pub async fn revoke_key(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> 
 #[derive(Debug, Clone)]
 pub struct KeyOwner {
     pub tenant: TenantId,
-    pub key_id: Uuid,
+    pub key_id: ApiKeyId,
     pub prefix: String,
     /// `false` while the tenant is suspended.
     pub active: bool,
@@ -127,14 +130,19 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<KeyOwner>, 
     if !key.starts_with(API_KEY_PREFIX) {
         return Ok(None);
     }
-    let row: Option<(TenantId, Uuid, String, String)> = sqlx::query_as(
+    let row: Option<(TenantId, ApiKeyId, String, TenantStatus)> = sqlx::query_as(
         "SELECT k.tenant_id, k.id, k.prefix, t.status FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
          WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
     )
     .bind(token::hash(key))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(tenant, key_id, prefix, status)| KeyOwner { tenant, key_id, prefix, active: status == "active" }))
+    Ok(row.map(|(tenant, key_id, prefix, status)| KeyOwner {
+        tenant,
+        key_id,
+        prefix,
+        active: status == TenantStatus::Active,
+    }))
 }
 
 pub async fn exists(pool: &PgPool, id: TenantId) -> Result<bool, sqlx::Error> {
@@ -161,7 +169,7 @@ pub struct TenantSummary {
 pub async fn list(
     pool: &PgPool,
     search: Option<&str>,
-    status: Option<&str>,
+    status: Option<TenantStatus>,
     after: Option<TenantId>,
     limit: i64,
 ) -> Result<Vec<TenantSummary>, sqlx::Error> {
@@ -190,9 +198,9 @@ pub async fn list(
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     pub name: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<TenantStatus>,
     /// `Some(None)` removes the plan (the configured default quotas apply).
-    pub plan: Option<Option<Uuid>>,
+    pub plan: Option<Option<PlanId>>,
 }
 
 pub async fn update(conn: &mut PgConnection, id: TenantId, c: &Changes) -> Result<Option<Tenant>, sqlx::Error> {
@@ -203,7 +211,7 @@ pub async fn update(conn: &mut PgConnection, id: TenantId, c: &Changes) -> Resul
     ))
     .bind(id)
     .bind(&c.name)
-    .bind(&c.status)
+    .bind(c.status)
     .bind(c.plan.is_some())
     .bind(c.plan.flatten())
     .fetch_optional(conn)

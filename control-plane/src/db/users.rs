@@ -8,13 +8,13 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use hearth_protocol::TenantId;
-use serde::{Deserialize, Serialize};
+use hearth_protocol::{TenantId, UserId};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::config::AuthConfig;
+use crate::model::{TenantStatus, UserRole};
 use crate::secret::Secret;
 use crate::token;
 
@@ -22,42 +22,13 @@ pub const SESSION_PREFIX: &str = "hearth_st_";
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
-/// `owner`: manages the account's members and API keys; `member`: uses the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum UserRole {
-    Owner,
-    Member,
-}
-
-impl UserRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserRole::Owner => "owner",
-            UserRole::Member => "member",
-        }
-    }
-}
-
-impl std::str::FromStr for UserRole {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "owner" => Ok(UserRole::Owner),
-            "member" => Ok(UserRole::Member),
-            other => Err(format!("unknown user role {other:?} (owner or member)")),
-        }
-    }
-}
-
 /// A tenant user as listed (never the password hash).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub tenant_id: TenantId,
     pub email: String,
-    #[schema(value_type = UserRole)]
-    pub role: String,
+    pub role: UserRole,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -150,10 +121,10 @@ pub async fn create(
         "INSERT INTO tenant_users (id, tenant_id, email, role, password_hash) VALUES ($1, $2, $3, $4, $5)
          RETURNING {COLUMNS}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(UserId::new())
     .bind(tenant)
     .bind(email)
-    .bind(role.as_str())
+    .bind(role)
     .bind(hash)
     .fetch_one(conn)
     .await?)
@@ -166,7 +137,7 @@ pub async fn list(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<User>
         .await
 }
 
-pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: UserId) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))
         .bind(tenant)
         .bind(id)
@@ -175,7 +146,7 @@ pub async fn get(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<
 }
 
 /// Deletes a user (and so their sessions).
-pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: UserId) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!("DELETE FROM tenant_users WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"))
         .bind(tenant)
         .bind(id)
@@ -213,7 +184,7 @@ struct LoginRow {
     #[sqlx(flatten)]
     user: User,
     password_hash: String,
-    tenant_status: String,
+    tenant_status: TenantStatus,
 }
 
 /// Checks the password and opens a session. Runs on the service pool: the tenant is not
@@ -260,7 +231,7 @@ pub async fn login(
             None => LoginRefusal::BadCredentials,
         }));
     }
-    if row.tenant_status != "active" {
+    if row.tenant_status != TenantStatus::Active {
         return Ok(Err(LoginRefusal::TenantSuspended));
     }
     let secret = token::generate(SESSION_PREFIX);
@@ -291,7 +262,7 @@ pub async fn login(
 /// The user behind a session token, if it is valid and their tenant is active.
 #[derive(Debug, Clone)]
 pub struct SessionUser {
-    pub id: Uuid,
+    pub id: UserId,
     pub tenant: TenantId,
     pub email: String,
     pub role: UserRole,
@@ -302,7 +273,7 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<SessionU
     if !secret.starts_with(SESSION_PREFIX) {
         return Ok(None);
     }
-    let row: Option<(Uuid, TenantId, String, String, String)> = sqlx::query_as(
+    let row: Option<(UserId, TenantId, String, UserRole, TenantStatus)> = sqlx::query_as(
         "SELECT u.id, u.tenant_id, u.email, u.role, t.status
          FROM user_sessions s JOIN tenant_users u ON u.id = s.user_id JOIN tenants t ON t.id = u.tenant_id
          WHERE s.token_hash = $1 AND s.expires_at > now()",
@@ -310,8 +281,12 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> Result<Option<SessionU
     .bind(token::hash(secret))
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(id, tenant, email, role, status)| {
-        role.parse().ok().map(|role| SessionUser { id, tenant, email, role, tenant_active: status == "active" })
+    Ok(row.map(|(id, tenant, email, role, status)| SessionUser {
+        id,
+        tenant,
+        email,
+        role,
+        tenant_active: status == TenantStatus::Active,
     }))
 }
 
@@ -323,7 +298,7 @@ pub async fn logout(pool: &PgPool, secret: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Changes a user's own password after checking the current one; ends every session of theirs.
-pub async fn change_password(pool: &PgPool, user: Uuid, current: &str, new: &str) -> Result<bool, UserError> {
+pub async fn change_password(pool: &PgPool, user: UserId, current: &str, new: &str) -> Result<bool, UserError> {
     check_password(new)?;
     let phc: Option<String> = sqlx::query_scalar("SELECT password_hash FROM tenant_users WHERE id = $1")
         .bind(user)

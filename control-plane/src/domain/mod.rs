@@ -10,12 +10,27 @@
 //! - [`support`]: the support chat: conversations, a customer's message and the assistant's
 //!   answer, confirming a proposal (through [`tasks`]), the tenant's settings, what the event
 //!   stream sends.
+//! - [`tenants`]: tenants (create, change, suspend/reactivate, delete with revocation) and
+//!   their API keys (issued, listed, revoked by owners and operators alike).
+//! - [`accounts`]: sign-in, sign-out, password change, the account view, members (the last
+//!   owner stays).
+//! - [`operators`]: operator tokens; [`plans`]: plans and their quotas; [`audit`]: reading
+//!   the audit trail.
+//!
+//! The operator CLI has no [`Services`] (no dispatcher, CA or assistant): the operations it
+//! shares with the API take only what they need (a pool, the dispatcher's `Wake`, the
+//! `Revoker`) and an audit `Recorder`.
 //!
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
+pub mod accounts;
+pub mod audit;
+pub mod operators;
+pub mod plans;
 pub mod support;
 pub mod tasks;
+pub mod tenants;
 
 use std::sync::Arc;
 

@@ -34,7 +34,7 @@ use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::support::{self as store, Conversation, Message, NewMessage, NewProposal, ProposalRow};
 use crate::db::tasks::{EventRow, Task};
 use crate::db::{self, tenant_tx};
-use crate::model::{MessageRole, ProposalStatus, TaskStatus};
+use crate::model::{ActorKind, MessageRole, ProposalStatus, TaskStatus};
 
 /// How many conversations [`list`] returns (the most recently active).
 pub const LIST_LIMIT: i64 = 50;
@@ -323,7 +323,8 @@ async fn run(
         Value::Object(m) => m.clone(),
         _ => serde_json::Map::new(),
     };
-    let assistant = Actor { kind: "assistant", id: Some(proposal.id.to_string()), name: Some(audit.actor.label()) };
+    let assistant =
+        Actor { kind: ActorKind::Assistant, id: Some(proposal.id.to_string()), name: Some(audit.actor.label()) };
     let req = NewTask { action: proposal.action.clone(), params, deadline_s: None };
     let task =
         tasks::queue_in(tx, cfg, tenant, proposal.appliance_id, req, Recorder::new(&assistant, audit.request_id))

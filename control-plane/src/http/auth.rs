@@ -16,21 +16,21 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use hearth_protocol::TenantId;
-use uuid::Uuid;
+use hearth_protocol::{ApiKeyId, TenantId, UserId};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::db::audit::Actor;
-use crate::db::operators::{self, Operator, Role};
+use crate::db::operators::{self, Operator};
 use crate::db::tenants;
-use crate::db::users::{self, UserRole};
+use crate::db::users;
+use crate::model::{OperatorRole, UserRole};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    TenantKey { tenant: TenantId, key_id: Uuid, prefix: String, active: bool },
-    TenantUser { tenant: TenantId, user: Uuid, email: String, role: UserRole, active: bool },
+    TenantKey { tenant: TenantId, key_id: ApiKeyId, prefix: String, active: bool },
+    TenantUser { tenant: TenantId, user: UserId, email: String, role: UserRole, active: bool },
     Operator(Operator),
 }
 
@@ -38,15 +38,9 @@ impl Caller {
     /// As the audit trail names it.
     pub fn actor(&self) -> Actor {
         match self {
-            Caller::TenantKey { key_id, prefix, .. } => {
-                Actor { kind: "tenant_key", id: Some(key_id.to_string()), name: Some(prefix.clone()) }
-            }
-            Caller::TenantUser { user, email, .. } => {
-                Actor { kind: "tenant_user", id: Some(user.to_string()), name: Some(email.clone()) }
-            }
-            Caller::Operator(op) => {
-                Actor { kind: "operator", id: Some(op.id.to_string()), name: Some(op.name.clone()) }
-            }
+            Caller::TenantKey { key_id, prefix, .. } => Actor::tenant_key(key_id, prefix),
+            Caller::TenantUser { user, email, .. } => Actor::tenant_user(user, email),
+            Caller::Operator(op) => Actor::operator(op.id, &op.name),
         }
     }
 
@@ -135,7 +129,7 @@ impl FromRequestParts<AppState> for Caller {
 #[derive(Debug, Clone)]
 pub struct Owner {
     pub tenant: TenantId,
-    pub user: Uuid,
+    pub user: UserId,
     pub actor: Actor,
 }
 
@@ -178,9 +172,9 @@ impl OperatorAuth {
     pub fn require(&self, p: Permission) -> Result<&Operator, ApiError> {
         let allowed = matches!(
             (self.0.role, p),
-            (Role::Admin, _)
-                | (Role::Support, Permission::Read | Permission::ActForCustomer)
-                | (Role::Viewer, Permission::Read)
+            (OperatorRole::Admin, _)
+                | (OperatorRole::Support, Permission::Read | Permission::ActForCustomer)
+                | (OperatorRole::Viewer, Permission::Read)
         );
         if allowed {
             Ok(&self.0)

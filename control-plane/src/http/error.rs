@@ -18,8 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
+use crate::db::users::UserError;
+use crate::domain::accounts::AccountError;
+use crate::domain::operators::OperatorError;
+use crate::domain::plans::PlanError;
 use crate::domain::support::SupportError;
 use crate::domain::tasks::TaskError;
+use crate::domain::tenants::TenantError;
 use crate::domain::Invalid;
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +173,84 @@ impl From<SupportError> for ApiError {
             SupportError::Task(e) => e.into(),
             SupportError::Assistant(_) | SupportError::AnswerFailed(_) => ApiError::Internal(message),
             SupportError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+// domain::tenants, domain::accounts, domain::operators, domain::plans
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        let message = e.to_string();
+        match e {
+            TenantError::NotFound => ApiError::NotFound("tenant"),
+            TenantError::KeyNotFound => ApiError::NotFound("API key"),
+            TenantError::UnknownPlan => ApiError::Unprocessable {
+                code: "unknown_plan",
+                message,
+                details: serde_json::json!({ "param": "plan_id" }),
+            },
+            TenantError::Invalid(e) => e.into(),
+            TenantError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        let message = e.to_string();
+        let refused = |status, code| ApiError::Refused { status, code, message: message.clone() };
+        match e {
+            AccountError::InvalidCredentials | AccountError::WrongPassword => {
+                refused(StatusCode::UNAUTHORIZED, "invalid_credentials")
+            }
+            AccountError::Locked { .. } => refused(StatusCode::TOO_MANY_REQUESTS, "account_locked"),
+            AccountError::TenantSuspended => refused(StatusCode::FORBIDDEN, "tenant_suspended"),
+            AccountError::NoSession => ApiError::Unauthorized,
+            AccountError::TenantNotFound => ApiError::NotFound("tenant"),
+            AccountError::UserNotFound => ApiError::NotFound("user"),
+            AccountError::LastOwner => ApiError::Conflict { code: "last_owner", message },
+            AccountError::EmailTaken => ApiError::Conflict { code: "email_taken", message },
+            AccountError::User(e) => e.into(),
+            AccountError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::WeakPassword | UserError::BadEmail(_) => {
+                ApiError::Unprocessable { code: "invalid_user", message: e.to_string(), details: serde_json::json!({}) }
+            }
+            UserError::Database(e) if crate::db::is_constraint(&e, "tenant_users_email_key") => ApiError::Conflict {
+                code: "email_taken",
+                message: "an account with this e-mail address exists already".into(),
+            },
+            UserError::Database(e) => ApiError::Database(e),
+            UserError::Hash(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<OperatorError> for ApiError {
+    fn from(e: OperatorError) -> Self {
+        match e {
+            OperatorError::NotFound => ApiError::NotFound("operator"),
+            OperatorError::Invalid(e) => e.into(),
+            OperatorError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<PlanError> for ApiError {
+    fn from(e: PlanError) -> Self {
+        let message = e.to_string();
+        match e {
+            PlanError::NotFound => ApiError::NotFound("plan"),
+            PlanError::NameTaken => ApiError::Conflict { code: "plan_name_taken", message },
+            PlanError::Invalid(e) => e.into(),
+            PlanError::Database(e) => ApiError::Database(e),
         }
     }
 }

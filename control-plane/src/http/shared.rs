@@ -26,3 +26,19 @@ pub fn created(id: TaskId) -> Response {
     )
         .into_response()
 }
+
+// The API keys of a tenant: the customer's own (`/api/v1/keys`) and the operators'
+// (`/api/v1/admin/tenants/{id}/keys`); both call `domain::tenants`.
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// A label, e.g. "home-assistant".
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    /// Revoked ones too, oldest first; never the keys themselves.
+    pub keys: Vec<crate::db::tenants::ApiKey>,
+}

@@ -192,7 +192,7 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
         a,
         "owner@a.example",
         "a long enough password",
-        hearth_control_plane::db::users::UserRole::Owner,
+        hearth_control_plane::model::UserRole::Owner,
     )
     .await
     .expect("user");

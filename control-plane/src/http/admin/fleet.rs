@@ -15,13 +15,13 @@ use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
 use super::super::shared::created;
 use super::super::{AppState, RequestId};
-use super::tenants::after_revocation;
 use super::{limit, page, Timestamp};
 use crate::db::appliances::{self, FleetAppliance, FleetFilter, TenantCounts};
 use crate::db::audit::Recorder;
 use crate::db::presence::{self, PresenceEvent};
 use crate::db::tasks::{self, Task};
 use crate::domain::tasks::{self as task_ops, NewTask};
+use crate::domain::tenants::enforce_revocations;
 use crate::revocation;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -214,7 +214,7 @@ async fn revoke(
     revocation::revoke_appliance(&s.domain.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
         .await?
         .ok_or(ApiError::NotFound("appliance"))?;
-    after_revocation(&s, &[id]).await;
+    enforce_revocations(&s.domain.revoker, &[id]).await;
     let appliance = appliances::fleet_get(&s.domain.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
     Ok(ApiJson(appliance))
 }

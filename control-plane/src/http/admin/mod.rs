@@ -1,7 +1,8 @@
 //! The operators' API under `/api/v1/admin`, authenticated with operator tokens
 //! (`hearth_ot_…`). Operators work across tenants, so these handlers run on the service
-//! role; anything done to one tenant's data on a customer's behalf (tasks) still runs in
-//! that tenant's transaction. Every change is audited with the operator and request id.
+//! role; anything done to one tenant's own rows (tasks, API keys, users) still runs in that
+//! tenant's transaction. Every change is audited with the operator and request id. The
+//! rules are in `crate::domain`, shared with the customer API and the operator CLI.
 //!
 //! | route | role | what |
 //! |---|---|---|

@@ -1,25 +1,27 @@
-//! Operator tokens, plans and the audit trail.
+//! Operator tokens, plans and the audit trail. The rules are in
+//! [`crate::domain::operators`], [`crate::domain::plans`] and [`crate::domain::audit`].
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::TenantId;
+use hearth_protocol::{OperatorId, PlanId, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::super::account::check_label;
 use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
 use super::super::{AppState, RequestId};
-use super::{limit, Timestamp};
-use crate::db;
-use crate::db::audit::{self, snapshot, AuditRow, Filter, Recorder};
-use crate::db::operators::{self, OperatorToken, Role};
-use crate::db::plans::{self, Plan, Quotas};
+use super::{limit, page, Timestamp};
+use crate::db::audit::{AuditRow, Filter, Recorder};
+use crate::db::operators::OperatorToken;
+use crate::db::plans::Plan;
+use crate::domain::audit;
+use crate::domain::operators::{self, IssuedOperator};
+use crate::domain::plans::{self, NewPlan, PlanChanges};
+use crate::model::{ActorKind, OperatorRole};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -57,15 +59,7 @@ async fn list_operators(State(s): State<AppState>, op: OperatorAuth) -> Result<A
 struct NewOperator {
     /// A label, 1 to 100 characters.
     name: String,
-    role: Role,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct IssuedOperator {
-    #[serde(flatten)]
-    info: OperatorToken,
-    /// The token itself: shown this once, stored only as a hash.
-    token: String,
+    role: OperatorRole,
 }
 
 /// Issue an operator token; the token is in the answer, and only there.
@@ -91,15 +85,9 @@ async fn create_operator(
     ApiJson(b): ApiJson<NewOperator>,
 ) -> Result<(StatusCode, ApiJson<IssuedOperator>), ApiError> {
     op.require(Permission::Manage)?;
-    check_label("name", &b.name, 100)?;
     let actor = op.actor();
-    let mut tx = s.domain.pool.begin().await?;
-    let (info, token) = operators::create(&mut tx, b.name.trim(), b.role, &actor.label()).await?;
-    Recorder::new(&actor, Some(&rid.0))
-        .record(&mut tx, None, "operator.issue", ("operator", info.id.to_string()), None, snapshot(&info))
-        .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, ApiJson(IssuedOperator { info, token: token.expose().clone() })))
+    let issued = operators::create(&s.domain.pool, &b.name, b.role, Recorder::new(&actor, Some(&rid.0))).await?;
+    Ok((StatusCode::CREATED, ApiJson(issued)))
 }
 
 /// Revoke an operator token; it stops working at once.
@@ -109,7 +97,7 @@ async fn create_operator(
     operation_id = "admin_revoke_operator",
     tag = "admin",
     security(("operator_token" = [])),
-    params(("id" = Uuid, Path, description = "The operator token")),
+    params(("id" = OperatorId, Path, description = "The operator token")),
     responses(
         (status = 200, description = "The revoked operator token", body = OperatorToken),
         (status = 400, response = BadRequest),
@@ -121,17 +109,12 @@ async fn revoke_operator(
     State(s): State<AppState>,
     op: OperatorAuth,
     rid: RequestId,
-    id: Result<Path<Uuid>, PathRejection>,
+    id: Result<Path<OperatorId>, PathRejection>,
 ) -> Result<ApiJson<OperatorToken>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.domain.pool.begin().await?;
-    let revoked = operators::revoke(&mut tx, id).await?.ok_or(ApiError::NotFound("operator"))?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, None, "operator.revoke", ("operator", id.to_string()), None, snapshot(&revoked))
-        .await?;
-    tx.commit().await?;
-    Ok(ApiJson(revoked))
+    let actor = op.actor();
+    Ok(ApiJson(operators::revoke(&s.domain.pool, id, Recorder::new(&actor, Some(&rid.0))).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -154,34 +137,6 @@ struct PlanList {
 async fn list_plans(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<PlanList>, ApiError> {
     op.require(Permission::Read)?;
     Ok(ApiJson(PlanList { plans: plans::list(&s.domain.pool).await? }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct NewPlan {
-    /// 1 to 100 characters, unique.
-    name: String,
-    #[serde(flatten)]
-    quotas: Quotas,
-}
-
-fn check_quotas(q: &Quotas) -> Result<(), ApiError> {
-    match q.invalid_field() {
-        Some(field) => Err(ApiError::Unprocessable {
-            code: "invalid_body",
-            message: format!("{field} must be at least 1"),
-            details: serde_json::json!({ "param": field }),
-        }),
-        None => Ok(()),
-    }
-}
-
-fn plan_name_taken(e: sqlx::Error) -> ApiError {
-    if db::is_constraint(&e, "plans_name_key") {
-        ApiError::Conflict { code: "plan_name_taken", message: "a plan with this name exists already".into() }
-    } else {
-        ApiError::Database(e)
-    }
 }
 
 /// Create a plan: a named set of quotas, each at least 1.
@@ -208,28 +163,8 @@ async fn create_plan(
     ApiJson(b): ApiJson<NewPlan>,
 ) -> Result<(StatusCode, ApiJson<Plan>), ApiError> {
     op.require(Permission::Manage)?;
-    check_label("name", &b.name, 100)?;
-    check_quotas(&b.quotas)?;
-    let mut tx = s.domain.pool.begin().await?;
-    let plan = plans::create(&mut tx, b.name.trim(), &b.quotas).await.map_err(plan_name_taken)?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, None, "plan.create", ("plan", plan.id.to_string()), None, snapshot(&plan))
-        .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, ApiJson(plan)))
-}
-
-/// Any subset of a plan's fields; the rest stay.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct PlanChanges {
-    name: Option<String>,
-    api_per_minute: Option<i32>,
-    api_burst: Option<i32>,
-    assistant_per_hour: Option<i32>,
-    assistant_burst: Option<i32>,
-    mqtt_per_minute: Option<i32>,
-    mqtt_burst: Option<i32>,
+    let actor = op.actor();
+    Ok((StatusCode::CREATED, ApiJson(plans::create(&s.domain.pool, b, Recorder::new(&actor, Some(&rid.0))).await?)))
 }
 
 /// Change a plan; tenants on it get the new quotas without a restart.
@@ -239,7 +174,7 @@ struct PlanChanges {
     operation_id = "admin_update_plan",
     tag = "admin",
     security(("operator_token" = [])),
-    params(("id" = Uuid, Path, description = "The plan")),
+    params(("id" = PlanId, Path, description = "The plan")),
     request_body = PlanChanges,
     responses(
         (status = 200, description = "The plan as changed", body = Plan),
@@ -255,34 +190,13 @@ async fn update_plan(
     State(s): State<AppState>,
     op: OperatorAuth,
     rid: RequestId,
-    id: Result<Path<Uuid>, PathRejection>,
+    id: Result<Path<PlanId>, PathRejection>,
     ApiJson(b): ApiJson<PlanChanges>,
 ) -> Result<ApiJson<Plan>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.domain.pool.begin().await?;
-    let before = plans::get(&mut tx, id).await?.ok_or(ApiError::NotFound("plan"))?;
-    let q = before.quotas;
-    let quotas = Quotas {
-        api_per_minute: b.api_per_minute.unwrap_or(q.api_per_minute),
-        api_burst: b.api_burst.unwrap_or(q.api_burst),
-        assistant_per_hour: b.assistant_per_hour.unwrap_or(q.assistant_per_hour),
-        assistant_burst: b.assistant_burst.unwrap_or(q.assistant_burst),
-        mqtt_per_minute: b.mqtt_per_minute.unwrap_or(q.mqtt_per_minute),
-        mqtt_burst: b.mqtt_burst.unwrap_or(q.mqtt_burst),
-    };
-    check_quotas(&quotas)?;
-    let name = b.name.unwrap_or_else(|| before.name.clone());
-    check_label("name", &name, 100)?;
-    let after = plans::update(&mut tx, id, name.trim(), &quotas)
-        .await
-        .map_err(plan_name_taken)?
-        .ok_or(ApiError::NotFound("plan"))?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, None, "plan.update", ("plan", id.to_string()), snapshot(&before), snapshot(&after))
-        .await?;
-    tx.commit().await?;
-    Ok(ApiJson(after))
+    let actor = op.actor();
+    Ok(ApiJson(plans::update(&s.domain.pool, id, b, Recorder::new(&actor, Some(&rid.0))).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -291,8 +205,8 @@ async fn update_plan(
 struct AuditQuery {
     /// Only entries about this tenant.
     tenant: Option<TenantId>,
-    /// `operator`, `tenant_key`, `tenant_user`, `assistant`, `cli`, `system`.
-    actor_kind: Option<String>,
+    /// Only changes by this kind of actor.
+    actor_kind: Option<ActorKind>,
     /// The actor's id (an operator token's, a user's, an API key's).
     actor_id: Option<String>,
     /// An action (`tenant.create`) or a prefix ending in `.` (`tenant.`).
@@ -355,6 +269,6 @@ async fn list_audit(
         before_id: q.before,
     };
     let mut entries = audit::list(&s.domain.pool, &filter, limit + 1).await?;
-    let next_before = super::page(&mut entries, limit, |e| e.id);
+    let next_before = page(&mut entries, limit, |e| e.id);
     Ok(ApiJson(AuditPage { entries, next_before }))
 }

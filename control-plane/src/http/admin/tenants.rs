@@ -1,28 +1,30 @@
-//! Tenants, their API keys, their first users and their appliances' registration.
+//! Tenants, their API keys, their first users and their appliances' registration. The
+//! rules are in [`crate::domain::tenants`] and [`crate::domain::accounts`].
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::{ApiKeyId, ApplianceId, PlanId, TenantId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::super::account::{check_label, IssuedKey, KeyList, NewKey, NewUser};
 use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
+use super::super::shared::{KeyList, NewKey};
 use super::super::{AppState, RequestId};
 use super::{limit, page};
-use crate::db::audit::{snapshot, Recorder};
-use crate::db::plans::{self, Quotas};
-use crate::db::tenants::{self, Changes, Tenant, TenantSummary};
-use crate::db::users::{self, User};
-use crate::db::{self, appliances, enrollment};
-use crate::revocation;
+use crate::db::audit::Recorder;
+use crate::db::tenants::{ApiKey, Changes, Tenant, TenantSummary};
+use crate::db::users::User;
+use crate::db::{self, enrollment, tenants as tenant_rows};
+use crate::domain::accounts::{self, NewUser};
+use crate::domain::tenants::{self, DeletedTenant, IssuedKey, TenantDetail};
+use crate::domain::{label, Invalid};
+use crate::model::TenantStatus;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,8 +42,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct TenantQuery {
     /// Part of the name, case-insensitive.
     q: Option<String>,
-    /// `active` or `suspended`.
-    status: Option<String>,
+    /// Only tenants in this state.
+    status: Option<TenantStatus>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
     /// The `next_after` of the previous page.
@@ -78,24 +80,9 @@ async fn list(
     op.require(Permission::Read)?;
     let Query(q) = q?;
     let limit = limit(q.limit)?;
-    if let Some(st) = q.status.as_deref().filter(|st| !matches!(*st, "active" | "suspended")) {
-        return Err(ApiError::bad_request("invalid_query", format!("status {st:?} is not one of active, suspended")));
-    }
-    let mut tenants = tenants::list(&s.domain.pool, q.q.as_deref(), q.status.as_deref(), q.after, limit + 1).await?;
+    let mut tenants = tenants::list(&s.domain.pool, q.q.as_deref(), q.status, q.after, limit + 1).await?;
     let next_after = page(&mut tenants, limit, |t| t.tenant.id);
     Ok(ApiJson(TenantPage { tenants, next_after }))
-}
-
-fn check_status(status: &str) -> Result<(), ApiError> {
-    if matches!(status, "active" | "suspended") {
-        Ok(())
-    } else {
-        Err(ApiError::Unprocessable {
-            code: "invalid_body",
-            message: format!("status {status:?} is not one of active, suspended"),
-            details: serde_json::json!({ "param": "status" }),
-        })
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,19 +91,7 @@ struct NewTenant {
     /// 1 to 200 characters.
     name: String,
     /// A plan; absent or `null`: the service's default quotas.
-    plan_id: Option<Uuid>,
-}
-
-fn unknown_plan(e: sqlx::Error) -> ApiError {
-    if db::is_constraint(&e, "tenants_plan_id_fkey") {
-        ApiError::Unprocessable {
-            code: "unknown_plan",
-            message: "there is no plan with this id".into(),
-            details: serde_json::json!({ "param": "plan_id" }),
-        }
-    } else {
-        ApiError::Database(e)
-    }
+    plan_id: Option<PlanId>,
 }
 
 /// Create a tenant (no key or user yet: issue them next).
@@ -143,27 +118,9 @@ async fn create(
     ApiJson(b): ApiJson<NewTenant>,
 ) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
     op.require(Permission::Manage)?;
-    check_label("name", &b.name, 200)?;
-    let mut tx = s.domain.pool.begin().await?;
-    let tenant = tenants::insert(&mut tx, b.name.trim(), b.plan_id).await.map_err(unknown_plan)?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, Some(tenant.id), "tenant.create", ("tenant", tenant.id.to_string()), None, snapshot(&tenant))
-        .await?;
-    tx.commit().await?;
+    let actor = op.actor();
+    let tenant = tenants::create(&s.domain.pool, &b.name, b.plan_id, Recorder::new(&actor, Some(&rid.0))).await?;
     Ok((StatusCode::CREATED, ApiJson(tenant)))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct TenantDetail {
-    #[serde(flatten)]
-    tenant: Tenant,
-    /// The plan's name; `null`: the service's default quotas.
-    plan: Option<String>,
-    /// The quotas in force.
-    quotas: Quotas,
-    users: Vec<User>,
-    /// The tenant's appliances by status.
-    counts: Option<appliances::TenantCounts>,
 }
 
 /// One tenant with its plan, quotas, users and appliance counts.
@@ -187,13 +144,7 @@ async fn detail(
 ) -> Result<ApiJson<TenantDetail>, ApiError> {
     op.require(Permission::Read)?;
     let Path(id) = id?;
-    let mut conn = s.domain.pool.acquire().await?;
-    let tenant = tenants::get(&mut conn, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let (plan, quotas) = plans::quotas_for(&mut conn, id, s.domain.limits).await?;
-    let users = users::list(&mut conn, id).await?;
-    drop(conn);
-    let counts = appliances::counts_by_tenant(&s.domain.pool, Some(id)).await?.into_iter().next();
-    Ok(ApiJson(TenantDetail { tenant, plan, quotas, users, counts }))
+    Ok(ApiJson(tenants::detail(&s.domain.pool, s.domain.limits, id).await?))
 }
 
 /// Any subset of a tenant's fields; the rest stay.
@@ -202,12 +153,13 @@ async fn detail(
 struct TenantChanges {
     /// 1 to 200 characters.
     name: Option<String>,
-    /// `active` or `suspended`: a suspended tenant's keys, sign-ins and appliances are refused.
+    /// A suspended tenant's keys, sign-ins and appliances are refused.
+    #[schema(value_type = Option<TenantStatus>)]
     status: Option<String>,
     /// A plan id, or `null` for the service's default quotas; absent leaves it.
     #[serde(default, with = "double_option")]
-    #[schema(value_type = Option<Uuid>)]
-    plan_id: Option<Option<Uuid>>,
+    #[schema(value_type = Option<PlanId>)]
+    plan_id: Option<Option<PlanId>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -248,40 +200,15 @@ async fn update(
 ) -> Result<ApiJson<Tenant>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    if let Some(n) = &b.name {
-        check_label("name", n, 200)?;
-    }
-    if let Some(st) = &b.status {
-        check_status(st)?;
-    }
-    let mut tx = s.domain.pool.begin().await?;
-    let before = tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let changes = Changes { name: b.name.map(|n| n.trim().to_string()), status: b.status, plan: b.plan_id };
-    let after =
-        tenants::update(&mut tx, id, &changes).await.map_err(unknown_plan)?.ok_or(ApiError::NotFound("tenant"))?;
-    let action = match (before.status.as_str(), after.status.as_str()) {
-        ("active", "suspended") => "tenant.suspend",
-        ("suspended", "active") => "tenant.reactivate",
-        _ => "tenant.update",
-    };
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, Some(id), action, ("tenant", id.to_string()), snapshot(&before), snapshot(&after))
-        .await?;
-    tx.commit().await?;
-    if action != "tenant.update" {
-        // Suspension takes effect for queued work at once; a reactivated tenant's pending
-        // tasks and configuration go out now.
-        s.domain.wake.wake();
-    }
-    Ok(ApiJson(after))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = DeletedTenant)]
-struct Deleted {
-    tenant: Tenant,
-    /// Its appliances: revoked (their certificates are on the CRL) and deleted with it.
-    revoked_appliances: Vec<ApplianceId>,
+    // A bad status is a 422 naming the field (as a rule of the body, not a malformed body).
+    let status = b
+        .status
+        .map(|st| st.parse::<TenantStatus>().map_err(|e| Invalid::new("status", format!("status {e}"))))
+        .transpose()?;
+    let changes = Changes { name: b.name, status, plan: b.plan_id };
+    let actor = op.actor();
+    let audit = Recorder::new(&actor, Some(&rid.0));
+    Ok(ApiJson(tenants::update(&s.domain.pool, &s.domain.wake, id, changes, audit).await?))
 }
 
 /// Delete a tenant with everything it owns.
@@ -297,7 +224,7 @@ struct Deleted {
     security(("operator_token" = [])),
     params(("id" = TenantId, Path, description = "The tenant")),
     responses(
-        (status = 200, description = "The deleted tenant and its revoked appliances", body = Deleted),
+        (status = 200, description = "The deleted tenant and its revoked appliances", body = DeletedTenant),
         (status = 400, response = BadRequest),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
@@ -308,22 +235,11 @@ async fn remove(
     op: OperatorAuth,
     rid: RequestId,
     id: Result<Path<TenantId>, PathRejection>,
-) -> Result<ApiJson<Deleted>, ApiError> {
+) -> Result<ApiJson<DeletedTenant>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let (tenant, revoked) = revocation::delete_tenant(&s.domain.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
-        .await?
-        .ok_or(ApiError::NotFound("tenant"))?;
-    after_revocation(&s, &revoked).await;
-    Ok(ApiJson(Deleted { tenant, revoked_appliances: revoked }))
-}
-
-/// Makes a committed revocation bite ([`revocation::Revoker::enforce`]); a failure is
-/// logged, not answered: the revocation stands and the next CRL carries it.
-pub(super) async fn after_revocation(s: &AppState, revoked: &[ApplianceId]) {
-    if let Err(e) = s.domain.revoker.enforce(revoked).await {
-        tracing::error!(error = %e, "revocation recorded, but the CRL could not be published");
-    }
+    let actor = op.actor();
+    Ok(ApiJson(tenants::delete(&s.domain.pool, &s.domain.revoker, id, Recorder::new(&actor, Some(&rid.0))).await?))
 }
 
 /// A tenant's API keys (never the keys themselves).
@@ -347,9 +263,7 @@ async fn list_keys(
 ) -> Result<ApiJson<KeyList>, ApiError> {
     op.require(Permission::Read)?;
     let Path(id) = id?;
-    let mut conn = s.domain.pool.acquire().await?;
-    tenants::get(&mut conn, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    Ok(ApiJson(KeyList { keys: tenants::list_keys(&mut conn, id).await? }))
+    Ok(ApiJson(KeyList { keys: tenants::list_keys(&s.domain.pool, id).await? }))
 }
 
 /// Issue an API key for a tenant; the key is in the answer, and only there.
@@ -379,16 +293,9 @@ async fn issue_key(
 ) -> Result<(StatusCode, ApiJson<IssuedKey>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    check_label("name", &b.name, 100)?;
-    let mut tx = s.domain.pool.begin().await?;
-    tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
     let actor = op.actor();
-    let (info, key) = tenants::issue_key(&mut tx, id, b.name.trim(), &actor.label()).await?;
-    Recorder::new(&actor, Some(&rid.0))
-        .record(&mut tx, Some(id), "api_key.issue", ("api_key", info.id.to_string()), None, snapshot(&info))
-        .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, ApiJson(IssuedKey { info, key: key.expose().clone() })))
+    let issued = tenants::issue_key(&s.domain.pool, id, &b.name, Recorder::new(&actor, Some(&rid.0))).await?;
+    Ok((StatusCode::CREATED, ApiJson(issued)))
 }
 
 /// Revoke one of a tenant's API keys; it stops working at once.
@@ -400,10 +307,10 @@ async fn issue_key(
     security(("operator_token" = [])),
     params(
         ("id" = TenantId, Path, description = "The tenant"),
-        ("key" = Uuid, Path, description = "The API key"),
+        ("key" = ApiKeyId, Path, description = "The API key"),
     ),
     responses(
-        (status = 200, description = "The revoked key", body = tenants::ApiKey),
+        (status = 200, description = "The revoked key", body = ApiKey),
         (status = 400, response = BadRequest),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
@@ -413,17 +320,12 @@ async fn revoke_key(
     State(s): State<AppState>,
     op: OperatorAuth,
     rid: RequestId,
-    ids: Result<Path<(TenantId, Uuid)>, PathRejection>,
-) -> Result<ApiJson<tenants::ApiKey>, ApiError> {
+    ids: Result<Path<(TenantId, ApiKeyId)>, PathRejection>,
+) -> Result<ApiJson<ApiKey>, ApiError> {
     op.require(Permission::Manage)?;
     let Path((id, key)) = ids?;
-    let mut tx = s.domain.pool.begin().await?;
-    let revoked = tenants::revoke_key(&mut tx, id, key).await?.ok_or(ApiError::NotFound("API key"))?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, Some(id), "api_key.revoke", ("api_key", key.to_string()), None, snapshot(&revoked))
-        .await?;
-    tx.commit().await?;
-    Ok(ApiJson(revoked))
+    let actor = op.actor();
+    Ok(ApiJson(tenants::revoke_key(&s.domain.pool, id, key, Recorder::new(&actor, Some(&rid.0))).await?))
 }
 
 /// Create a user of a tenant (typically its first owner).
@@ -453,13 +355,8 @@ async fn create_user(
 ) -> Result<(StatusCode, ApiJson<User>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    let mut tx = s.domain.pool.begin().await?;
-    tenants::get(&mut tx, id).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let user = users::create(&mut tx, id, &b.email, &b.password, b.role).await?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(&mut tx, Some(id), "user.create", ("user", user.id.to_string()), None, snapshot(&user))
-        .await?;
-    tx.commit().await?;
+    let actor = op.actor();
+    let user = accounts::create_user(&s.domain.pool, id, b, Recorder::new(&actor, Some(&rid.0))).await?;
     Ok((StatusCode::CREATED, ApiJson(user)))
 }
 
@@ -510,7 +407,7 @@ async fn create_appliance(
 ) -> Result<(StatusCode, ApiJson<Registered>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(tenant) = id?;
-    check_label("name", &b.name, 200)?;
+    let name = label("name", &b.name, 200)?;
     let ttl = b.ttl_hours.unwrap_or(24);
     if !(1..=720).contains(&ttl) {
         return Err(ApiError::Unprocessable {
@@ -520,20 +417,18 @@ async fn create_appliance(
         });
     }
     let mut tx = s.domain.pool.begin().await?;
-    tenants::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
+    tenant_rows::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
     let (appliance_id, token, expires_at) =
-        enrollment::register(&mut tx, tenant, b.name.trim(), time::Duration::hours(i64::from(ttl))).await.map_err(
-            |e| {
-                if db::is_constraint(&e, "appliances_tenant_name_key") {
-                    ApiError::Conflict {
-                        code: "appliance_name_taken",
-                        message: format!("the tenant already has an appliance named {:?}", b.name.trim()),
-                    }
-                } else {
-                    ApiError::Database(e)
+        enrollment::register(&mut tx, tenant, name, time::Duration::hours(i64::from(ttl))).await.map_err(|e| {
+            if db::is_constraint(&e, "appliances_tenant_name_key") {
+                ApiError::Conflict {
+                    code: "appliance_name_taken",
+                    message: format!("the tenant already has an appliance named {:?}", name),
                 }
-            },
-        )?;
+            } else {
+                ApiError::Database(e)
+            }
+        })?;
     Recorder::new(&op.actor(), Some(&rid.0))
         .record(
             &mut tx,
@@ -542,7 +437,7 @@ async fn create_appliance(
             ("appliance", appliance_id.to_string()),
             None,
             Some(serde_json::json!({
-                "name": b.name.trim(),
+                "name": name,
                 "enrollment_token_expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
             })),
         )

@@ -203,7 +203,7 @@ pub async fn put_on_plan(
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A tenant user with [`PASSWORD`].
-pub async fn user(pool: &PgPool, tenant: TenantId, email: &str, role: &str) -> uuid::Uuid {
+pub async fn user(pool: &PgPool, tenant: TenantId, email: &str, role: &str) -> hearth_protocol::UserId {
     let mut conn = pool.acquire().await.expect("conn");
     hearth_control_plane::db::users::create(&mut conn, tenant, email, PASSWORD, role.parse().expect("role"))
         .await
