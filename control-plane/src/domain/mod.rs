@@ -7,10 +7,13 @@
 //! CLI and the support assistant, so a rule lives in exactly one place.
 //!
 //! - [`tasks`]: queue a catalog task (deadline, catalog validation, audit), read, list, cancel.
+//! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
+//!   merging, validation and secrets sealed at rest.
 //!
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
+pub mod desired;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -18,9 +21,9 @@ use std::sync::Arc;
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
 
+use self::desired::secrets::SecretKey;
 use crate::assistant::{Assistant, AssistantConfig};
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
-use crate::desired::secrets::SecretKey;
 use crate::dispatch::Wake;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;

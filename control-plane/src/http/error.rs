@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
+use crate::domain::desired::secrets::SecretError;
+use crate::domain::desired::DesiredError;
 use crate::domain::tasks::TaskError;
 use crate::domain::Invalid;
 
@@ -144,6 +146,34 @@ impl From<TaskError> for ApiError {
             },
             TaskError::NotCancellable(_) => ApiError::Conflict { code: "task_not_cancellable", message },
             TaskError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+// domain::desired
+
+impl From<DesiredError> for ApiError {
+    fn from(e: DesiredError) -> Self {
+        let message = e.to_string();
+        match e {
+            DesiredError::ApplianceNotFound => ApiError::NotFound("appliance"),
+            DesiredError::Invalid(e) => ApiError::Unprocessable {
+                code: "invalid_config",
+                message,
+                details: serde_json::json!({ "path": e.path, "rule": e.rule }),
+            },
+            DesiredError::Secret(SecretError::NoKey) => {
+                ApiError::Unprocessable { code: "secrets_unavailable", message, details: serde_json::json!({}) }
+            }
+            DesiredError::Secret(SecretError::BadSecret { path } | SecretError::NothingToKeep { path }) => {
+                ApiError::Unprocessable {
+                    code: "invalid_config",
+                    message,
+                    details: serde_json::json!({ "path": path, "rule": "secret" }),
+                }
+            }
+            DesiredError::Secret(_) => ApiError::Internal(message),
+            DesiredError::Database(e) => ApiError::Database(e),
         }
     }
 }
