@@ -7,6 +7,7 @@
 //! CLI and the support assistant, so a rule lives in exactly one place.
 //!
 //! - [`tasks`]: queue a catalog task (deadline, catalog validation, audit), read, list, cancel.
+//! - [`enrollment`]: an appliance redeems its token and gets its certificate.
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
 //!   merging, validation and secrets sealed at rest.
 //!
@@ -14,6 +15,7 @@
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
 pub mod desired;
+pub mod enrollment;
 pub mod tasks;
 
 use std::sync::Arc;

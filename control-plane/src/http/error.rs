@@ -20,6 +20,7 @@ use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
 use crate::domain::desired::secrets::SecretError;
 use crate::domain::desired::DesiredError;
+use crate::domain::enrollment::EnrollError;
 use crate::domain::tasks::TaskError;
 use crate::domain::Invalid;
 
@@ -150,7 +151,26 @@ impl From<TaskError> for ApiError {
     }
 }
 
-// domain::desired
+// domain::enrollment, domain::desired
+
+impl From<EnrollError> for ApiError {
+    fn from(e: EnrollError) -> Self {
+        let message = e.to_string();
+        let refused = |status, code| ApiError::Refused { status, code, message: message.clone() };
+        match e {
+            EnrollError::TokenInvalid => refused(StatusCode::UNAUTHORIZED, "enrollment_token_invalid"),
+            EnrollError::TokenUsed => refused(StatusCode::CONFLICT, "enrollment_token_used"),
+            EnrollError::TokenExpired => refused(StatusCode::GONE, "enrollment_token_expired"),
+            EnrollError::ApplianceRevoked => refused(StatusCode::FORBIDDEN, "appliance_revoked"),
+            EnrollError::TenantSuspended => refused(StatusCode::FORBIDDEN, "tenant_suspended"),
+            EnrollError::CsrTooLarge { .. } | EnrollError::InvalidCsr(_) => {
+                ApiError::bad_request("invalid_csr", message)
+            }
+            EnrollError::Pki(_) => ApiError::Internal(message),
+            EnrollError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
 
 impl From<DesiredError> for ApiError {
     fn from(e: DesiredError) -> Self {
