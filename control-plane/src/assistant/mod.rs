@@ -120,7 +120,7 @@ impl From<&crate::db::appliances::Appliance> for ApplianceFacts {
         ApplianceFacts {
             id: a.id,
             name: a.name.clone(),
-            status: a.status.clone(),
+            status: a.status.to_string(),
             last_seen: a.last_seen,
             agent_version: a.agent_version.clone(),
             addresses: Vec::new(),

@@ -7,6 +7,8 @@
 //! CLI and the support assistant, so a rule lives in exactly one place.
 //!
 //! - [`tasks`]: queue a catalog task (deadline, catalog validation, audit), read, list, cancel.
+//! - [`appliances`]: the tenant's appliances and inventory, registration (enrollment token),
+//!   the operators' fleet view, revocation (and a deleted tenant's appliances revoked).
 //! - [`enrollment`]: an appliance redeems its token and gets its certificate.
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
 //!   merging, validation and secrets sealed at rest.
@@ -14,6 +16,7 @@
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
+pub mod appliances;
 pub mod desired;
 pub mod enrollment;
 pub mod tasks;

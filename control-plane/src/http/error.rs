@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
+use crate::domain::appliances::ApplianceError;
 use crate::domain::desired::secrets::SecretError;
 use crate::domain::desired::DesiredError;
 use crate::domain::enrollment::EnrollError;
@@ -151,7 +152,21 @@ impl From<TaskError> for ApiError {
     }
 }
 
-// domain::enrollment, domain::desired
+// domain::appliances, domain::enrollment, domain::desired
+
+impl From<ApplianceError> for ApiError {
+    fn from(e: ApplianceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApplianceError::NotFound => ApiError::NotFound("appliance"),
+            ApplianceError::TenantNotFound => ApiError::NotFound("tenant"),
+            ApplianceError::BadLimit { .. } => ApiError::bad_request("invalid_query", message),
+            ApplianceError::NameTaken(_) => ApiError::Conflict { code: "appliance_name_taken", message },
+            ApplianceError::Invalid(e) => e.into(),
+            ApplianceError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
 
 impl From<EnrollError> for ApiError {
     fn from(e: EnrollError) -> Self {
