@@ -18,12 +18,13 @@ use crate::db::plans::{self as plan_rows, Quotas};
 use crate::db::tenants::Changes;
 use crate::dispatch::Wake;
 use crate::domain::accounts::{self, AccountError, NewUser};
+use crate::domain::appliances;
 use crate::domain::operators::{self, OperatorError};
 use crate::domain::plans::{self, NewPlan, PlanError};
 use crate::domain::tenants::{self, TenantError};
 use crate::model::{OperatorRole, TenantStatus, UserRole};
 use crate::pki::CertificateAuthority;
-use crate::revocation::{self, Revoker};
+use crate::revocation::Revoker;
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -228,7 +229,7 @@ fn revoker(pool: &PgPool, config: &Config) -> anyhow::Result<Revoker> {
 /// `appliance revoke ID`.
 pub async fn revoke_appliance(pool: &PgPool, config: &Config, id: ApplianceId) -> anyhow::Result<()> {
     let actor = Actor::cli();
-    let r = revocation::revoke_appliance(pool, Recorder::new(&actor, None), id)
+    let r = appliances::revoke_appliance(pool, Recorder::new(&actor, None), id)
         .await?
         .with_context(|| format!("no appliance with id {id}"))?;
     let bite = async { anyhow::Ok(revoker(pool, config)?.enforce(&[id]).await?) };

@@ -296,10 +296,8 @@ impl Config {
             return invalid("ingest.batch_max / ingest.queue", "HEARTH_INGEST__…", "must be at least 1");
         }
         if let Some(key) = &self.secrets.key {
-            crate::desired::secrets::SecretKey::from_base64(key.expose()).map_err(|e| ConfigError::Invalid {
-                setting: "secrets.key",
-                env: "HEARTH_SECRETS__KEY",
-                problem: e.to_string(),
+            crate::domain::desired::secrets::SecretKey::from_base64(key.expose()).map_err(|e| {
+                ConfigError::Invalid { setting: "secrets.key", env: "HEARTH_SECRETS__KEY", problem: e.to_string() }
             })?;
         }
         if self.tasks.default_deadline_s == 0 || self.tasks.default_deadline_s > self.tasks.max_deadline_s {
@@ -363,8 +361,8 @@ impl Config {
         })
     }
     /// The key sealing configuration secrets, if configured (validated at load).
-    pub fn secret_key(&self) -> Option<crate::desired::secrets::SecretKey> {
-        self.secrets.key.as_ref().and_then(|k| crate::desired::secrets::SecretKey::from_base64(k.expose()).ok())
+    pub fn secret_key(&self) -> Option<crate::domain::desired::secrets::SecretKey> {
+        self.secrets.key.as_ref().and_then(|k| crate::domain::desired::secrets::SecretKey::from_base64(k.expose()).ok())
     }
     pub fn offline_after(&self) -> Duration {
         Duration::from_secs_f64(self.presence.offline_after_s)

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::audit::{Actor, Recorder};
 use crate::db::{desired, tasks};
-use crate::desired::merge;
-use crate::desired::secrets::{self, SecretKey};
+use crate::domain::desired::merge;
+use crate::domain::desired::secrets::{self, SecretKey};
 use crate::metrics::Metrics;
 
 const BATCH: i64 = 100;

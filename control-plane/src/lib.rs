@@ -3,7 +3,6 @@
 //! - [`http`]: the axum API (tenant API, enrollment, health, metrics).
 //! - [`ingest`]: the MQTT consumer and the batched PostgreSQL writer.
 //! - [`dispatch`]: sends queued tasks and due configuration documents, once, from any replica.
-//! - [`desired`]: desired configuration — merging, validation, secrets sealed at rest.
 //! - [`presence`]: the sweeper that marks silent appliances offline and times out tasks.
 //! - [`db`]: PostgreSQL access, migrations, and tenant-scoped transactions (RLS).
 //! - [`pki`]: the fleet CA, certificate issuance and the CRL; [`revocation`]: making a
@@ -19,7 +18,6 @@ pub mod assistant;
 pub mod broker_config;
 pub mod config;
 pub mod db;
-pub mod desired;
 pub mod dispatch;
 pub mod domain;
 pub mod http;

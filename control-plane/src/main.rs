@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use hearth_control_plane::admin_cli::{self, KeyCommand, OperatorCommand, PlanCommand, TenantCommand, UserCommand};
 use hearth_control_plane::broker_config::{self, BrokerConfig};
 use hearth_control_plane::config::Config;
-use hearth_control_plane::{db, pki, serve};
+use hearth_control_plane::db::audit::{Actor, Recorder};
+use hearth_control_plane::{db, domain, pki, serve};
 use hearth_protocol::{ApplianceId, TenantId};
 use tokio_util::sync::CancellationToken;
 
@@ -231,21 +232,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             admin_cli::revoke_appliance(&pool, &config, id).await
         }
         Command::Appliance { command: ApplianceCommand::Create { tenant, name, ttl_hours } } => {
-            let config = Config::load(cli.config.as_deref())?;
-            init_logging("warn", &config.log.format);
-            let pool = db::connect(&config.database).await?;
-            anyhow::ensure!(db::tenants::exists(&pool, tenant).await?, "no tenant with id {tenant}");
-            let ttl = time::Duration::hours(i64::from(ttl_hours));
-            let (id, token, expires) =
-                db::enrollment::create_appliance(&pool, tenant, &name, ttl).await.map_err(|e| {
-                    if db::is_constraint(&e, "appliances_tenant_name_key") {
-                        anyhow::anyhow!("tenant {tenant} already has an appliance named {name:?}")
-                    } else {
-                        anyhow::Error::new(e).context("cannot create the appliance")
-                    }
+            let (_, pool) = cli_setup(&cli.config).await?;
+            let actor = Actor::cli();
+            let r = domain::appliances::register(&pool, tenant, &name, Some(ttl_hours), Recorder::new(&actor, None))
+                .await
+                .map_err(|e| {
+                    anyhow::Error::new(e).context(format!("cannot create an appliance for tenant {tenant}"))
                 })?;
-            let expires = expires.format(&time::format_description::well_known::Rfc3339)?;
-            println!("appliance_id={id}\nenrollment_token={}\nexpires_at={expires}", token.expose());
+            let expires = r.expires_at.format(&time::format_description::well_known::Rfc3339)?;
+            println!("appliance_id={}\nenrollment_token={}\nexpires_at={expires}", r.appliance_id, r.enrollment_token);
             Ok(())
         }
         Command::Intents(args) => {

@@ -3,21 +3,22 @@
 //! (`pki.crl_reload_command`), and disconnect the revoked appliances now — the control plane
 //! connects once with each one's MQTT client id, which makes the broker drop the
 //! appliance's connection (session takeover); its reconnect then fails the TLS handshake.
+//!
+//! This is the infrastructure only; the operations that revoke (an appliance, a deleted
+//! tenant's appliances) are in [`crate::domain::appliances`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::ApplianceId;
 use rumqttc::{Event, MqttOptions, Packet};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::db::audit::{snapshot, Recorder};
-use crate::db::revocations::{self, Revoked};
-use crate::db::tenants::{self, Tenant};
+use crate::db::revocations;
 use crate::mqtt::{self, MqttSetupError};
 use crate::pki::{self, CertificateAuthority, PkiError};
 
@@ -135,45 +136,4 @@ impl Revoker {
         }
         Ok(())
     }
-}
-
-/// Revokes one appliance in one transaction, audited (`appliance.revoke`) the first time;
-/// `None` if there is no such appliance. Follow with [`Revoker::enforce`].
-pub async fn revoke_appliance(
-    pool: &PgPool,
-    audit: Recorder<'_>,
-    id: ApplianceId,
-) -> Result<Option<Revoked>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let Some(r) = revocations::revoke(&mut tx, None, id, "revoked by an operator").await? else {
-        return Ok(None);
-    };
-    if r.newly {
-        let after = serde_json::json!({ "certificate_serial": r.serial });
-        audit
-            .record(&mut tx, Some(r.tenant), "appliance.revoke", ("appliance", id.to_string()), None, Some(after))
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(Some(r))
-}
-
-/// Deletes a tenant and everything it owns, revoking its appliances first (their serials
-/// stay on the CRL), audited (`tenant.delete`; the trail outlives the tenant). Returns the
-/// deleted tenant and its revoked appliances; follow with [`Revoker::enforce`].
-pub async fn delete_tenant(
-    pool: &PgPool,
-    audit: Recorder<'_>,
-    id: TenantId,
-) -> Result<Option<(Tenant, Vec<ApplianceId>)>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let Some(before) = tenants::get(&mut tx, id).await? else { return Ok(None) };
-    let revoked = revocations::revoke_tenant(&mut tx, id, "tenant deleted").await?;
-    tenants::delete(&mut tx, id).await?;
-    let after = serde_json::json!({ "revoked_appliances": revoked });
-    audit
-        .record(&mut tx, Some(id), "tenant.delete", ("tenant", id.to_string()), snapshot(&before), Some(after))
-        .await?;
-    tx.commit().await?;
-    Ok(Some((before, revoked)))
 }

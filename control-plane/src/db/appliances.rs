@@ -6,13 +6,14 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
+use crate::model::{ApplianceStatus, FleetStatus};
+
 /// An appliance as the tenant API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Appliance {
     pub id: ApplianceId,
     pub name: String,
-    /// `never_seen`, `online` or `offline`.
-    pub status: String,
+    pub status: ApplianceStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub status_since: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -88,8 +89,8 @@ pub struct FleetAppliance {
 #[derive(Debug, Clone, Default)]
 pub struct FleetFilter {
     pub tenant: Option<TenantId>,
-    /// `never_seen`, `online`, `offline` or `revoked`.
-    pub status: Option<String>,
+    /// A revoked appliance is only `revoked`, whatever its last presence.
+    pub status: Option<FleetStatus>,
     pub agent_version: Option<String>,
     pub last_seen_before: Option<OffsetDateTime>,
     pub last_seen_after: Option<OffsetDateTime>,
@@ -110,7 +111,7 @@ pub async fn fleet(pool: &PgPool, f: &FleetFilter, limit: i64) -> Result<Vec<Fle
          ORDER BY id LIMIT $7"
     ))
     .bind(f.tenant)
-    .bind(&f.status)
+    .bind(f.status)
     .bind(&f.agent_version)
     .bind(f.last_seen_before)
     .bind(f.last_seen_after)

@@ -9,6 +9,8 @@ use hearth_protocol::{ApplianceId, BootId, SessionId};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
+use crate::model::Presence;
+
 /// The latest heartbeat of one appliance within a batch.
 #[derive(Debug, Clone)]
 pub struct HeartbeatRow {
@@ -128,7 +130,7 @@ pub async fn write_batch<'e>(
         seqs.push(hb.map(|h| i64::try_from(h.seq).unwrap_or(i64::MAX)));
         metrics.push(hb.map(|h| h.metrics.clone()));
         metrics_at.push(hb.map(|h| h.sent_at));
-        p_status.push(u.presence.map(|p| if p.online { "online" } else { "offline" }));
+        p_status.push(u.presence.map(|p| if p.online { Presence::Online } else { Presence::Offline }.as_str()));
         p_session.push(u.presence.and_then(|p| p.session).map(|s| *s.as_uuid()));
         p_reason.push(u.presence.map(|p| p.reason));
         seen.push(u.seen);
@@ -178,7 +180,7 @@ SELECT tenant_id, id, 'offline', 'missed_heartbeats' FROM upd
 /// One recorded presence transition.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct PresenceEvent {
-    pub status: String,
+    pub status: Presence,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,

@@ -20,12 +20,20 @@
 //! The operator CLI has no [`Services`] (no dispatcher, CA or assistant): the operations it
 //! shares with the API take only what they need (a pool, the dispatcher's `Wake`, the
 //! `Revoker`) and an audit `Recorder`.
+//! - [`appliances`]: the tenant's appliances and inventory, registration (enrollment token),
+//!   the operators' fleet view, revocation (and a deleted tenant's appliances revoked).
+//! - [`enrollment`]: an appliance redeems its token and gets its certificate.
+//! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
+//!   merging, validation and secrets sealed at rest.
 //!
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
 
 pub mod accounts;
+pub mod appliances;
 pub mod audit;
+pub mod desired;
+pub mod enrollment;
 pub mod operators;
 pub mod plans;
 pub mod support;
@@ -37,9 +45,9 @@ use std::sync::Arc;
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
 
+use self::desired::secrets::SecretKey;
 use crate::assistant::{Assistant, AssistantConfig};
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
-use crate::desired::secrets::SecretKey;
 use crate::dispatch::Wake;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;

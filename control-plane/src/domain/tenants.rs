@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
+use super::appliances as appliance_ops;
 use super::{label, Invalid};
 use crate::config::LimitsConfig;
 use crate::db::audit::{snapshot, Recorder};
@@ -18,7 +19,7 @@ use crate::db::users::{self, User};
 use crate::db::{appliances, is_constraint, tenant_tx};
 use crate::dispatch::Wake;
 use crate::model::TenantStatus;
-use crate::revocation::{self, Revoker};
+use crate::revocation::Revoker;
 
 /// Longest tenant name (characters, once trimmed).
 pub const NAME_MAX: usize = 200;
@@ -173,21 +174,9 @@ pub async fn delete(
     id: TenantId,
     audit: Recorder<'_>,
 ) -> Result<DeletedTenant, TenantError> {
-    let (tenant, revoked) = revocation::delete_tenant(pool, audit, id).await?.ok_or(TenantError::NotFound)?;
-    let enforced = enforce_revocations(revoker, &revoked).await;
+    let (tenant, revoked) = appliance_ops::delete_tenant(pool, audit, id).await?.ok_or(TenantError::NotFound)?;
+    let enforced = appliance_ops::enforce(revoker, &revoked).await;
     Ok(DeletedTenant { tenant, revoked_appliances: revoked, enforced })
-}
-
-/// Makes a committed revocation bite ([`Revoker::enforce`]); a failure is logged, not
-/// returned: the revocation stands and the next CRL carries it. Whether it bit.
-pub async fn enforce_revocations(revoker: &Revoker, revoked: &[ApplianceId]) -> bool {
-    match revoker.enforce(revoked).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "revocation recorded, but the CRL could not be published");
-            false
-        }
-    }
 }
 
 /// A tenant's API keys, revoked ones too, oldest first (never the keys themselves).

@@ -20,6 +20,10 @@ use hearth_protocol::api::{ErrorBody, ErrorDetail};
 
 use crate::db::users::UserError;
 use crate::domain::accounts::AccountError;
+use crate::domain::appliances::ApplianceError;
+use crate::domain::desired::secrets::SecretError;
+use crate::domain::desired::DesiredError;
+use crate::domain::enrollment::EnrollError;
 use crate::domain::operators::OperatorError;
 use crate::domain::plans::PlanError;
 use crate::domain::support::SupportError;
@@ -177,6 +181,22 @@ impl From<SupportError> for ApiError {
     }
 }
 
+// domain::appliances, domain::enrollment, domain::desired
+
+impl From<ApplianceError> for ApiError {
+    fn from(e: ApplianceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ApplianceError::NotFound => ApiError::NotFound("appliance"),
+            ApplianceError::TenantNotFound => ApiError::NotFound("tenant"),
+            ApplianceError::BadLimit { .. } => ApiError::bad_request("invalid_query", message),
+            ApplianceError::NameTaken(_) => ApiError::Conflict { code: "appliance_name_taken", message },
+            ApplianceError::Invalid(e) => e.into(),
+            ApplianceError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
 // domain::tenants, domain::accounts, domain::operators, domain::plans
 
 impl From<TenantError> for ApiError {
@@ -217,6 +237,25 @@ impl From<AccountError> for ApiError {
     }
 }
 
+impl From<EnrollError> for ApiError {
+    fn from(e: EnrollError) -> Self {
+        let message = e.to_string();
+        let refused = |status, code| ApiError::Refused { status, code, message: message.clone() };
+        match e {
+            EnrollError::TokenInvalid => refused(StatusCode::UNAUTHORIZED, "enrollment_token_invalid"),
+            EnrollError::TokenUsed => refused(StatusCode::CONFLICT, "enrollment_token_used"),
+            EnrollError::TokenExpired => refused(StatusCode::GONE, "enrollment_token_expired"),
+            EnrollError::ApplianceRevoked => refused(StatusCode::FORBIDDEN, "appliance_revoked"),
+            EnrollError::TenantSuspended => refused(StatusCode::FORBIDDEN, "tenant_suspended"),
+            EnrollError::CsrTooLarge { .. } | EnrollError::InvalidCsr(_) => {
+                ApiError::bad_request("invalid_csr", message)
+            }
+            EnrollError::Pki(_) => ApiError::Internal(message),
+            EnrollError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
@@ -251,6 +290,32 @@ impl From<PlanError> for ApiError {
             PlanError::NameTaken => ApiError::Conflict { code: "plan_name_taken", message },
             PlanError::Invalid(e) => e.into(),
             PlanError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<DesiredError> for ApiError {
+    fn from(e: DesiredError) -> Self {
+        let message = e.to_string();
+        match e {
+            DesiredError::ApplianceNotFound => ApiError::NotFound("appliance"),
+            DesiredError::Invalid(e) => ApiError::Unprocessable {
+                code: "invalid_config",
+                message,
+                details: serde_json::json!({ "path": e.path, "rule": e.rule }),
+            },
+            DesiredError::Secret(SecretError::NoKey) => {
+                ApiError::Unprocessable { code: "secrets_unavailable", message, details: serde_json::json!({}) }
+            }
+            DesiredError::Secret(SecretError::BadSecret { path } | SecretError::NothingToKeep { path }) => {
+                ApiError::Unprocessable {
+                    code: "invalid_config",
+                    message,
+                    details: serde_json::json!({ "path": path, "rule": "secret" }),
+                }
+            }
+            DesiredError::Secret(_) => ApiError::Internal(message),
+            DesiredError::Database(e) => ApiError::Database(e),
         }
     }
 }

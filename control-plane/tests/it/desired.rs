@@ -158,8 +158,8 @@ async fn a_version_that_cannot_be_sent_says_why(pool: PgPool) {
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let (t, key) = tenant(&pool, "acme").await;
     let (id, _) = appliance(&pool, t, "box").await;
-    let other_key = hearth_control_plane::desired::secrets::SecretKey::from_base64(&secret_key()).expect("key");
-    let sealed = hearth_control_plane::desired::secrets::seal(
+    let other_key = hearth_control_plane::domain::desired::secrets::SecretKey::from_base64(&secret_key()).expect("key");
+    let sealed = hearth_control_plane::domain::desired::secrets::seal(
         &json!({"mail": {"relay": {"host": "smtp.example.com", "password": {"$secret": "hunter2"}}}}),
         &Value::Null,
         t,

@@ -1,13 +1,14 @@
 //! The fleet across tenants: appliances with filters, counts per tenant, one appliance
-//! with its history and tasks, revocation, and tasks on a customer's behalf.
+//! with its history and tasks, revocation, and tasks on a customer's behalf. The rules are
+//! in [`crate::domain::appliances`] and [`crate::domain::tasks`].
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApplianceId, TenantId};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -15,14 +16,12 @@ use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
 use super::super::shared::created;
 use super::super::{AppState, RequestId};
-use super::{limit, page, Timestamp};
-use crate::db::appliances::{self, FleetAppliance, FleetFilter, TenantCounts};
+use super::Timestamp;
+use crate::db::appliances::{FleetAppliance, FleetFilter};
 use crate::db::audit::Recorder;
-use crate::db::presence::{self, PresenceEvent};
-use crate::db::tasks::{self, Task};
+use crate::domain::appliances::{self, FleetApplianceDetail, FleetPage, FleetSummary};
 use crate::domain::tasks::{self as task_ops, NewTask};
-use crate::domain::tenants::enforce_revocations;
-use crate::revocation;
+use crate::model::FleetStatus;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,8 +38,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct FleetQuery {
     /// Only this tenant's appliances.
     tenant: Option<TenantId>,
-    /// `never_seen`, `online`, `offline` or `revoked`.
-    status: Option<String>,
+    /// Only appliances in this state (a revoked appliance is only `revoked`).
+    #[param(inline)]
+    status: Option<FleetStatus>,
     /// Only appliances running this agent version.
     agent_version: Option<String>,
     /// Last seen before this time (RFC 3339).
@@ -53,15 +53,6 @@ struct FleetQuery {
     limit: Option<i64>,
     /// The `next_after` of the previous page.
     after: Option<ApplianceId>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct FleetPage {
-    /// In id order (oldest first).
-    appliances: Vec<FleetAppliance>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_after: Option<ApplianceId>,
 }
 
 /// List appliances across tenants, filtered, a page at a time.
@@ -84,15 +75,6 @@ async fn list(
 ) -> Result<ApiJson<FleetPage>, ApiError> {
     op.require(Permission::Read)?;
     let Query(q) = q?;
-    let limit = limit(q.limit)?;
-    if let Some(st) = &q.status {
-        if !matches!(st.as_str(), "never_seen" | "online" | "offline" | "revoked") {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("status {st:?} is not one of never_seen, online, offline, revoked"),
-            ));
-        }
-    }
     let filter = FleetFilter {
         tenant: q.tenant,
         status: q.status,
@@ -101,21 +83,7 @@ async fn list(
         last_seen_after: q.last_seen_after.map(|t| t.0),
         after: q.after,
     };
-    let mut rows = appliances::fleet(&s.domain.pool, &filter, limit + 1).await?;
-    let next_after = page(&mut rows, limit, |a| a.appliance.id);
-    Ok(ApiJson(FleetPage { appliances: rows, next_after }))
-}
-
-/// Appliance counts, in total and per tenant (a revoked appliance counts only as revoked).
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = FleetSummary)]
-struct Summary {
-    online: i64,
-    offline: i64,
-    never_seen: i64,
-    revoked: i64,
-    /// Every tenant's counts, by tenant name.
-    tenants: Vec<TenantCounts>,
+    Ok(ApiJson(appliances::fleet(&s.domain, &filter, q.limit).await?))
 }
 
 /// Online, offline, never seen and revoked appliances, in total and per tenant.
@@ -126,35 +94,13 @@ struct Summary {
     tag = "admin",
     security(("operator_token" = [])),
     responses(
-        (status = 200, description = "The counts", body = Summary),
+        (status = 200, description = "The counts", body = FleetSummary),
     )
 )]
-async fn summary(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<Summary>, ApiError> {
+async fn summary(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<FleetSummary>, ApiError> {
     op.require(Permission::Read)?;
-    let tenants = appliances::counts_by_tenant(&s.domain.pool, None).await?;
-    let sum = |f: fn(&TenantCounts) -> i64| tenants.iter().map(f).sum();
-    Ok(ApiJson(Summary {
-        online: sum(|c| c.online),
-        offline: sum(|c| c.offline),
-        never_seen: sum(|c| c.never_seen),
-        revoked: sum(|c| c.revoked),
-        tenants,
-    }))
+    Ok(ApiJson(appliances::fleet_summary(&s.domain).await?))
 }
-
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = FleetApplianceDetail)]
-struct Detail {
-    #[serde(flatten)]
-    appliance: FleetAppliance,
-    /// The most recent presence transitions, oldest first.
-    presence_history: Vec<PresenceEvent>,
-    /// The most recent tasks, newest first.
-    tasks: Vec<Task>,
-}
-
-const HISTORY: i64 = 20;
-const RECENT_TASKS: i64 = 20;
 
 /// One appliance of any tenant, with its presence history and recent tasks.
 #[utoipa::path(
@@ -165,7 +111,7 @@ const RECENT_TASKS: i64 = 20;
     security(("operator_token" = [])),
     params(("id" = ApplianceId, Path, description = "The appliance")),
     responses(
-        (status = 200, description = "The appliance", body = Detail),
+        (status = 200, description = "The appliance", body = FleetApplianceDetail),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
     )
@@ -174,14 +120,10 @@ async fn detail(
     State(s): State<AppState>,
     op: OperatorAuth,
     id: Result<Path<ApplianceId>, PathRejection>,
-) -> Result<ApiJson<Detail>, ApiError> {
+) -> Result<ApiJson<FleetApplianceDetail>, ApiError> {
     op.require(Permission::Read)?;
     let Path(id) = id?;
-    let appliance = appliances::fleet_get(&s.domain.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
-    let mut conn = s.domain.pool.acquire().await?;
-    let presence_history = presence::history(&mut conn, appliance.tenant_id, id, HISTORY).await?;
-    let tasks = tasks::list_for_appliance(&mut conn, appliance.tenant_id, id, RECENT_TASKS).await?;
-    Ok(ApiJson(Detail { appliance, presence_history, tasks }))
+    Ok(ApiJson(appliances::fleet_detail(&s.domain, id).await?))
 }
 
 /// Revoke an appliance.
@@ -211,12 +153,7 @@ async fn revoke(
 ) -> Result<ApiJson<FleetAppliance>, ApiError> {
     op.require(Permission::Manage)?;
     let Path(id) = id?;
-    revocation::revoke_appliance(&s.domain.pool, Recorder::new(&op.actor(), Some(&rid.0)), id)
-        .await?
-        .ok_or(ApiError::NotFound("appliance"))?;
-    enforce_revocations(&s.domain.revoker, &[id]).await;
-    let appliance = appliances::fleet_get(&s.domain.pool, id).await?.ok_or(ApiError::NotFound("appliance"))?;
-    Ok(ApiJson(appliance))
+    Ok(ApiJson(appliances::revoke(&s.domain, id, Recorder::new(&op.actor(), Some(&rid.0))).await?))
 }
 
 /// Queue a catalog task on a customer's appliance.

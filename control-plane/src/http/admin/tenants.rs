@@ -5,9 +5,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::{ApiKeyId, ApplianceId, PlanId, TenantId};
+use hearth_protocol::{ApiKeyId, PlanId, TenantId};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,10 +19,10 @@ use super::{limit, page};
 use crate::db::audit::Recorder;
 use crate::db::tenants::{ApiKey, Changes, Tenant, TenantSummary};
 use crate::db::users::User;
-use crate::db::{self, enrollment, tenants as tenant_rows};
 use crate::domain::accounts::{self, NewUser};
+use crate::domain::appliances::{self as appliance_ops, RegisteredAppliance};
 use crate::domain::tenants::{self, DeletedTenant, IssuedKey, TenantDetail};
-use crate::domain::{label, Invalid};
+use crate::domain::Invalid;
 use crate::model::TenantStatus;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -369,16 +368,6 @@ struct NewAppliance {
     ttl_hours: Option<u32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = RegisteredAppliance)]
-struct Registered {
-    appliance_id: ApplianceId,
-    /// One-time token for `hearth-agent enroll`: shown this once, stored only as a hash.
-    enrollment_token: String,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
-}
-
 /// Register an appliance for a tenant: returns its one-time enrollment token.
 #[utoipa::path(
     post,
@@ -389,7 +378,7 @@ struct Registered {
     params(("id" = TenantId, Path, description = "The tenant")),
     request_body = NewAppliance,
     responses(
-        (status = 201, description = "Registered; enroll it with the token", body = Registered),
+        (status = 201, description = "Registered; enroll it with the token", body = RegisteredAppliance),
         (status = 400, response = BadRequest),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
@@ -404,47 +393,11 @@ async fn create_appliance(
     rid: RequestId,
     id: Result<Path<TenantId>, PathRejection>,
     ApiJson(b): ApiJson<NewAppliance>,
-) -> Result<(StatusCode, ApiJson<Registered>), ApiError> {
+) -> Result<(StatusCode, ApiJson<RegisteredAppliance>), ApiError> {
     op.require(Permission::Manage)?;
     let Path(tenant) = id?;
-    let name = label("name", &b.name, 200)?;
-    let ttl = b.ttl_hours.unwrap_or(24);
-    if !(1..=720).contains(&ttl) {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_body",
-            message: "ttl_hours must be between 1 and 720".into(),
-            details: serde_json::json!({ "param": "ttl_hours" }),
-        });
-    }
-    let mut tx = s.domain.pool.begin().await?;
-    tenant_rows::get(&mut tx, tenant).await?.ok_or(ApiError::NotFound("tenant"))?;
-    let (appliance_id, token, expires_at) =
-        enrollment::register(&mut tx, tenant, name, time::Duration::hours(i64::from(ttl))).await.map_err(|e| {
-            if db::is_constraint(&e, "appliances_tenant_name_key") {
-                ApiError::Conflict {
-                    code: "appliance_name_taken",
-                    message: format!("the tenant already has an appliance named {:?}", name),
-                }
-            } else {
-                ApiError::Database(e)
-            }
-        })?;
-    Recorder::new(&op.actor(), Some(&rid.0))
-        .record(
-            &mut tx,
-            Some(tenant),
-            "appliance.create",
-            ("appliance", appliance_id.to_string()),
-            None,
-            Some(serde_json::json!({
-                "name": name,
-                "enrollment_token_expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
-            })),
-        )
-        .await?;
-    tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(Registered { appliance_id, enrollment_token: token.expose().clone(), expires_at }),
-    ))
+    let registered =
+        appliance_ops::register(&s.domain.pool, tenant, &b.name, b.ttl_hours, Recorder::new(&op.actor(), Some(&rid.0)))
+            .await?;
+    Ok((StatusCode::CREATED, ApiJson(registered)))
 }

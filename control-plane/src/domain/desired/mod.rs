@@ -1,10 +1,148 @@
 //! Desired configuration: tenant defaults deep-merged with per-appliance overrides into one
 //! versioned document per appliance, with secrets sealed at rest ([`secrets`]).
+//!
+//! The operations ([`get`], [`put`], [`defaults`], [`put_defaults`]) validate a document
+//! (after merging: what the appliance would get), seal its secrets, store it in the
+//! tenant's transaction with the audit entry, and wake the dispatcher, which sends the new
+//! version to online appliances. [`merge`] and [`validate`] are the document rules; the
+//! dispatcher merges and reveals (`secrets::reveal`) what it sends.
 
 pub mod secrets;
 
 use hearth_protocol::catalog::{Catalog, Policy, Rejection};
+use hearth_protocol::{ApplianceId, TenantId};
+use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use self::secrets::SecretError;
+use super::Services;
+use crate::db::audit::Recorder;
+use crate::db::desired::{self as store, ApplianceConfig, LastApply};
+use crate::db::tenant_tx;
+
+/// An appliance's configuration as the API shows it (secrets redacted).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigView {
+    /// 0 until the appliance is configured.
+    pub desired_version: i64,
+    /// Tenant defaults merged with this appliance's overrides (secrets redacted).
+    pub desired: Value,
+    /// This appliance's own overrides (secrets redacted).
+    pub overrides: Value,
+    /// The last version the appliance applied successfully.
+    pub applied_version: Option<i64>,
+    pub last_apply: Option<LastApply>,
+    /// The appliance does not yet run the desired version.
+    pub drift: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error("appliance not found")]
+    ApplianceNotFound,
+    /// The (merged) document breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] InvalidConfig),
+    /// A secret is malformed, cannot be kept, or cannot be sealed (no key configured).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Whether the appliance does not (yet) run its desired version.
+pub fn drift(c: &ApplianceConfig) -> bool {
+    c.desired_version > 0 && c.applied_version != Some(c.desired_version)
+}
+
+fn view(c: &ApplianceConfig) -> ConfigView {
+    ConfigView {
+        desired_version: c.desired_version,
+        desired: secrets::redact(&merge(&c.defaults, &c.overrides)),
+        overrides: secrets::redact(&c.overrides),
+        applied_version: c.applied_version,
+        last_apply: c.last_apply(),
+        drift: drift(c),
+    }
+}
+
+/// One of the tenant's appliances' desired configuration, applied version and drift.
+pub async fn get(svc: &Services, tenant: TenantId, appliance: ApplianceId) -> Result<ConfigView, DesiredError> {
+    let mut tx = tenant_tx(&svc.pool, tenant).await?;
+    let c = store::get(&mut tx, tenant, appliance).await?.ok_or(DesiredError::ApplianceNotFound)?;
+    tx.commit().await?;
+    Ok(view(&c))
+}
+
+/// Replaces an appliance's overrides (checked merged over the tenant's defaults, secrets
+/// sealed, `{"$secret": "[redacted]"}` keeping the stored value), bumps its desired version,
+/// audited (`config.update`, secrets redacted), and wakes the dispatcher.
+pub async fn put(
+    svc: &Services,
+    tenant: TenantId,
+    appliance: ApplianceId,
+    document: &Value,
+    audit: Recorder<'_>,
+) -> Result<ConfigView, DesiredError> {
+    let mut tx = tenant_tx(&svc.pool, tenant).await?;
+    let current = store::get(&mut tx, tenant, appliance).await?.ok_or(DesiredError::ApplianceNotFound)?;
+    validate(&merge(&current.defaults, document), &Policy::default())?;
+    let sealed = secrets::seal(document, &current.overrides, tenant, svc.secrets.as_ref(), "")?;
+    store::set_overrides(&mut tx, tenant, appliance, &sealed).await?;
+    // Secrets appear in the trail as `[redacted]`, like everywhere else.
+    audit
+        .record(
+            &mut tx,
+            Some(tenant),
+            "config.update",
+            ("appliance", appliance.to_string()),
+            Some(secrets::redact(&current.overrides)),
+            Some(secrets::redact(&sealed)),
+        )
+        .await?;
+    tx.commit().await?;
+    svc.wake.wake();
+    tracing::info!(%appliance, "desired configuration changed");
+    get(svc, tenant, appliance).await
+}
+
+/// The tenant's configuration defaults (secrets redacted).
+pub async fn defaults(svc: &Services, tenant: TenantId) -> Result<Value, DesiredError> {
+    let mut tx = tenant_tx(&svc.pool, tenant).await?;
+    let defaults = store::tenant_defaults(&mut tx, tenant).await?;
+    tx.commit().await?;
+    Ok(secrets::redact(&defaults))
+}
+
+/// Replaces the tenant's defaults (every appliance's base; each one's desired version is
+/// bumped), audited (`config.defaults_update`), and wakes the dispatcher. Returns the new
+/// defaults, secrets redacted.
+pub async fn put_defaults(
+    svc: &Services,
+    tenant: TenantId,
+    document: &Value,
+    audit: Recorder<'_>,
+) -> Result<Value, DesiredError> {
+    validate(document, &Policy::default())?;
+    let mut tx = tenant_tx(&svc.pool, tenant).await?;
+    let previous = store::tenant_defaults(&mut tx, tenant).await?;
+    let sealed = secrets::seal(document, &previous, tenant, svc.secrets.as_ref(), "")?;
+    store::set_defaults(&mut tx, tenant, &sealed).await?;
+    audit
+        .record(
+            &mut tx,
+            Some(tenant),
+            "config.defaults_update",
+            ("tenant", tenant.to_string()),
+            Some(secrets::redact(&previous)),
+            Some(secrets::redact(&sealed)),
+        )
+        .await?;
+    tx.commit().await?;
+    svc.wake.wake();
+    Ok(secrets::redact(&sealed))
+}
 
 /// Deep merge: objects merge key by key (recursively); anything else in `over` replaces
 /// what is in `base`. A `{"$encrypted": …}` or `{"$secret": …}` value is a leaf.
@@ -28,14 +166,14 @@ pub fn merge(base: &Value, over: &Value) -> Value {
 /// A configuration document that breaks a rule: where, which rule, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
-pub struct Invalid {
+pub struct InvalidConfig {
     pub path: String,
     pub rule: &'static str,
     pub message: String,
 }
 
-fn invalid(path: &str, rule: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid { path: path.to_string(), rule, message: message.into() }
+fn invalid(path: &str, rule: &'static str, message: impl Into<String>) -> InvalidConfig {
+    InvalidConfig { path: path.to_string(), rule, message: message.into() }
 }
 
 /// Checks a (merged) configuration document. Entries that mirror catalog actions (DNS
@@ -50,11 +188,11 @@ fn invalid(path: &str, rule: &'static str, message: impl Into<String>) -> Invali
 ///  "mail": {"aliases": [{"alias": "family", "destination": "alice"}],
 ///           "relay": {"host": "smtp.example.com", "port": 587, "username": "me", "password": {"$secret": "…"}}}}
 /// ```
-pub fn validate(doc: &Value, policy: &Policy) -> Result<(), Invalid> {
+pub fn validate(doc: &Value, policy: &Policy) -> Result<(), InvalidConfig> {
     let catalog = Catalog::embedded();
-    let as_action = |action: &str, params: &Value, path: &str| -> Result<(), Invalid> {
+    let as_action = |action: &str, params: &Value, path: &str| -> Result<(), InvalidConfig> {
         let obj = params.as_object().ok_or_else(|| invalid(path, "wrong_type", "must be an object"))?;
-        catalog.validate(action, obj, policy).map(|_| ()).map_err(|r: Rejection| Invalid {
+        catalog.validate(action, obj, policy).map(|_| ()).map_err(|r: Rejection| InvalidConfig {
             path: match &r.param {
                 Some(p) => format!("{path}.{p}"),
                 None => path.to_string(),
@@ -63,14 +201,17 @@ pub fn validate(doc: &Value, policy: &Policy) -> Result<(), Invalid> {
             message: r.message,
         })
     };
-    let list = |v: &Value, path: &str, each: &dyn Fn(&Value, &str) -> Result<(), Invalid>| -> Result<(), Invalid> {
+    let list = |v: &Value,
+                path: &str,
+                each: &dyn Fn(&Value, &str) -> Result<(), InvalidConfig>|
+     -> Result<(), InvalidConfig> {
         let items = v.as_array().ok_or_else(|| invalid(path, "wrong_type", "must be a list"))?;
         if items.len() > 1000 {
             return Err(invalid(path, "too_many", "at most 1000 entries"));
         }
         items.iter().enumerate().try_for_each(|(i, item)| each(item, &format!("{path}[{i}]")))
     };
-    let section = |v: &Value, path: &str, allowed: &[&str]| -> Result<Map<String, Value>, Invalid> {
+    let section = |v: &Value, path: &str, allowed: &[&str]| -> Result<Map<String, Value>, InvalidConfig> {
         let obj = v.as_object().ok_or_else(|| invalid(path, "wrong_type", "must be an object"))?;
         if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(invalid(

@@ -1,0 +1,85 @@
+//! Enrollment: an appliance redeems its one-time token (`hearth_et_…`) and gets a
+//! certificate for the key it generated (CN = its appliance id, `clientAuth` only), the CA
+//! chain and the broker address.
+//!
+//! The token is consumed in the statement that checks it (two concurrent enrollments with
+//! one token cannot both win), in the same transaction that records the certificate: a
+//! refused CSR leaves the token usable. Revoked appliances and suspended tenants' ones are
+//! refused. Tokens are issued when an appliance is registered
+//! ([`super::appliances::register`]).
+
+use hearth_protocol::api::{EnrollRequest, EnrollResponse};
+
+use super::Services;
+use crate::db::enrollment::{self as store, Refusal, TOKEN_PREFIX};
+use crate::pki::PkiError;
+
+/// The longest token accepted (longer ones are refused without a query).
+pub const MAX_TOKEN_LEN: usize = 128;
+/// The largest CSR accepted, in bytes.
+pub const MAX_CSR_LEN: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("this enrollment token is not valid")]
+    TokenInvalid,
+    #[error("this enrollment token was already used; create a new one for the appliance")]
+    TokenUsed,
+    #[error("this enrollment token has expired; create a new one for the appliance")]
+    TokenExpired,
+    #[error("this appliance has been revoked and cannot enroll")]
+    ApplianceRevoked,
+    #[error("this appliance's customer account is suspended; contact the service operator")]
+    TenantSuspended,
+    #[error("csr_pem is larger than {max} bytes")]
+    CsrTooLarge { max: usize },
+    /// Not a CSR, a bad signature, or a weak key.
+    #[error(transparent)]
+    InvalidCsr(PkiError),
+    /// The CA could not sign (not the CSR's fault).
+    #[error("cannot issue the certificate: {0}")]
+    Pki(PkiError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Refusal> for EnrollError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Unknown => EnrollError::TokenInvalid,
+            Refusal::Used => EnrollError::TokenUsed,
+            Refusal::Expired => EnrollError::TokenExpired,
+            Refusal::Revoked => EnrollError::ApplianceRevoked,
+            Refusal::Suspended => EnrollError::TenantSuspended,
+        }
+    }
+}
+
+/// Redeems the token and signs the CSR, in one transaction.
+pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollResponse, EnrollError> {
+    if !req.token.starts_with(TOKEN_PREFIX) || req.token.len() > MAX_TOKEN_LEN {
+        return Err(EnrollError::TokenInvalid);
+    }
+    if req.csr_pem.len() > MAX_CSR_LEN {
+        return Err(EnrollError::CsrTooLarge { max: MAX_CSR_LEN });
+    }
+
+    // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
+    let mut tx = svc.pool.begin().await?;
+    let claim = store::redeem(&mut tx, &req.token).await??;
+    let issued =
+        svc.ca.sign_appliance(&req.csr_pem, claim.appliance, svc.appliance_cert_days).map_err(|e| match e {
+            PkiError::BadCsr(_) | PkiError::WeakKey => EnrollError::InvalidCsr(e),
+            other => EnrollError::Pki(other),
+        })?;
+    store::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
+    tx.commit().await?;
+
+    tracing::info!(appliance = %claim.appliance, tenant = %claim.tenant, serial = %issued.serial_hex, "appliance enrolled");
+    Ok(EnrollResponse {
+        appliance_id: claim.appliance,
+        certificate_pem: issued.pem,
+        ca_chain_pem: svc.ca.chain_pem().to_owned(),
+        broker: svc.broker.clone(),
+    })
+}
