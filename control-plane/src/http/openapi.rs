@@ -30,6 +30,10 @@ use super::error::{
     Unavailable,
 };
 use super::AppState;
+use crate::model::{
+    ActorKind, ApplianceStatus, FleetStatus, MessageRole, OperatorRole, Presence, ProposalStatus, TaskStatus,
+    TenantStatus, UserRole,
+};
 
 /// The document's fixed part; the paths come from the routers.
 #[derive(OpenApi)]
@@ -43,7 +47,20 @@ use super::AppState;
     ),
     modifiers(&SecuritySchemes),
     components(
-        schemas(ErrorBody),
+        // Every stored state and role, listed even where only a query parameter uses it.
+        schemas(
+            ErrorBody,
+            TenantStatus,
+            ApplianceStatus,
+            FleetStatus,
+            Presence,
+            TaskStatus,
+            ProposalStatus,
+            MessageRole,
+            OperatorRole,
+            UserRole,
+            ActorKind
+        ),
         responses(
             Unauthorized,
             NotFound,

@@ -501,6 +501,7 @@ fn the_document_lists_every_stored_state_as_an_enum() {
     expect("MessageRole", MessageRole::ALL.iter().map(|v| v.as_str()).collect());
     expect("OperatorRole", OperatorRole::ALL.iter().map(|v| v.as_str()).collect());
     expect("UserRole", UserRole::ALL.iter().map(|v| v.as_str()).collect());
+    expect("ActorKind", ActorKind::ALL.iter().map(|v| v.as_str()).collect());
 }
 
 /// The layers' arrows point one way: `http` → `domain` → `db` → `model`. Read from the
