@@ -20,6 +20,7 @@ use crate::db::{desired, tasks};
 use crate::domain::desired::merge;
 use crate::domain::desired::secrets::{self, SecretKey};
 use crate::metrics::Metrics;
+use crate::ticker::Ticker;
 
 const BATCH: i64 = 100;
 
@@ -52,13 +53,8 @@ pub struct Dispatcher {
 /// that never reached an appliance, and sent ones whose result never came). Every replica
 /// runs it; the update is idempotent.
 pub async fn run_task_timeouts(pool: PgPool, metrics: Arc<Metrics>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    let mut ticker = Ticker::new(every, shutdown);
+    while ticker.tick().await {
         match tasks::time_out(&pool).await {
             Ok(0) => {}
             Ok(n) => {

@@ -32,4 +32,5 @@ pub mod provision;
 pub mod revocation;
 pub mod secret;
 pub mod serve;
+pub mod ticker;
 pub mod token;

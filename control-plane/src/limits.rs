@@ -302,12 +302,8 @@ impl ApplianceRates {
 /// Refreshes [`RateLimits::mqtt_rates`] every `limits.refresh_s` until `shutdown`. On a
 /// database error the previous rates stay in force until the next turn.
 pub async fn keep_mqtt_rates_fresh(limits: Arc<RateLimits>, pool: PgPool, shutdown: CancellationToken) {
-    let every = limits.mqtt_rates.refresh_interval();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
+    let mut ticker = crate::ticker::Ticker::after(limits.mqtt_rates.refresh_interval(), shutdown);
+    while ticker.tick().await {
         match limits.mqtt_rates.refresh(&pool).await {
             Ok(n) => tracing::trace!(appliances = n, "MQTT rates of appliances on a plan read again"),
             Err(e) => {

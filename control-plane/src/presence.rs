@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{appliances, presence};
 use crate::metrics::Metrics;
+use crate::ticker::Ticker;
 
 pub async fn run_sweeper(
     pool: PgPool,
@@ -20,13 +21,8 @@ pub async fn run_sweeper(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    let mut ticker = Ticker::new(every, shutdown);
+    while ticker.tick().await {
         match presence::sweep(&pool, offline_after).await {
             Ok(0) => {}
             Ok(n) => {

@@ -34,6 +34,7 @@ use crate::mqtt::{self, MqttSetupError};
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::presence::run_sweeper;
 use crate::revocation::{RevocationError, Revoker};
+use crate::ticker::Ticker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -202,14 +203,12 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     parts.spawn("rate limiter eviction", {
         let (limits, token) = (rate_limits.clone(), shutdown.clone());
         async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-                }
+            let mut ticker = Ticker::after(Duration::from_secs(60), token);
+            while ticker.tick().await {
                 let evicted = limits.evict();
                 tracing::debug!(evicted, "idle rate limiters evicted");
             }
+            Ok(())
         }
     });
 
@@ -286,15 +285,13 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     parts.spawn("CRL refresher", {
         let (revoker, token) = (revoker.clone(), shutdown.clone());
         async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(CRL_REFRESH) => {}
-                }
+            let mut ticker = Ticker::after(CRL_REFRESH, token);
+            while ticker.tick().await {
                 if let Err(e) = revoker.publish_crl().await {
                     tracing::error!(error = %e, "could not issue the daily CRL");
                 }
             }
+            Ok(())
         }
     });
 
