@@ -19,8 +19,9 @@ use crate::ids::ApplianceId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
-    /// The one-time enrollment token (`hearth_et_…`).
-    pub token: String,
+    /// The one-time enrollment token (`hearth_et_…`); never printed (`Debug` redacts it).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: crate::Secret<String>,
     /// A PEM certificate signing request for the key the appliance generated (at most 16 KiB).
     pub csr_pem: String,
 }

@@ -57,7 +57,8 @@ impl From<Refusal> for EnrollError {
 
 /// Redeems the token and signs the CSR, in one transaction.
 pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollResponse, EnrollError> {
-    if !req.token.starts_with(TOKEN_PREFIX) || req.token.len() > MAX_TOKEN_LEN {
+    let token = req.token.expose();
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > MAX_TOKEN_LEN {
         return Err(EnrollError::TokenInvalid);
     }
     if req.csr_pem.len() > MAX_CSR_LEN {
@@ -66,7 +67,7 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
 
     // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
     let mut tx = svc.pool.begin().await?;
-    let claim = store::redeem(&mut tx, &req.token).await??;
+    let claim = store::redeem(&mut tx, token).await??;
     let issued =
         svc.ca.sign_appliance(&req.csr_pem, claim.appliance, svc.appliance_cert_days).map_err(|e| match e {
             PkiError::BadCsr(_) | PkiError::WeakKey => EnrollError::InvalidCsr(e),

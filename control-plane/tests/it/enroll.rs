@@ -32,7 +32,8 @@ async fn a_token_enrolls_once(pool: PgPool) {
     let (id, token) = appliance(&pool, tenant, "living-room").await;
 
     // The CSR tries to claim the control plane's identity; the CN is ours to set.
-    let (status, body) = post(&cp, &EnrollRequest { token: token.clone(), csr_pem: csr("hearth-control-plane") }).await;
+    let (status, body) =
+        post(&cp, &EnrollRequest { token: token.clone().into(), csr_pem: csr("hearth-control-plane") }).await;
     assert_eq!(status, 200, "{body}");
     let resp: EnrollResponse = serde_json::from_value(body).expect("EnrollResponse");
     assert_eq!(resp.appliance_id, id);
@@ -50,7 +51,7 @@ async fn a_token_enrolls_once(pool: PgPool) {
         .expect("row");
     assert!(enrolled.is_some());
 
-    let (status, body) = post(&cp, &EnrollRequest { token, csr_pem: csr("x") }).await;
+    let (status, body) = post(&cp, &EnrollRequest { token: token.into(), csr_pem: csr("x") }).await;
     assert_eq!((status, code(&body)), (409, "enrollment_token_used"), "{body}");
 }
 
@@ -61,16 +62,18 @@ async fn bad_tokens_and_csrs_get_clear_errors(pool: PgPool) {
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
     let (tenant, _) = tenant(&pool, "acme").await;
 
-    let (status, body) = post(&cp, &EnrollRequest { token: "hearth_et_nope".into(), csr_pem: csr("x") }).await;
+    let (status, body) =
+        post(&cp, &EnrollRequest { token: String::from("hearth_et_nope").into(), csr_pem: csr("x") }).await;
     assert_eq!((status, code(&body)), (401, "enrollment_token_invalid"), "{body}");
-    let (status, body) = post(&cp, &EnrollRequest { token: "x".repeat(5000), csr_pem: csr("x") }).await;
+    let (status, body) = post(&cp, &EnrollRequest { token: "x".repeat(5000).into(), csr_pem: csr("x") }).await;
     assert_eq!((status, code(&body)), (401, "enrollment_token_invalid"), "{body}");
 
     let (_, expired_token, _) =
         hearth_control_plane::db::enrollment::create_appliance(&pool, tenant, "old", time::Duration::seconds(-1))
             .await
             .expect("appliance");
-    let (status, body) = post(&cp, &EnrollRequest { token: expired_token.expose().clone(), csr_pem: csr("x") }).await;
+    let (status, body) =
+        post(&cp, &EnrollRequest { token: expired_token.expose().clone().into(), csr_pem: csr("x") }).await;
     assert_eq!((status, code(&body)), (410, "enrollment_token_expired"), "{body}");
 
     // A refused CSR does not burn the token.
@@ -78,13 +81,13 @@ async fn bad_tokens_and_csrs_get_clear_errors(pool: PgPool) {
     let (status, body) = post(
         &cp,
         &EnrollRequest {
-            token: token.clone(),
+            token: token.clone().into(),
             csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
         },
     )
     .await;
     assert_eq!((status, code(&body)), (400, "invalid_csr"), "{body}");
-    let (status, body) = post(&cp, &EnrollRequest { token, csr_pem: csr("x") }).await;
+    let (status, body) = post(&cp, &EnrollRequest { token: token.into(), csr_pem: csr("x") }).await;
     assert_eq!(status, 200, "{body}");
 
     // A body that is not an EnrollRequest gets the same JSON error shape.
