@@ -1,17 +1,22 @@
-//! Hearth's control plane: the multi-tenant cloud side of the fleet.
+//! Hearth's control plane: the multi-tenant cloud side of the fleet. Layers, arrows
+//! pointing down only (see `docs/architecture.md`, "Control plane layers"):
 //!
-//! - [`http`]: the axum API (tenant API, enrollment, health, metrics).
-//! - [`ingest`]: the MQTT consumer and the batched PostgreSQL writer.
-//! - [`dispatch`]: sends queued tasks and due configuration documents, once, from any replica.
-//! - [`presence`]: the sweeper that marks silent appliances offline and times out tasks.
-//! - [`db`]: PostgreSQL access, migrations, and tenant-scoped transactions (RLS).
-//! - [`pki`]: the fleet CA, certificate issuance and the CRL; [`revocation`]: making a
-//!   revocation take effect at the broker; [`broker_config`]: Mosquitto's configuration
-//!   for this fleet.
-//! - [`admin_cli`]: the operator CLI (tenants, plans, keys, users, operators, revocation).
-//! - [`provision`]: bulk provisioning of appliances for load tests (`appliance bulk-create`).
-//! - [`config`]: layered configuration; [`serve`]: wiring it all under one shutdown token.
-//! - [`assistant`]: the support assistant (catalog-validated proposals; Ollama or rules).
+//! - Ways in: [`http`] (the axum API), [`admin_cli`] (the operator CLI), [`ingest`] (the
+//!   MQTT consumer and the batched PostgreSQL writer), [`dispatch`] (sends queued tasks and
+//!   due configuration documents once, from any replica, and times tasks out), [`presence`]
+//!   (the sweeper that marks silent appliances offline).
+//! - Rules: [`domain`], one module per capability (tasks, support chat, tenants, accounts,
+//!   operators, plans, audit, appliances and revocation, enrollment, desired configuration),
+//!   each with its operations and its error enum; [`assistant`], the support assistant's
+//!   engine (catalog-validated proposals; Ollama or rules).
+//! - Storage: [`db`], PostgreSQL access, migrations, tenant-scoped transactions (RLS).
+//! - Vocabulary: [`model`], every stored state and role as a type.
+//! - Infrastructure: [`pki`] (the fleet CA, certificates, the CRL), [`revocation`] (making
+//!   a revocation bite at the broker), [`broker_config`] (Mosquitto's configuration),
+//!   [`mqtt`] (the control plane's MQTT connection settings), [`limits`] (rate limits),
+//!   [`metrics`], [`config`] (layered configuration), [`secret`], [`token`], [`ticker`].
+//! - [`serve`]: every part started under one supervisor and shutdown token;
+//!   [`provision`]: bulk provisioning for load tests (`appliance bulk-create`).
 
 pub mod admin_cli;
 pub mod assistant;
