@@ -12,33 +12,17 @@ use hearth_protocol::{
 };
 use rumqttc::{AsyncClient, QoS};
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::audit::{Actor, Recorder};
 use crate::db::{desired, tasks};
 use crate::domain::desired::merge;
 use crate::domain::desired::secrets::{self, SecretKey};
+use crate::domain::Wake;
 use crate::metrics::Metrics;
 use crate::ticker::Ticker;
 
 const BATCH: i64 = 100;
-
-/// Wakes the dispatcher at once (a task was queued, a configuration changed, an appliance
-/// came online); without it the dispatcher still looks every second. Cloned into whatever
-/// queues work for appliances.
-#[derive(Debug, Clone, Default)]
-pub struct Wake(Arc<Notify>);
-
-impl Wake {
-    pub fn wake(&self) {
-        self.0.notify_one();
-    }
-
-    async fn notified(&self) {
-        self.0.notified().await
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Dispatcher {

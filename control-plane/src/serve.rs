@@ -24,8 +24,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::{run_task_timeouts, Dispatcher, Wake};
-use crate::domain::Services;
+use crate::dispatch::{run_task_timeouts, Dispatcher};
+use crate::domain::{Services, Wake};
 use crate::http::{app, AppState};
 use crate::ingest::{self, ConsumerConfig, ConsumerLinks, WriterContext};
 use crate::limits::{self, RateLimits};

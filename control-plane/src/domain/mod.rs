@@ -44,11 +44,11 @@ use std::sync::Arc;
 
 use hearth_protocol::api::BrokerAddress;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use self::desired::secrets::SecretKey;
 use crate::assistant::{Assistant, AssistantConfig};
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
-use crate::dispatch::Wake;
 use crate::metrics::Metrics;
 use crate::pki::CertificateAuthority;
 use crate::revocation::Revoker;
@@ -75,6 +75,23 @@ pub struct Services {
     pub assistant: Arc<Assistant>,
     pub assistant_config: AssistantConfig,
     pub metrics: Arc<Metrics>,
+}
+
+/// Wakes the dispatcher at once (a task was queued, a configuration changed, an appliance
+/// came online); without it the dispatcher still looks every second. Cloned into whatever
+/// queues work for appliances.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves when [`Wake::wake`] was called (the dispatcher waits on it).
+    pub async fn notified(&self) {
+        self.0.notified().await
+    }
 }
 
 /// A value of a request that breaks a rule: which field, and why.

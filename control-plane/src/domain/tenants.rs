@@ -17,7 +17,7 @@ use crate::db::plans::{self, Quotas};
 use crate::db::tenants::{self as store, ApiKey, Changes, Tenant, TenantSummary};
 use crate::db::users::{self, User};
 use crate::db::{appliances, is_constraint, tenant_tx};
-use crate::dispatch::Wake;
+use crate::domain::Wake;
 use crate::model::TenantStatus;
 use crate::revocation::Revoker;
 

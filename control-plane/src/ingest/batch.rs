@@ -132,7 +132,7 @@ pub struct WriterContext {
     /// Acknowledgements for the MQTT loop to send once a batch is stored.
     pub acks: mpsc::UnboundedSender<Publish>,
     /// Wakes the dispatcher when an appliance came online or asked for its configuration.
-    pub dispatcher: crate::dispatch::Wake,
+    pub dispatcher: crate::domain::Wake,
     /// Sends receipts to appliances (never waits: see [`send_receipts`]).
     pub client: AsyncClient,
 }
