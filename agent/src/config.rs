@@ -100,6 +100,9 @@ pub struct AgentConfig {
     /// Domains local host names must end in; `None` means the catalog's.
     #[serde(deserialize_with = "domain_list")]
     pub local_domains: Option<Vec<String>>,
+    /// The certificate is renewed once it has lived this share of its lifetime, in percent
+    /// (10 to 95), less a jitter of up to 10 points fixed per appliance.
+    pub renew_at_percent: u64,
 }
 
 impl Default for AgentConfig {
@@ -121,6 +124,7 @@ impl Default for AgentConfig {
             spool_max_bytes: 1024 * 1024,
             task_timeout_s: 3600,
             local_domains: None,
+            renew_at_percent: 67,
         }
     }
 }
@@ -161,6 +165,11 @@ impl AgentConfig {
     /// The task timeout cap as a [`Duration`].
     pub fn task_timeout(&self) -> Duration {
         Duration::from_secs(self.task_timeout_s)
+    }
+
+    /// `renew_at_percent` as a share of the certificate's lifetime.
+    pub fn renew_share(&self) -> f64 {
+        self.renew_at_percent as f64 / 100.0
     }
 
     /// Where the catalog is: `<ansible_dir>/catalog.json`.
@@ -233,6 +242,7 @@ impl AgentConfig {
         }
         range("spool_max_bytes", self.spool_max_bytes, MIN_SPOOL_MAX_BYTES, u64::MAX)?;
         range("task_timeout_s", self.task_timeout_s, 1, MAX_TASK_TIMEOUT_S)?;
+        range("renew_at_percent", self.renew_at_percent, 10, 95)?;
         if let Some(d) = &self.local_domains {
             check_domains(d).map_err(|problem| invalid("local_domains", problem))?;
         }

@@ -64,8 +64,6 @@ pub fn last_will(appliance_id: ApplianceId, session: SessionId) -> Result<LastWi
 /// The MQTT options for the first connection, with `session`'s last will. The TLS server
 /// name is the broker host (a DNS name or an IP literal).
 pub fn mqtt_options(params: &ConnectionParams, session: SessionId) -> Result<MqttOptions, ConnectionError> {
-    let tls =
-        mtls_client_config(params.ca_pem.as_bytes(), params.cert_pem.as_bytes(), params.key_pem.expose().as_bytes())?;
     let mut options = MqttOptions::new(params.appliance_id.to_string(), params.host.clone(), params.port);
     // The client id is never empty, so a persistent session is allowed; keep-alive is
     // validated by the configuration to be 0 or whole seconds.
@@ -74,9 +72,16 @@ pub fn mqtt_options(params: &ConnectionParams, session: SessionId) -> Result<Mqt
         .set_keep_alive(params.keep_alive)
         .set_max_packet_size(MAX_PAYLOAD_BYTES + PACKET_OVERHEAD, MAX_PAYLOAD_BYTES + PACKET_OVERHEAD)
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))))
+        .set_transport(transport(params)?)
         .set_last_will(last_will(params.appliance_id, session)?);
     Ok(options)
+}
+
+/// Mutual TLS with the identity in `params` (also what a certificate renewal switches).
+pub fn transport(params: &ConnectionParams) -> Result<Transport, ConnectionError> {
+    let tls =
+        mtls_client_config(params.ca_pem.as_bytes(), params.cert_pem.as_bytes(), params.key_pem.expose().as_bytes())?;
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))))
 }
 
 /// A new session for the next connection attempt, and the last will that carries it.

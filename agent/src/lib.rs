@@ -28,6 +28,7 @@ pub mod desired;
 pub mod enroll;
 pub mod facts;
 pub mod process;
+pub mod renewal;
 pub mod run;
 pub mod runner;
 pub mod sim;

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
-    decode, encode, ApplianceId, Channel, ConfigDocument, DecodeError, DownChannel, EncodeError, PresenceState,
-    SessionId, TaskDispatch, Topic, UpChannel,
+    decode, encode, ApplianceId, CertificateRenewal, Channel, ConfigDocument, DecodeError, DownChannel, EncodeError,
+    PresenceState, RenewalOutcome, SessionId, TaskDispatch, Topic, UpChannel,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -40,6 +40,7 @@ use crate::config::{AgentConfig, ConfigError};
 use crate::connection::{self, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::desired::{AppliedStore, Desired, DesiredError};
 use crate::facts::FactsSource;
+use crate::renewal::{self, CertificateFacts, Pending, RenewalError};
 use crate::runner::Runner;
 use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
 use crate::state::{State, StateError};
@@ -91,6 +92,10 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Desired(#[from] DesiredError),
+    #[error("certificate renewal: {0}")]
+    Renewal(#[from] RenewalError),
+    #[error("{}: the certificate cannot be read: {detail}", path.display())]
+    Certificate { path: std::path::PathBuf, detail: String },
 }
 
 /// Loads the agent's own installed catalog.
@@ -107,6 +112,8 @@ pub fn load_catalog(path: &Path) -> Result<Catalog, RunError> {
 /// only an unusable configuration, state directory or catalog is an error.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
+    // A renewal the broker accepted before the agent stopped becomes the identity now.
+    renewal::finish(&config.state_dir)?;
     let state = State::load(&config.state_dir)?;
     let catalog = load_catalog(&config.catalog_path())?;
     let policy =
@@ -139,6 +146,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         info!(tasks = recovered.len(), "running tasks received before the agent stopped");
     }
 
+    let certificate = CertificateFacts::read(&state.cert_pem)
+        .map_err(|detail| RunError::Certificate { path: config.state_dir.join(crate::state::CERT_FILE), detail })?;
+    let pending_renewal = Pending::load(&config.state_dir)?;
     let params = ConnectionParams {
         appliance_id: state.appliance_id,
         host: config.broker_host.clone().unwrap_or(state.broker_host),
@@ -150,6 +160,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     };
     let session = SessionId::new();
     let (client, eventloop) = AsyncClient::new(mqtt_options(&params, session)?, REQUEST_CHANNEL_CAPACITY);
+    info!(
+        serial = %certificate.serial,
+        not_after = %certificate.not_after,
+        renew_from = %certificate.due_at(config.renew_share(), params.appliance_id),
+        "certificate"
+    );
     info!(
         appliance = %params.appliance_id,
         broker = %format_args!("{}:{}", params.host, params.port),
@@ -200,6 +216,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         stop_worker,
         worker: Some(worker),
         phase: Phase::Running,
+        renewal: Renewal {
+            state_dir: config.state_dir.clone(),
+            share: config.renew_share(),
+            params,
+            certificate,
+            pending: pending_renewal,
+            asked_at: None,
+            not_before: None,
+            switch: Switch::None,
+        },
     };
     agent.drive(eventloop, shutdown).await
 }
@@ -239,6 +265,33 @@ struct Agent {
     stop_worker: CancellationToken,
     worker: Option<JoinHandle<()>>,
     phase: Phase,
+    renewal: Renewal,
+}
+
+/// The certificate in use and its renewal (see [`crate::renewal`]).
+struct Renewal {
+    state_dir: std::path::PathBuf,
+    share: f64,
+    /// The identity in use.
+    params: ConnectionParams,
+    certificate: CertificateFacts,
+    pending: Option<Pending>,
+    /// When the pending request was last sent.
+    asked_at: Option<time::OffsetDateTime>,
+    /// No request before then (after a refusal).
+    not_before: Option<time::OffsetDateTime>,
+    switch: Switch,
+}
+
+/// Switching to a renewed pair: disconnect cleanly, reconnect with the new pair; a connection
+/// the broker accepts commits it, a failed one rolls back to the old pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    None,
+    /// The disconnect is queued.
+    Disconnecting,
+    /// Connecting with the new pair.
+    Connecting,
 }
 
 impl Agent {
@@ -246,6 +299,8 @@ impl Agent {
         let mut first_attempt = true;
         let mut retry = tokio::time::interval(SPOOL_RETRY);
         retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut renewal_check = tokio::time::interval(renewal::check_every(&self.renewal.certificate));
+        renewal_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             if eventloop.network.is_none() {
                 // About to (re)connect: a fresh session, and a last will that carries it.
@@ -287,6 +342,7 @@ impl Agent {
                             }
                             self.flush_spool();
                         }
+                        _ = renewal_check.tick() => self.maybe_renew(),
                         event = &mut poll => break event,
                     }
                 }
@@ -308,6 +364,29 @@ impl Agent {
                     info!("disconnected");
                     return Ok(());
                 }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if self.renewal.switch == Switch::Disconnecting => {
+                    // Close at once (the broker has the DISCONNECT: no last will) and connect
+                    // again with the new pair.
+                    eventloop.clean();
+                    self.set_disconnected();
+                    connection::forget_unsent(&mut eventloop);
+                    self.tracker.reset();
+                    match self.renewal.pending.as_ref().map(|p| self.renewal.params_with(p)) {
+                        Some(Ok(new)) => {
+                            eventloop.mqtt_options.set_transport(new);
+                            self.renewal.switch = Switch::Connecting;
+                            info!("reconnecting with the renewed certificate");
+                        }
+                        other => {
+                            if let Some(Err(e)) = other {
+                                warn!(error = %e, "the renewed certificate cannot be used; keeping the current one");
+                            }
+                            self.renewal.switch = Switch::None;
+                            self.renewal.discard();
+                            self.renewal.not_before = Some(time::OffsetDateTime::now_utc() + renewal::RETRY_AFTER);
+                        }
+                    }
+                }
                 Ok(other) => debug!(event = ?other, "mqtt"),
                 Err(e) if self.phase != Phase::Running => {
                     debug!(error = %e, "connection ended during shutdown");
@@ -315,6 +394,16 @@ impl Agent {
                 }
                 Err(e) => {
                     self.set_disconnected();
+                    if self.renewal.switch == Switch::Connecting {
+                        warn!(
+                            error = %crate::error_chain(&e),
+                            "the broker did not accept the renewed certificate; going back to the current one"
+                        );
+                        self.renewal.switch = Switch::None;
+                        self.renewal.discard();
+                        self.renewal.not_before = Some(time::OffsetDateTime::now_utc() + renewal::RETRY_AFTER);
+                        eventloop.mqtt_options.set_transport(connection::transport(&self.renewal.params)?);
+                    }
                     // rumqttc keeps unacknowledged publishes to resend on the next
                     // connection; the spool is resent instead (everything unacknowledged,
                     // oldest first), and the status, config request and heartbeats are
@@ -346,6 +435,10 @@ impl Agent {
     }
 
     fn on_connected(&mut self, session_present: bool) -> Result<(), RunError> {
+        if self.renewal.switch == Switch::Connecting {
+            self.renewal.switch = Switch::None;
+            self.renewal.commit()?;
+        }
         self.connected = true;
         self.generation += 1;
         self.backoff.reset();
@@ -362,7 +455,115 @@ impl Agent {
         self.connected_tx.send_replace(Some(self.generation));
         info!(session = %self.session, session_present, ?applied_version, "connected");
         self.flush_spool();
+        // An answer may have been lost with the last connection: ask again at once.
+        self.renewal.asked_at = None;
+        self.maybe_renew();
         Ok(())
+    }
+
+    /// Asks for a renewed certificate when it is due (and again when no answer came in
+    /// time), or switches to one that was answered before the agent restarted.
+    fn maybe_renew(&mut self) {
+        if !self.connected || self.phase != Phase::Running || self.renewal.switch != Switch::None {
+            return;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        if self.renewal.pending.is_none() && now < self.renewal.certificate.due_at(self.renewal.share, self.id) {
+            return;
+        }
+        if self.renewal.not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        if self.renewal.pending.is_none() {
+            match Pending::create(&self.renewal.state_dir) {
+                Ok(p) => {
+                    info!(renewal = %p.renewal, not_after = %self.renewal.certificate.not_after, "renewing the certificate");
+                    self.renewal.pending = Some(p);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot prepare a certificate renewal; trying again later");
+                    self.renewal.not_before = Some(now + renewal::RETRY_AFTER);
+                    return;
+                }
+            }
+        }
+        let Some(pending) = &self.renewal.pending else { return };
+        if pending.issued.is_some() {
+            self.start_switch();
+            return;
+        }
+        if self.renewal.asked_at.is_some_and(|t| now - t < renewal::ANSWER_TIMEOUT) {
+            return;
+        }
+        let request = pending.request(&self.renewal.certificate.serial);
+        let topic = Topic::new(self.id, UpChannel::CertRequest).to_string();
+        match encode(&request).map(|bytes| self.client.try_publish(topic, QoS::AtLeastOnce, false, bytes)) {
+            Ok(Ok(())) => {
+                self.tracker.queued(None);
+                self.renewal.asked_at = Some(now);
+                debug!(renewal = %request.renewal, "certificate renewal requested");
+            }
+            Ok(Err(e)) => debug!(error = %e, "the request channel is full; asking for the renewal later"),
+            Err(e) => warn!(error = %e, "cannot encode the renewal request"),
+        }
+    }
+
+    /// A `down/cert` answer arrived.
+    fn on_cert(&mut self, payload: &[u8]) {
+        let answer: CertificateRenewal = match decode(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(reason = e.reason(), error = %describe(&e), "dropping a certificate answer that cannot be decoded");
+                return;
+            }
+        };
+        let Some(pending) = self.renewal.pending.as_mut().filter(|p| p.renewal == answer.renewal) else {
+            debug!(renewal = %answer.renewal, "ignoring an answer to a renewal this agent is not waiting for");
+            return;
+        };
+        let now = time::OffsetDateTime::now_utc();
+        match answer.outcome {
+            RenewalOutcome::Issued { certificate_pem, ca_chain_pem, serial, not_after } => {
+                match pending.accept(self.id, &certificate_pem, &ca_chain_pem) {
+                    Ok(()) => {
+                        info!(%serial, %not_after, "renewed certificate received; switching to it");
+                        self.start_switch();
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "refusing the renewed certificate; keeping the current one");
+                        self.renewal.discard();
+                        self.renewal.not_before = Some(now + renewal::RETRY_AFTER);
+                    }
+                }
+            }
+            RenewalOutcome::Refused { code, message } => {
+                warn!(%code, %message, "the control plane refused the certificate renewal");
+                // A request it cannot use is made anew; otherwise the same one is asked
+                // again later (the answer then is the same certificate).
+                let (forget, wait) = match code.as_str() {
+                    "invalid_csr" | "same_key" => (true, renewal::RETRY_AFTER),
+                    "revoked" | "tenant_suspended" => (false, renewal::REFUSED_RETRY_AFTER),
+                    _ => (false, renewal::RETRY_AFTER),
+                };
+                if forget {
+                    self.renewal.discard();
+                }
+                self.renewal.asked_at = None;
+                self.renewal.not_before = Some(now + wait);
+            }
+            RenewalOutcome::Unknown => warn!("ignoring a certificate answer of an unknown kind"),
+        }
+    }
+
+    /// Disconnects cleanly so the next connection uses the renewed pair (see [`Switch`]).
+    fn start_switch(&mut self) {
+        if self.phase != Phase::Running || !self.connected {
+            return;
+        }
+        match self.client.try_disconnect() {
+            Ok(()) => self.renewal.switch = Switch::Disconnecting,
+            Err(e) => debug!(error = %e, "the request channel is full; switching certificates later"),
+        }
     }
 
     fn set_disconnected(&mut self) {
@@ -436,9 +637,7 @@ impl Agent {
             Some(DownChannel::Task) => self.on_task(payload),
             Some(DownChannel::Config) => self.on_config(payload),
             Some(DownChannel::Receipt) => return self.on_receipt(payload),
-            Some(DownChannel::Cert) => {
-                info!(bytes = payload.len(), "received a cert message; this agent version does not handle it yet")
-            }
+            Some(DownChannel::Cert) => self.on_cert(payload),
             None => {}
         }
         true
@@ -551,6 +750,46 @@ impl Agent {
             return false;
         }
         true
+    }
+}
+
+impl Renewal {
+    /// The identity in use with the pending renewal's key, certificate and CA bundle.
+    fn params_with(&self, pending: &Pending) -> Result<rumqttc::Transport, RunError> {
+        let (cert, ca) = pending.issued.clone().ok_or(RenewalError::BadAnswer("no certificate yet".into()))?;
+        let params =
+            ConnectionParams { cert_pem: cert, ca_pem: ca, key_pem: pending.key_pem.clone(), ..self.params.clone() };
+        Ok(connection::transport(&params)?)
+    }
+
+    /// The broker accepted the new pair: it becomes the identity in use.
+    fn commit(&mut self) -> Result<(), RunError> {
+        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let Some((cert, ca)) = pending.issued.clone() else { return Ok(()) };
+        let certificate = CertificateFacts::read(&cert).map_err(RenewalError::BadAnswer)?;
+        self.params =
+            ConnectionParams { cert_pem: cert, ca_pem: ca, key_pem: pending.key_pem.clone(), ..self.params.clone() };
+        pending.commit(&self.state_dir)?;
+        info!(
+            serial = %certificate.serial,
+            not_after = %certificate.not_after,
+            renew_from = %certificate.due_at(self.share, self.params.appliance_id),
+            "certificate renewed"
+        );
+        self.certificate = certificate;
+        self.asked_at = None;
+        self.not_before = None;
+        Ok(())
+    }
+
+    /// Forgets the pending renewal; the identity in use stays.
+    fn discard(&mut self) {
+        if let Some(p) = self.pending.take() {
+            if let Err(e) = p.discard() {
+                warn!(error = %e, "cannot remove the discarded renewal");
+            }
+        }
+        self.asked_at = None;
     }
 }
 

@@ -127,7 +127,12 @@ pub struct MqttConfig {
 pub struct PkiConfig {
     /// Where `pki init` wrote the CA and the service certificates.
     pub dir: PathBuf,
-    pub appliance_cert_days: i64,
+    /// How long an appliance certificate is valid, in days (fractions allowed: tests use
+    /// minutes). Agents renew at 2/3 of it.
+    pub appliance_cert_days: f64,
+    /// At most one renewed certificate per appliance per this many seconds; more requests
+    /// are refused `too_frequent` (a flood signs nothing).
+    pub renewal_min_interval_s: f64,
     /// Run (with `sh -c`) after the CRL (`crl.pem` in `dir`) is rewritten, so the broker
     /// picks it up, e.g. `kill -HUP $(cat /run/mosquitto/mosquitto.pid)`. Unset: the broker
     /// reads the new list when it next starts (revoked appliances are still disconnected
@@ -190,7 +195,8 @@ impl Default for Config {
             },
             pki: PkiConfig {
                 dir: PathBuf::from("/etc/hearth/pki"),
-                appliance_cert_days: 90,
+                appliance_cert_days: 90.0,
+                renewal_min_interval_s: 60.0,
                 crl_reload_command: None,
                 crl_file: None,
             },
@@ -279,6 +285,20 @@ impl Config {
                 "must be positive numbers of seconds",
             );
         }
+        if !(self.pki.appliance_cert_days * 86_400.0 >= 120.0 && self.pki.appliance_cert_days <= 3650.0) {
+            return invalid(
+                "pki.appliance_cert_days",
+                "HEARTH_PKI__APPLIANCE_CERT_DAYS",
+                "must be at least two minutes (0.0014) and at most 3650 days",
+            );
+        }
+        if !(self.pki.renewal_min_interval_s >= 0.0 && self.pki.renewal_min_interval_s.is_finite()) {
+            return invalid(
+                "pki.renewal_min_interval_s",
+                "HEARTH_PKI__RENEWAL_MIN_INTERVAL_S",
+                "must be a non-negative number of seconds",
+            );
+        }
         if self.http.request_timeout_ms < 100 {
             return invalid("http.request_timeout_ms", "HEARTH_HTTP__REQUEST_TIMEOUT_MS", "must be at least 100");
         }
@@ -353,6 +373,11 @@ impl Config {
     pub fn http_tls_key(&self) -> PathBuf {
         self.http.tls_key.clone().unwrap_or_else(|| self.pki.dir.join(files::API_KEY))
     }
+    /// `pki.appliance_cert_days` as a duration.
+    pub fn appliance_cert_lifetime(&self) -> time::Duration {
+        time::Duration::seconds_f64(self.pki.appliance_cert_days * 86_400.0)
+    }
+
     pub fn mqtt_client_id(&self) -> String {
         self.mqtt.client_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();

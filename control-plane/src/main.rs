@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::connect(&config.database).await?;
             let started = std::time::Instant::now();
             let tenants = tenant.map_or(Tenants::New(tenants.unwrap_or(1)), Tenants::Existing);
-            let opts = BulkOptions { tenants, count, prefix, cert_days: config.pki.appliance_cert_days };
+            let opts = BulkOptions { tenants, count, prefix, cert_lifetime: config.appliance_cert_lifetime() };
             let bundle = provision::bulk_create(&pool, &config.pki.dir, &opts).await?;
             provision::write_bundle(&out, &bundle)?;
             println!(

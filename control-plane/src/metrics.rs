@@ -22,6 +22,7 @@ pub struct Metrics {
     pub tasks_dispatched: IntCounter,
     pub tasks_timed_out: IntCounter,
     pub configs_pushed: IntCounter,
+    pub certificate_renewals: IntCounterVec,
     pub sweeper_offline: IntCounter,
     pub appliances_online: IntGauge,
     pub http_requests: IntCounterVec,
@@ -120,6 +121,11 @@ impl Metrics {
             configs_pushed: counter(
                 "hearth_configs_pushed_total",
                 "Desired configuration documents sent to appliances.",
+            )?,
+            certificate_renewals: counter_vec(
+                "hearth_certificate_renewals_total",
+                "Certificate renewal requests by outcome (issued, reissued, or the refusal's code).",
+                &["outcome"],
             )?,
             sweeper_offline: counter(
                 "hearth_presence_sweeper_offline_total",

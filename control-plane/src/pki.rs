@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use hearth_protocol::ApplianceId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
+use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 /// The CN of the control plane's MQTT client certificate; the broker ACL grants this
@@ -164,6 +165,8 @@ pub struct IssuedCertificate {
     pub pem: String,
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
+    /// SHA-256 of the certified public key.
+    pub public_key_sha256: [u8; 32],
 }
 
 impl CertificateAuthority {
@@ -219,21 +222,31 @@ impl CertificateAuthority {
 
     /// Signs an appliance certificate for the key in `csr_pem`. The CSR's signature must
     /// verify (proof the requester holds the key); everything else it asks for is ignored.
-    pub fn sign_appliance(&self, csr_pem: &str, id: ApplianceId, days: i64) -> Result<IssuedCertificate, PkiError> {
+    pub fn sign_appliance(
+        &self,
+        csr_pem: &str,
+        id: ApplianceId,
+        lifetime: Duration,
+    ) -> Result<IssuedCertificate, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
         let alg = csr.public_key.algorithm();
         let accepted = [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519];
         if !accepted.contains(&alg) {
             return Err(PkiError::WeakKey);
         }
-        let mut params = leaf_params(&id.to_string(), days);
+        let public_key_sha256 = Sha256::digest(csr.public_key.subject_public_key_info()).into();
+        let mut params = leaf_params(&id.to_string(), 0);
+        // Backdated for clocks a little behind, by at most a tenth of a short lifetime.
+        params.not_before = OffsetDateTime::now_utc() - (lifetime / 10_i32).min(Duration::minutes(5));
+        // Whole seconds: what the certificate encodes is what is recorded and answered.
+        params.not_after = (OffsetDateTime::now_utc() + lifetime).replace_nanosecond(0).unwrap_or(params.not_after);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let serial = random_serial();
         let serial_hex = hex::encode(serial.to_bytes());
         params.serial_number = Some(serial);
         let not_after = params.not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after })
+        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after, public_key_sha256 })
     }
 }
 
@@ -323,7 +336,7 @@ mod tests {
         req.distinguished_name = dn(CONTROL_PLANE_CN); // an attempt to claim another identity
         let csr = req.serialize_request(&key).unwrap().pem().unwrap();
         let id = ApplianceId::new();
-        let issued = ca.sign_appliance(&csr, id, 90).unwrap();
+        let issued = ca.sign_appliance(&csr, id, Duration::days(90)).unwrap();
 
         let der = rustls_pki_types_pem(&issued.pem);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
@@ -331,7 +344,7 @@ mod tests {
         assert_eq!(cn, id.to_string(), "the CN is the appliance id, whatever the CSR asked for");
         assert_eq!(hex::encode(cert.raw_serial()), issued.serial_hex);
 
-        assert!(matches!(ca.sign_appliance("not a csr", id, 90), Err(PkiError::BadCsr(_))));
+        assert!(matches!(ca.sign_appliance("not a csr", id, Duration::days(90)), Err(PkiError::BadCsr(_))));
     }
 
     fn rustls_pki_types_pem(pem: &str) -> Vec<u8> {

@@ -54,7 +54,7 @@ pub struct BulkOptions {
     pub count: usize,
     /// Names are `<prefix>-000001`, …; new tenants `<prefix>-tenant-0001`, ….
     pub prefix: String,
-    pub cert_days: i64,
+    pub cert_lifetime: time::Duration,
 }
 
 /// Creates the tenants (if asked), the appliances and their certificates.
@@ -86,7 +86,7 @@ pub async fn bulk_create(pool: &PgPool, pki_dir: &Path, opts: &BulkOptions) -> R
     let planned: Vec<(ApplianceId, TenantId, String)> = (0..opts.count)
         .map(|i| (ApplianceId::new(), tenants[i % tenants.len()].id, format!("{}-{:06}", opts.prefix, i + 1)))
         .collect();
-    let issued = issue_all(&ca, &planned, opts.cert_days)?;
+    let issued = issue_all(&ca, &planned, opts.cert_lifetime)?;
 
     let rows: Vec<db::appliances::EnrolledRow> = planned
         .iter()
@@ -124,7 +124,7 @@ pub async fn bulk_create(pool: &PgPool, pki_dir: &Path, opts: &BulkOptions) -> R
 fn issue_all(
     ca: &CertificateAuthority,
     planned: &[(ApplianceId, TenantId, String)],
-    days: i64,
+    lifetime: time::Duration,
 ) -> Result<Vec<(crate::pki::IssuedCertificate, String)>, ProvisionError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = planned.len().div_ceil(threads).max(1);
@@ -132,7 +132,7 @@ fn issue_all(
         let handles: Vec<_> = planned
             .chunks(chunk)
             .map(|part| {
-                s.spawn(move || part.iter().map(|(id, _, _)| issue(ca, *id, days)).collect::<Result<Vec<_>, _>>())
+                s.spawn(move || part.iter().map(|(id, _, _)| issue(ca, *id, lifetime)).collect::<Result<Vec<_>, _>>())
             })
             .collect();
         let mut all = Vec::with_capacity(planned.len());
@@ -146,11 +146,11 @@ fn issue_all(
 fn issue(
     ca: &CertificateAuthority,
     id: ApplianceId,
-    days: i64,
+    lifetime: time::Duration,
 ) -> Result<(crate::pki::IssuedCertificate, String), ProvisionError> {
     let key = KeyPair::generate().map_err(PkiError::from)?;
     let csr = CertificateParams::default().serialize_request(&key).and_then(|r| r.pem()).map_err(PkiError::from)?;
-    Ok((ca.sign_appliance(&csr, id, days)?, key.serialize_pem()))
+    Ok((ca.sign_appliance(&csr, id, lifetime)?, key.serialize_pem()))
 }
 
 /// Writes the bundle 0600 (it holds private keys), replacing `path` atomically.

@@ -59,6 +59,8 @@ pub enum ServeError {
 }
 
 /// How often the CRL is issued anew (it is valid for `pki::CRL_VALIDITY`).
+/// Renewal requests waiting for the renewal worker (then the consumer waits).
+const RENEWAL_QUEUE: usize = 1024;
 const CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A started control plane.
@@ -218,6 +220,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (renewal_tx, renewal_rx) = tokio::sync::mpsc::channel(RENEWAL_QUEUE);
     let wake = Wake::default();
     parts.spawn("MQTT consumer", {
         let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
@@ -227,6 +230,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             metrics: metrics.clone(),
             connected: connected.clone(),
             limits: rate_limits.clone(),
+            renewals: renewal_tx,
         };
         let (client, token) = (client.clone(), shutdown.clone());
         async move {
@@ -239,7 +243,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             pool: pool.clone(),
             metrics: metrics.clone(),
             cfg: config.ingest.clone(),
-            acks: ack_tx,
+            acks: ack_tx.clone(),
             dispatcher: wake.clone(),
             client: client.clone(),
         };
@@ -251,7 +255,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     parts.spawn("dispatcher", {
         let dispatcher = Dispatcher {
             pool: pool.clone(),
-            client,
+            client: client.clone(),
             wake: wake.clone(),
             metrics: metrics.clone(),
             secrets: config.secret_key(),
@@ -308,12 +312,20 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
             port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
         },
-        appliance_cert_days: config.pki.appliance_cert_days,
+        appliance_cert_lifetime: config.appliance_cert_lifetime(),
+        renewal_min_interval: std::time::Duration::from_secs_f64(config.pki.renewal_min_interval_s),
         secrets: config.secret_key(),
         assistant: Arc::new(crate::assistant::Assistant::new(&config.assistant)?),
         assistant_config: config.assistant.clone(),
         metrics: metrics.clone(),
     };
+    parts.spawn("certificate renewals", {
+        let (svc, token) = (domain.clone(), shutdown.clone());
+        async move {
+            crate::renewal::run_renewals(svc, client, renewal_rx, ack_tx, token).await;
+            Ok(())
+        }
+    });
     let state = AppState {
         domain,
         metrics: metrics.clone(),

@@ -100,6 +100,7 @@ pub enum UpMessage {
     Status(Status),
     ConfigRequest(ConfigRequest),
     ConfigApplied(ConfigApplied),
+    CertRequest(CertificateRequest),
     TaskEvent(TaskEvent),
     TaskResult(TaskResult),
 }
@@ -113,6 +114,7 @@ impl UpMessage {
             UpChannel::Status => UpMessage::Status(decode(bytes)?),
             UpChannel::ConfigRequest => UpMessage::ConfigRequest(decode(bytes)?),
             UpChannel::ConfigApplied => UpMessage::ConfigApplied(decode(bytes)?),
+            UpChannel::CertRequest => UpMessage::CertRequest(decode(bytes)?),
             UpChannel::TaskEvent(topic) => {
                 let e: TaskEvent = decode(bytes)?;
                 same_task(TaskEvent::KIND, topic, e.task_id)?;
@@ -133,6 +135,7 @@ impl UpMessage {
             UpMessage::Status(_) => Status::KIND,
             UpMessage::ConfigRequest(_) => ConfigRequest::KIND,
             UpMessage::ConfigApplied(_) => ConfigApplied::KIND,
+            UpMessage::CertRequest(_) => CertificateRequest::KIND,
             UpMessage::TaskEvent(_) => TaskEvent::KIND,
             UpMessage::TaskResult(_) => TaskResult::KIND,
         }
@@ -148,6 +151,7 @@ impl UpChannel {
             UpChannel::Status => Status::KIND,
             UpChannel::ConfigRequest => ConfigRequest::KIND,
             UpChannel::ConfigApplied => ConfigApplied::KIND,
+            UpChannel::CertRequest => CertificateRequest::KIND,
             UpChannel::TaskEvent(_) => TaskEvent::KIND,
             UpChannel::TaskResult(_) => TaskResult::KIND,
         }
@@ -247,7 +251,17 @@ impl Payload for Receipt {
     const MAX_BYTES: usize = 64 * 1024;
 }
 
+impl Payload for CertificateRequest {
+    const KIND: &'static str = "certificate_request";
+    const MAX_BYTES: usize = 16 * 1024;
+    fn validate(&self) -> Result<(), String> {
+        text("csr_pem", &self.csr_pem, 8 * 1024)?;
+        text("current_serial", &self.current_serial, 64)
+    }
+}
+
 impl Payload for CertificateRenewal {
     const KIND: &'static str = "certificate_renewal";
-    const MAX_BYTES: usize = 16 * 1024;
+    // The certificate and every CA of a rotation's overlap.
+    const MAX_BYTES: usize = 32 * 1024;
 }

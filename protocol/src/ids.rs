@@ -127,6 +127,13 @@ uuid_id!(
     "message id"
 );
 uuid_id!(
+    /// One certificate renewal an agent asked for. Asking again with the same id (after a
+    /// restart or a lost answer) gets the same certificate.
+    RenewalId,
+    "renewal id"
+);
+
+uuid_id!(
     /// A task the support assistant proposed, waiting for the customer's confirmation.
     ProposalId,
     "proposal id"

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 
-use crate::ids::{BootId, SessionId, TaskId};
+use crate::ids::{BootId, RenewalId, SessionId, TaskId};
 use crate::PROTOCOL_VERSION;
 
 /// The schema version field `v`. It serialises as [`PROTOCOL_VERSION`] and refuses to
@@ -215,12 +215,49 @@ pub struct PlayStats {
     pub unreachable: u32,
 }
 
-/// `down/cert` (QoS 1): a renewed certificate for the appliance.
+/// `up/cert/request` (QoS 1): "sign this key for me", sent over the connection the current
+/// certificate authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    pub v: ProtocolVersion,
+    /// The same id for every retry of one renewal.
+    pub renewal: RenewalId,
+    /// A PKCS#10 request for the new key (its subject is ignored).
+    pub csr_pem: String,
+    /// The serial (hex) of the certificate the agent is connected with.
+    pub current_serial: String,
+}
+
+/// `down/cert` (QoS 1): the answer to a [`CertificateRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateRenewal {
     pub v: ProtocolVersion,
-    pub certificate_pem: String,
-    pub ca_chain_pem: String,
+    pub renewal: RenewalId,
+    #[serde(flatten)]
+    pub outcome: RenewalOutcome,
+}
+
+/// A signed certificate, or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RenewalOutcome {
+    Issued {
+        certificate_pem: String,
+        /// Every CA the broker trusts for appliances (more than one during a CA rotation).
+        ca_chain_pem: String,
+        /// Hex.
+        serial: String,
+        #[serde(with = "time::serde::rfc3339")]
+        not_after: OffsetDateTime,
+    },
+    Refused {
+        /// Stable: `revoked`, `tenant_suspended`, `invalid_csr`, `same_key`,
+        /// `too_frequent`, `unavailable`.
+        code: String,
+        message: String,
+    },
+    #[serde(other)]
+    Unknown,
 }
 
 /// `down/receipt` (QoS 1): what the control plane has durably stored of what this appliance

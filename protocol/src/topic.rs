@@ -57,6 +57,8 @@ pub enum UpChannel {
     ConfigRequest,
     /// The configuration version the appliance applied and how that went (QoS 1).
     ConfigApplied,
+    /// A renewal of the appliance's certificate (QoS 1).
+    CertRequest,
     /// One step of a running task (QoS 1).
     TaskEvent(TaskId),
     /// A task's final outcome (QoS 1).
@@ -111,6 +113,7 @@ impl fmt::Display for Topic {
                 UpChannel::Status => f.write_str("up/status"),
                 UpChannel::ConfigRequest => f.write_str("up/config/request"),
                 UpChannel::ConfigApplied => f.write_str("up/config/applied"),
+                UpChannel::CertRequest => f.write_str("up/cert/request"),
                 UpChannel::TaskEvent(id) => write!(f, "up/task/{id}/event"),
                 UpChannel::TaskResult(id) => write!(f, "up/task/{id}/result"),
             },
@@ -159,6 +162,7 @@ impl FromStr for Topic {
             ["up", "status"] => UpChannel::Status.into(),
             ["up", "config", "request"] => UpChannel::ConfigRequest.into(),
             ["up", "config", "applied"] => UpChannel::ConfigApplied.into(),
+            ["up", "cert", "request"] => UpChannel::CertRequest.into(),
             ["up", "task", id, "event"] => UpChannel::TaskEvent(task(id)?).into(),
             ["up", "task", id, "result"] => UpChannel::TaskResult(task(id)?).into(),
             ["down", "config"] => DownChannel::Config.into(),
@@ -210,6 +214,7 @@ mod tests {
             UpChannel::Status.into(),
             UpChannel::ConfigRequest.into(),
             UpChannel::ConfigApplied.into(),
+            UpChannel::CertRequest.into(),
             UpChannel::TaskEvent(t).into(),
             UpChannel::TaskResult(t).into(),
             DownChannel::Config.into(),

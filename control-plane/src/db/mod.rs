@@ -11,6 +11,7 @@
 
 pub mod appliances;
 pub mod audit;
+pub mod certificates;
 pub mod desired;
 pub mod enrollment;
 pub mod operators;

@@ -70,6 +70,16 @@ pub async fn revoke(
         .execute(&mut *conn)
         .await?;
     }
+    // Every other certificate it still holds (one renewed and not yet switched to, say).
+    sqlx::query(
+        "INSERT INTO certificate_revocations (serial, appliance_id, tenant_id, reason)
+         SELECT serial, appliance_id, tenant_id, $2 FROM certificate_issues WHERE appliance_id = $1 AND not_after > now()
+         ON CONFLICT (serial) DO NOTHING",
+    )
+    .bind(appliance)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
     Ok(Some(Revoked { appliance, tenant, serial, newly }))
 }
 
@@ -86,6 +96,9 @@ pub async fn revoke_tenant(
          ), ins AS (
              INSERT INTO certificate_revocations (serial, appliance_id, tenant_id, reason)
              SELECT cert_serial, id, tenant_id, $2 FROM upd WHERE cert_serial IS NOT NULL
+             UNION
+             SELECT serial, appliance_id, tenant_id, $2 FROM certificate_issues
+             WHERE tenant_id = $1 AND not_after > now()
              ON CONFLICT (serial) DO NOTHING
          )
          SELECT id FROM upd",

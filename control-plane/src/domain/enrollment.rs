@@ -11,6 +11,7 @@
 use hearth_protocol::api::{EnrollRequest, EnrollResponse};
 
 use super::Services;
+use crate::db::certificates;
 use crate::db::enrollment::{self as store, Refusal, TOKEN_PREFIX};
 use crate::pki::PkiError;
 
@@ -69,11 +70,25 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
     let mut tx = svc.pool.begin().await?;
     let claim = store::redeem(&mut tx, token).await??;
     let issued =
-        svc.ca.sign_appliance(&req.csr_pem, claim.appliance, svc.appliance_cert_days).map_err(|e| match e {
+        svc.ca.sign_appliance(&req.csr_pem, claim.appliance, svc.appliance_cert_lifetime).map_err(|e| match e {
             PkiError::BadCsr(_) | PkiError::WeakKey => EnrollError::InvalidCsr(e),
             other => EnrollError::Pki(other),
         })?;
     store::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
+    certificates::record_issue(
+        &mut tx,
+        &certificates::NewIssue {
+            appliance: claim.appliance,
+            tenant: claim.tenant,
+            renewal: None,
+            serial: &issued.serial_hex,
+            public_key_sha256: &issued.public_key_sha256,
+            csr_sha256: None,
+            certificate_pem: &issued.pem,
+            not_after: issued.not_after,
+        },
+    )
+    .await?;
     tx.commit().await?;
 
     tracing::info!(appliance = %claim.appliance, tenant = %claim.tenant, serial = %issued.serial_hex, "appliance enrolled");

@@ -23,6 +23,7 @@
 //! - [`appliances`]: the tenant's appliances and inventory, registration (enrollment token),
 //!   the operators' fleet view, revocation (and a deleted tenant's appliances revoked).
 //! - [`enrollment`]: an appliance redeems its token and gets its certificate.
+//! - [`certificates`]: an appliance renews its certificate before it expires.
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
 //!   merging, validation and secrets sealed at rest.
 //!
@@ -32,6 +33,7 @@
 pub mod accounts;
 pub mod appliances;
 pub mod audit;
+pub mod certificates;
 pub mod desired;
 pub mod enrollment;
 pub mod operators;
@@ -68,7 +70,9 @@ pub struct Services {
     pub ca: Arc<CertificateAuthority>,
     /// The broker address handed to enrolling appliances.
     pub broker: BrokerAddress,
-    pub appliance_cert_days: i64,
+    pub appliance_cert_lifetime: time::Duration,
+    /// At most one renewed certificate per appliance per this long.
+    pub renewal_min_interval: std::time::Duration,
     /// Seals configuration secrets; `None` when `secrets.key` is not configured.
     pub secrets: Option<SecretKey>,
     /// The support assistant (rules, or Ollama with the rules as fallback).

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_protocol::{ApplianceId, Channel, Topic, TopicFilter, UpChannel, UpMessage};
+use hearth_protocol::{ApplianceId, CertificateRequest, Channel, Topic, TopicFilter, UpChannel, UpMessage};
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,25 @@ pub struct ConsumerLinks {
     pub connected: Arc<AtomicBool>,
     /// Each appliance's MQTT limit (see [`Throttle`]).
     pub limits: Arc<RateLimits>,
+    /// Certificate renewal requests, for the renewal worker (it acknowledges them).
+    pub renewals: mpsc::Sender<RenewalRequest>,
+}
+
+/// An appliance's certificate renewal request, with the publish to acknowledge once it is
+/// answered.
+#[derive(Debug)]
+pub struct RenewalRequest {
+    pub appliance: ApplianceId,
+    pub request: CertificateRequest,
+    pub ack: Option<rumqttc::Publish>,
+}
+
+/// Where a decoded message goes: the batching writer, or the renewal worker (a renewal is
+/// rare, signs a certificate and answers at once: it does not belong in a batch).
+#[derive(Debug)]
+enum Routed {
+    Writer(Ingested),
+    Renewal(ApplianceId, CertificateRequest),
 }
 
 /// Reads from the broker until `shutdown`, sending decoded messages to the writer and
@@ -110,8 +129,15 @@ pub async fn run_consumer(
                     });
                 match msg {
                     // Backpressure: wait for the writer rather than drop.
-                    Some(msg) => {
+                    Some(Routed::Writer(msg)) => {
                         if links.tx.send(Inbound { msg, ack }).await.is_err() {
+                            break;
+                        }
+                    }
+                    // The renewal worker never waits for this loop (it hands its answers
+                    // over with `try_publish`), so waiting for it cannot deadlock.
+                    Some(Routed::Renewal(appliance, request)) => {
+                        if links.renewals.send(RenewalRequest { appliance, request, ack }).await.is_err() {
                             break;
                         }
                     }
@@ -166,7 +192,7 @@ pub async fn run_consumer(
 /// take a token when there is one, so they count against the appliance's bucket.
 fn dropped_when_throttled(channel: UpChannel) -> bool {
     match channel {
-        UpChannel::Heartbeat | UpChannel::Status | UpChannel::ConfigRequest => true,
+        UpChannel::Heartbeat | UpChannel::Status | UpChannel::ConfigRequest | UpChannel::CertRequest => true,
         UpChannel::TaskEvent(_) | UpChannel::TaskResult(_) | UpChannel::ConfigApplied => false,
     }
 }
@@ -225,7 +251,7 @@ impl Throttle {
 
 /// Decodes one publish; counts and drops anything that is not a valid up message.
 #[cfg(test)]
-fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Ingested> {
+fn decode(topic: &str, payload: &[u8], metrics: &Metrics) -> Option<Routed> {
     let (appliance, channel) = decode_topic(topic, metrics)?;
     decode_payload(topic, appliance, channel, payload, metrics)
 }
@@ -259,7 +285,7 @@ fn decode_payload(
     channel: UpChannel,
     payload: &[u8],
     metrics: &Metrics,
-) -> Option<Ingested> {
+) -> Option<Routed> {
     let msg = match UpMessage::decode(channel, payload) {
         Ok(m) => m,
         Err(e) => {
@@ -268,14 +294,15 @@ fn decode_payload(
         }
     };
     metrics.mqtt_messages.with_label_values(&[msg.kind()]).inc();
-    match msg {
-        UpMessage::Heartbeat(hb) => Some(Ingested::Heartbeat(appliance, hb)),
-        UpMessage::Status(st) => Some(Ingested::Status(appliance, st)),
-        UpMessage::TaskEvent(e) => Some(Ingested::TaskEvent(appliance, e)),
-        UpMessage::TaskResult(r) => Some(Ingested::TaskResult(appliance, r)),
-        UpMessage::ConfigRequest(r) => Some(Ingested::ConfigRequest(appliance, r)),
-        UpMessage::ConfigApplied(r) => Some(Ingested::ConfigApplied(appliance, r)),
-    }
+    Some(Routed::Writer(match msg {
+        UpMessage::Heartbeat(hb) => Ingested::Heartbeat(appliance, hb),
+        UpMessage::Status(st) => Ingested::Status(appliance, st),
+        UpMessage::TaskEvent(e) => Ingested::TaskEvent(appliance, e),
+        UpMessage::TaskResult(r) => Ingested::TaskResult(appliance, r),
+        UpMessage::ConfigRequest(r) => Ingested::ConfigRequest(appliance, r),
+        UpMessage::ConfigApplied(r) => Ingested::ConfigApplied(appliance, r),
+        UpMessage::CertRequest(r) => return Some(Routed::Renewal(appliance, r)),
+    }))
 }
 
 #[cfg(test)]

@@ -25,4 +25,4 @@ mod batch;
 mod consumer;
 
 pub use batch::{run_writer, Coalescer, Inbound, Ingested, WriterContext};
-pub use consumer::{run_consumer, ConsumerConfig, ConsumerLinks};
+pub use consumer::{run_consumer, ConsumerConfig, ConsumerLinks, RenewalRequest};

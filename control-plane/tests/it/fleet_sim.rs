@@ -24,7 +24,12 @@ async fn simulated_appliances_come_online_answer_tasks_and_apply_configuration(p
     let broker = Broker::start(&pki);
     let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
 
-    let opts = BulkOptions { tenants: Tenants::New(2), count: 5, prefix: "sim".into(), cert_days: 1 };
+    let opts = BulkOptions {
+        tenants: Tenants::New(2),
+        count: 5,
+        prefix: "sim".into(),
+        cert_lifetime: time::Duration::days(1),
+    };
     let made = provision::bulk_create(&pool, pki.dir.path(), &opts).await.expect("bulk create");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bundle.json");

@@ -8,6 +8,7 @@ mod agent_tasks;
 mod api;
 mod assistant;
 mod broker_security;
+mod certificates;
 mod desired;
 mod e2e;
 mod enroll;

@@ -63,9 +63,16 @@ fn task_messages() {
 }
 
 #[test]
-fn certificate_renewal() {
-    let c: CertificateRenewal = round_trip("certificate-renewal.json");
-    assert!(c.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+fn certificate_messages() {
+    let req: CertificateRequest = round_trip("certificate-request.json");
+    assert!(req.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    let issued: CertificateRenewal = round_trip("certificate-renewal.json");
+    assert_eq!(issued.renewal, req.renewal);
+    let RenewalOutcome::Issued { certificate_pem, not_after, .. } = issued.outcome else { panic!("{issued:?}") };
+    assert!(certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(not_after.year(), 2027);
+    let refused: CertificateRenewal = round_trip("certificate-renewal-refused.json");
+    assert!(matches!(refused.outcome, RenewalOutcome::Refused { ref code, .. } if code == "same_key"));
 }
 
 #[test]
@@ -83,7 +90,9 @@ fn every_golden_file_is_checked() {
         .collect();
     names.sort();
     let checked = [
+        "certificate-renewal-refused.json",
         "certificate-renewal.json",
+        "certificate-request.json",
         "config-applied.json",
         "config-document.json",
         "config-request.json",

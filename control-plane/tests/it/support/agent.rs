@@ -39,8 +39,16 @@ impl Appliance {
     }
 
     pub fn start(&self) -> (CancellationToken, tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>) {
+        self.start_with(|_| {})
+    }
+
+    /// [`Self::start`] with some settings changed.
+    pub fn start_with(
+        &self,
+        change: impl FnOnce(&mut AgentConfig),
+    ) -> (CancellationToken, tokio::task::JoinHandle<Result<(), hearth_agent::RunError>>) {
         let token = CancellationToken::new();
-        let config = AgentConfig {
+        let mut config = AgentConfig {
             state_dir: self.state.path().to_owned(),
             heartbeat_interval_s: 1,
             backoff_initial_ms: 200,
@@ -50,6 +58,7 @@ impl Appliance {
             manage_services: false,
             ..Default::default()
         };
+        change(&mut config);
         (token.clone(), tokio::spawn(hearth_agent::run(config, token)))
     }
 

@@ -48,7 +48,7 @@ impl Pki {
         let ca = pki::CertificateAuthority::load(self.dir.path()).expect("ca");
         let key = rcgen::KeyPair::generate().expect("key");
         let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
-        (ca.sign_appliance(&csr, id, 1).expect("sign").pem, key.serialize_pem())
+        (ca.sign_appliance(&csr, id, time::Duration::days(1)).expect("sign").pem, key.serialize_pem())
     }
 }
 

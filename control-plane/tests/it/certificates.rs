@@ -1,0 +1,248 @@
+//! Certificate renewal with the real agent, the real broker (mutual TLS, the shipped
+//! configuration, its CRL) and certificates that live 90 seconds: the agent renews by
+//! itself and still connects after its first certificate expired; a renewed pair the broker
+//! refuses is rolled back and the old one keeps working; a control plane that is away when
+//! the agent asks answers the same request later with one certificate, not two.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hearth_agent::renewal::CertificateFacts;
+use hearth_protocol::ApplianceId;
+use sqlx::PgPool;
+
+use crate::support::agent::Appliance;
+use crate::support::*;
+
+/// Short enough that a test sees the first certificate expire.
+const LIFETIME_S: f64 = 90.0;
+
+fn renewing_config(pki: &Pki, broker: &Broker) -> hearth_control_plane::config::Config {
+    let mut config = test_config(pki, broker);
+    config.pki.appliance_cert_days = LIFETIME_S / 86_400.0;
+    config.pki.renewal_min_interval_s = 1.0;
+    config
+}
+
+fn certificate_in_use(state: &Path) -> CertificateFacts {
+    CertificateFacts::read(&std::fs::read_to_string(state.join("cert.pem")).expect("cert.pem")).expect("parses")
+}
+
+async fn issued(pool: &PgPool, id: ApplianceId) -> Vec<(String, bool)> {
+    sqlx::query_as(
+        "SELECT serial, renewal_id IS NOT NULL FROM certificate_issues WHERE appliance_id = $1 ORDER BY issued_at, serial",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .expect("issues")
+}
+
+async fn last_seen(pool: &PgPool, id: ApplianceId) -> Option<time::OffsetDateTime> {
+    sqlx::query_scalar("SELECT last_seen FROM appliances WHERE id = $1").bind(id).fetch_one(pool).await.expect("row")
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn the_agent_renews_by_itself_and_connects_after_its_first_certificate_expired(pool: PgPool) {
+    let pki = Pki::new();
+    let mut broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), renewing_config(&pki, &broker), &pki).await;
+    let (tenant, key) = tenant(&pool, "renewing").await;
+    let appliance = Appliance::enroll(&cp, &pki, &pool, tenant, "box").await;
+    let first = certificate_in_use(appliance.state.path());
+    let lifetime = first.not_after - first.not_before;
+    assert!(lifetime <= time::Duration::seconds(100), "{lifetime}");
+    let (stop, agent) = appliance.start_with(|c| c.renew_at_percent = 50);
+    wait_status(&cp, &key, appliance.id, "online").await;
+
+    // Renewed by itself at about half its lifetime, switched to after a real reconnect.
+    let renewed = eventually(Duration::from_secs(80), "a renewed certificate in use", || async {
+        let now = certificate_in_use(appliance.state.path());
+        (now.serial != first.serial && !appliance.state.path().join("renewal").exists()).then_some(now)
+    })
+    .await;
+    assert!(renewed.not_after > first.not_after);
+    let db_serial: String = sqlx::query_scalar("SELECT cert_serial FROM appliances WHERE id = $1")
+        .bind(appliance.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let history = issued(&pool, appliance.id).await;
+    assert!(history.iter().any(|(s, renewal)| *s == renewed.serial && *renewal), "{history:?}");
+    assert!(history.iter().any(|(s, renewal)| *s == first.serial && !*renewal), "enrollment recorded: {history:?}");
+    assert!(
+        db_serial == renewed.serial || history.iter().any(|(s, _)| *s == db_serial),
+        "the appliance's certificate is one of its own"
+    );
+
+    // Past the first certificate's expiry, a broker restart forces a new TLS handshake:
+    // the agent is back with a certificate that is valid now.
+    let until_expiry = first.not_after - time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    if until_expiry.is_positive() {
+        tokio::time::sleep(until_expiry.unsigned_abs()).await;
+    }
+    broker.stop();
+    broker.start_again();
+    let restarted = time::OffsetDateTime::now_utc();
+    eventually(Duration::from_secs(30), "a heartbeat after the restart", || async {
+        last_seen(&pool, appliance.id).await.filter(|t| *t > restarted)
+    })
+    .await;
+    let in_use = certificate_in_use(appliance.state.path());
+    assert!(in_use.not_after > time::OffsetDateTime::now_utc(), "connected with a valid certificate");
+    assert_ne!(in_use.serial, first.serial);
+
+    let metrics = cp.metrics().await;
+    assert!(metric(&metrics, r#"hearth_certificate_renewals_total{outcome="issued"}"#).unwrap_or(0.0) >= 1.0);
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'certificate.renewed' AND target_id = $1")
+            .bind(appliance.id.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(audited >= 1);
+    stop.cancel();
+    agent.await.unwrap().expect("the agent stops cleanly");
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_renewed_pair_the_broker_refuses_is_rolled_back(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), renewing_config(&pki, &broker), &pki).await;
+    let (tenant, key) = tenant(&pool, "refused").await;
+    let appliance = Appliance::enroll(&cp, &pki, &pool, tenant, "box").await;
+    let first = certificate_in_use(appliance.state.path());
+
+    // Every renewed certificate is revoked as it is recorded, and an older unused one
+    // makes the renewal publish the CRL (superseding it) before it answers: the broker
+    // knows the new certificate is revoked before the agent tries it.
+    sqlx::query(
+        "INSERT INTO certificate_issues (serial, appliance_id, tenant_id, renewal_id, public_key_sha256, certificate_pem,
+                                         not_after, issued_at)
+         VALUES ('0badc0de', $1, $2, gen_random_uuid(), '\\x00', 'unused', now() + interval '1 hour',
+                 now() - interval '1 hour')",
+    )
+    .bind(appliance.id)
+    .bind(tenant)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    sqlx::query(
+        "CREATE FUNCTION revoke_renewed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.renewal_id IS NOT NULL THEN
+                 INSERT INTO certificate_revocations (serial, appliance_id, tenant_id, reason)
+                 VALUES (NEW.serial, NEW.appliance_id, NEW.tenant_id, 'test');
+             END IF;
+             RETURN NEW;
+         END $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TRIGGER revoke_renewed AFTER INSERT ON certificate_issues FOR EACH ROW EXECUTE FUNCTION revoke_renewed()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (stop, agent) = appliance.start_with(|c| c.renew_at_percent = 10);
+    // Asked, answered, tried, refused by the broker, and rolled back.
+    eventually(Duration::from_secs(60), "a renewal issued (and revoked)", || async {
+        issued(&pool, appliance.id).await.iter().any(|(s, r)| *r && s != "0badc0de").then_some(())
+    })
+    .await;
+    let tried = time::OffsetDateTime::now_utc();
+    eventually(Duration::from_secs(30), "back online with the old pair", || async {
+        let back = last_seen(&pool, appliance.id).await.is_some_and(|t| t > tried + time::Duration::seconds(2));
+        (back && !appliance.state.path().join("renewal").exists()).then_some(())
+    })
+    .await;
+    assert_eq!(certificate_in_use(appliance.state.path()).serial, first.serial, "the old pair is still the one");
+    wait_status(&cp, &key, appliance.id, "online").await;
+    let revoked: Vec<String> = sqlx::query_scalar("SELECT serial FROM certificate_revocations WHERE appliance_id = $1")
+        .bind(appliance.id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(revoked.contains(&"0badc0de".to_string()), "the unused one was superseded: {revoked:?}");
+    assert!(!revoked.contains(&first.serial), "the pair in use is never revoked by a renewal");
+    stop.cancel();
+    agent.await.unwrap().expect("the agent stops cleanly");
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn refusals_change_nothing_and_say_why(pool: PgPool) {
+    use hearth_protocol::{decode, encode, CertificateRenewal, CertificateRequest, DownChannel, ProtocolVersion};
+    use hearth_protocol::{RenewalId, RenewalOutcome, Topic, UpChannel};
+
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let mut config = renewing_config(&pki, &broker);
+    config.pki.renewal_min_interval_s = 3600.0;
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let (tenant, _) = tenant(&pool, "refusals").await;
+    let (id, _) = appliance(&pool, tenant, "box").await;
+    let mut probe = crate::support::mqtt::appliance_online(&pki, &broker, id).await;
+    let down = Topic::new(id, DownChannel::Cert).to_string();
+    let up = Topic::new(id, UpChannel::CertRequest).to_string();
+    let ask = |csr_pem: String, renewal: RenewalId| {
+        encode(&CertificateRequest { v: ProtocolVersion, renewal, csr_pem, current_serial: "00".into() }).unwrap()
+    };
+    let csr = |key: &rcgen::KeyPair| rcgen::CertificateParams::default().serialize_request(key).unwrap().pem().unwrap();
+    async fn answer(probe: &mut crate::support::mqtt::Probe, down: &str) -> CertificateRenewal {
+        decode(&probe.next_on(down, Duration::from_secs(10)).await.expect("an answer")).expect("decodes")
+    }
+    let code = |a: &CertificateRenewal| match &a.outcome {
+        RenewalOutcome::Refused { code, .. } => code.clone(),
+        other => panic!("{other:?}"),
+    };
+
+    // Not a CSR.
+    probe.publish(&up, ask("garbage".into(), RenewalId::new())).await;
+    assert_eq!(code(&answer(&mut probe, &down).await), "invalid_csr");
+
+    // A good one: issued; the same request again: the same certificate.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let renewal = RenewalId::new();
+    let request = csr(&key);
+    probe.publish(&up, ask(request.clone(), renewal)).await;
+    let first = answer(&mut probe, &down).await;
+    let RenewalOutcome::Issued { serial, .. } = &first.outcome else { panic!("{first:?}") };
+    probe.publish(&up, ask(request.clone(), renewal)).await;
+    let again = answer(&mut probe, &down).await;
+    assert_eq!(again.outcome, first.outcome, "asking twice gives the same certificate");
+    // The same id for another request (another key): refused.
+    probe.publish(&up, ask(csr(&rcgen::KeyPair::generate().unwrap()), renewal)).await;
+    assert_eq!(code(&answer(&mut probe, &down).await), "invalid_csr");
+
+    // The same key under a new id: refused (and within the minimum interval anyway).
+    probe.publish(&up, ask(csr(&key), RenewalId::new())).await;
+    assert_eq!(code(&answer(&mut probe, &down).await), "too_frequent");
+    sqlx::query("UPDATE certificate_issues SET issued_at = now() - interval '2 hours' WHERE serial = $1")
+        .bind(serial)
+        .execute(&pool)
+        .await
+        .unwrap();
+    probe.publish(&up, ask(csr(&key), RenewalId::new())).await;
+    assert_eq!(code(&answer(&mut probe, &down).await), "same_key");
+
+    // Revoked: refused, nothing issued.
+    let before = issued(&pool, id).await.len();
+    sqlx::query("UPDATE appliances SET revoked_at = now() WHERE id = $1").bind(id).execute(&pool).await.unwrap();
+    probe.publish(&up, ask(csr(&rcgen::KeyPair::generate().unwrap()), RenewalId::new())).await;
+    assert_eq!(code(&answer(&mut probe, &down).await), "revoked");
+    assert_eq!(issued(&pool, id).await.len(), before, "a refusal issues nothing");
+
+    let metrics = cp.metrics().await;
+    for (outcome, n) in [
+        ("invalid_csr", 2.0),
+        ("issued", 1.0),
+        ("reissued", 1.0),
+        ("too_frequent", 1.0),
+        ("same_key", 1.0),
+        ("revoked", 1.0),
+    ] {
+        let series = format!(r#"hearth_certificate_renewals_total{{outcome="{outcome}"}}"#);
+        assert_eq!(metric(&metrics, &series), Some(n), "{series}");
+    }
+}
