@@ -8,7 +8,9 @@
 //! ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`], [`Unavailable`], and the
 //! 403s of the credential extractors: [`TenantForbidden`], [`OwnerForbidden`],
 //! [`ForbiddenForRole`]). `500`, `503`, `401` (where a credential is needed) and `429` (on
-//! customer operations) are added to every operation by `openapi::document`; a handler lists
+//! customer operations) are added to every operation by `openapi::document`, and so are
+//! [`PayloadTooLarge`], [`UnsupportedMediaType`] and [`InvalidText`] (what [`ApiJson`] and
+//! [`ApiQuery`], the only body and query extractors, refuse); a handler lists
 //! the others it returns as `(status = 404, response = NotFound)`, and codes only one
 //! endpoint returns inline, with `body = ErrorBody`.
 
