@@ -358,8 +358,8 @@ impl From<DesiredError> for ApiError {
     }
 }
 
-/// The largest request body accepted (axum's default body limit, stated here once): a
-/// larger one is `413 payload_too_large`.
+/// The largest request body accepted (`http::app` sets it as the body limit): a larger one
+/// is `413 payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// The JSON body extractor every handler uses; its rejections are [`ApiError`]s:
