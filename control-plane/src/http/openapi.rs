@@ -14,12 +14,13 @@
 //! Enrollment authenticates with a one-time token in its body, sign-in with an e-mail
 //! address and a password; health, metrics and these two documentation routes are public.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::response::{Html, IntoResponse};
 use hearth_protocol::api::ErrorBody;
-use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -159,27 +160,9 @@ fn document_json() -> &'static str {
 /// `invalid_text` added to it.
 fn add_shared_responses(doc: &mut Document) {
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ];
-        for op in operations.into_iter().flatten() {
-            // The scheme names of the operation's security requirements.
-            let schemes: Vec<String> = serde_json::to_value(&op.security)
-                .ok()
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|r| r.as_object())
-                .flat_map(|r| r.keys().cloned())
-                .collect();
-            let customer = schemes.iter().any(|s| s == TENANT_KEY || s == SESSION_TOKEN);
+        for (_, op) in operations(item) {
+            let schemes = schemes(op);
+            let customer = opened_by_customer(&schemes);
             let responses = &mut op.responses.responses;
             let share = |responses: &mut std::collections::BTreeMap<String, RefOr<_>>, status: &str, name: &str| {
                 responses.entry(status.to_owned()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
@@ -209,6 +192,59 @@ fn add_shared_responses(doc: &mut Document) {
             }
         }
     }
+}
+
+/// The operations a customer credential opens, as (method, route template): the ones the
+/// tenant rate limit (`http::ratelimit`) counts, read from the same document that promises
+/// their `429`, so the limit and the document cannot disagree. Health, metrics, the docs,
+/// enrollment, sign-in and the operators' API are not in it, whatever header they carry.
+pub(super) fn is_customer_operation(method: &Method, route: &str) -> bool {
+    static OPERATIONS: OnceLock<HashMap<String, HashSet<Method>>> = OnceLock::new();
+    let operations = OPERATIONS.get_or_init(|| {
+        let (_, mut doc) = super::api_router().split_for_parts();
+        let mut found: HashMap<String, HashSet<Method>> = HashMap::new();
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                if opened_by_customer(&schemes(op)) {
+                    found.entry(path.clone()).or_default().insert(method);
+                }
+            }
+        }
+        found
+    });
+    operations.get(route).is_some_and(|methods| methods.contains(method))
+}
+
+/// The operations of one path with their HTTP methods.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    [
+        (Method::GET, &mut item.get),
+        (Method::PUT, &mut item.put),
+        (Method::POST, &mut item.post),
+        (Method::DELETE, &mut item.delete),
+        (Method::PATCH, &mut item.patch),
+        (Method::HEAD, &mut item.head),
+        (Method::OPTIONS, &mut item.options),
+        (Method::TRACE, &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
+}
+
+/// The scheme names of an operation's security requirements.
+fn schemes(op: &Operation) -> Vec<String> {
+    serde_json::to_value(&op.security)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.as_object())
+        .flat_map(|r| r.keys().cloned())
+        .collect()
+}
+
+fn opened_by_customer(schemes: &[String]) -> bool {
+    schemes.iter().any(|s| s == TENANT_KEY || s == SESSION_TOKEN)
 }
 
 /// This document.

@@ -1,13 +1,15 @@
-//! The tenant API's rate limit, as a layer in front of every route: a request with a
-//! customer credential (API key or sign-in session of an active tenant) takes one request
-//! from its tenant's bucket (`limits::RateLimits`). Refused: `429 rate_limited` with
+//! The tenant API's rate limit, as a layer in front of every route: a request to an
+//! operation a customer credential opens (`openapi::is_customer_operation`, the same list that
+//! documents the `429`) with such a credential (API key or sign-in session of an active
+//! tenant) takes one request from its tenant's bucket (`limits::RateLimits`). Refused: `429 rate_limited` with
 //! `Retry-After`; every such response, refused or not, says which limit applies and what is
 //! left (`X-RateLimit-Kind`, `X-RateLimit-Policy`, `X-RateLimit-Remaining`); a handler that
 //! applies a tighter limit of its own (the support chat's `assistant`) describes that one
 //! instead, through [`refusal`] and [`describe`]. Operators,
-//! enrollment, sign-in and health are not limited here (sign-in has its own lockout).
+//! enrollment, sign-in, health, metrics and the docs are not limited here, whatever
+//! credential a request to them carries (sign-in has its own lockout).
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -20,6 +22,13 @@ use crate::db::{tenants, users};
 use crate::limits::Decision;
 
 pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let limited = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|route| super::openapi::is_customer_operation(req.method(), route.as_str()));
+    if !limited {
+        return next.run(req).await;
+    }
     let customer = bearer(req.headers())
         .is_some_and(|t| t.starts_with(tenants::API_KEY_PREFIX) || t.starts_with(users::SESSION_PREFIX));
     if !customer {

@@ -1,5 +1,6 @@
 //! Rate limits. Per tenant on the API: a tenant hammering the API gets 429s that say which
-//! limit fired and when to come back, while another tenant's requests all succeed; a plan
+//! limit fired and when to come back, while another tenant's requests all succeed, and its
+//! key on health, metrics or the docs is never refused; a plan
 //! change applies without a restart. Per appliance on the MQTT ingest: a flooding
 //! appliance's excess heartbeats are counted and dropped before they reach the writer,
 //! while another appliance's heartbeat is stored at once.
@@ -76,6 +77,15 @@ async fn a_hammering_tenant_is_throttled_and_another_is_not(pool: PgPool) {
     let metrics = cp.metrics().await;
     let counted = metric(&metrics, r#"hearth_rate_limited_total{kind="api"}"#).unwrap_or(0.0);
     assert!(counted >= refused.len() as f64, "{counted} counted, {} refused", refused.len());
+
+    // With its bucket empty, A's key on an operation no customer credential opens (health,
+    // metrics, the document) is neither counted nor refused: the limit covers exactly the
+    // operations whose documentation promises its 429.
+    for path in ["/healthz", "/metrics", "/api/openapi.json", "/docs"] {
+        let (status, headers, _) = cp.request("GET", path, &key_a, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!headers.contains_key("x-ratelimit-kind"), "{path} is not limited");
+    }
 
     // A bigger plan applies within limits.refresh_s, without a restart.
     let (status, _) = cp
