@@ -117,7 +117,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let state = State::load(&config.state_dir)?;
     let catalog = load_catalog(&config.catalog_path())?;
     let policy =
-        Policy { local_domains: config.local_domains.clone().unwrap_or_else(|| catalog.local_domains.clone()) };
+        Policy::with_local_domains(config.local_domains.clone().unwrap_or_else(|| catalog.local_domains.clone()));
     let ledger = Ledger::open(&config.state_dir.join(TASKS_DIR))?;
     let spool = Spool::open(&config.state_dir.join(SPOOL_DIR), config.spool_max_bytes)?;
     if !spool.is_empty() {

@@ -8,7 +8,10 @@
 //!
 //! The schema subset understood: `type` (object, string, boolean, array), `properties`,
 //! `required`, `additionalProperties: false`, `items`, `minItems`, `maxItems`,
-//! `maxLength`, `enum`, `default`, and these `format`s, checked by hand:
+//! `maxLength`, `enum`, `default`, and these `format`s, checked by hand. Every string
+//! parameter, whatever its format, is refused if it holds a control character (U+0000 to
+//! U+001F, U+007F to U+009F: rule `control_character`), since every one of them ends up
+//! in a configuration file, where a newline would start a line of the attacker's choosing.
 //!
 //! | format | rule |
 //! |---|---|
@@ -18,8 +21,16 @@
 //! | `hearth-share-name` | `^[A-Za-z0-9_-]{1,32}$` |
 //! | `hearth-local-hostname` | a DNS name inside the local domains, no wildcard; normalised to lower case without a trailing dot |
 //! | `ip` | an IPv4 or IPv6 address |
+//! | `hearth-host-ip` | an IPv4 or IPv6 address a host can have: not loopback (`127.0.0.0/8`, `::1`), unspecified (`0.0.0.0`, `::`), multicast or broadcast, also written IPv4-mapped (`unusable_ip`); public addresses are allowed |
 //! | `hearth-mail-alias` | `^[a-z0-9][a-z0-9._-]{0,63}$` |
 //! | `hearth-mail-destination` | a username or an e-mail address whose local part is only letters, digits and `._%+-` (in an aliases file `|` or `/` would mean a command or a file) |
+//!
+//! Across parameters: an action with a `hearth-mail-alias` parameter `alias` and a
+//! `hearth-mail-destination` parameter `destination` may not forward a reserved alias
+//! (the catalog's `reserved_aliases`: `root`, `postmaster`, `abuse`, …) to an address
+//! outside the appliance's local domains (`reserved_alias`): the mail the system and other
+//! mail servers send there — cron output, bounces, abuse reports — would leave the household,
+//! unless the [`Policy`] allows it (`allow_external_reserved_aliases`).
 //!
 //! ```
 //! use hearth_protocol::catalog::{Catalog, Policy};
@@ -74,6 +85,11 @@ pub struct Catalog {
     /// System accounts no task may create, remove or change (besides `systemd-*` and `_*`).
     #[serde(default)]
     pub reserved_users: Vec<String>,
+    /// Mail aliases the system and other mail servers write to (`root`, `postmaster`,
+    /// `abuse`, …), which may only be delivered inside the appliance's local domains unless
+    /// a [`Policy`] allows otherwise.
+    #[serde(default)]
+    pub reserved_aliases: Vec<String>,
     pub actions: Vec<Action>,
 }
 
@@ -81,11 +97,21 @@ pub struct Catalog {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub local_domains: Vec<String>,
+    /// Whether reserved mail aliases (`root`, `postmaster`, …) may forward to an address
+    /// outside the local domains. Off unless set.
+    pub allow_external_reserved_aliases: bool,
+}
+
+impl Policy {
+    /// The default rules with these local domains.
+    pub fn with_local_domains(local_domains: Vec<String>) -> Self {
+        Policy { local_domains, allow_external_reserved_aliases: false }
+    }
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { local_domains: Catalog::embedded().local_domains.clone() }
+        Policy::with_local_domains(Catalog::embedded().local_domains.clone())
     }
 }
 
@@ -125,7 +151,7 @@ impl Catalog {
     /// and every example validates.
     pub fn from_json(bytes: &[u8]) -> Result<Catalog, CatalogError> {
         let catalog: Catalog = serde_json::from_slice(bytes)?;
-        let policy = Policy { local_domains: catalog.local_domains.clone() };
+        let policy = Policy::with_local_domains(catalog.local_domains.clone());
         for action in &catalog.actions {
             let invalid = |problem: String| CatalogError::Invalid { action: action.id.clone(), problem };
             check_schema(&action.params).map_err(invalid)?;
@@ -158,7 +184,46 @@ impl Catalog {
         let ctx = Ctx { policy, privileged: &self.privileged_groups, reserved: &self.reserved_users };
         let mut params = params.clone();
         check_object(&a.params, &mut params, "", &ctx)?;
+        self.check_reserved_alias(a, &params, policy)?;
         Ok((a, params))
+    }
+
+    /// A reserved alias (`root`, `postmaster`, …) forwarded outside the local domains.
+    fn check_reserved_alias(&self, a: &Action, params: &Map<String, Value>, policy: &Policy) -> Result<(), Rejection> {
+        let format_of = |name: &str| a.params.pointer(&format!("/properties/{name}/format")).and_then(Value::as_str);
+        if policy.allow_external_reserved_aliases
+            || format_of("alias") != Some("hearth-mail-alias")
+            || format_of("destination") != Some("hearth-mail-destination")
+        {
+            return Ok(());
+        }
+        let (Some(alias), Some(destination)) =
+            (params.get("alias").and_then(Value::as_str), params.get("destination").and_then(Value::as_str))
+        else {
+            return Ok(());
+        };
+        if !self.reserved_aliases.iter().any(|r| r == alias) {
+            return Ok(());
+        }
+        let Some((_, domain)) = destination.rsplit_once('@') else { return Ok(()) };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let local = policy.local_domains.iter().any(|d| {
+            let d = d.trim_matches('.').to_ascii_lowercase();
+            domain == d || domain.ends_with(&format!(".{d}"))
+        });
+        if local {
+            return Ok(());
+        }
+        Err(reject(
+            "destination",
+            "reserved_alias",
+            format!(
+                "{alias:?} is a reserved alias (system mail, bounces, abuse reports) and may only be delivered to a \
+                 local user or an address in the appliance's local domains ({}), not to {:?}",
+                policy.local_domains.join(", "),
+                truncate(destination)
+            ),
+        ))
     }
 }
 
@@ -245,6 +310,13 @@ fn check_value(schema: &Value, v: &mut Value, path: &str, ctx: &Ctx) -> Result<(
         }
         "string" => {
             let s = v.as_str().ok_or_else(|| wrong("a string"))?;
+            if s.chars().any(char::is_control) {
+                return Err(reject(
+                    path,
+                    "control_character",
+                    format!("{path} must not contain control characters (such as a newline, a tab or NUL)"),
+                ));
+            }
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
                 if s.chars().count() as u64 > max {
                     return Err(reject(path, "too_long", format!("{path} is longer than {max} characters")));
@@ -364,6 +436,27 @@ fn check_format(format: &str, s: &str, path: &str, ctx: &Ctx) -> Result<(), Reje
             .parse::<IpAddr>()
             .map(|_| ())
             .map_err(|_| reject(path, "invalid_ip", format!("{path} {shown:?} is not an IPv4 or IPv6 address"))),
+        "hearth-host-ip" => {
+            let ip: IpAddr = s
+                .parse()
+                .map_err(|_| reject(path, "invalid_ip", format!("{path} {shown:?} is not an IPv4 or IPv6 address")))?;
+            // `::ffff:127.0.0.1` is 127.0.0.1.
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                v4 => v4,
+            };
+            let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+            if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || broadcast {
+                return Err(reject(
+                    path,
+                    "unusable_ip",
+                    format!(
+                        "{path} {shown:?} is a loopback, unspecified, multicast or broadcast address, which no host on the network can be reached at"
+                    ),
+                ));
+            }
+            Ok(())
+        }
         "hearth-mail-alias" => {
             let mut chars = s.chars();
             let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -504,8 +597,10 @@ mod tests {
             assert_eq!(rule("users.remove", json!({ "username": sys })).1, "reserved_user", "{sys}");
             assert_eq!(rule("users.reset_password", json!({ "username": sys })).1, "reserved_user", "{sys}");
         }
-        for bad in ["Eve:0:0", "Eve\nroot::0:0::/:/bin/sh", "tab\there"] {
-            assert_eq!(rule("users.add", json!({ "username": "eve", "full_name": bad })).1, "invalid_full_name");
+        assert_eq!(rule("users.add", json!({ "username": "eve", "full_name": "Eve:0:0" })).1, "invalid_full_name");
+        // Control characters are refused for every string, before any format rule.
+        for bad in ["Eve\nroot::0:0::/:/bin/sh", "tab\there"] {
+            assert_eq!(rule("users.add", json!({ "username": "eve", "full_name": bad })).1, "control_character");
         }
         assert!(check("users.add", json!({ "username": "eve", "full_name": "Ève O'Neil-Smith" })).is_ok());
         assert_eq!(rule("users.add", json!({ "username": "eve", "groups": ["staff"] })).1, "privileged_group");
@@ -540,8 +635,8 @@ mod tests {
         assert_eq!(r("a..home"), "invalid_hostname");
         assert_eq!(r("-a.home"), "invalid_hostname");
         assert_eq!(r("printer.home.evil.com"), "not_local_domain");
-        let custom = Policy { local_domains: vec!["example.test".into()] };
-        let p = json!({ "hostname": "a.example.test", "ip": "::1" });
+        let custom = Policy::with_local_domains(vec!["example.test".into()]);
+        let p = json!({ "hostname": "a.example.test", "ip": "fd00::1" });
         assert!(Catalog::embedded().validate("dns.record.add", p.as_object().unwrap(), &custom).is_ok());
     }
 
@@ -555,6 +650,108 @@ mod tests {
         );
         assert_eq!(rule("dns.forwarders.set", json!({ "servers": "1.1.1.1" })).1, "wrong_type");
         assert!(check("dns.forwarders.set", json!({ "servers": ["9.9.9.9", "2620:fe::fe"] })).is_ok());
+    }
+
+    #[test]
+    fn no_string_parameter_holds_a_control_character() {
+        // Every string parameter of every action, with a control character in its example
+        // value (or in a valid one), is refused with `control_character` and its path.
+        for bad in ["\n", "\r", "\0", "\t", "\u{7f}", "\u{85}", "\u{1b}"] {
+            let r = |action: &str, params: Value| rule(action, params);
+            assert_eq!(
+                r("users.add", json!({ "username": format!("eve{bad}") })),
+                (Some("username".into()), "control_character")
+            );
+            assert_eq!(
+                r("dns.record.add", json!({ "hostname": format!("nas.home{bad}"), "ip": "10.0.0.1" })),
+                (Some("hostname".into()), "control_character")
+            );
+            assert_eq!(
+                r("dns.forwarders.set", json!({ "servers": ["9.9.9.9", format!("1.1.1.1{bad}")] })),
+                (Some("servers[1]".into()), "control_character")
+            );
+            assert_eq!(
+                r("mail.alias.add", json!({ "alias": "family", "destination": format!("bob@x.example{bad}") })),
+                (Some("destination".into()), "control_character")
+            );
+            assert_eq!(
+                r("service.restart", json!({ "service": format!("dns{bad}") })),
+                (Some("service".into()), "control_character")
+            );
+        }
+        // And for every string parameter the catalog has, whatever its format.
+        for action in &Catalog::embedded().actions {
+            for (name, schema) in action.params["properties"].as_object().unwrap() {
+                let mut params = action.example_params.clone();
+                let value = match schema["type"].as_str() {
+                    Some("string") => json!("a\nb"),
+                    Some("array") if schema["items"]["type"] == "string" => json!(["a\nb"]),
+                    _ => continue,
+                };
+                params.insert(name.clone(), value);
+                let err = Catalog::embedded().validate(&action.id, &params, &Policy::default()).unwrap_err();
+                assert_eq!(err.rule, "control_character", "{} {name}: {err}", action.id);
+            }
+        }
+    }
+
+    #[test]
+    fn forwarders_and_records_are_addresses_a_host_can_have() {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.53",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "224.0.0.251",
+            "ff02::fb",
+            "255.255.255.255",
+        ] {
+            assert_eq!(
+                rule("dns.forwarders.set", json!({ "servers": ["9.9.9.9", bad] })),
+                (Some("servers[1]".into()), "unusable_ip"),
+                "{bad}"
+            );
+            assert_eq!(
+                rule("dns.record.add", json!({ "hostname": "nas.home", "ip": bad })),
+                (Some("ip".into()), "unusable_ip"),
+                "{bad}"
+            );
+        }
+        for ok in ["192.168.1.1", "10.0.0.53", "fd00::53", "9.9.9.9", "2620:fe::fe"] {
+            assert!(check("dns.forwarders.set", json!({ "servers": [ok] })).is_ok(), "{ok}");
+        }
+        // A name may point at a public address: the household's own server elsewhere.
+        for ok in ["192.168.1.50", "fd00::20", "203.0.113.7", "2001:db8::7"] {
+            assert!(check("dns.record.add", json!({ "hostname": "nas.home", "ip": ok })).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn reserved_aliases_stay_inside_unless_the_policy_allows_it() {
+        for alias in ["root", "postmaster", "abuse", "hostmaster", "webmaster", "mailer-daemon"] {
+            assert_eq!(
+                rule("mail.alias.add", json!({ "alias": alias, "destination": "attacker@evil.example" })),
+                (Some("destination".into()), "reserved_alias"),
+                "{alias}"
+            );
+            // To a local user or an address in a local domain: fine.
+            assert!(check("mail.alias.add", json!({ "alias": alias, "destination": "alice" })).is_ok());
+            assert!(check("mail.alias.add", json!({ "alias": alias, "destination": "alice@nas.home" })).is_ok());
+            assert!(check("mail.alias.add", json!({ "alias": alias, "destination": "alice@NAS.Home" })).is_ok());
+        }
+        // `home.evil.example` is not inside `home`.
+        assert_eq!(
+            rule("mail.alias.add", json!({ "alias": "root", "destination": "x@nas.home.evil.example" })).1,
+            "reserved_alias"
+        );
+        // Other aliases may go anywhere.
+        assert!(check("mail.alias.add", json!({ "alias": "family", "destination": "bob@example.com" })).is_ok());
+        // A policy may allow it.
+        let allowing = Policy { allow_external_reserved_aliases: true, ..Policy::default() };
+        let p = json!({ "alias": "root", "destination": "admin@example.com" });
+        assert!(Catalog::embedded().validate("mail.alias.add", p.as_object().unwrap(), &allowing).is_ok());
     }
 
     #[test]

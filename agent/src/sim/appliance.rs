@@ -261,7 +261,7 @@ impl Simulated {
     /// `succeeded` if the catalog accepts it, `rejected` with its reason otherwise.
     fn answer_task(&self, live: &mut Live, d: TaskDispatch) {
         let catalog = Catalog::embedded();
-        let policy = Policy { local_domains: catalog.local_domains.clone() };
+        let policy = Policy::with_local_domains(catalog.local_domains.clone());
         let now = OffsetDateTime::now_utc();
         let (outcome, message, events) = match catalog.validate(&d.action, &d.params, &policy) {
             Ok(_) => {

@@ -108,7 +108,7 @@ impl Fixture {
     /// like a restarted agent).
     pub fn worker(&self) -> Worker {
         let catalog = self.catalog();
-        let policy = Policy { local_domains: catalog.local_domains.clone() };
+        let policy = Policy::with_local_domains(catalog.local_domains.clone());
         Worker {
             catalog,
             policy,

@@ -1,5 +1,5 @@
 //! Parameter values from a message, chosen by each catalog parameter's schema: its
-//! `format` (`hearth-username`, `hearth-share-name`, `hearth-local-hostname`, `ip`, …), its
+//! `format` (`hearth-username`, `hearth-share-name`, `hearth-local-hostname`, `hearth-host-ip`, …), its
 //! type (lists, booleans) and its `enum`. A new catalog action made of known formats gets
 //! its parameters filled without new code.
 //!
@@ -57,7 +57,7 @@ pub(crate) fn params(schema: &Value, toks: &[Tok], words: &str) -> Map<String, V
             ("string", Some("hearth-full-name"), _) => full_name(toks).map(Value::from),
             ("string", Some("hearth-share-name"), _) => share_name.clone().map(Value::from),
             ("string", Some("hearth-local-hostname"), _) => hosts.first().cloned().map(Value::from),
-            ("string", Some("ip"), _) => ips.first().cloned().map(Value::from),
+            ("string", Some("ip" | "hearth-host-ip"), _) => ips.first().cloned().map(Value::from),
             ("string", Some("hearth-mail-alias"), _) => alias(toks).map(Value::from),
             ("string", Some("hearth-mail-destination"), _) => destination(toks).map(Value::from),
             // A value the enum does not have ("the ssh service") goes to the validator, which
@@ -74,7 +74,7 @@ pub(crate) fn params(schema: &Value, toks: &[Tok], words: &str) -> Map<String, V
                 non_empty(users)
             }
             ("array", _, Some("hearth-local-hostname")) => non_empty(hosts.iter().skip(1).cloned().collect()),
-            ("array", _, Some("ip")) => non_empty(ips.clone()),
+            ("array", _, Some("ip" | "hearth-host-ip")) => non_empty(ips.clone()),
             ("boolean", _, _) => flag(words, name).map(Value::from),
             _ => None,
         };

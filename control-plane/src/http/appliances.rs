@@ -2,8 +2,8 @@
 //! security) and filters by the tenant itself; the rules are in
 //! [`crate::domain::appliances`].
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use hearth_protocol::ApplianceId;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Tenant;
-use super::error::{ApiError, ApiJson, BadRequest, NotFound, TenantForbidden};
+use super::error::{ApiError, ApiJson, ApiQuery, BadRequest, NotFound, TenantForbidden};
 use super::AppState;
 use crate::domain::appliances::{self, ApplianceDetail, ApplianceList};
 
@@ -45,9 +45,9 @@ struct ListQuery {
 async fn list_appliances(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<ApiQuery<ListQuery>, ApiError>,
 ) -> Result<ApiJson<ApplianceList>, ApiError> {
-    let Query(q) = query?;
+    let ApiQuery(q) = query?;
     Ok(ApiJson(appliances::list(&s.domain, tenant, q.after, q.limit).await?))
 }
 

@@ -8,15 +8,22 @@
 //! ([`Unauthorized`], [`NotFound`], [`BadRequest`], [`Internal`], [`Unavailable`], and the
 //! 403s of the credential extractors: [`TenantForbidden`], [`OwnerForbidden`],
 //! [`ForbiddenForRole`]). `500`, `503`, `401` (where a credential is needed) and `429` (on
-//! customer operations) are added to every operation by `openapi::document`; a handler lists
+//! customer operations) are added to every operation by `openapi::document`, and so are
+//! [`PayloadTooLarge`], [`UnsupportedMediaType`] and [`InvalidText`] (what [`ApiJson`] and
+//! [`ApiQuery`], the only body and query extractors, refuse); a handler lists
 //! the others it returns as `(status = 404, response = NotFound)`, and codes only one
 //! endpoint returns inline, with `body = ErrorBody`.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hearth_protocol::api::{ErrorBody, ErrorDetail};
+use serde::de::DeserializeOwned;
 
 use crate::db::users::UserError;
 use crate::domain::accounts::AccountError;
@@ -60,6 +67,33 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// 422 `invalid_text`: a string holds U+0000, which PostgreSQL cannot store.
+    pub fn invalid_text(param: String) -> Self {
+        ApiError::Unprocessable {
+            code: "invalid_text",
+            message: format!("{param} contains a NUL character (U+0000), which cannot be stored"),
+            details: serde_json::json!({ "param": param }),
+        }
+    }
+
+    /// 413 `payload_too_large`: the body is over [`MAX_BODY_BYTES`].
+    pub fn payload_too_large() -> Self {
+        ApiError::Refused {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: format!("the request body is larger than {} MiB", MAX_BODY_BYTES / (1024 * 1024)),
+        }
+    }
+
+    /// 415 `unsupported_media_type`: a body that is not declared as JSON.
+    pub fn unsupported_media_type() -> Self {
+        ApiError::Refused {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: "send the body as JSON with `Content-Type: application/json`".into(),
+        }
     }
 
     fn details(&self) -> Option<serde_json::Value> {
@@ -111,7 +145,11 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::bad_request("invalid_body", r.body_text())
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(),
+            _ => ApiError::bad_request("invalid_body", r.body_text()),
+        }
     }
 }
 
@@ -320,15 +358,112 @@ impl From<DesiredError> for ApiError {
     }
 }
 
-/// The JSON body extractor whose rejection is an [`ApiError`].
-#[derive(Debug, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// The largest request body accepted (`http::app` sets it as the body limit): a larger one
+/// is `413 payload_too_large`.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The JSON body extractor every handler uses; its rejections are [`ApiError`]s:
+///
+/// - `415 unsupported_media_type`: the body is not declared `application/json` (or
+///   `application/…+json`);
+/// - `413 payload_too_large`: the body is larger than [`MAX_BODY_BYTES`];
+/// - `422 invalid_text`: a string anywhere in the document (a key or a value, at any depth)
+///   holds U+0000, which PostgreSQL cannot store in `text`; `details.param` names where;
+/// - `400 invalid_body`: the JSON is malformed or does not fit the type.
+///
+/// So no handler ever receives text PostgreSQL would refuse.
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
+            _ => ApiError::bad_request("invalid_body", r.body_text()),
+        })?;
+        if let Some(param) = nul_in_json(&bytes) {
+            return Err(ApiError::invalid_text(param));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
     }
+}
+
+/// The query string extractor every handler uses: `422 invalid_text` for a `%00` in a
+/// parameter's name or value (`details.param` names it), `400 invalid_query` for a
+/// malformed one.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(param) = nul_in_query(parts.uri.query().unwrap_or("")) {
+            return Err(ApiError::invalid_text(param));
+        }
+        let Query(value) = Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters (`; charset=…`) aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json") && sub.len() > 5)
+}
+
+/// Where a JSON document holds U+0000 in a key or a string value, as a path
+/// (`params.servers[1]`; `.` for the document itself). JSON can only carry U+0000 escaped,
+/// so a document without `\u0000` is not parsed twice.
+fn nul_in_json(bytes: &[u8]) -> Option<String> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return None;
+    }
+    // A malformed document is left to the typed parse, which says what is wrong with it.
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    nul_in_value(&value, "")
+}
+
+fn nul_in_value(v: &serde_json::Value, path: &str) -> Option<String> {
+    let shown = |p: &str| if p.is_empty() { ".".to_owned() } else { p.to_owned() };
+    match v {
+        serde_json::Value::String(s) => s.contains('\0').then(|| shown(path)),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, item)| nul_in_value(item, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+            let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            if k.contains('\0') {
+                Some(child.replace('\0', "\\u0000"))
+            } else {
+                nul_in_value(item, &child)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// The name of the first query parameter whose name or value holds `%00` (U+0000 once
+/// decoded; a URI cannot carry it raw, and `%25` decodes to `%`, so `%2500` is not one).
+fn nul_in_query(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        pair.contains("%00").then(|| name.replace("%00", "\\u0000"))
+    })
 }
 
 /// 401 `unauthorized`: the tenant API key is missing or invalid.
@@ -355,6 +490,34 @@ pub struct NotFound(#[allow(dead_code)] ErrorBody);
     example = json!({"error": {"code": "invalid_path", "message": "Invalid URL: invalid appliance id: \"x\" is not a UUID"}})
 )]
 pub struct BadRequest(#[allow(dead_code)] ErrorBody);
+
+/// 413 `payload_too_large`: the body is over the limit.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`payload_too_large`: the request body is larger than 2 MiB",
+    example = json!({"error": {"code": "payload_too_large", "message": "the request body is larger than 2 MiB"}})
+)]
+pub struct PayloadTooLarge(#[allow(dead_code)] ErrorBody);
+
+/// 415 `unsupported_media_type`: the body is not declared as JSON.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`unsupported_media_type`: the body is not sent as `Content-Type: application/json`",
+    example = json!({"error": {"code": "unsupported_media_type", "message": "send the body as JSON with `Content-Type: application/json`"}})
+)]
+pub struct UnsupportedMediaType(#[allow(dead_code)] ErrorBody);
+
+/// 422 `invalid_text`: a string of the body or the query holds U+0000.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = INVALID_TEXT,
+    example = json!({"error": {"code": "invalid_text", "message": "email contains a NUL character (U+0000), which cannot be stored", "details": {"param": "email"}}})
+)]
+pub struct InvalidText(#[allow(dead_code)] ErrorBody);
+
+/// How the OpenAPI document describes `invalid_text`, alone or after an operation's own 422s.
+pub const INVALID_TEXT: &str = "`invalid_text`: a string of the body or the query (a key or a value) holds a NUL \
+                                character (U+0000), which cannot be stored; `details.param` names it";
 
 /// 403 from a customer endpoint (an API key or a signed-in user of the tenant).
 #[derive(Debug, utoipa::ToResponse)]

@@ -46,7 +46,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
@@ -97,6 +97,8 @@ pub fn app(state: AppState) -> Router {
     let (router, _document) = api_router().split_for_parts();
     router
         .fallback(error::not_found)
+        // What `ApiJson` reads at most; over it, `413 payload_too_large`.
+        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::enforce))
         .layer(middleware::from_fn_with_state(state.request_timeout, timeout))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use axum::http::{header, Method};
 use axum::response::{Html, IntoResponse};
 use hearth_protocol::api::ErrorBody;
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -28,8 +28,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{
-    BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, RateLimited, TenantForbidden, Unauthorized,
-    Unavailable,
+    BadRequest, ForbiddenForRole, Internal, InvalidText, NotFound, OwnerForbidden, PayloadTooLarge, RateLimited,
+    TenantForbidden, Unauthorized, Unavailable, UnsupportedMediaType, INVALID_TEXT,
 };
 use super::AppState;
 use crate::model::{
@@ -72,7 +72,10 @@ use crate::model::{
             OwnerForbidden,
             ForbiddenForRole,
             RateLimited,
-            Unavailable
+            Unavailable,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            InvalidText
         )
     ),
     tags(
@@ -150,24 +153,42 @@ fn document_json() -> &'static str {
 /// every handler: `500 internal` and `503` (the request timeout, or a dependency down) on
 /// every operation; `401 unauthorized` on every operation that needs a credential; and on
 /// every operation a customer credential opens, the `429 rate_limited` the rate-limit layer
-/// (`http::ratelimit`) answers before any handler runs. An operation that documents one of
-/// these codes itself keeps its own description.
+/// (`http::ratelimit`) answers before any handler runs. Every operation with a JSON body
+/// gets the `413`/`415` of the body extractor (`error::ApiJson`), and every operation with a
+/// body or a query string its `422 invalid_text` (`ApiJson`, `ApiQuery`). An operation that
+/// documents one of these codes itself keeps its own description; a 422 of its own gets
+/// `invalid_text` added to it.
 fn add_shared_responses(doc: &mut Document) {
     for item in doc.paths.paths.values_mut() {
         for (_, op) in operations(item) {
             let schemes = schemes(op);
             let customer = opened_by_customer(&schemes);
             let responses = &mut op.responses.responses;
-            let mut share = |status: &str, name: &str| {
+            let share = |responses: &mut std::collections::BTreeMap<String, RefOr<_>>, status: &str, name: &str| {
                 responses.entry(status.to_owned()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
             };
-            share("500", "Internal");
-            share("503", "Unavailable");
+            share(responses, "500", "Internal");
+            share(responses, "503", "Unavailable");
             if !schemes.is_empty() {
-                share("401", "Unauthorized");
+                share(responses, "401", "Unauthorized");
             }
             if customer {
-                share("429", "RateLimited");
+                share(responses, "429", "RateLimited");
+            }
+            let body = op.request_body.is_some();
+            let query = op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, ParameterIn::Query));
+            if body {
+                share(responses, "413", "PayloadTooLarge");
+                share(responses, "415", "UnsupportedMediaType");
+            }
+            if body || query {
+                match responses.get_mut("422") {
+                    Some(RefOr::T(own)) if !own.description.contains("`invalid_text`") => {
+                        own.description = format!("{}; or {INVALID_TEXT}", own.description.trim_end_matches('.'));
+                    }
+                    Some(_) => {}
+                    None => share(responses, "422", "InvalidText"),
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ mod e2e;
 mod enroll;
 mod fleet_sim;
 mod ingest;
+mod input;
 mod isolation;
 mod limits;
 mod openapi;

@@ -253,6 +253,9 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "proposal_not_pending",
         "too_many_streams",
         "rate_limited",
+        "invalid_text",
+        "payload_too_large",
+        "unsupported_media_type",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }

@@ -77,9 +77,9 @@ async fn requests_become_validated_proposals() {
         ),
         ("make an alias sales that goes to rita", "mail.alias.add", json!({"alias": "sales", "destination": "rita"})),
         (
-            "forward mail for webmaster to sam@example.net",
+            "forward mail for contact to sam@example.net",
             "mail.alias.add",
-            json!({"alias": "webmaster", "destination": "sam@example.net"}),
+            json!({"alias": "contact", "destination": "sam@example.net"}),
         ),
         ("delete the mail alias info", "mail.alias.remove", json!({"alias": "info"})),
         ("please create a certificate for wiki.home", "pki.cert.issue", json!({"common_name": "wiki.home"})),
@@ -150,6 +150,10 @@ async fn unsafe_or_impossible_requests_are_refused_with_a_reason() {
         ("add mail alias Sales+1 -> bob", "not a valid alias"),
         ("forward info to |/bin/sh", "can't run commands"),
         ("restart the ssh service", "must be one of: dns, samba, mail"),
+        ("set the DNS forwarders to 127.0.0.1", "loopback"),
+        ("make printer.home point to 0.0.0.0", "unspecified"),
+        ("forward mail for webmaster to sam@example.net", "reserved alias"),
+        ("forward root to attacker@evil.example", "reserved alias"),
     ];
     for (text, why) in cases {
         let a = ask(text).await;

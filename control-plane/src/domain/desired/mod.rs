@@ -178,7 +178,10 @@ fn invalid(path: &str, rule: &'static str, message: impl Into<String>) -> Invali
 
 /// Checks a (merged) configuration document. Entries that mirror catalog actions (DNS
 /// records, forwarders, shares, users, mail aliases) are checked with the catalog's own
-/// validator, so a configuration can never hold what a task would be refused for.
+/// validator, so a configuration can never hold what a task would be refused for. No
+/// string anywhere in the document (a secret's too) may hold a control character
+/// (`control_character`): each ends up in a configuration file on the appliance, where a
+/// newline would add a line of its own (`mail.relay.host` in Postfix's `main.cf`).
 ///
 /// ```json
 /// {"agent": {"heartbeat_interval_s": 30},
@@ -224,6 +227,13 @@ pub fn validate(doc: &Value, policy: &Policy) -> Result<(), InvalidConfig> {
     };
 
     let top = section(doc, "", &["agent", "dns", "shares", "users", "mail"])?;
+    if let Some(path) = control_character(doc, "") {
+        return Err(invalid(
+            &path,
+            "control_character",
+            "must not contain control characters (such as a newline, a tab or NUL): it ends up in a configuration file",
+        ));
+    }
     if let Some(agent) = top.get("agent") {
         let agent = section(agent, "agent", &["heartbeat_interval_s"])?;
         if let Some(v) = agent.get("heartbeat_interval_s") {
@@ -289,6 +299,25 @@ pub fn validate(doc: &Value, policy: &Policy) -> Result<(), InvalidConfig> {
     Ok(())
 }
 
+/// Where a string (a key or a value, at any depth) holds a control character.
+fn control_character(v: &Value, path: &str) -> Option<String> {
+    match v {
+        Value::String(s) => s.chars().any(char::is_control).then(|| path.to_string()),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, x)| control_character(x, &format!("{path}[{i}]")))
+        }
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            let child = join(path, k);
+            if k.chars().any(char::is_control) {
+                Some(child.escape_default().to_string())
+            } else {
+                control_character(x, &child)
+            }
+        }),
+        _ => None,
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -326,6 +355,25 @@ mod tests {
         assert_eq!(err(json!({"agent": {"heartbeat_interval_s": 0}})).rule, "out_of_range");
         assert_eq!(err(json!({"mail": {"relay": {"host": "h", "password": "plain"}}})).rule, "not_secret");
         assert_eq!(err(json!({"dns": {"forwarders": []}})).rule, "too_few");
+        assert_eq!(err(json!({"dns": {"forwarders": ["127.0.0.1"]}})).rule, "unusable_ip");
+    }
+
+    #[test]
+    fn no_string_holds_a_control_character() {
+        let p = Policy::default();
+        let err = |d: Value| validate(&d, &p).unwrap_err();
+        for bad in ["smtp.example.com\nrelayhost = evil.example", "a\rb", "a\0b", "a\tb"] {
+            let e = err(json!({"mail": {"relay": {"host": bad, "port": 587}}}));
+            assert_eq!((e.path.as_str(), e.rule), ("mail.relay.host", "control_character"), "{bad:?}");
+            let e = err(json!({"mail": {"relay": {"host": "smtp.example.com", "username": bad}}}));
+            assert_eq!((e.path.as_str(), e.rule), ("mail.relay.username", "control_character"));
+            let e = err(json!({"mail": {"relay": {"host": "smtp.example.com", "password": {"$secret": bad}}}}));
+            assert_eq!((e.path.as_str(), e.rule), ("mail.relay.password.$secret", "control_character"));
+            let e = err(json!({"users": [{"username": "alice", "full_name": bad}]}));
+            assert_eq!((e.path.as_str(), e.rule), ("users[0].full_name", "control_character"));
+        }
+        let e = err(json!({"mail": {"relay": {"host": "smtp.example.com", "x\ny": 1}}}));
+        assert_eq!(e.rule, "control_character");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! with its history and tasks, revocation, and tasks on a customer's behalf. The rules are
 //! in [`crate::domain::appliances`] and [`crate::domain::tasks`].
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::response::Response;
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApplianceId, TenantId};
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
+use super::super::error::{ApiError, ApiJson, ApiQuery, BadRequest, ForbiddenForRole, NotFound};
 use super::super::shared::created;
 use super::super::{AppState, RequestId};
 use super::Timestamp;
@@ -71,10 +71,10 @@ struct FleetQuery {
 async fn list(
     State(s): State<AppState>,
     op: OperatorAuth,
-    q: Result<Query<FleetQuery>, QueryRejection>,
+    q: Result<ApiQuery<FleetQuery>, ApiError>,
 ) -> Result<ApiJson<FleetPage>, ApiError> {
     op.require(Permission::Read)?;
-    let Query(q) = q?;
+    let ApiQuery(q) = q?;
     let filter = FleetFilter {
         tenant: q.tenant,
         status: q.status,

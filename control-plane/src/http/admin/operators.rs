@@ -1,8 +1,8 @@
 //! Operator tokens, plans and the audit trail. The rules are in
 //! [`crate::domain::operators`], [`crate::domain::plans`] and [`crate::domain::audit`].
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{OperatorId, PlanId, TenantId};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
+use super::super::error::{ApiError, ApiJson, ApiQuery, BadRequest, ForbiddenForRole, NotFound};
 use super::super::{AppState, RequestId};
 use super::{limit, page, Timestamp};
 use crate::db::audit::{AuditRow, Filter, Recorder};
@@ -252,10 +252,10 @@ struct AuditPage {
 async fn list_audit(
     State(s): State<AppState>,
     op: OperatorAuth,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    q: Result<ApiQuery<AuditQuery>, ApiError>,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
     op.require(Permission::Read)?;
-    let Query(q) = q?;
+    let ApiQuery(q) = q?;
     let limit = limit(q.limit)?;
     let filter = Filter {
         tenant: q.tenant,

@@ -1,8 +1,8 @@
 //! Tenants, their API keys, their first users and their appliances' registration. The
 //! rules are in [`crate::domain::tenants`] and [`crate::domain::accounts`].
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApiKeyId, PlanId, TenantId};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::super::auth::{OperatorAuth, Permission};
-use super::super::error::{ApiError, ApiJson, BadRequest, ForbiddenForRole, NotFound};
+use super::super::error::{ApiError, ApiJson, ApiQuery, BadRequest, ForbiddenForRole, NotFound};
 use super::super::shared::{KeyList, NewKey};
 use super::super::{AppState, RequestId};
 use super::{limit, page};
@@ -74,10 +74,10 @@ struct TenantPage {
 async fn list(
     State(s): State<AppState>,
     op: OperatorAuth,
-    q: Result<Query<TenantQuery>, QueryRejection>,
+    q: Result<ApiQuery<TenantQuery>, ApiError>,
 ) -> Result<ApiJson<TenantPage>, ApiError> {
     op.require(Permission::Read)?;
-    let Query(q) = q?;
+    let ApiQuery(q) = q?;
     let limit = limit(q.limit)?;
     let mut tenants = tenants::list(&s.domain.pool, q.q.as_deref(), q.status, q.after, limit + 1).await?;
     let next_after = page(&mut tenants, limit, |t| t.tenant.id);

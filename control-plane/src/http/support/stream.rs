@@ -23,8 +23,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use super::super::auth::Tenant;
-use super::super::error::{ApiError, BadRequest, NotFound, TenantForbidden};
+use super::super::error::{ApiError, ApiQuery, BadRequest, NotFound, TenantForbidden};
 use super::super::AppState;
 use crate::domain::support::{EndReason, Follower, StreamEnd, StreamEvent};
 
@@ -76,10 +76,10 @@ pub(super) async fn events(
     Tenant(tenant): Tenant,
     headers: HeaderMap,
     id: Result<Path<ConversationId>, PathRejection>,
-    after: Result<Query<After>, QueryRejection>,
+    after: Result<ApiQuery<After>, ApiError>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let Query(after) = after?;
+    let ApiQuery(after) = after?;
     let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let cursor = after.after.or(from_header).unwrap_or(0);
     // Refuses an unknown conversation with a 404, not an empty stream.
