@@ -48,6 +48,10 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String, details: serde_json::Value },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
+    /// 429 `too_many_failures`: a bad-credential limit refused the credential or sign-in
+    /// before it was checked; the response carries `Retry-After`.
+    #[error("too many failed attempts")]
+    TooManyFailures(crate::limits::TooManyFailures),
     /// The request took longer than `http.request_timeout_s` and was stopped.
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
@@ -89,6 +93,11 @@ impl ApiError {
                 "timeout",
                 format!("the request took longer than {limit:?} and was stopped; nothing half-done was kept, try again"),
             ),
+            ApiError::TooManyFailures(t) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!("too many failed attempts; try again in {} s", t.retry_after_s()),
+            ),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -105,7 +114,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details: self.details() } };
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        if let ApiError::TooManyFailures(t) = &self {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, t.retry_after_s().into());
+        }
+        r
     }
 }
 
@@ -224,7 +237,12 @@ impl From<AccountError> for ApiError {
             AccountError::InvalidCredentials | AccountError::WrongPassword => {
                 refused(StatusCode::UNAUTHORIZED, "invalid_credentials")
             }
-            AccountError::Locked { .. } => refused(StatusCode::TOO_MANY_REQUESTS, "account_locked"),
+            AccountError::TooManyFailures(t) => ApiError::TooManyFailures(t),
+            AccountError::TenantRequired(tenants) => ApiError::Unprocessable {
+                code: "tenant_required",
+                message,
+                details: serde_json::json!({ "param": "tenant_id", "tenants": tenants }),
+            },
             AccountError::TenantSuspended => refused(StatusCode::FORBIDDEN, "tenant_suspended"),
             AccountError::NoSession => ApiError::Unauthorized,
             AccountError::TenantNotFound => ApiError::NotFound("tenant"),
@@ -262,10 +280,9 @@ impl From<UserError> for ApiError {
             UserError::WeakPassword | UserError::BadEmail(_) => {
                 ApiError::Unprocessable { code: "invalid_user", message: e.to_string(), details: serde_json::json!({}) }
             }
-            UserError::Database(e) if crate::db::is_constraint(&e, "tenant_users_email_key") => ApiError::Conflict {
-                code: "email_taken",
-                message: "an account with this e-mail address exists already".into(),
-            },
+            UserError::Database(e) if crate::db::is_constraint(&e, crate::db::users::EMAIL_KEY) => {
+                ApiError::Conflict { code: "email_taken", message: "a member of this account has this e-mail address already".into() }
+            }
             UserError::Database(e) => ApiError::Database(e),
             UserError::Hash(e) => ApiError::Internal(e),
         }
