@@ -135,7 +135,10 @@ pub async fn login(
     sign_in: SignIn<'_>,
 ) -> Result<SignedIn, AccountError> {
     let SignIn { email, password, tenant, source, request_id } = sign_in;
-    limits.check_sign_in(source, email).map_err(AccountError::TooManyFailures)?;
+    if let Err(t) = limits.check_sign_in(source, email) {
+        svc.metrics.credential_refusals.with_label_values(&[t.scope.as_str()]).inc();
+        return Err(AccountError::TooManyFailures(t));
+    }
     let candidates = store::candidates(&svc.pool, email, tenant).await?;
     let verifications = svc.metrics.password_verifications.clone();
     let verify = |phc: String| {

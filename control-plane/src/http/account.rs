@@ -5,7 +5,6 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApiKeyId, TenantId, UserId};
 use serde::{Deserialize, Serialize};

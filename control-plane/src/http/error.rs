@@ -403,8 +403,9 @@ pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);
 /// 429 `rate_limited`: the customer account's API request limit (its plan's quota).
 #[derive(Debug, utoipa::ToResponse)]
 #[response(
-    description = "`rate_limited`: too many requests for this customer account's plan; `Retry-After` says when \
-                   to try again, `X-RateLimit-Kind` which limit fired (`api`), `X-RateLimit-Policy` the quota and \
+    description = "`rate_limited`: too many requests for this customer account's plan, or `too_many_failures`: too \
+                   many failed credentials from this source address (the credential was not checked); `Retry-After` \
+                   says when to try again, `X-RateLimit-Kind` which limit fired (`api`), `X-RateLimit-Policy` the quota and \
                    `X-RateLimit-Remaining` what is left (every tenant response carries these three)",
     headers(
         ("Retry-After" = u64, description = "Seconds until a request will be accepted"),
@@ -415,6 +416,16 @@ pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);
     example = json!({"error": {"code": "rate_limited", "message": "too many requests: this account's api limit is 600 per minute, burst 100; try again in 1 s"}})
 )]
 pub struct RateLimited(#[allow(dead_code)] ErrorBody);
+
+/// 429 `too_many_failures`: the bad-credential limits refused the credential unchecked.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`too_many_failures`: too many failed credentials from this source address (or this very \
+                   credential failed too often); it was not checked. `Retry-After` says when to try again",
+    headers(("Retry-After" = u64, description = "Seconds until a credential from this source will be checked")),
+    example = json!({"error": {"code": "too_many_failures", "message": "too many failed attempts; try again in 6 s"}})
+)]
+pub struct TooManyFailures(#[allow(dead_code)] ErrorBody);
 
 /// 500 `internal`: logged on the server with the request; no details are sent.
 #[derive(Debug, utoipa::ToResponse)]

@@ -28,8 +28,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{
-    BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, RateLimited, TenantForbidden, Unauthorized,
-    Unavailable,
+    BadRequest, ForbiddenForRole, Internal, NotFound, OwnerForbidden, RateLimited, TenantForbidden, TooManyFailures,
+    Unauthorized, Unavailable,
 };
 use super::AppState;
 use crate::model::{
@@ -72,6 +72,7 @@ use crate::model::{
             OwnerForbidden,
             ForbiddenForRole,
             RateLimited,
+            TooManyFailures,
             Unavailable
         )
     ),
@@ -168,6 +169,8 @@ fn add_shared_responses(doc: &mut Document) {
             }
             if customer {
                 share("429", "RateLimited");
+            } else if !schemes.is_empty() {
+                share("429", "TooManyFailures");
             }
         }
     }
