@@ -693,7 +693,7 @@ mod tests {
 
     #[test]
     fn a_stranger_fills_the_address_buckets_but_not_the_owners() {
-        let cfg = AuthConfig { account_failures_burst: 8, ..auth() };
+        let cfg = AuthConfig { account_failures_burst: 10, ..auth() };
         let limits = CredentialLimits::new(&cfg);
         let owner: IpAddr = "198.51.100.7".parse().unwrap();
         let strangers: Vec<IpAddr> = (1..=4).map(|i| format!("203.0.113.{i}").parse().unwrap()).collect();
@@ -707,7 +707,7 @@ mod tests {
             assert_eq!(refused.scope, FailureScope::AccountFromSource);
             assert_eq!(refused.retry_after_s(), cfg.lockout_s / u64::from(cfg.max_failed_logins));
         }
-        // Ten failures from two sources: over the address's all-sources burst of eight…
+        // Ten failures from two sources: the address's all-sources burst of ten is used up…
         let refused = limits.check_sign_in(strangers[2], "ann@example.com").unwrap_err();
         assert_eq!(refused.scope, FailureScope::Account);
         assert!(refused.retry_after_s() <= 60 / u64::from(cfg.account_failures_per_minute) * 2);

@@ -129,11 +129,7 @@ pub struct SignIn<'a> {
 /// does. An address in several tenants signs in to the one whose password matches; only
 /// if it matches in several is the caller asked to choose (`TenantRequired`, naming just
 /// those), so someone without the password learns nothing about other tenants.
-pub async fn login(
-    svc: &Services,
-    limits: &CredentialLimits,
-    sign_in: SignIn<'_>,
-) -> Result<SignedIn, AccountError> {
+pub async fn login(svc: &Services, limits: &CredentialLimits, sign_in: SignIn<'_>) -> Result<SignedIn, AccountError> {
     let SignIn { email, password, tenant, source, request_id } = sign_in;
     if let Err(t) = limits.check_sign_in(source, email) {
         svc.metrics.credential_refusals.with_label_values(&[t.scope.as_str()]).inc();
@@ -160,8 +156,10 @@ pub async fn login(
         }
         Err(matched) => {
             limits.signed_in(source, email);
-            let choices =
-                matched.into_iter().map(|c| TenantChoice { tenant_id: c.user.tenant_id, name: c.tenant_name }).collect();
+            let choices = matched
+                .into_iter()
+                .map(|c| TenantChoice { tenant_id: c.user.tenant_id, name: c.tenant_name })
+                .collect();
             return Err(AccountError::TenantRequired(choices));
         }
     };

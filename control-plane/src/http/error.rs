@@ -280,9 +280,10 @@ impl From<UserError> for ApiError {
             UserError::WeakPassword | UserError::BadEmail(_) => {
                 ApiError::Unprocessable { code: "invalid_user", message: e.to_string(), details: serde_json::json!({}) }
             }
-            UserError::Database(e) if crate::db::is_constraint(&e, crate::db::users::EMAIL_KEY) => {
-                ApiError::Conflict { code: "email_taken", message: "a member of this account has this e-mail address already".into() }
-            }
+            UserError::Database(e) if crate::db::is_constraint(&e, crate::db::users::EMAIL_KEY) => ApiError::Conflict {
+                code: "email_taken",
+                message: "a member of this account has this e-mail address already".into(),
+            },
             UserError::Database(e) => ApiError::Database(e),
             UserError::Hash(e) => ApiError::Internal(e),
         }

@@ -157,7 +157,10 @@ async fn sign_ins_for_unknown_addresses_get_429_and_cost_what_known_ones_do(pool
     assert_eq!((b.status, b.code()), (401, Some("invalid_credentials")));
     assert_eq!(a.body["error"]["message"], b.body["error"]["message"], "the same answer");
     assert_eq!(verifications().await, before + 2, "wrong password");
-    assert_eq!(login(&cp, "198.51.100.1", json!({"email": "ann@parks.example", "password": PASSWORD})).await.status, 200);
+    assert_eq!(
+        login(&cp, "198.51.100.1", json!({"email": "ann@parks.example", "password": PASSWORD})).await.status,
+        200
+    );
     assert_eq!(verifications().await, before + 3, "right password");
 
     // Sign-ins for unknown addresses from one source: the burst is checked, the rest is
@@ -165,8 +168,8 @@ async fn sign_ins_for_unknown_addresses_get_429_and_cost_what_known_ones_do(pool
     let before = verifications().await;
     let mut statuses = Vec::new();
     for i in 0..burst + 20 {
-        let a = login(&cp, "203.0.113.50", json!({"email": format!("guess{i}@parks.example"), "password": PASSWORD}))
-            .await;
+        let a =
+            login(&cp, "203.0.113.50", json!({"email": format!("guess{i}@parks.example"), "password": PASSWORD})).await;
         if a.status == 429 {
             assert_eq!(a.code(), Some("too_many_failures"));
             assert!(a.retry_after.is_some_and(|s| s >= 1));
@@ -236,9 +239,7 @@ async fn an_address_of_another_tenant_is_no_oracle_and_signs_in_per_tenant(pool:
     let lee = sign_in(&cp, "lee@example.com").await;
 
     // The Lees add a member whose address the Parks use: it just works, no 409.
-    let add = |email: &str, password: &str| {
-        json!({"email": email, "password": password, "role": "member"})
-    };
+    let add = |email: &str, password: &str| json!({"email": email, "password": password, "role": "member"});
     let (status, member) = cp.call("POST", "/api/v1/users", &lee, Some(add("ANN@example.com", PASSWORD))).await;
     assert_eq!(status, 201, "{member}");
     assert_eq!(member["tenant_id"], lees.to_string());
@@ -272,8 +273,8 @@ async fn an_address_of_another_tenant_is_no_oracle_and_signs_in_per_tenant(pool:
     expected.sort();
     assert_eq!(offered, expected, "not the third tenant, whose password differs");
     for t in [parks, lees] {
-        let a = login(&cp, "198.51.100.1", json!({"email": "ann@example.com", "password": PASSWORD, "tenant_id": t}))
-            .await;
+        let a =
+            login(&cp, "198.51.100.1", json!({"email": "ann@example.com", "password": PASSWORD, "tenant_id": t})).await;
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.body["user"]["tenant_id"], t.to_string());
     }
@@ -284,7 +285,7 @@ async fn an_address_of_another_tenant_is_no_oracle_and_signs_in_per_tenant(pool:
     // tenant that does not.
     let a = login(&cp, "198.51.100.1", json!({"email": "ann@example.com", "password": "wrong password!!"})).await;
     assert_eq!((a.status, a.code()), (401, Some("invalid_credentials")));
-    let a = login(&cp, "198.51.100.1", json!({"email": "lee@example.com", "password": PASSWORD, "tenant_id": parks}))
-        .await;
+    let a =
+        login(&cp, "198.51.100.1", json!({"email": "lee@example.com", "password": PASSWORD, "tenant_id": parks})).await;
     assert_eq!((a.status, a.code()), (401, Some("invalid_credentials")));
 }
