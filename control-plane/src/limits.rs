@@ -6,6 +6,9 @@
 //! requests are counted by kind only (`hearth_rate_limited_total{kind}`), never by tenant
 //! or appliance, to keep label cardinality bounded.
 //!
+//! Bad credentials have limits of their own, fed by failures only and checked before any
+//! lookup or hashing: [`CredentialLimits`].
+//!
 //! Quotas come from PostgreSQL and are read again every `limits.refresh_s`, so a plan
 //! change applies within that time without a restart:
 //! - the HTTP layer and the support chat read a tenant's quotas on demand ([`QuotaCache`],
