@@ -149,9 +149,10 @@ fn document_json() -> &'static str {
 
 /// Responses that whole classes of operations share are declared here once instead of on
 /// every handler: `500 internal` and `503` (the request timeout, or a dependency down) on
-/// every operation; `401 unauthorized` on every operation that needs a credential; and on
-/// every operation a customer credential opens, the `429 rate_limited` the rate-limit layer
-/// (`http::ratelimit`) answers before any handler runs. An operation that documents one of
+/// every operation; `401 unauthorized` on every operation that needs a credential, with a
+/// `429`: on every operation a customer credential opens, `rate_limited` (the rate-limit
+/// layer, `http::ratelimit`, answers it before any handler runs) or `too_many_failures`
+/// (the bad-credential limits), on the others `too_many_failures`. An operation that documents one of
 /// these codes itself keeps its own description.
 fn add_shared_responses(doc: &mut Document) {
     for item in doc.paths.paths.values_mut() {
