@@ -37,10 +37,43 @@ pub struct Config {
 pub struct AuthConfig {
     /// How long a tenant user's sign-in token is valid.
     pub session_ttl_s: u64,
-    /// Failed sign-ins in a row that lock an account…
+    /// Failed sign-ins for one address from one source after which that source must wait…
     pub max_failed_logins: u32,
-    /// …for this long.
+    /// …and how long that source's failures take to be forgotten entirely (one more try
+    /// every `lockout_s / max_failed_logins` seconds once at the limit). Other sources are
+    /// not affected, so a stranger cannot lock the customer out.
     pub lockout_s: u64,
+    /// Failed sign-ins for one address from every source together (sources that signed in
+    /// to it before are exempt): a burst, then this many per minute. Slows a spread-out
+    /// guesser; never a long lock.
+    pub account_failures_burst: u32,
+    pub account_failures_per_minute: u32,
+    /// Failed credentials (API keys, sessions, operator tokens, sign-ins) from one source
+    /// address (IPv6: its /64): a burst, then this many per minute.
+    pub source_failures_burst: u32,
+    pub source_failures_per_minute: u32,
+    /// Failures of one presented bearer credential (the same wrong or revoked key sent
+    /// again and again, from anywhere): a burst, then this many per minute.
+    pub credential_failures_burst: u32,
+    pub credential_failures_per_minute: u32,
+    /// Peers (IP addresses or CIDR ranges) whose `X-Forwarded-For` names the source
+    /// address; every other peer is the source itself. Empty: the header is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl AuthConfig {
+    /// `trusted_proxies` as networks (validated at load; a plain address is a /32 or /128).
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{p:?} is neither an IP address nor a CIDR range"))
+            })
+            .collect()
+    }
 }
 
 /// The quotas of a tenant without a plan (a plan's own numbers win; see `db::plans`).
@@ -204,7 +237,18 @@ impl Default for Config {
             ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
             tasks: TasksConfig { default_deadline_s: 3600, max_deadline_s: 86_400 },
             secrets: SecretsConfig { key: None },
-            auth: AuthConfig { session_ttl_s: 3600, max_failed_logins: 5, lockout_s: 900 },
+            auth: AuthConfig {
+                session_ttl_s: 3600,
+                max_failed_logins: 5,
+                lockout_s: 900,
+                account_failures_burst: 50,
+                account_failures_per_minute: 10,
+                source_failures_burst: 30,
+                source_failures_per_minute: 10,
+                credential_failures_burst: 3,
+                credential_failures_per_minute: 1,
+                trusted_proxies: Vec::new(),
+            },
             limits: LimitsConfig {
                 api_per_minute: 600,
                 api_burst: 100,
@@ -327,8 +371,40 @@ impl Config {
                 "must be at least 1 and at most tasks.max_deadline_s",
             );
         }
-        if self.auth.session_ttl_s == 0 || self.auth.max_failed_logins == 0 {
-            return invalid("auth.session_ttl_s / auth.max_failed_logins", "HEARTH_AUTH__…", "must be at least 1");
+        let a = &self.auth;
+        for (setting, env, value) in [
+            ("auth.session_ttl_s", "HEARTH_AUTH__SESSION_TTL_S", a.session_ttl_s),
+            ("auth.max_failed_logins", "HEARTH_AUTH__MAX_FAILED_LOGINS", a.max_failed_logins.into()),
+            ("auth.lockout_s", "HEARTH_AUTH__LOCKOUT_S", a.lockout_s),
+            ("auth.account_failures_burst", "HEARTH_AUTH__ACCOUNT_FAILURES_BURST", a.account_failures_burst.into()),
+            (
+                "auth.account_failures_per_minute",
+                "HEARTH_AUTH__ACCOUNT_FAILURES_PER_MINUTE",
+                a.account_failures_per_minute.into(),
+            ),
+            ("auth.source_failures_burst", "HEARTH_AUTH__SOURCE_FAILURES_BURST", a.source_failures_burst.into()),
+            (
+                "auth.source_failures_per_minute",
+                "HEARTH_AUTH__SOURCE_FAILURES_PER_MINUTE",
+                a.source_failures_per_minute.into(),
+            ),
+            (
+                "auth.credential_failures_burst",
+                "HEARTH_AUTH__CREDENTIAL_FAILURES_BURST",
+                a.credential_failures_burst.into(),
+            ),
+            (
+                "auth.credential_failures_per_minute",
+                "HEARTH_AUTH__CREDENTIAL_FAILURES_PER_MINUTE",
+                a.credential_failures_per_minute.into(),
+            ),
+        ] {
+            if value == 0 {
+                return invalid(setting, env, "must be at least 1");
+            }
+        }
+        if let Err(problem) = a.trusted_networks() {
+            return invalid("auth.trusted_proxies", "HEARTH_AUTH__TRUSTED_PROXIES", &problem);
         }
         let l = &self.limits;
         if [
@@ -489,6 +565,36 @@ mod tests {
         std::fs::write(&file, "[database]\nurl = \"postgres://a@b/c\"\nurll = 1\n").unwrap();
         let err = with_env(&[], Some(&file)).unwrap_err().to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = with_env(
+            &[
+                ("HEARTH_DATABASE__URL", "postgres://x@127.0.0.1/db"),
+                ("HEARTH_AUTH__TRUSTED_PROXIES", "[10.0.0.0/8, \"::1\"]"),
+            ],
+            None,
+        )
+        .unwrap();
+        let nets = c.auth.trusted_networks().unwrap();
+        assert!(nets[0].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        assert!(nets[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
+
+        let err = with_env(
+            &[("HEARTH_DATABASE__URL", "postgres://x@127.0.0.1/db"), ("HEARTH_AUTH__TRUSTED_PROXIES", "[nowhere]")],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.trusted_proxies") && err.contains("nowhere"), "{err}");
+        let err = with_env(
+            &[("HEARTH_DATABASE__URL", "postgres://x@127.0.0.1/db"), ("HEARTH_AUTH__SOURCE_FAILURES_BURST", "0")],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.source_failures_burst"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! requests are counted by kind only (`hearth_rate_limited_total{kind}`), never by tenant
 //! or appliance, to keep label cardinality bounded.
 //!
+//! Bad credentials have limits of their own, fed by failures only and checked before any
+//! lookup or hashing: [`CredentialLimits`].
+//!
 //! Quotas come from PostgreSQL and are read again every `limits.refresh_s`, so a plan
 //! change applies within that time without a restart:
 //! - the HTTP layer and the support chat read a tenant's quotas on demand ([`QuotaCache`],
@@ -25,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ use hearth_protocol::{ApplianceId, TenantId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LimitsConfig;
+use crate::config::{AuthConfig, LimitsConfig};
 use crate::db::plans::{self, Quotas};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -371,6 +375,236 @@ impl RateLimits {
     }
 }
 
+/// Failures of one kind of key, each key a bucket that fills by one per failure and drains
+/// at `per_minute`; a key whose bucket holds `burst` failures must wait. Unlike the
+/// governor buckets above, a check does not take anything: only a failure counts, so a
+/// caller who gets it right is never slowed by having been checked.
+#[derive(Debug)]
+pub struct FailureCounters<K> {
+    burst: f64,
+    per_second: f64,
+    entries: Mutex<HashMap<K, (f64, Instant)>>,
+}
+
+impl<K: Hash + Eq + Clone> FailureCounters<K> {
+    pub fn new(burst: u32, per_minute: u32) -> Self {
+        Self::draining(burst, f64::from(per_minute.max(1)) / 60.0)
+    }
+
+    /// `burst` failures, forgotten at `per_second`.
+    pub fn draining(burst: u32, per_second: f64) -> Self {
+        FailureCounters {
+            burst: f64::from(burst.max(1)),
+            per_second: per_second.max(f64::MIN_POSITIVE),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn level(&self, (level, at): (f64, Instant), now: Instant) -> f64 {
+        (level - now.saturating_duration_since(at).as_secs_f64() * self.per_second).max(0.0)
+    }
+
+    /// `Some(wait)` while `key` has used up its failures.
+    pub fn wait(&self, key: &K) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let level = self.level(*entries.get(key)?, Instant::now());
+        (level > self.burst - 1.0).then(|| Duration::from_secs_f64((level - (self.burst - 1.0)) / self.per_second))
+    }
+
+    /// Counts one failure of `key`.
+    pub fn fail(&self, key: &K) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let level = entries.get(key).map_or(0.0, |e| self.level(*e, now));
+        entries.insert(key.clone(), (level + 1.0, now));
+    }
+
+    /// Forgets `key`'s failures.
+    pub fn clear(&self, key: &K) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Forgets keys whose failures have drained away; returns how many.
+    pub fn evict_drained(&self) -> usize {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let before = entries.len();
+        entries.retain(|_, e| self.level(*e, now) > 0.0);
+        before - entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which failure limit refused a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureScope {
+    /// Too many failures from this source address.
+    Source,
+    /// The same bearer credential failed too often.
+    Credential,
+    /// Too many failed sign-ins for this address from this source.
+    AccountFromSource,
+    /// Too many failed sign-ins for this address from everywhere (a short wait).
+    Account,
+}
+
+impl FailureScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureScope::Source => "source",
+            FailureScope::Credential => "credential",
+            FailureScope::AccountFromSource => "account_source",
+            FailureScope::Account => "account",
+        }
+    }
+}
+
+/// A credential refused before it was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyFailures {
+    pub scope: FailureScope,
+    pub retry_after: Duration,
+}
+
+impl TooManyFailures {
+    /// Whole seconds to wait, at least 1 (for `Retry-After`).
+    pub fn retry_after_s(&self) -> u64 {
+        (self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0)).max(1)
+    }
+}
+
+/// A source as the limits key it: an IPv4 address, or the /64 of an IPv6 address (one
+/// subscriber usually holds a whole /64).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// How long a source that signed in to an address stays exempt from that address's
+/// all-sources limit.
+pub const KNOWN_SOURCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The bad-credential limits (`auth.*`), checked before any credential is looked up or any
+/// password hashed, and fed only by failures:
+///
+/// | bucket | key | refuses |
+/// |---|---|---|
+/// | source | source address (IPv6: /64) | every credential and sign-in from it |
+/// | credential | SHA-256 of the presented bearer credential | that credential only |
+/// | account from source | (address, source) | sign-ins for that address from that source |
+/// | account | address | sign-ins for that address from sources that never signed in to it |
+///
+/// The account buckets key the address as typed (lower-cased), whether or not an account
+/// has it, so they answer alike for known and unknown addresses. A stranger filling an
+/// address's buckets from elsewhere does not stop its owner: the (address, source) bucket
+/// is the owner's own, and a source that signed in to the address within
+/// [`KNOWN_SOURCE_TTL`] skips the all-sources bucket, which in any case only slows (it
+/// drains at `account_failures_per_minute`). Kept in memory per replica: with N replicas
+/// an attacker gets at most N times the attempts.
+#[derive(Debug)]
+pub struct CredentialLimits {
+    source: FailureCounters<IpAddr>,
+    credential: FailureCounters<Vec<u8>>,
+    account_source: FailureCounters<(String, IpAddr)>,
+    account: FailureCounters<String>,
+    known_sources: Mutex<HashMap<(String, IpAddr), Instant>>,
+}
+
+impl CredentialLimits {
+    pub fn new(cfg: &AuthConfig) -> Self {
+        // The (address, source) bucket holds `max_failed_logins` and drains in `lockout_s`.
+        let burst = cfg.max_failed_logins.max(1);
+        CredentialLimits {
+            source: FailureCounters::new(cfg.source_failures_burst, cfg.source_failures_per_minute),
+            credential: FailureCounters::new(cfg.credential_failures_burst, cfg.credential_failures_per_minute),
+            account_source: FailureCounters::draining(burst, f64::from(burst) / cfg.lockout_s.max(1) as f64),
+            account: FailureCounters::new(cfg.account_failures_burst, cfg.account_failures_per_minute),
+            known_sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refuse(scope: FailureScope, wait: Option<Duration>) -> Result<(), TooManyFailures> {
+        match wait {
+            Some(retry_after) => Err(TooManyFailures { scope, retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a bearer credential is looked up.
+    pub fn check_bearer(&self, source: IpAddr, secret: &str) -> Result<(), TooManyFailures> {
+        Self::refuse(FailureScope::Source, self.source.wait(&source_key(source)))?;
+        Self::refuse(FailureScope::Credential, self.credential.wait(&crate::token::hash(secret)))
+    }
+
+    /// A bearer credential that did not authenticate.
+    pub fn bearer_failed(&self, source: IpAddr, secret: &str) {
+        self.source.fail(&source_key(source));
+        self.credential.fail(&crate::token::hash(secret));
+    }
+
+    fn known(&self, email: &str, source: IpAddr) -> bool {
+        let known = self.known_sources.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&(email.to_string(), source)).is_some_and(|at| at.elapsed() < KNOWN_SOURCE_TTL)
+    }
+
+    /// Before a sign-in's password is hashed.
+    pub fn check_sign_in(&self, source: IpAddr, email: &str) -> Result<(), TooManyFailures> {
+        let (source, email) = (source_key(source), email.trim().to_lowercase());
+        Self::refuse(FailureScope::Source, self.source.wait(&source))?;
+        Self::refuse(FailureScope::AccountFromSource, self.account_source.wait(&(email.clone(), source)))?;
+        if self.known(&email, source) {
+            return Ok(());
+        }
+        Self::refuse(FailureScope::Account, self.account.wait(&email))
+    }
+
+    /// A sign-in that failed (unknown address or wrong password alike).
+    pub fn sign_in_failed(&self, source: IpAddr, email: &str) {
+        let (source, email) = (source_key(source), email.trim().to_lowercase());
+        self.source.fail(&source);
+        self.account_source.fail(&(email.clone(), source));
+        if !self.known(&email, source) {
+            self.account.fail(&email);
+        }
+    }
+
+    /// A sign-in that succeeded: this source's failures for the address are forgotten and
+    /// it skips the address's all-sources limit from now on.
+    pub fn signed_in(&self, source: IpAddr, email: &str) {
+        let key = (email.trim().to_lowercase(), source_key(source));
+        self.account_source.clear(&key);
+        self.known_sources.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now());
+    }
+
+    /// Periodic housekeeping (with the rate limiters'): drained buckets and expired known
+    /// sources go.
+    pub fn evict(&self) -> usize {
+        let known = {
+            let mut k = self.known_sources.lock().unwrap_or_else(|p| p.into_inner());
+            let before = k.len();
+            k.retain(|_, at| at.elapsed() < KNOWN_SOURCE_TTL);
+            before - k.len()
+        };
+        known
+            + self.source.evict_drained()
+            + self.credential.evict_drained()
+            + self.account_source.evict_drained()
+            + self.account.evict_drained()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +670,62 @@ mod tests {
         assert_eq!((d.kind, d.remaining), (LimitKind::Mqtt, defaults().mqtt_burst - 1));
         assert_eq!(d.policy(), format!("{} per minute, burst {}", defaults().mqtt_per_minute, defaults().mqtt_burst));
         assert_eq!(limits.mqtt.len(), 2);
+    }
+
+    #[test]
+    fn failures_fill_a_bucket_that_drains_and_checks_take_nothing() {
+        let f = FailureCounters::new(3, 60);
+        for _ in 0..10 {
+            assert_eq!(f.wait(&"a"), None, "checking alone never refuses");
+        }
+        f.fail(&"a");
+        f.fail(&"a");
+        assert_eq!(f.wait(&"a"), None);
+        f.fail(&"a");
+        let wait = f.wait(&"a").expect("three failures refuse");
+        assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert_eq!(f.wait(&"b"), None, "another key has its own bucket");
+        assert_eq!(f.evict_drained(), 0);
+        f.clear(&"a");
+        assert_eq!(f.wait(&"a"), None);
+    }
+
+    fn auth() -> AuthConfig {
+        crate::config::Config::default().auth
+    }
+
+    #[test]
+    fn a_stranger_fills_the_address_buckets_but_not_the_owners() {
+        let cfg = AuthConfig { account_failures_burst: 10, ..auth() };
+        let limits = CredentialLimits::new(&cfg);
+        let owner: IpAddr = "198.51.100.7".parse().unwrap();
+        let strangers: Vec<IpAddr> = (1..=4).map(|i| format!("203.0.113.{i}").parse().unwrap()).collect();
+        limits.signed_in(owner, "ann@example.com");
+        for s in &strangers[..2] {
+            for _ in 0..cfg.max_failed_logins {
+                limits.check_sign_in(*s, "Ann@Example.com").expect("not yet");
+                limits.sign_in_failed(*s, "Ann@Example.com");
+            }
+            let refused = limits.check_sign_in(*s, "ann@example.com").unwrap_err();
+            assert_eq!(refused.scope, FailureScope::AccountFromSource);
+            assert_eq!(refused.retry_after_s(), cfg.lockout_s / u64::from(cfg.max_failed_logins));
+        }
+        // Ten failures from two sources: the address's all-sources burst of ten is used up…
+        let refused = limits.check_sign_in(strangers[2], "ann@example.com").unwrap_err();
+        assert_eq!(refused.scope, FailureScope::Account);
+        assert!(refused.retry_after_s() <= 60 / u64::from(cfg.account_failures_per_minute) * 2);
+        // …but the owner's source is theirs, and known.
+        assert_eq!(limits.check_sign_in(owner, "ann@example.com"), Ok(()));
+    }
+
+    #[test]
+    fn sources_are_keyed_by_address_or_ipv6_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

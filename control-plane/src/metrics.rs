@@ -27,6 +27,14 @@ pub struct Metrics {
     pub appliances_online: IntGauge,
     pub http_requests: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    /// Bearer credentials looked up in PostgreSQL, by kind (`api_key`, `session`,
+    /// `operator_token`), and argon2 password verifications: what the bad-credential
+    /// limits save.
+    pub credential_lookups: IntCounterVec,
+    pub password_verifications: IntCounter,
+    /// Credentials and sign-ins refused by a bad-credential limit, by scope (`source`,
+    /// `credential`, `account_source`, `account`).
+    pub credential_refusals: IntCounterVec,
     pub http_duration: HistogramVec,
     /// Support assistant answers by backend (`rules`, `ollama`) and whether the LLM had
     /// failed (`degraded`), and how long they took.
@@ -136,6 +144,21 @@ impl Metrics {
                 "hearth_rate_limited_total",
                 "Requests refused by a rate limit, by limit kind (api, assistant, mqtt).",
                 &["kind"],
+            )?,
+            credential_lookups: counter_vec(
+                "hearth_credential_lookups_total",
+                "Bearer credentials looked up, by kind (api_key, session, operator_token).",
+                &["kind"],
+            )?,
+            password_verifications: counter(
+                "hearth_password_verifications_total",
+                "argon2 password verifications of sign-ins, dummy ones (unknown addresses) included.",
+            )?,
+            credential_refusals: counter_vec(
+                "hearth_credential_refusals_total",
+                "Credentials and sign-ins refused for too many failures, by scope (source, credential, \
+                 account_source, account), before any lookup or hashing.",
+                &["scope"],
             )?,
             http_requests: counter_vec(
                 "hearth_http_requests_total",

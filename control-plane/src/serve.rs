@@ -28,7 +28,7 @@ use crate::dispatch::{run_task_timeouts, Dispatcher};
 use crate::domain::{Services, Wake};
 use crate::http::{app, AppState};
 use crate::ingest::{self, ConsumerConfig, ConsumerLinks, WriterContext};
-use crate::limits::{self, RateLimits};
+use crate::limits::{self, CredentialLimits, RateLimits};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttSetupError};
 use crate::pki::{CertificateAuthority, PkiError};
@@ -42,6 +42,8 @@ pub enum ServeError {
     Ca(PkiError),
     #[error("setting `http.tls_cert`/`http.tls_key`: {0}")]
     HttpTls(String),
+    #[error("setting `auth.trusted_proxies` (HEARTH_AUTH__TRUSTED_PROXIES): {0}")]
+    TrustedProxies(String),
     #[error("setting `http.listen` (HEARTH_HTTP__LISTEN): cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
@@ -202,12 +204,13 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
+    let credentials = Arc::new(CredentialLimits::new(&config.auth));
     parts.spawn("rate limiter eviction", {
-        let (limits, token) = (rate_limits.clone(), shutdown.clone());
+        let (limits, credentials, token) = (rate_limits.clone(), credentials.clone(), shutdown.clone());
         async move {
             let mut ticker = Ticker::after(Duration::from_secs(60), token);
             while ticker.tick().await {
-                let evicted = limits.evict();
+                let evicted = limits.evict() + credentials.evict();
                 tracing::debug!(evicted, "idle rate limiters evicted");
             }
             Ok(())
@@ -331,6 +334,8 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         metrics: metrics.clone(),
         mqtt_connected: connected,
         rate_limits: rate_limits.clone(),
+        credentials: credentials.clone(),
+        trusted_proxies: config.auth.trusted_networks().map_err(ServeError::TrustedProxies)?.into(),
         shutdown: shutdown.clone(),
         streams: Default::default(),
         request_timeout: Duration::from_millis(config.http.request_timeout_ms),
@@ -362,7 +367,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
                 std::future::pending::<()>().await
             };
             tokio::select! {
-                served = server.serve(router.into_make_service()) => served.map_err(ServeError::Http),
+                served = server.serve(router.into_make_service_with_connect_info::<SocketAddr>()) => served.map_err(ServeError::Http),
                 () = trigger => Ok(()),
             }
         });
@@ -372,7 +377,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         let token = shutdown.clone();
         parts.spawn("HTTP server", async move {
             // Graceful: in-flight requests finish, bounded by the supervisor's shutdown timeout.
-            axum::serve(listener, router)
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
                 .map_err(ServeError::Http)

@@ -1,10 +1,10 @@
 //! Tenant users (owners and members) and their sign-in sessions.
 //!
 //! Passwords are stored as argon2id PHC strings (hashed and verified off the async
-//! runtime). After `auth.max_failed_logins` failures in a row an account is locked for
-//! `auth.lockout_s`; a wrong password, an unknown address and a locked account cost the
-//! same argon2 work, so timing does not tell them apart. A successful sign-in returns a
-//! `hearth_st_…` session token (SHA-256 stored) valid for `auth.session_ttl_s`.
+//! runtime). An address is unique within a tenant ([`EMAIL_KEY`]); the same address may
+//! have accounts in several tenants. The sign-in rules (which accounts, how many tries) are
+//! in `domain::accounts`; here are the queries: [`candidates`] and [`open_session`], whose
+//! `hearth_st_…` token (SHA-256 stored) is valid for `auth.session_ttl_s`.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -13,7 +13,6 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::config::AuthConfig;
 use crate::model::{TenantStatus, UserRole};
 use crate::secret::Secret;
 use crate::token;
@@ -33,12 +32,12 @@ pub struct User {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_login_at: Option<OffsetDateTime>,
-    /// Set while sign-ins are refused after too many failures.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub locked_until: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str = "id, tenant_id, email, role, created_at, last_login_at, locked_until";
+const COLUMNS: &str = "id, tenant_id, email, role, created_at, last_login_at";
+
+/// The unique index that keeps an address once per tenant.
+pub const EMAIL_KEY: &str = "tenant_users_tenant_email_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -85,7 +84,8 @@ pub async fn hash_password(password: &str) -> Result<String, UserError> {
     .map_err(|e| UserError::Hash(e.to_string()))
 }
 
-async fn verify_password(password: &str, phc: &str) -> bool {
+/// Whether `password` matches the PHC string `phc` (argon2id, on a blocking thread).
+pub async fn verify_password(password: &str, phc: &str) -> bool {
     let (password, phc) = (password.to_owned(), phc.to_owned());
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
@@ -98,7 +98,7 @@ async fn verify_password(password: &str, phc: &str) -> bool {
 /// address costs the same as a wrong password.
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-async fn dummy_hash() -> String {
+pub async fn dummy_hash() -> String {
     if let Some(h) = DUMMY_HASH.get() {
         return h.clone();
     }
@@ -162,13 +162,30 @@ pub async fn count_owners(conn: &mut PgConnection, tenant: TenantId) -> Result<i
         .await
 }
 
-/// Why a sign-in failed (all but `Locked` look the same to the caller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginRefusal {
-    BadCredentials,
-    /// Locked until then; the password was not even checked.
-    Locked(OffsetDateTime),
-    TenantSuspended,
+/// An account a sign-in may be for: the user, its password hash and its tenant.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Candidate {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub password_hash: String,
+    pub tenant_name: String,
+    pub tenant_status: TenantStatus,
+}
+
+/// The accounts with address `email` (case-insensitive), in `tenant` only when given, oldest
+/// first. Runs on the service pool: the tenant is not known until the accounts are found.
+pub async fn candidates(pool: &PgPool, email: &str, tenant: Option<TenantId>) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.tenant_id, u.email, u.role, u.created_at, u.last_login_at, u.password_hash,
+                t.name AS tenant_name, t.status AS tenant_status
+         FROM tenant_users u JOIN tenants t ON t.id = u.tenant_id
+         WHERE lower(u.email) = lower($1) AND ($2::uuid IS NULL OR u.tenant_id = $2)
+         ORDER BY u.created_at, u.id",
+    )
+    .bind(email.trim())
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
 }
 
 /// A successful sign-in.
@@ -176,87 +193,30 @@ pub enum LoginRefusal {
 pub struct Session {
     pub token: Secret<String>,
     pub expires_at: OffsetDateTime,
-    pub user: User,
 }
 
-#[derive(sqlx::FromRow)]
-struct LoginRow {
-    #[sqlx(flatten)]
-    user: User,
-    password_hash: String,
-    tenant_status: TenantStatus,
-}
-
-/// Checks the password and opens a session. Runs on the service pool: the tenant is not
-/// known until the account is found.
-pub async fn login(
-    pool: &PgPool,
-    email: &str,
-    password: &str,
-    cfg: &AuthConfig,
-) -> Result<Result<Session, LoginRefusal>, UserError> {
-    let row: Option<LoginRow> = sqlx::query_as(
-        "SELECT u.id, u.tenant_id, u.email, u.role, u.created_at, u.last_login_at, u.locked_until, u.password_hash,
-                t.status AS tenant_status
-         FROM tenant_users u JOIN tenants t ON t.id = u.tenant_id WHERE lower(u.email) = lower($1)",
-    )
-    .bind(email.trim())
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else {
-        verify_password(password, &dummy_hash().await).await;
-        return Ok(Err(LoginRefusal::BadCredentials));
-    };
-    let now = OffsetDateTime::now_utc();
-    if let Some(until) = row.user.locked_until.filter(|u| *u > now) {
-        verify_password(password, &dummy_hash().await).await;
-        return Ok(Err(LoginRefusal::Locked(until)));
-    }
-    if !verify_password(password, &row.password_hash).await {
-        // Count the failure; the one that reaches the limit locks the account.
-        let locked: Option<OffsetDateTime> = sqlx::query_scalar(
-            "UPDATE tenant_users SET
-                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END,
-                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3)
-                                     ELSE locked_until END
-             WHERE id = $1 RETURNING locked_until",
-        )
-        .bind(row.user.id)
-        .bind(cfg.max_failed_logins as i32)
-        .bind(cfg.lockout_s as f64)
-        .fetch_one(pool)
-        .await?;
-        return Ok(Err(match locked.filter(|u| *u > now) {
-            Some(until) => LoginRefusal::Locked(until),
-            None => LoginRefusal::BadCredentials,
-        }));
-    }
-    if row.tenant_status != TenantStatus::Active {
-        return Ok(Err(LoginRefusal::TenantSuspended));
-    }
+/// Opens a session of `user` valid `ttl_s` seconds (the password was checked).
+pub async fn open_session(pool: &PgPool, user: &User, ttl_s: u64) -> Result<Session, sqlx::Error> {
     let secret = token::generate(SESSION_PREFIX);
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE tenant_users SET failed_logins = 0, locked_until = NULL, last_login_at = now() WHERE id = $1")
-        .bind(row.user.id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("UPDATE tenant_users SET last_login_at = now() WHERE id = $1").bind(user.id).execute(&mut *tx).await?;
     let expires_at: OffsetDateTime = sqlx::query_scalar(
         "INSERT INTO user_sessions (token_hash, user_id, tenant_id, expires_at)
          VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
     )
     .bind(token::hash(secret.expose()))
-    .bind(row.user.id)
-    .bind(row.user.tenant_id)
-    .bind(cfg.session_ttl_s as f64)
+    .bind(user.id)
+    .bind(user.tenant_id)
+    .bind(ttl_s as f64)
     .fetch_one(&mut *tx)
     .await?;
     // Expired sessions of this user go when a new one starts.
     sqlx::query("DELETE FROM user_sessions WHERE user_id = $1 AND expires_at < now()")
-        .bind(row.user.id)
+        .bind(user.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Ok(Session { token: secret, expires_at, user: row.user }))
+    Ok(Session { token: secret, expires_at })
 }
 
 /// The user behind a session token, if it is valid and their tenant is active.

@@ -1,7 +1,10 @@
-//! A customer's account as its people use it: sign-in (audited `auth.login`), sign-out,
+//! A customer's account as its people use it: sign-in (audited `auth.login`, behind the
+//! bad-credential limits of [`crate::limits::CredentialLimits`]), sign-out,
 //! password change, the account with its plan and quotas, and its members (created by an
 //! owner or an operator, removed by an owner — never the last owner). Everything
 //! tenant-scoped runs in a tenant transaction and is audited in it.
+
+use std::net::IpAddr;
 
 use hearth_protocol::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
@@ -9,22 +12,29 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::config::{AuthConfig, LimitsConfig};
+use crate::config::LimitsConfig;
 use crate::db::audit::{snapshot, Actor, Recorder};
 use crate::db::plans::{self, Quotas};
 use crate::db::tenants::{self, Tenant};
-use crate::db::users::{self as store, LoginRefusal, User, UserError};
+use crate::db::users::{self as store, Candidate, User, UserError};
 use crate::db::{is_constraint, tenant_tx};
-use crate::model::UserRole;
+use crate::domain::Services;
+use crate::limits::{CredentialLimits, TooManyFailures};
+use crate::model::{TenantStatus, UserRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     /// A sign-in with an unknown address or a wrong password (they answer alike).
     #[error("the e-mail address or the password is wrong")]
     InvalidCredentials,
-    /// Too many failed sign-ins in a row.
-    #[error("too many failed sign-ins; this account is locked for {wait_s} more seconds")]
-    Locked { wait_s: i64 },
+    /// Too many failures (from this source, for this address from this source, or for this
+    /// address from everywhere): refused before the password was hashed.
+    #[error("too many failed attempts; try again in {} s", .0.retry_after_s())]
+    TooManyFailures(TooManyFailures),
+    /// The password is right for accounts of this address in several tenants: sign in
+    /// again naming one of them.
+    #[error("this address has an account in several customer accounts; choose one with `tenant_id`")]
+    TenantRequired(Vec<TenantChoice>),
     #[error("this customer account is suspended; contact the service operator")]
     TenantSuspended,
     /// The session to end does not exist (or the token is not a session token).
@@ -39,7 +49,8 @@ pub enum AccountError {
     UserNotFound,
     #[error("this is the account's last owner; make another member an owner first")]
     LastOwner,
-    #[error("an account with this e-mail address exists already")]
+    /// The address is taken in this tenant (other tenants' addresses never conflict).
+    #[error("a member of this account has this e-mail address already")]
     EmailTaken,
     /// The e-mail address or the password breaks a rule, or hashing failed.
     #[error(transparent)]
@@ -51,7 +62,7 @@ pub enum AccountError {
 impl From<UserError> for AccountError {
     fn from(e: UserError) -> Self {
         match e {
-            UserError::Database(d) if is_constraint(&d, "tenant_users_email_key") => AccountError::EmailTaken,
+            UserError::Database(d) if is_constraint(&d, store::EMAIL_KEY) => AccountError::EmailTaken,
             UserError::Database(d) => AccountError::Database(d),
             other => AccountError::User(other),
         }
@@ -89,33 +100,82 @@ pub struct NewUser {
     pub role: UserRole,
 }
 
-/// Checks the password and opens a session, audited in the user's tenant (`auth.login`,
-/// by the user under `request_id`). After too many failures in a row the account is locked
-/// for a while; a wrong password and an unknown address answer alike.
-pub async fn login(
-    pool: &PgPool,
-    cfg: &AuthConfig,
-    email: &str,
-    password: &str,
-    request_id: Option<&str>,
-) -> Result<SignedIn, AccountError> {
-    let session = match store::login(pool, email, password, cfg).await? {
-        Ok(session) => session,
-        Err(LoginRefusal::BadCredentials) => return Err(AccountError::InvalidCredentials),
-        Err(LoginRefusal::Locked(until)) => {
-            let wait_s = (until - OffsetDateTime::now_utc()).whole_seconds().max(1);
-            return Err(AccountError::Locked { wait_s });
-        }
-        Err(LoginRefusal::TenantSuspended) => return Err(AccountError::TenantSuspended),
+/// A customer account the signing-in person may choose (their password matched there).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TenantChoice {
+    pub tenant_id: TenantId,
+    pub name: String,
+}
+
+/// Who is signing in, from where.
+#[derive(Debug, Clone, Copy)]
+pub struct SignIn<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    /// The customer account, needed only when the password matches in several.
+    pub tenant: Option<TenantId>,
+    /// The source address (bad-credential limits).
+    pub source: IpAddr,
+    pub request_id: Option<&'a str>,
+}
+
+/// Checks the password and opens a session, audited in the user's tenant (`auth.login`).
+///
+/// The bad-credential limits are checked first, before any query or hashing; a failure
+/// (unknown address or wrong password, which answer alike) feeds them, a success clears
+/// this source's failures for the address. Every attempt that gets past the limits costs
+/// one argon2 verification per account with the address (in `tenant` when given), and one
+/// against a dummy hash when there is none, so an unknown address costs what a known one
+/// does. An address in several tenants signs in to the one whose password matches; only
+/// if it matches in several is the caller asked to choose (`TenantRequired`, naming just
+/// those), so someone without the password learns nothing about other tenants.
+pub async fn login(svc: &Services, limits: &CredentialLimits, sign_in: SignIn<'_>) -> Result<SignedIn, AccountError> {
+    let SignIn { email, password, tenant, source, request_id } = sign_in;
+    if let Err(t) = limits.check_sign_in(source, email) {
+        svc.metrics.credential_refusals.with_label_values(&[t.scope.as_str()]).inc();
+        return Err(AccountError::TooManyFailures(t));
+    }
+    let candidates = store::candidates(&svc.pool, email, tenant).await?;
+    let verifications = svc.metrics.password_verifications.clone();
+    let verify = |phc: String| {
+        verifications.inc();
+        async move { store::verify_password(password, &phc).await }
     };
-    let user = &session.user;
+    let matched: Vec<Candidate> = if candidates.is_empty() {
+        verify(store::dummy_hash().await).await;
+        Vec::new()
+    } else {
+        let checks = futures::future::join_all(candidates.iter().map(|c| verify(c.password_hash.clone()))).await;
+        candidates.into_iter().zip(checks).filter_map(|(c, ok)| ok.then_some(c)).collect()
+    };
+    let candidate = match <[Candidate; 1]>::try_from(matched) {
+        Ok([one]) => one,
+        Err(matched) if matched.is_empty() => {
+            limits.sign_in_failed(source, email);
+            return Err(AccountError::InvalidCredentials);
+        }
+        Err(matched) => {
+            limits.signed_in(source, email);
+            let choices = matched
+                .into_iter()
+                .map(|c| TenantChoice { tenant_id: c.user.tenant_id, name: c.tenant_name })
+                .collect();
+            return Err(AccountError::TenantRequired(choices));
+        }
+    };
+    limits.signed_in(source, email);
+    if candidate.tenant_status != TenantStatus::Active {
+        return Err(AccountError::TenantSuspended);
+    }
+    let user = candidate.user;
+    let session = store::open_session(&svc.pool, &user, svc.auth.session_ttl_s).await?;
     let actor = Actor::tenant_user(user.id, &user.email);
-    let mut tx = tenant_tx(pool, user.tenant_id).await?;
+    let mut tx = tenant_tx(&svc.pool, user.tenant_id).await?;
     Recorder::new(&actor, request_id)
         .record(&mut tx, Some(user.tenant_id), "auth.login", ("user", user.id.to_string()), None, None)
         .await?;
     tx.commit().await?;
-    Ok(SignedIn { token: session.token.expose().clone(), expires_at: session.expires_at, user: session.user })
+    Ok(SignedIn { token: session.token.expose().clone(), expires_at: session.expires_at, user })
 }
 
 /// Ends the session whose token is `token`.

@@ -4,24 +4,22 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::{ApiKeyId, UserId};
+use hearth_protocol::{ApiKeyId, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{bearer, Caller, Owner, Tenant};
+use super::auth::{bearer, Caller, Owner, Source, Tenant};
 use super::error::{ApiError, ApiJson, BadRequest, NotFound, OwnerForbidden, TenantForbidden};
 use super::shared::{KeyList, NewKey};
 use super::{AppState, RequestId};
 use crate::db::audit::Recorder;
 use crate::db::tenants::ApiKey;
 use crate::db::users::User;
-use crate::domain::accounts::{self, AccountError, AccountView, NewUser, SignedIn};
+use crate::domain::accounts::{self, AccountView, NewUser, SignIn, SignedIn};
 use crate::domain::tenants::{self, IssuedKey};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,12 +39,21 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct LoginBody {
     email: String,
     password: String,
+    /// The customer account to sign in to; needed only when the answer was
+    /// `tenant_required` (the address has an account, with this password, in several).
+    #[serde(default)]
+    tenant_id: Option<TenantId>,
 }
 
 /// Sign in with an e-mail address and a password.
 ///
-/// Returns a short-lived session token (`hearth_st_…`). After too many failures in a row
-/// the account is locked for a while; a wrong password and an unknown address answer alike.
+/// Returns a short-lived session token (`hearth_st_…`). A wrong password and an unknown
+/// address answer alike. Failures are limited per source, per address from that source and
+/// per address from everywhere (sources that signed in to it before are exempt); over a
+/// limit the answer is `429 too_many_failures` before the password is even checked. An
+/// address with accounts in several customer accounts signs in to the one whose password
+/// matches; if it matches in several, the answer is `422 tenant_required` listing those,
+/// and the caller signs in again with `tenant_id`.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/login",
@@ -57,29 +64,23 @@ struct LoginBody {
         (status = 400, response = BadRequest),
         (status = 401, description = "`invalid_credentials`: the e-mail address or the password is wrong", body = ErrorBody),
         (status = 403, description = "`tenant_suspended`: the customer account is suspended", body = ErrorBody),
-        (status = 429, description = "`account_locked`: too many failed sign-ins; try again after `Retry-After` seconds",
-            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until the account is unlocked"))),
+        (status = 422, description = "`tenant_required`: the password matches accounts of this address in several \
+                                      customer accounts; `details.tenants` lists them (`tenant_id`, `name`): send \
+                                      one as `tenant_id`", body = ErrorBody),
+        (status = 429, description = "`too_many_failures`: too many failed sign-ins from this source, or for this \
+                                      address; try again after `Retry-After` seconds",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until a sign-in will be checked"))),
     )
 )]
 async fn login(
     State(s): State<AppState>,
     rid: RequestId,
+    Source(source): Source,
     ApiJson(b): ApiJson<LoginBody>,
-) -> Result<Response, ApiError> {
-    match accounts::login(&s.domain.pool, &s.domain.auth, &b.email, &b.password, Some(&rid.0)).await {
-        Ok(signed_in) => Ok(ApiJson(signed_in).into_response()),
-        Err(e) => {
-            let retry_after = match e {
-                AccountError::Locked { wait_s } => Some(wait_s),
-                _ => None,
-            };
-            let mut r = ApiError::from(e).into_response();
-            if let Some(wait_s) = retry_after {
-                r.headers_mut().insert(RETRY_AFTER, wait_s.into());
-            }
-            Ok(r)
-        }
-    }
+) -> Result<ApiJson<SignedIn>, ApiError> {
+    let sign_in =
+        SignIn { email: &b.email, password: &b.password, tenant: b.tenant_id, source, request_id: Some(&rid.0) };
+    Ok(ApiJson(accounts::login(&s.domain, &s.credentials, sign_in).await?))
 }
 
 /// Sign out: end the session whose token is sent.
@@ -192,7 +193,8 @@ async fn list_users(State(s): State<AppState>, Tenant(tenant): Tenant) -> Result
         (status = 201, description = "The new member", body = User),
         (status = 400, response = BadRequest),
         (status = 403, response = OwnerForbidden),
-        (status = 409, description = "`email_taken`: an account with this e-mail address exists already", body = ErrorBody),
+        (status = 409, description = "`email_taken`: a member of this account has this e-mail address already \
+                                      (other customer accounts' addresses never conflict)", body = ErrorBody),
         (status = 422, description = "`invalid_user`: the e-mail address is not one, or the password is too short", body = ErrorBody),
     )
 )]

@@ -10,8 +10,15 @@
 //! A handler that takes [`Tenant`] cannot run unauthenticated and gets the tenant id from
 //! the credential, never from the request; every repository function it calls takes that
 //! id. A suspended tenant's keys and sessions are refused with `403 tenant_suspended`.
+//!
+//! Before a credential is looked up, the bad-credential limits
+//! ([`crate::limits::CredentialLimits`]) are asked about its [`Source`] and the credential
+//! itself; a refusal is `429 too_many_failures` with `Retry-After`, and a credential that
+//! does not authenticate counts as a failure of both.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -44,13 +51,36 @@ impl Caller {
         }
     }
 
-    /// Resolves (once per request) the credential of `parts`.
+    /// Resolves (once per request: the outcome, a refusal too, is kept in the request's
+    /// extensions) the credential of `parts`.
     pub(super) async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let secret = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        if let Some(Refused(refusal)) = parts.extensions.get::<Refused>() {
+            return Err(refusal.map_or(ApiError::Unauthorized, ApiError::TooManyFailures));
+        }
+        let secret = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?.to_owned();
+        let source = Source::of(parts, state);
+        if let Err(t) = state.credentials.check_bearer(source, &secret) {
+            state.metrics.credential_refusals.with_label_values(&[t.scope.as_str()]).inc();
+            parts.extensions.insert(Refused(Some(t)));
+            return Err(ApiError::TooManyFailures(t));
+        }
+        let caller = Self::look_up(&secret, state).await?;
+        let Some(caller) = caller else {
+            state.credentials.bearer_failed(source, &secret);
+            parts.extensions.insert(Refused(None));
+            return Err(ApiError::Unauthorized);
+        };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+
+    async fn look_up(secret: &str, state: &AppState) -> Result<Option<Caller>, ApiError> {
+        let lookups = &state.metrics.credential_lookups;
         let caller = if secret.starts_with(tenants::API_KEY_PREFIX) {
+            lookups.with_label_values(&["api_key"]).inc();
             tenants::authenticate(&state.domain.pool, secret).await?.map(|k| Caller::TenantKey {
                 tenant: k.tenant,
                 key_id: k.key_id,
@@ -58,6 +88,7 @@ impl Caller {
                 active: k.active,
             })
         } else if secret.starts_with(users::SESSION_PREFIX) {
+            lookups.with_label_values(&["session"]).inc();
             users::authenticate(&state.domain.pool, secret).await?.map(|u| Caller::TenantUser {
                 tenant: u.tenant,
                 user: u.id,
@@ -66,13 +97,93 @@ impl Caller {
                 active: u.tenant_active,
             })
         } else if secret.starts_with(operators::TOKEN_PREFIX) {
+            lookups.with_label_values(&["operator_token"]).inc();
             operators::authenticate(&state.domain.pool, secret).await?.map(Caller::Operator)
         } else {
             None
         };
-        let caller = caller.ok_or(ApiError::Unauthorized)?;
-        parts.extensions.insert(caller.clone());
         Ok(caller)
+    }
+}
+
+/// A credential of this request that was refused (`None`: it did not authenticate).
+#[derive(Debug, Clone, Copy)]
+struct Refused(Option<crate::limits::TooManyFailures>);
+
+/// Where a request comes from, as the bad-credential limits key it: the peer's address,
+/// or, when the peer is one of `auth.trusted_proxies`, the address `X-Forwarded-For` names
+/// (read from the right: the first hop that is not a trusted proxy). A peer that is not
+/// trusted cannot choose its source with the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source(pub IpAddr);
+
+impl Source {
+    fn of(parts: &Parts, state: &AppState) -> IpAddr {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip().to_canonical());
+        source_address(peer, &parts.headers, &state.trusted_proxies)
+    }
+}
+
+/// The source of a request from `peer` with `headers`, trusting `X-Forwarded-For` from
+/// `trusted` peers only.
+pub fn source_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut source = peer;
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip())) else {
+            break; // garbage: the last trusted hop is the best we know
+        };
+        source = ip.to_canonical();
+        if !is_trusted(&source) {
+            break;
+        }
+    }
+    source
+}
+
+impl FromRequestParts<AppState> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Source(Source::of(parts, state)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An untrusted peer is the source, whatever it claims.
+        assert_eq!(source_address(ip("198.51.100.1"), &xff("203.0.113.9"), &trusted), ip("198.51.100.1"));
+        // Through a trusted proxy: the right-most hop that is not a trusted proxy.
+        assert_eq!(source_address(ip("10.0.0.2"), &xff("1.2.3.4, 203.0.113.9, 10.0.0.7"), &trusted), ip("203.0.113.9"));
+        // No header, or garbage: the proxy itself.
+        assert_eq!(source_address(ip("10.0.0.2"), &HeaderMap::new(), &trusted), ip("10.0.0.2"));
+        assert_eq!(source_address(ip("10.0.0.2"), &xff("nonsense"), &trusted), ip("10.0.0.2"));
+        assert_eq!(source_address(ip("10.0.0.2"), &xff("[2001:db8::1]:4711"), &trusted), ip("2001:db8::1"));
     }
 }
 

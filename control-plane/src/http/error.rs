@@ -55,6 +55,10 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String, details: serde_json::Value },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
+    /// 429 `too_many_failures`: a bad-credential limit refused the credential or sign-in
+    /// before it was checked; the response carries `Retry-After`.
+    #[error("too many failed attempts")]
+    TooManyFailures(crate::limits::TooManyFailures),
     /// The request took longer than `http.request_timeout_s` and was stopped.
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
@@ -123,6 +127,11 @@ impl ApiError {
                 "timeout",
                 format!("the request took longer than {limit:?} and was stopped; nothing half-done was kept, try again"),
             ),
+            ApiError::TooManyFailures(t) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!("too many failed attempts; try again in {} s", t.retry_after_s()),
+            ),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -139,7 +148,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody { error: ErrorDetail { code: code.into(), message, details: self.details() } };
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        if let ApiError::TooManyFailures(t) = &self {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, t.retry_after_s().into());
+        }
+        r
     }
 }
 
@@ -262,7 +275,12 @@ impl From<AccountError> for ApiError {
             AccountError::InvalidCredentials | AccountError::WrongPassword => {
                 refused(StatusCode::UNAUTHORIZED, "invalid_credentials")
             }
-            AccountError::Locked { .. } => refused(StatusCode::TOO_MANY_REQUESTS, "account_locked"),
+            AccountError::TooManyFailures(t) => ApiError::TooManyFailures(t),
+            AccountError::TenantRequired(tenants) => ApiError::Unprocessable {
+                code: "tenant_required",
+                message,
+                details: serde_json::json!({ "param": "tenant_id", "tenants": tenants }),
+            },
             AccountError::TenantSuspended => refused(StatusCode::FORBIDDEN, "tenant_suspended"),
             AccountError::NoSession => ApiError::Unauthorized,
             AccountError::TenantNotFound => ApiError::NotFound("tenant"),
@@ -300,9 +318,9 @@ impl From<UserError> for ApiError {
             UserError::WeakPassword | UserError::BadEmail(_) => {
                 ApiError::Unprocessable { code: "invalid_user", message: e.to_string(), details: serde_json::json!({}) }
             }
-            UserError::Database(e) if crate::db::is_constraint(&e, "tenant_users_email_key") => ApiError::Conflict {
+            UserError::Database(e) if crate::db::is_constraint(&e, crate::db::users::EMAIL_KEY) => ApiError::Conflict {
                 code: "email_taken",
-                message: "an account with this e-mail address exists already".into(),
+                message: "a member of this account has this e-mail address already".into(),
             },
             UserError::Database(e) => ApiError::Database(e),
             UserError::Hash(e) => ApiError::Internal(e),
@@ -549,8 +567,9 @@ pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);
 /// 429 `rate_limited`: the customer account's API request limit (its plan's quota).
 #[derive(Debug, utoipa::ToResponse)]
 #[response(
-    description = "`rate_limited`: too many requests for this customer account's plan; `Retry-After` says when \
-                   to try again, `X-RateLimit-Kind` which limit fired (`api`), `X-RateLimit-Policy` the quota and \
+    description = "`rate_limited`: too many requests for this customer account's plan, or `too_many_failures`: too \
+                   many failed credentials from this source address (the credential was not checked); `Retry-After` \
+                   says when to try again, `X-RateLimit-Kind` which limit fired (`api`), `X-RateLimit-Policy` the quota and \
                    `X-RateLimit-Remaining` what is left (every tenant response carries these three)",
     headers(
         ("Retry-After" = u64, description = "Seconds until a request will be accepted"),
@@ -561,6 +580,16 @@ pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);
     example = json!({"error": {"code": "rate_limited", "message": "too many requests: this account's api limit is 600 per minute, burst 100; try again in 1 s"}})
 )]
 pub struct RateLimited(#[allow(dead_code)] ErrorBody);
+
+/// 429 `too_many_failures`: the bad-credential limits refused the credential unchecked.
+#[derive(Debug, utoipa::ToResponse)]
+#[response(
+    description = "`too_many_failures`: too many failed credentials from this source address (or this very \
+                   credential failed too often); it was not checked. `Retry-After` says when to try again",
+    headers(("Retry-After" = u64, description = "Seconds until a credential from this source will be checked")),
+    example = json!({"error": {"code": "too_many_failures", "message": "too many failed attempts; try again in 6 s"}})
+)]
+pub struct TooManyFailures(#[allow(dead_code)] ErrorBody);
 
 /// 500 `internal`: logged on the server with the request; no details are sent.
 #[derive(Debug, utoipa::ToResponse)]

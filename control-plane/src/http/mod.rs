@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::domain::Services;
-use crate::limits::RateLimits;
+use crate::limits::{CredentialLimits, RateLimits};
 use crate::metrics::Metrics;
 
 /// What handlers share: the domain's services, and what only the HTTP side needs.
@@ -69,6 +69,10 @@ pub struct AppState {
     pub mqtt_connected: Arc<AtomicBool>,
     /// Per-tenant rate limits.
     pub rate_limits: Arc<RateLimits>,
+    /// Bad-credential limits (per source, credential and address), before any lookup.
+    pub credentials: Arc<CredentialLimits>,
+    /// `auth.trusted_proxies`: peers whose `X-Forwarded-For` names the source.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// Cancelled at shutdown (ends long-lived responses such as event streams).
     pub shutdown: CancellationToken,
     /// Support chat event streams open per tenant.

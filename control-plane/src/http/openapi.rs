@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 
 use super::error::{
     BadRequest, ForbiddenForRole, Internal, InvalidText, NotFound, OwnerForbidden, PayloadTooLarge, RateLimited,
-    TenantForbidden, Unauthorized, Unavailable, UnsupportedMediaType, INVALID_TEXT,
+    TenantForbidden, TooManyFailures, Unauthorized, Unavailable, UnsupportedMediaType, INVALID_TEXT,
 };
 use super::AppState;
 use crate::model::{
@@ -72,6 +72,7 @@ use crate::model::{
             OwnerForbidden,
             ForbiddenForRole,
             RateLimited,
+            TooManyFailures,
             Unavailable,
             PayloadTooLarge,
             UnsupportedMediaType,
@@ -151,13 +152,14 @@ fn document_json() -> &'static str {
 
 /// Responses that whole classes of operations share are declared here once instead of on
 /// every handler: `500 internal` and `503` (the request timeout, or a dependency down) on
-/// every operation; `401 unauthorized` on every operation that needs a credential; and on
-/// every operation a customer credential opens, the `429 rate_limited` the rate-limit layer
-/// (`http::ratelimit`) answers before any handler runs. Every operation with a JSON body
-/// gets the `413`/`415` of the body extractor (`error::ApiJson`), and every operation with a
-/// body or a query string its `422 invalid_text` (`ApiJson`, `ApiQuery`). An operation that
-/// documents one of these codes itself keeps its own description; a 422 of its own gets
-/// `invalid_text` added to it.
+/// every operation; `401 unauthorized` on every operation that needs a credential, with a
+/// `429`: on every operation a customer credential opens, `rate_limited` (the rate-limit
+/// layer, `http::ratelimit`, answers it before any handler runs) or `too_many_failures`
+/// (the bad-credential limits), on the others `too_many_failures`. Every operation with a
+/// JSON body gets the `413`/`415` of the body extractor (`error::ApiJson`), and every
+/// operation with a body or a query string its `422 invalid_text` (`ApiJson`, `ApiQuery`).
+/// An operation that documents one of these codes itself keeps its own description; a 422
+/// of its own gets `invalid_text` added to it.
 fn add_shared_responses(doc: &mut Document) {
     for item in doc.paths.paths.values_mut() {
         for (_, op) in operations(item) {
@@ -174,6 +176,8 @@ fn add_shared_responses(doc: &mut Document) {
             }
             if customer {
                 share(responses, "429", "RateLimited");
+            } else if !schemes.is_empty() {
+                share(responses, "429", "TooManyFailures");
             }
             let body = op.request_body.is_some();
             let query = op.parameters.iter().flatten().any(|p| matches!(p.parameter_in, ParameterIn::Query));

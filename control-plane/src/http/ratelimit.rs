@@ -7,7 +7,8 @@
 //! applies a tighter limit of its own (the support chat's `assistant`) describes that one
 //! instead, through [`refusal`] and [`describe`]. Operators,
 //! enrollment, sign-in, health, metrics and the docs are not limited here, whatever
-//! credential a request to them carries (sign-in has its own lockout).
+//! credential a request to them carries (failed credentials and sign-ins have the
+//! bad-credential limits of `limits::CredentialLimits`, checked in `auth`).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::RETRY_AFTER;

@@ -9,6 +9,7 @@ mod api;
 mod assistant;
 mod broker_security;
 mod certificates;
+mod credentials;
 mod desired;
 mod e2e;
 mod enroll;

@@ -341,7 +341,7 @@ async fn revoke_key(
         (status = 400, response = BadRequest),
         (status = 403, response = ForbiddenForRole),
         (status = 404, response = NotFound),
-        (status = 409, description = "`email_taken`: an account with this e-mail address exists already", body = ErrorBody),
+        (status = 409, description = "`email_taken`: a member of this tenant has this e-mail address already", body = ErrorBody),
         (status = 422, description = "`invalid_user`: the e-mail address is not one, or the password is too short", body = ErrorBody),
     )
 )]

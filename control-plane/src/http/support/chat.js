@@ -30,11 +30,12 @@ function status(text) {
 }
 
 class ApiError extends Error {
-  constructor(status, code, message, retryAfter) {
+  constructor(status, code, message, retryAfter, details) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
+    this.details = details;
   }
 }
 
@@ -47,7 +48,7 @@ async function api(method, path, body) {
   if (!r.ok) {
     const err = (json && json.error) || { code: "http_" + r.status, message: r.statusText };
     if (r.status === 401 && path !== "/api/v1/auth/login") signOut("Your session has ended; sign in again.");
-    throw new ApiError(r.status, err.code, err.message, r.headers.get("Retry-After"));
+    throw new ApiError(r.status, err.code, err.message, r.headers.get("Retry-After"), err.details);
   }
   return json;
 }
@@ -59,19 +60,33 @@ $("signin").addEventListener("submit", async (ev) => {
   $("signin-error").textContent = "";
   $("signin-button").disabled = true;
   try {
-    const r = await api("POST", "/api/v1/auth/login", { email: $("email").value.trim(), password: $("password").value });
+    const body = { email: $("email").value.trim(), password: $("password").value };
+    // Shown only when the password matched in several households (422 tenant_required).
+    if (!$("tenant-choice").classList.contains("hidden")) body.tenant_id = $("tenant").value;
+    const r = await api("POST", "/api/v1/auth/login", body);
     state.token = r.token;
     state.email = r.user.email;
     sessionStorage.setItem("hearth.token", r.token);
     sessionStorage.setItem("hearth.email", r.user.email);
     $("password").value = "";
+    $("tenant-choice").classList.add("hidden");
     await enter();
   } catch (e) {
-    $("signin-error").textContent = e.message;
+    if (e.code === "tenant_required" && e.details && Array.isArray(e.details.tenants)) {
+      const select = $("tenant");
+      select.replaceChildren(...e.details.tenants.map((t) => el("option", { value: t.tenant_id }, t.name)));
+      $("tenant-choice").classList.remove("hidden");
+      $("signin-error").textContent = "This address belongs to several households: choose one and sign in again.";
+    } else {
+      $("signin-error").textContent = e.message;
+    }
   } finally {
     $("signin-button").disabled = false;
   }
 });
+
+// Another address: the household choice was for the previous one.
+$("email").addEventListener("input", () => $("tenant-choice").classList.add("hidden"));
 
 function signOut(message) {
   if (state.token) {
