@@ -194,7 +194,8 @@ async fn request(
     csr_pem: String,
 ) -> Result<EnrollResponse, EnrollError> {
     let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
-    let enroll_request = EnrollRequest { token: token.clone(), csr_pem };
+    let enroll_request =
+        EnrollRequest { token: token.clone(), csr_pem, sealed_formats: hearth_protocol::sealed::FORMATS.to_vec() };
     let response = client.post(url.clone()).json(&enroll_request).send().await.map_err(request_err)?;
     let status = response.status();
     let body = response.bytes().await.map_err(request_err)?;

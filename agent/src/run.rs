@@ -117,7 +117,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         info!(messages = spool.len(), bytes = spool.bytes(), "spool holds messages from an earlier run");
     }
     let outbox = Outbox::new(state.appliance_id, spool);
-    let desired = Desired::load(AppliedStore::open(&config.state_dir.join(CONFIG_DIR))?, config.heartbeat_interval());
+    let mut desired =
+        Desired::load(AppliedStore::open(&config.state_dir.join(CONFIG_DIR))?, config.heartbeat_interval());
+    match hearth_protocol::sealed::OpeningKey::from_pkcs8_pem(state.key_pem.expose()) {
+        Ok(key) => desired = desired.with_opening_key(state.appliance_id, key),
+        Err(e) => warn!(error = %e, "key.pem cannot open sealed configuration secrets"),
+    }
     let heartbeat_interval = desired.heartbeat_interval();
     let applied_version = desired.applied_version_watch();
     let worker = Worker {

@@ -164,6 +164,9 @@ pub struct IssuedCertificate {
     pub pem: String,
     pub serial_hex: String,
     pub not_after: OffsetDateTime,
+    /// The certified key as a SEC1 point when it is a P-256 key (what configuration
+    /// secrets can be sealed to, `hearth_protocol::sealed`); `None` for other algorithms.
+    pub p256_public_key: Option<Vec<u8>>,
 }
 
 impl CertificateAuthority {
@@ -233,7 +236,9 @@ impl CertificateAuthority {
         params.serial_number = Some(serial);
         let not_after = params.not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after })
+        let p256_public_key =
+            (alg == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec());
+        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after, p256_public_key })
     }
 }
 
