@@ -301,6 +301,18 @@ mod tests {
     }
 
     #[test]
+    fn the_enrollment_key_opens_what_is_sealed_to_its_certificate() {
+        use hearth_protocol::sealed::{open, seal, OpeningKey, SealingKey};
+        let (key, _) = key_and_csr().unwrap();
+        // What the control plane records from the CSR: the certified key's SEC1 point.
+        let to = SealingKey::from_sec1_bytes(key.public_key_raw()).unwrap();
+        let id = hearth_protocol::ApplianceId::new();
+        let sealed = seal(&to, id, "mail.relay.password", "s3cret").unwrap();
+        let opening = OpeningKey::from_pkcs8_pem(&key.serialize_pem()).unwrap();
+        assert_eq!(open(&opening, id, "mail.relay.password", &sealed).unwrap().expose(), "s3cret");
+    }
+
+    #[test]
     fn refuses_a_certificate_for_another_key() {
         let (key, _) = key_and_csr().unwrap();
         let other = KeyPair::generate().unwrap();

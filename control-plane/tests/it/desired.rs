@@ -302,4 +302,19 @@ async fn secrets_pushed_to_offline_appliances_are_never_in_the_brokers_persisten
     assert!(!stored.contains(PLAIN) && stored.contains("$sealed"), "the agent keeps the document sealed on disk");
     stop.cancel();
     let _ = run.await;
+
+    // The appliance without a key lost its QoS 0 copy; it asks on connect and gets it then.
+    let mut probe = mqtt::appliance_online(&pki, &broker, legacy).await;
+    probe
+        .publish(
+            &Topic::new(legacy, UpChannel::ConfigRequest).to_string(),
+            encode(&ConfigRequest { v: ProtocolVersion, applied_version: None }).expect("encode"),
+        )
+        .await;
+    let bytes = probe
+        .next_on(&Topic::new(legacy, DownChannel::Config).to_string(), Duration::from_secs(10))
+        .await
+        .expect("the configuration arrives when asked for");
+    let sent: ConfigDocument = decode(&bytes).expect("ConfigDocument");
+    assert_eq!(sent.document["mail"]["relay"]["password"], PLAIN);
 }
