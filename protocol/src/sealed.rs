@@ -217,13 +217,13 @@ pub fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// What [`walk`] calls on every object: its path and the object; a value returned
+/// replaces the object.
+pub type Visit<'a, E> = dyn FnMut(&str, &Map<String, Value>) -> Result<Option<Value>, E> + 'a;
+
 /// Walks a document, calling `f` on every object with its path; where `f` returns a value,
 /// that value replaces the object (and is not walked into).
-pub fn walk<E>(
-    doc: &Value,
-    path: &str,
-    f: &mut dyn FnMut(&str, &Map<String, Value>) -> Result<Option<Value>, E>,
-) -> Result<Value, E> {
+pub fn walk<E>(doc: &Value, path: &str, f: &mut Visit<'_, E>) -> Result<Value, E> {
     match doc {
         Value::Object(obj) => {
             if let Some(v) = f(path, obj)? {
