@@ -260,6 +260,8 @@ want = {
     f"max_packet_size {mosq['max_packet_size']}": str(c.get("mqtt.max_packet_size")) == mosq["max_packet_size"],
     f"max_inflight {mosq['max_inflight_messages']}": str(c.get("mqtt.max_inflight")) == mosq["max_inflight_messages"],
     f"max_mqueue_len {mosq['max_queued_messages']}": str(c.get("mqtt.max_mqueue_len")) == mosq["max_queued_messages"],
+    "QoS 0 never queued for offline sessions (queue_qos0_messages false)":
+        mosq.get("queue_qos0_messages") == "false" and c.get("mqtt.mqueue_store_qos0") is False,
 }
 bad = [k for k, v in want.items() if not v]
 print("\n".join(f"emqx.conf: not {k}" for k in bad)); sys.exit(1 if bad else 0)

@@ -12,11 +12,18 @@
 //! failure the previous document stays applied (its `agent` section is restored) and the
 //! failure is reported. At start-up the stored document's `agent` section is applied again
 //! and its version is what the agent's `ConfigRequest` says it has.
+//!
+//! Secrets arrive sealed to the appliance's own key (`{"$sealed": …}`,
+//! [`hearth_protocol::sealed`]): they are opened in memory, with `key.pem`, only for the
+//! run (the playbook's `vars.json` in a private temporary directory, removed afterwards);
+//! `applied.json` keeps the document as it arrived, sealed. A value that cannot be opened
+//! fails the apply (the message names its path, never a value).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hearth_protocol::{ConfigApplied, ConfigDocument, Outcome, ProtocolVersion, Secret};
+use hearth_protocol::sealed::{self, OpeningKey};
+use hearth_protocol::{ApplianceId, ConfigApplied, ConfigDocument, Outcome, ProtocolVersion, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -144,6 +151,8 @@ pub struct Desired {
     default_heartbeat: Duration,
     heartbeat: watch::Sender<Duration>,
     applied_version: watch::Sender<Option<u64>>,
+    /// This appliance's id and key, which open the sealed secrets sent to it.
+    opening: Option<(ApplianceId, OpeningKey)>,
 }
 
 impl Desired {
@@ -160,12 +169,29 @@ impl Desired {
         };
         let (heartbeat, _) = watch::channel(default_heartbeat);
         let (applied_version, _) = watch::channel(applied.as_ref().map(|a| a.version));
-        let desired = Self { store, applied, default_heartbeat, heartbeat, applied_version };
+        let desired = Self { store, applied, default_heartbeat, heartbeat, applied_version, opening: None };
         desired.apply_agent_section(desired.applied.as_ref().map(|a| a.document.expose()));
         if let Some(v) = desired.applied_version() {
             info!(version = v, "loaded the applied configuration");
         }
         desired
+    }
+
+    /// Opens sealed secrets with `key` (the appliance's `key.pem`), sealed to `appliance`.
+    pub fn with_opening_key(mut self, appliance: ApplianceId, key: OpeningKey) -> Self {
+        self.opening = Some((appliance, key));
+        self
+    }
+
+    /// The document to apply: sealed secrets opened (held in memory only).
+    fn open(&self, document: &Map<String, Value>) -> Result<Secret<Map<String, Value>>, String> {
+        if sealed::count(document) == 0 {
+            return Ok(Secret::new(document.clone()));
+        }
+        let Some((appliance, key)) = &self.opening else {
+            return Err("the document holds sealed secrets but this agent has no key to open them".into());
+        };
+        sealed::open_document(key, *appliance, document).map_err(|e| e.to_string())
     }
 
     /// The heartbeat interval in effect, live.
@@ -222,12 +248,19 @@ impl Desired {
             }
         }
         info!(version, "applying configuration");
+        let opened = match self.open(&doc.document) {
+            Ok(d) => d,
+            Err(problem) => {
+                error!(version, error = %problem, "configuration cannot be applied");
+                return Some(report(outbox, version, Outcome::Failed, Some(problem)));
+            }
+        };
         self.apply_agent_section(Some(&doc.document));
         let report_ = runner
             .run(
                 SITE_PLAYBOOK,
                 "config",
-                Value::Object(doc.document.clone()),
+                Value::Object(opened.expose().clone()),
                 deadline,
                 cancel,
                 // Configuration runs have no event topic; task names can carry values: kinds only.

@@ -194,7 +194,8 @@ async fn request(
     csr_pem: String,
 ) -> Result<EnrollResponse, EnrollError> {
     let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
-    let enroll_request = EnrollRequest { token: token.clone(), csr_pem };
+    let enroll_request =
+        EnrollRequest { token: token.clone(), csr_pem, sealed_formats: hearth_protocol::sealed::FORMATS.to_vec() };
     let response = client.post(url.clone()).json(&enroll_request).send().await.map_err(request_err)?;
     let status = response.status();
     let body = response.bytes().await.map_err(request_err)?;
@@ -297,6 +298,18 @@ mod tests {
         let (cert, ca) = issue(&key);
         let state = accept(response(cert, ca), key.serialize_pem(), Path::new("/x")).unwrap();
         assert_eq!(state.broker_port, 8883);
+    }
+
+    #[test]
+    fn the_enrollment_key_opens_what_is_sealed_to_its_certificate() {
+        use hearth_protocol::sealed::{open, seal, OpeningKey, SealingKey};
+        let (key, _) = key_and_csr().unwrap();
+        // What the control plane records from the CSR: the certified key's SEC1 point.
+        let to = SealingKey::from_sec1_bytes(key.public_key_raw()).unwrap();
+        let id = hearth_protocol::ApplianceId::new();
+        let sealed = seal(&to, id, "mail.relay.password", "s3cret").unwrap();
+        let opening = OpeningKey::from_pkcs8_pem(&key.serialize_pem()).unwrap();
+        assert_eq!(open(&opening, id, "mail.relay.password", &sealed).unwrap().expose(), "s3cret");
     }
 
     #[test]

@@ -25,6 +25,10 @@ use time::{Duration, OffsetDateTime};
 use crate::state::{self, StateError, CA_FILE, CERT_FILE, KEY_FILE, KEY_MODE};
 
 pub const RENEWAL_DIR: &str = "renewal";
+/// The key configuration secrets are sealed to (the enrollment key), kept here when the
+/// first renewal replaces `key.pem`: the control plane keeps sealing to the key it was told
+/// at enrollment, whatever the TLS key is now.
+pub const SEALING_KEY_FILE: &str = "sealing-key.pem";
 const REQUEST_FILE: &str = "request.toml";
 const COMMIT_FILE: &str = "commit";
 const PUBLIC_MODE: u32 = 0o644;
@@ -213,6 +217,13 @@ pub fn finish(state_dir: &Path) -> Result<(), RenewalError> {
     if !dir.join(COMMIT_FILE).exists() {
         return Ok(());
     }
+    // Before key.pem is replaced (and on every retry until it is): keep the sealing key.
+    let sealing = state_dir.join(SEALING_KEY_FILE);
+    if dir.join(KEY_FILE).exists() && !sealing.exists() {
+        if let Some(key) = read(&state_dir.join(KEY_FILE))? {
+            state::write_atomic(&sealing, key.as_bytes(), KEY_MODE)?;
+        }
+    }
     for name in [KEY_FILE, CA_FILE, CERT_FILE] {
         let from = dir.join(name);
         if from.exists() {
@@ -222,6 +233,11 @@ pub fn finish(state_dir: &Path) -> Result<(), RenewalError> {
     }
     state::sync_dir(state_dir)?;
     remove_dir(&dir)
+}
+
+/// The kept sealing key, if a renewal replaced the enrollment key.
+pub fn sealing_key(state_dir: &Path) -> Result<Option<Secret<String>>, RenewalError> {
+    Ok(read(&state_dir.join(SEALING_KEY_FILE))?.map(Secret::new))
 }
 
 fn read(path: &Path) -> Result<Option<String>, RenewalError> {
@@ -322,6 +338,11 @@ mod tests {
 
         loaded.commit(state_dir.path()).unwrap();
         assert_eq!(fs::read_to_string(state_dir.path().join(CERT_FILE)).unwrap(), cert);
+        assert_eq!(
+            sealing_key(state_dir.path()).unwrap().map(|k| k.expose().clone()).as_deref(),
+            Some("old key"),
+            "the enrollment key still opens sealed secrets"
+        );
         assert_eq!(fs::read_to_string(state_dir.path().join(KEY_FILE)).unwrap(), created.key_pem.expose().as_str());
         assert!(!dir(state_dir.path()).exists());
 

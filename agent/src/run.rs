@@ -124,7 +124,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         info!(messages = spool.len(), bytes = spool.bytes(), "spool holds messages from an earlier run");
     }
     let outbox = Outbox::new(state.appliance_id, spool);
-    let desired = Desired::load(AppliedStore::open(&config.state_dir.join(CONFIG_DIR))?, config.heartbeat_interval());
+    let mut desired =
+        Desired::load(AppliedStore::open(&config.state_dir.join(CONFIG_DIR))?, config.heartbeat_interval());
+    // The key configuration secrets are sealed to: the enrollment key, kept as
+    // sealing-key.pem when a certificate renewal replaced key.pem.
+    let sealing_key = renewal::sealing_key(&config.state_dir)?.unwrap_or_else(|| state.key_pem.clone());
+    match hearth_protocol::sealed::OpeningKey::from_pkcs8_pem(sealing_key.expose()) {
+        Ok(key) => desired = desired.with_opening_key(state.appliance_id, key),
+        Err(e) => warn!(error = %e, "the appliance key cannot open sealed configuration secrets"),
+    }
     let heartbeat_interval = desired.heartbeat_interval();
     let applied_version = desired.applied_version_watch();
     let worker = Worker {

@@ -3,6 +3,13 @@
 //! marked sent in the same transaction, so each goes out once however many replicas run.
 //! It wakes when a task is created, when an appliance comes online or asks for its
 //! configuration, and every second.
+//!
+//! Configuration secrets leave here sealed to the appliance's own key
+//! (`secrets::for_appliance`), so what the broker queues for an offline appliance (QoS 1,
+//! persistent session, on disk with persistence) holds no secret in clear. An appliance
+//! without a sealing key gets its secrets in clear, at QoS 0 only: the broker does not
+//! queue QoS 0 for offline clients, and the agent asks for its configuration on every
+//! connect (`up/config/request`), which sends it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +28,7 @@ use crate::domain::desired::secrets::{self, SecretKey};
 use crate::domain::Wake;
 use crate::metrics::Metrics;
 use crate::ticker::Ticker;
+use hearth_protocol::sealed::SealingKey;
 
 const BATCH: i64 = 100;
 
@@ -87,8 +95,8 @@ impl Dispatcher {
     /// needs, the writer would stop taking messages, the consumer would stop polling, and the
     /// queue would never drain. A full queue ends the batch instead: what was not handed over
     /// stays queued (or due) and goes out on a later round.
-    fn hand_over(&self, topic: String, bytes: Vec<u8>) -> bool {
-        match self.client.try_publish(topic, QoS::AtLeastOnce, false, bytes) {
+    fn hand_over(&self, topic: String, qos: QoS, bytes: Vec<u8>) -> bool {
+        match self.client.try_publish(topic, qos, false, bytes) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "MQTT request queue full; the rest of this batch waits for the next round");
@@ -120,7 +128,7 @@ impl Dispatcher {
                 }
             };
             let topic = Topic::new(t.appliance_id, DownChannel::Task).to_string();
-            if !self.hand_over(topic, bytes) {
+            if !self.hand_over(topic, QoS::AtLeastOnce, bytes) {
                 break;
             }
             sent.push(t.id);
@@ -158,9 +166,22 @@ impl Dispatcher {
         };
         for c in &due {
             let merged = merge(&c.defaults, &c.overrides);
-            let document = match secrets::reveal(&merged, c.tenant_id, self.secrets.as_ref()) {
-                Ok(serde_json::Value::Object(m)) => m,
-                Ok(_) => Default::default(),
+            let sealing = match c.sealing_key.as_deref().map(SealingKey::from_sec1_bytes).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    refuse(c, format!("the appliance's sealing key: {e}"));
+                    sent.push((c.appliance_id, c.desired_version));
+                    continue;
+                }
+            };
+            let out = match secrets::for_appliance(
+                &merged,
+                c.tenant_id,
+                self.secrets.as_ref(),
+                c.appliance_id,
+                sealing.as_ref(),
+            ) {
+                Ok(out) => out,
                 Err(e) => {
                     refuse(c, e.to_string());
                     sent.push((c.appliance_id, c.desired_version));
@@ -168,8 +189,7 @@ impl Dispatcher {
                 }
             };
             // Decrypting secrets for an appliance is reading them: audited.
-            let revealed = secrets::count_sealed(&merged);
-            if revealed > 0 {
+            if out.secrets > 0 {
                 Recorder::new(&Actor::system(), None)
                     .record(
                         &mut tx,
@@ -177,10 +197,20 @@ impl Dispatcher {
                         "config.secret_read",
                         ("appliance", c.appliance_id.to_string()),
                         None,
-                        Some(serde_json::json!({ "version": c.desired_version, "secrets": revealed })),
+                        Some(serde_json::json!({
+                            "version": c.desired_version,
+                            "secrets": out.secrets,
+                            "sealed": !out.in_clear,
+                        })),
                     )
                     .await?;
             }
+            // Never queue a clear secret at the broker: QoS 0 is dropped for an offline client.
+            let qos = if out.in_clear { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            let document = match out.document {
+                serde_json::Value::Object(m) => m,
+                _ => Default::default(),
+            };
             let msg = ConfigDocument { v: ProtocolVersion, version: c.desired_version.max(0) as u64, document };
             let bytes = match encode(&msg) {
                 Ok(b) => b,
@@ -191,7 +221,7 @@ impl Dispatcher {
                 }
             };
             let topic = Topic::new(c.appliance_id, DownChannel::Config).to_string();
-            if !self.hand_over(topic, bytes) {
+            if !self.hand_over(topic, qos, bytes) {
                 break;
             }
             sent.push((c.appliance_id, c.desired_version));

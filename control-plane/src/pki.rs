@@ -167,6 +167,9 @@ pub struct IssuedCertificate {
     pub not_after: OffsetDateTime,
     /// SHA-256 of the certified public key.
     pub public_key_sha256: [u8; 32],
+    /// The certified key as a SEC1 point when it is a P-256 key (what configuration
+    /// secrets can be sealed to, `hearth_protocol::sealed`); `None` for other algorithms.
+    pub p256_public_key: Option<Vec<u8>>,
 }
 
 impl CertificateAuthority {
@@ -246,7 +249,9 @@ impl CertificateAuthority {
         params.serial_number = Some(serial);
         let not_after = params.not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after, public_key_sha256 })
+        let p256_public_key =
+            (alg == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| csr.public_key.der_bytes().to_vec());
+        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after, public_key_sha256, p256_public_key })
     }
 }
 

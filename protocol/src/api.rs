@@ -24,6 +24,10 @@ pub struct EnrollRequest {
     pub token: crate::Secret<String>,
     /// A PEM certificate signing request for the key the appliance generated (at most 16 KiB).
     pub csr_pem: String,
+    /// The formats of sealed configuration secrets ([`crate::sealed`]) the agent can open
+    /// with this key; absent (older agents) means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed_formats: Vec<u32>,
 }
 
 /// The answer to a successful enrollment.

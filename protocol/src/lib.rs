@@ -12,6 +12,8 @@
 //!   never a panic.
 //! - [`catalog`]: the action catalog (`ansible/catalog.json`) and its one validator.
 //! - [`api`]: the HTTP bodies both sides speak (enrollment, the error body).
+//! - [`sealed`]: configuration secrets sealed to one appliance's key (ECDH P-256,
+//!   HKDF-SHA256, AES-256-GCM), so the broker never holds them in clear.
 //! - [`secret`]: [`Secret`], a value whose `Debug` and `Display` print `[redacted]`.
 //! - [`bundle`]: the fleet simulator's bundle file (identities made in bulk), written by the
 //!   control plane and read by `hearth-fleet-sim`.
@@ -27,6 +29,7 @@ pub mod catalog;
 pub mod codec;
 pub mod ids;
 pub mod message;
+pub mod sealed;
 pub mod secret;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -109,3 +109,51 @@ async fn a_missing_site_playbook_fails_the_apply() {
     assert_eq!(*w.desired.heartbeat_interval().borrow(), Duration::from_secs(30), "the agent section is rolled back");
     assert!(!fx.state.join("config/applied.json").exists());
 }
+
+#[tokio::test]
+async fn sealed_secrets_are_opened_for_the_run_and_stay_sealed_on_disk() {
+    use hearth_agent::desired::{AppliedStore, Desired};
+    use hearth_protocol::sealed::{seal, OpeningKey};
+    require_ansible();
+    let fx = Fixture::new();
+    let key = OpeningKey::generate();
+    let mut w = fx.worker();
+    w.desired = Desired::load(AppliedStore::open(&fx.state.join("config")).unwrap(), Duration::from_secs(30))
+        .with_opening_key(fx.appliance, key.clone());
+    let cancel = CancellationToken::new();
+    let deadline = || Instant::now() + Duration::from_secs(120);
+    let sealed = |path: &str, plain: &str| seal(&key.sealing_key(), fx.appliance, path, plain).unwrap();
+
+    let v1 = json!({"mail": {"relay": {"host": "smtp.example.com", "username": "me",
+                                       "password": sealed("mail.relay.password", "s3cret-pw")}}});
+    let report = w.desired.handle(doc(1, v1.clone()), &w.runner, deadline(), &cancel, &w.outbox).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:?}", report.message);
+    // The playbook got the secret in clear…
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(fx.root.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written["mail"]["relay"]["password"], "s3cret-pw");
+    // …the agent's own record keeps it sealed.
+    let stored = std::fs::read_to_string(fx.state.join("config/applied.json")).unwrap();
+    assert!(!stored.contains("s3cret-pw") && stored.contains("$sealed"), "{stored}");
+    ack_all(&w.outbox);
+
+    // Sealed to another appliance's key, or moved to another field: refused, nothing runs,
+    // the message names the place and never a value.
+    std::fs::remove_file(fx.root.join("config.json")).unwrap();
+    let other = seal(&OpeningKey::generate().sealing_key(), fx.appliance, "mail.relay.password", "other-pw").unwrap();
+    let v2 = json!({"mail": {"relay": {"host": "smtp.example.com", "username": "me", "password": other}}});
+    let failed = w.desired.handle(doc(2, v2), &w.runner, deadline(), &cancel, &w.outbox).await.unwrap();
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert_eq!(failed.message.as_deref(), Some("mail.relay.password: a sealed value cannot be opened"));
+    let moved = json!({"users": [{"username": "alice", "password": sealed("mail.relay.password", "s3cret-pw")}]});
+    let failed = w.desired.handle(doc(3, moved), &w.runner, deadline(), &cancel, &w.outbox).await.unwrap();
+    assert_eq!(failed.message.as_deref(), Some("users[0].password: a sealed value cannot be opened"));
+    assert!(!fx.root.join("config.json").exists(), "nothing ran");
+    assert_eq!(w.desired.applied_version(), Some(1));
+
+    // An agent without its key cannot apply it either.
+    let mut keyless = fx.worker();
+    let failed =
+        keyless.desired.handle(doc(4, v1), &keyless.runner, deadline(), &cancel, &keyless.outbox).await.unwrap();
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert!(failed.message.as_deref().unwrap().contains("no key to open them"), "{failed:?}");
+}

@@ -189,3 +189,15 @@ pub async fn create_enrolled(pool: &PgPool, rows: &[EnrolledRow]) -> Result<u64,
     .await?;
     Ok(r.rows_affected())
 }
+
+/// Records the key configuration secrets are sealed to for `appliance` (a SEC1 P-256
+/// point), or forgets it (`None`: its secrets take the QoS 0 fallback). The one place that
+/// writes it: enrollment today, certificate renewal with a new key later.
+pub async fn set_sealing_key(
+    conn: &mut PgConnection,
+    appliance: ApplianceId,
+    key: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE appliances SET sealing_key = $2 WHERE id = $1").bind(appliance).bind(key).execute(conn).await?;
+    Ok(())
+}

@@ -125,13 +125,16 @@ pub struct Pending {
     pub desired_version: i64,
     pub defaults: Value,
     pub overrides: Value,
+    /// The key its secrets are sealed to (see [`super::appliances::set_sealing_key`]).
+    pub sealing_key: Option<Vec<u8>>,
 }
 
 /// Locks up to `limit` configurations of online appliances that are due to be sent (never
 /// for a revoked appliance or a suspended tenant).
 pub async fn claim_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults, c.overrides
+        "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults, c.overrides,
+                a.sealing_key
          FROM appliance_config c
          JOIN appliances a ON a.id = c.appliance_id
          LEFT JOIN tenant_config tc ON tc.tenant_id = c.tenant_id

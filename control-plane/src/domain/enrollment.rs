@@ -5,13 +5,15 @@
 //! The token is consumed in the statement that checks it (two concurrent enrollments with
 //! one token cannot both win), in the same transaction that records the certificate: a
 //! refused CSR leaves the token usable. Revoked appliances and suspended tenants' ones are
-//! refused. Tokens are issued when an appliance is registered
+//! refused. The certificate's public key is recorded as the appliance's sealing key when
+//! the agent says it opens sealed configuration secrets (`sealed_formats`). Tokens are issued when an appliance is registered
 //! ([`super::appliances::register`]).
 
 use hearth_protocol::api::{EnrollRequest, EnrollResponse};
+use hearth_protocol::sealed;
 
 use super::Services;
-use crate::db::certificates;
+use crate::db::{appliances, certificates};
 use crate::db::enrollment::{self as store, Refusal, TOKEN_PREFIX};
 use crate::pki::PkiError;
 
@@ -89,6 +91,10 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
         },
     )
     .await?;
+    // Configuration secrets are sealed to the certificate's key if the agent can open them
+    // (format 1 needs a P-256 key); otherwise they take the fallback way (see `dispatch`).
+    let sealing_key = issued.p256_public_key.as_deref().filter(|_| req.sealed_formats.contains(&sealed::FORMAT));
+    appliances::set_sealing_key(&mut tx, claim.appliance, sealing_key).await?;
     tx.commit().await?;
 
     tracing::info!(appliance = %claim.appliance, tenant = %claim.tenant, serial = %issued.serial_hex, "appliance enrolled");

@@ -8,6 +8,8 @@ use hearth_protocol::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
+use hearth_control_plane::pki::files;
+
 use crate::support::mqtt;
 use crate::support::*;
 
@@ -186,4 +188,133 @@ async fn a_version_that_cannot_be_sent_says_why(pool: PgPool) {
     assert!(message.contains("could not send") && message.contains("secrets.key"), "{message}");
     assert!(!message.contains("hunter2"));
     assert_eq!((view["drift"].as_bool(), view["applied_version"].clone()), (Some(true), Value::Null));
+}
+
+/// Connects as appliance `id` with a persistent session (as the agent does), subscribes to
+/// its down topics, says it is online, waits until the API shows it online, then
+/// disconnects cleanly: the broker keeps the session (and queues QoS 1 messages for it)
+/// while the control plane still believes the appliance online, as when it drops off the
+/// network between two heartbeats.
+async fn leave_a_session_behind(
+    cp: &ControlPlane,
+    key: &str,
+    pki: &Pki,
+    broker: &Broker,
+    id: ApplianceId,
+    cert_key: (&str, &str),
+) {
+    let mut opts = mqtt::options(
+        broker,
+        &id.to_string(),
+        &pki.read(files::CA_CERT),
+        Some((cert_key.0.as_bytes(), cert_key.1.as_bytes())),
+    );
+    opts.set_clean_session(false);
+    let mut probe = mqtt::connect(opts).await.expect("appliance connects");
+    probe.subscribe(&TopicFilter::Down(id).to_string()).await;
+    let online = Status {
+        v: ProtocolVersion,
+        state: PresenceState::Online,
+        session: SessionId::new(),
+        at: time::OffsetDateTime::now_utc(),
+    };
+    probe.publish(&Topic::new(id, UpChannel::Status).to_string(), encode(&online).expect("encode")).await;
+    wait_status(cp, key, id, "online").await;
+    probe.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn pushed(pool: &PgPool, id: ApplianceId) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "SELECT COALESCE(pushed_version = desired_version, false) FROM appliance_config WHERE appliance_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .expect("query")
+    .unwrap_or(false)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn secrets_pushed_to_offline_appliances_are_never_in_the_brokers_persistence(pool: PgPool) {
+    // The shipped broker configuration with persistence on, as in production.
+    let pki = Pki::new();
+    let mut broker = Broker::start_with(&pki, true);
+    let mut config = test_config(&pki, &broker);
+    config.secrets.key = Some(hearth_control_plane::secret::Secret::new(secret_key()));
+    // The appliances stay "online" for the control plane after they silently went away.
+    config.presence.offline_after_s = 600.0;
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let (t, key) = tenant(&pool, "acme").await;
+    const PLAIN: &str = "c0rrect-h0rse-battery-staple";
+
+    // An agent of today (enrolled: it can open sealed values) and an appliance whose key
+    // the control plane does not know (enrolled before sealing existed).
+    let agent = Appliance::enroll(&cp, &pki, &pool, t, "sealed").await;
+    let sealing_key: Option<Vec<u8>> = sqlx::query_scalar("SELECT sealing_key FROM appliances WHERE id = $1")
+        .bind(agent.id)
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(sealing_key.map(|k| k.len()), Some(65), "enrollment stores the key of the certificate");
+    let agent_cert = std::fs::read_to_string(agent.state.path().join("cert.pem")).expect("cert");
+    let agent_key = std::fs::read_to_string(agent.state.path().join("key.pem")).expect("key");
+    leave_a_session_behind(&cp, &key, &pki, &broker, agent.id, (&agent_cert, &agent_key)).await;
+    let (legacy, _) = appliance(&pool, t, "legacy").await;
+    let (legacy_cert, legacy_key) = pki.appliance_cert(legacy);
+    leave_a_session_behind(&cp, &key, &pki, &broker, legacy, (&legacy_cert, &legacy_key)).await;
+
+    // A configuration with a secret for both, while they are away.
+    let doc =
+        json!({"mail": {"relay": {"host": "smtp.example.com", "username": "me", "password": {"$secret": PLAIN}}}});
+    let (status, body) = put(&cp, "/api/v1/config/defaults", &key, json!({ "document": doc })).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(15), "both versions pushed", || async {
+        (pushed(&pool, agent.id).await && pushed(&pool, legacy).await).then_some(())
+    })
+    .await;
+
+    // The broker saves its state when it stops (SIGTERM).
+    broker.stop();
+    let saved = std::fs::read(broker.data.path().join("mosquitto.db")).expect("the broker saved its persistence file");
+    assert!(
+        contains(&saved, &agent.id.to_string()) && contains(&saved, &legacy.to_string()),
+        "both sessions were saved"
+    );
+    assert!(contains(&saved, "$sealed"), "the agent's document is queued for it, sealed");
+    assert!(!contains(&saved, PLAIN), "a secret is in clear in the broker's persistence file");
+
+    // The agent comes back and applies the secret (opened in memory for the run).
+    broker.start_again();
+    let (stop, run) = agent.start();
+    let view = eventually(Duration::from_secs(120), "the agent applied the configuration", || async {
+        let (_, v) = cp.get(&format!("/api/v1/appliances/{}/config", agent.id), &key).await;
+        (v["last_apply"]["outcome"] == "succeeded" && v["drift"] == false).then_some(v)
+    })
+    .await;
+    assert!(view["applied_version"].as_i64().is_some());
+    assert_eq!(agent.file("etc/postfix/sasl_passwd"), format!("[smtp.example.com]:587 me:{PLAIN}\n"));
+    let stored = std::fs::read_to_string(agent.state.path().join("config/applied.json")).expect("applied.json");
+    assert!(!stored.contains(PLAIN) && stored.contains("$sealed"), "the agent keeps the document sealed on disk");
+    stop.cancel();
+    let _ = run.await;
+
+    // The appliance without a key lost its QoS 0 copy; it asks on connect and gets it then.
+    let mut probe = mqtt::appliance_online(&pki, &broker, legacy).await;
+    probe
+        .publish(
+            &Topic::new(legacy, UpChannel::ConfigRequest).to_string(),
+            encode(&ConfigRequest { v: ProtocolVersion, applied_version: None }).expect("encode"),
+        )
+        .await;
+    let bytes = probe
+        .next_on(&Topic::new(legacy, DownChannel::Config).to_string(), Duration::from_secs(10))
+        .await
+        .expect("the configuration arrives when asked for");
+    let sent: ConfigDocument = decode(&bytes).expect("ConfigDocument");
+    assert_eq!(sent.document["mail"]["relay"]["password"], PLAIN);
 }

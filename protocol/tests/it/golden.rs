@@ -98,6 +98,7 @@ fn every_golden_file_is_checked() {
         "config-request.json",
         "heartbeat.json",
         "receipt.json",
+        "sealed-v1.json",
         "status-offline.json",
         "status-online.json",
         "task-dispatch.json",
@@ -148,4 +149,30 @@ fn bad_inputs_get_clear_errors() {
     )
     .expect("unknown state tolerated");
     assert_eq!(s.state, PresenceState::Unknown);
+}
+
+/// The sealed-value test vector (made with another implementation of the same format):
+/// sealing with its fixed ephemeral key and nonce gives its bytes, and its key opens it.
+#[test]
+fn sealed_value_format_1() {
+    use hearth_protocol::sealed::{self, OpeningKey};
+    let vector: Value = serde_json::from_slice(&golden("sealed-v1.json")).expect("JSON");
+    let hex = |name: &str| -> Vec<u8> {
+        let s = vector[name].as_str().expect(name);
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    };
+    let key = OpeningKey::from_bytes(&hex("recipient_private_hex")).expect("key");
+    let appliance: ApplianceId = vector["appliance"].as_str().expect("appliance").parse().expect("id");
+    let path = vector["path"].as_str().expect("path");
+    let plain = vector["plaintext"].as_str().expect("plaintext");
+    let nonce: [u8; 12] = hex("nonce_hex").try_into().expect("12 bytes");
+    let sealed = sealed::seal_with(&key.sealing_key(), appliance, path, plain, &hex("ephemeral_private_hex"), nonce)
+        .expect("seal");
+    assert_eq!(sealed, vector["sealed"]);
+    assert_eq!(sealed::open(&key, appliance, path, &vector["sealed"]).expect("open").expose(), plain);
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.encode(key.sealing_key().to_sec1_bytes()),
+        vector["recipient_public"].as_str().expect("public")
+    );
 }

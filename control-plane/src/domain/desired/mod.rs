@@ -5,7 +5,8 @@
 //! (after merging: what the appliance would get), seal its secrets, store it in the
 //! tenant's transaction with the audit entry, and wake the dispatcher, which sends the new
 //! version to online appliances. [`merge`] and [`validate`] are the document rules; the
-//! dispatcher merges and reveals (`secrets::reveal`) what it sends.
+//! dispatcher merges what it sends and seals its secrets to the appliance
+//! (`secrets::for_appliance`).
 
 pub mod secrets;
 

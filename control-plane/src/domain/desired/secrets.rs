@@ -3,13 +3,17 @@
 //! Written by a client as `{"$secret": "plain text"}`; stored as `{"$encrypted": "<base64
 //! nonce ‖ ciphertext>"}` (AES-256-GCM, the tenant id as associated data so a stored value
 //! cannot be moved to another tenant); shown by the API as `{"$secret": "[redacted]"}`;
-//! decrypted only into the document sent to the appliance, where it becomes a plain string.
+//! decrypted only for the moment of sealing it to the appliance it is sent to
+//! ([`for_appliance`], `hearth_protocol::sealed`), so the broker never holds it in clear. An
+//! appliance without a sealing key (enrolled by an older agent) gets the plain string,
+//! and the dispatcher must then send that document at QoS 0 (never queued by the broker).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hearth_protocol::TenantId;
+use hearth_protocol::sealed::{self, SealingKey};
+use hearth_protocol::{ApplianceId, TenantId};
 use rand::RngCore;
 use serde_json::{Map, Value};
 
@@ -31,6 +35,8 @@ pub enum SecretError {
     NothingToKeep { path: String },
     #[error("a stored secret cannot be decrypted (wrong secrets.key, or tampered data)")]
     Decrypt,
+    #[error("a secret cannot be sealed to the appliance's key")]
+    Seal,
 }
 
 /// The key that seals secrets at rest.
@@ -131,22 +137,40 @@ pub fn redact(doc: &Value) -> Value {
     map_sealed(doc, &mut |_| Ok(serde_json::json!({ SECRET: REDACTED }))).unwrap_or(Value::Null)
 }
 
-/// The stored document as the appliance gets it: every secret decrypted to a plain string.
-pub fn reveal(doc: &Value, tenant: TenantId, key: Option<&SecretKey>) -> Result<Value, SecretError> {
-    map_sealed(doc, &mut |sealed| {
-        let key = key.ok_or(SecretError::NoKey)?;
-        Ok(Value::String(key.open(tenant, sealed)?))
-    })
+/// A document as one appliance gets it.
+#[derive(Debug)]
+pub struct ForAppliance {
+    pub document: Value,
+    /// How many secrets it carries.
+    pub secrets: usize,
+    /// Its secrets are in clear (the appliance has no sealing key): send it at QoS 0 only,
+    /// never queued by the broker nor retained.
+    pub in_clear: bool,
 }
 
-/// How many sealed secrets `doc` holds.
-pub fn count_sealed(doc: &Value) -> usize {
-    let mut n = 0;
-    let _ = map_sealed(doc, &mut |_| {
-        n += 1;
-        Ok(Value::Null)
-    });
-    n
+/// The stored document as `appliance` gets it: every secret decrypted and, at once, sealed
+/// to the appliance's key at its path (`hearth_protocol::sealed`); without a key, the
+/// plain string.
+pub fn for_appliance(
+    doc: &Value,
+    tenant: TenantId,
+    key: Option<&SecretKey>,
+    appliance: ApplianceId,
+    sealing: Option<&SealingKey>,
+) -> Result<ForAppliance, SecretError> {
+    let mut secrets = 0;
+    let document = sealed::walk(doc, "", &mut |path, obj| {
+        let Some(Value::String(stored)) = single(obj, ENCRYPTED) else {
+            return Ok(None);
+        };
+        secrets += 1;
+        let plain = key.ok_or(SecretError::NoKey)?.open(tenant, stored)?;
+        Ok(Some(match sealing {
+            Some(to) => sealed::seal(to, appliance, path, &plain).map_err(|_| SecretError::Seal)?,
+            None => Value::String(plain),
+        }))
+    })?;
+    Ok(ForAppliance { document, secrets, in_clear: secrets > 0 && sealing.is_none() })
 }
 
 fn map_sealed(doc: &Value, f: &mut dyn FnMut(&str) -> Result<Value, SecretError>) -> Result<Value, SecretError> {
@@ -184,16 +208,29 @@ mod tests {
     }
 
     #[test]
-    fn seal_redact_reveal() {
+    fn seal_redact_and_send_sealed_or_in_clear() {
         let t = TenantId::new();
         let doc = json!({"mail": {"relay": {"host": "smtp.example.com", "password": {"$secret": "hunter2"}}}});
         let stored = seal(&doc, &Value::Null, t, Some(&key()), "").unwrap();
         let text = stored.to_string();
         assert!(!text.contains("hunter2") && text.contains(ENCRYPTED), "{text}");
         assert_eq!(redact(&stored)["mail"]["relay"]["password"], json!({"$secret": "[redacted]"}));
-        assert_eq!(reveal(&stored, t, Some(&key())).unwrap()["mail"]["relay"]["password"], "hunter2");
+        let a = ApplianceId::new();
+        let clear = for_appliance(&stored, t, Some(&key()), a, None).unwrap();
+        assert_eq!((clear.secrets, clear.in_clear), (1, true));
+        assert_eq!(clear.document["mail"]["relay"]["password"], "hunter2");
+        // Sealed to the appliance's key at its path: only that key opens it.
+        let appliance_key = sealed::OpeningKey::generate();
+        let out = for_appliance(&stored, t, Some(&key()), a, Some(&appliance_key.sealing_key())).unwrap();
+        assert_eq!((out.secrets, out.in_clear), (1, false));
+        let text = out.document.to_string();
+        assert!(!text.contains("hunter2") && text.contains(sealed::SEALED), "{text}");
+        let value = &out.document["mail"]["relay"]["password"];
+        assert_eq!(sealed::open(&appliance_key, a, "mail.relay.password", value).unwrap().expose(), "hunter2");
+        let none = for_appliance(&json!({"a": 1}), t, None, a, None).unwrap();
+        assert_eq!((none.secrets, none.in_clear), (0, false));
         // Bound to the tenant.
-        assert!(matches!(reveal(&stored, TenantId::new(), Some(&key())), Err(SecretError::Decrypt)));
+        assert!(matches!(for_appliance(&stored, TenantId::new(), Some(&key()), a, None), Err(SecretError::Decrypt)));
         // Sending the redacted form back keeps the stored value.
         let again = seal(&redact(&stored), &stored, t, Some(&key()), "").unwrap();
         assert_eq!(again, stored);
