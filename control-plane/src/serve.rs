@@ -306,7 +306,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         ca,
         broker: BrokerAddress {
             host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
-            port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
+            port: config.mqtt.public_port,
         },
         appliance_cert_days: config.pki.appliance_cert_days,
         secrets: config.secret_key(),

@@ -8,6 +8,7 @@ mod agent_tasks;
 mod api;
 mod assistant;
 mod broker_security;
+mod client_identity;
 mod desired;
 mod e2e;
 mod enroll;
