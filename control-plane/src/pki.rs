@@ -354,12 +354,14 @@ mod tests {
         let read = |name: &str| rustls_pki_types_pem(&fs::read_to_string(dir.path().join(name)).unwrap());
         let issuer_cn = |der: &[u8]| {
             let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
-            cert.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_string()
+            let cn = cert.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+            cn
         };
         assert_eq!(issuer_cn(&read(files::CONTROL_PLANE_CERT)), "Hearth Service CA");
         assert_eq!(issuer_cn(&read(files::BROKER_CERT)), "Hearth Fleet CA");
-        let (_, service_ca) = x509_parser::parse_x509_certificate(&read(files::SERVICE_CA_CERT)).unwrap();
-        let (_, fleet_ca) = x509_parser::parse_x509_certificate(&read(files::CA_CERT)).unwrap();
+        let (service_der, fleet_der) = (read(files::SERVICE_CA_CERT), read(files::CA_CERT));
+        let (_, service_ca) = x509_parser::parse_x509_certificate(&service_der).unwrap();
+        let (_, fleet_ca) = x509_parser::parse_x509_certificate(&fleet_der).unwrap();
         assert_ne!(service_ca.public_key().raw, fleet_ca.public_key().raw, "two distinct keys");
         let mode = fs::metadata(dir.path().join(files::SERVICE_CA_KEY)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
