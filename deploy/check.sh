@@ -13,7 +13,8 @@
 # control-plane/src/config.rs); the Dockerfiles' stages and COPY sources exist; every
 # kustomize overlay builds and passes the Kubernetes schemas (kubernetes-validate --strict;
 # custom resources get structural checks); the EMQX ACL says what deploy/mosquitto/acl.in
-# says; the Prometheus configuration and alert rules pass promtool; the Grafana dashboard
+# and service-acl.in say, and EMQX binds the client id to the certificate on its public
+# listener and trusts only the service CA on its internal one, as mosquitto.conf.in does; the Prometheus configuration and alert rules pass promtool; the Grafana dashboard
 # parses and uses only metrics the control plane exports (or the two announced ones); the
 # Debian package builds with the release-agent profile and holds the binary, the unit, the
 # default configuration and the ansible/ content; the packaged unit passes
@@ -214,13 +215,15 @@ print("\n".join(problems)); sys.exit(1 if problems else 0)
 PY
 }
 
-check_emqx_acl() { # the EMQX ACL grants what deploy/mosquitto/acl.in grants, nothing more
+check_emqx_acl() { # the EMQX ACL grants what deploy/mosquitto/acl.in and service-acl.in grant, nothing more
     "$PY" - "$ROOT" <<'PY'
 import re, sys, pathlib
 root = pathlib.Path(sys.argv[1])
 mosq = set()
 user = None
-for line in (root / "deploy/mosquitto/acl.in").read_text().splitlines():
+lines = (root / "deploy/mosquitto/acl.in").read_text().splitlines()
+lines += (root / "deploy/mosquitto/service-acl.in").read_text().splitlines()
+for line in lines:
     line = line.strip()
     if not line or line.startswith("#"): continue
     w = line.split()
@@ -245,14 +248,28 @@ import re, sys, pathlib
 from pyhocon import ConfigFactory
 root = pathlib.Path(sys.argv[1])
 c = ConfigFactory.parse_file(str(root / "deploy/k8s/base/emqx/emqx.conf"))
-mosq = dict(l.split(None, 1) for l in (root / "deploy/mosquitto/mosquitto.conf.in").read_text().splitlines()
-            if l and not l.startswith("#") and " " in l)
+conf_in = (root / "deploy/mosquitto/mosquitto.conf.in").read_text()
+mosq = dict(l.split(None, 1) for l in conf_in.splitlines() if l and not l.startswith("#") and " " in l)
+# Mosquitto's listeners: the public one binds the client id to the certificate, the internal
+# one trusts the service CA only.
+public_in, internal_in = conf_in.split("listener @SERVICE_PORT@")
 ssl = c.get("listeners.ssl.default")
+internal = c.get("listeners.ssl.internal")
+zone = lambda l, key: c.get(f"zones.{l.get('zone', 'default')}.mqtt.{key}", c.get(f"mqtt.{key}"))
 want = {
+    "mosquitto.conf.in: client id = certificate CN on the public listener":
+        "\nuse_username_as_clientid true" in public_in.split("listener @PORT@")[1],
+    "mosquitto.conf.in: the internal listener trusts only the service CA":
+        "cafile @SERVICE_CA_CERT@" in internal_in and "@CA_CERT@" not in internal_in,
     "TLS listener on 8883": ssl.get("bind").endswith(":8883"),
     "client certificate required (verify_peer, fail_if_no_peer_cert)":
-        ssl.get("ssl_options.verify") == "verify_peer" and ssl.get("ssl_options.fail_if_no_peer_cert") is True,
-    "certificate CN as username": c.get("mqtt.peer_cert_as_username") == "cn",
+        all(l.get("ssl_options.verify") == "verify_peer" and l.get("ssl_options.fail_if_no_peer_cert") is True
+            for l in (ssl, internal)),
+    "certificate CN as username": all(zone(l, "peer_cert_as_username") == "cn" for l in (ssl, internal)),
+    "certificate CN as client id on 8883": zone(ssl, "peer_cert_as_clientid") == "cn",
+    "fleet CA on 8883": ssl.get("ssl_options.cacertfile").endswith("/ca.crt"),
+    "internal listener on 8884 with the service CA only": internal.get("bind").endswith(":8884")
+        and internal.get("ssl_options.cacertfile").endswith("/service-ca.crt"),
     "no plain TCP or WebSocket listener": all(c.get(f"listeners.{l}.default.enable") is False for l in ("tcp", "ws", "wss")),
     "no password authentication": c.get("authentication") == [],
     "file ACL, deny when no rule matches": c.get("authorization.no_match") == "deny"
@@ -381,7 +398,7 @@ else
         check "k8s: ${dir#"$ROOT"/} builds and validates (kubernetes-validate --strict)" check_overlay "$dir"
     done
 fi
-check "k8s: EMQX ACL grants what deploy/mosquitto/acl.in grants" check_emqx_acl
+check "k8s: EMQX ACL grants what deploy/mosquitto/acl.in and service-acl.in grant" check_emqx_acl
 check "k8s: emqx.conf parses (HOCON) and enforces what mosquitto.conf.in does" check_emqx_conf
 check "observability: Grafana dashboard parses, uses only exported metric names" check_dashboard
 check "observability: promtool check config (scrape config, alert rules)" check_prometheus

@@ -9,7 +9,9 @@
 # Everything lives in .hearth/ (git-ignored): the PKI, the broker's files, logs, pid files,
 # the demo agent's state, the demo appliance's sandbox root (.hearth/sandbox: the catalog's
 # playbooks change files there, never on this machine) and dev.env (source it to talk to
-# the stack with curl and mosquitto_pub). Ports: HEARTH_API_PORT (8443), HEARTH_MQTT_PORT (8883).
+# the stack with curl and mosquitto_sub). Ports: HEARTH_API_PORT (8443), HEARTH_MQTT_PORT (8883,
+# the broker's public listener, for appliances) and HEARTH_MQTT_SERVICE_PORT (8884, its
+# internal listener on loopback, for the control plane only).
 # HEARTH_BUILD_PROFILE=dev builds a debug build instead of release (faster to compile).
 set -euo pipefail
 
@@ -19,6 +21,7 @@ RUN=$STATE/run
 LOGS=$STATE/logs
 API_PORT=${HEARTH_API_PORT:-8443}
 MQTT_PORT=${HEARTH_MQTT_PORT:-8883}
+MQTT_SERVICE_PORT=${HEARTH_MQTT_SERVICE_PORT:-8884}
 PROFILE=${HEARTH_BUILD_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
@@ -113,8 +116,10 @@ SQL
     # A revocation rewrites the CRL; Mosquitto reads it again on SIGHUP.
     export HEARTH_PKI__CRL_RELOAD_COMMAND="kill -HUP \$(cat '$STATE/broker/mosquitto.pid')"
     export HEARTH_HTTP__LISTEN=127.0.0.1:$API_PORT
+    # The control plane connects to the internal listener; appliances are told the public one.
     export HEARTH_MQTT__HOST=localhost
-    export HEARTH_MQTT__PORT=$MQTT_PORT
+    export HEARTH_MQTT__PORT=$MQTT_SERVICE_PORT
+    export HEARTH_MQTT__PUBLIC_PORT=$MQTT_PORT
     if [ ! -f "$STATE/secrets.key" ]; then
         (umask 077; head -c 32 /dev/urandom | base64 >"$STATE/secrets.key")
     fi
@@ -126,13 +131,17 @@ SQL
         say "creating the development PKI in .hearth/pki"
         "$BIN/hearth-control-plane" pki init --dir "$STATE/pki" >/dev/null
     fi
+    [ -f "$STATE/pki/service-ca.crt" ] \
+        || die ".hearth/pki predates the service CA; run deploy/quickstart.sh down, remove .hearth/ and start again"
 
-    say "starting Mosquitto (mutual TLS, per-appliance ACL) on port $MQTT_PORT"
+    say "starting Mosquitto (mutual TLS, client id = certificate CN) on port $MQTT_PORT, internal $MQTT_SERVICE_PORT"
     local conf; conf=$("$BIN/hearth-control-plane" broker-config --pki-dir "$STATE/pki" --data-dir "$STATE/broker" \
-        --port "$MQTT_PORT" --run-as "$(id -un)" --persistence | sed -n 's/^mosquitto_conf=//p')
+        --port "$MQTT_PORT" --service-port "$MQTT_SERVICE_PORT" --run-as "$(id -un)" --persistence \
+        | sed -n 's/^mosquitto_conf=//p')
     local mosquitto; mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
     "$mosquitto" -d -c "$conf"
-    wait_port "$MQTT_PORT" || die "Mosquitto did not start; see $STATE/broker/mosquitto.log"
+    wait_port "$MQTT_PORT" && wait_port "$MQTT_SERVICE_PORT" \
+        || die "Mosquitto did not start; see $STATE/broker/mosquitto.log"
 
     say "starting the control plane on https://localhost:$API_PORT"
     nohup "$BIN/hearth-control-plane" serve >"$LOGS/control-plane.log" 2>&1 &
@@ -210,8 +219,14 @@ export HEARTH_OPERATOR_TOKEN=$OPERATOR_TOKEN
 # The tables' owner: for psql and the operator CLI (export HEARTH_DATABASE__URL=\$HEARTH_DATABASE_URL).
 export HEARTH_DATABASE_URL=$owner_url
 export HEARTH_MQTT_HOST=localhost
+# The broker's public listener (appliances; the client id is the certificate's CN, so a
+# client with the demo appliance's certificate replaces the demo agent's connection).
 export HEARTH_MQTT_PORT=$MQTT_PORT
+# Its internal listener (loopback), which only the control plane's certificate reaches.
+export HEARTH_MQTT_SERVICE_PORT=$MQTT_SERVICE_PORT
 export HEARTH_CA_CERT=$STATE/pki/ca.crt
+export HEARTH_CONTROL_PLANE_CERT=$STATE/pki/control-plane.crt
+export HEARTH_CONTROL_PLANE_KEY=$STATE/pki/control-plane.key
 export HEARTH_DEMO_APPLIANCE_ID=$APPLIANCE_ID
 export HEARTH_DEMO_CERT=$STATE/agent/cert.pem
 export HEARTH_DEMO_KEY=$STATE/agent/key.pem
@@ -252,8 +267,9 @@ Support chat: https://localhost:$API_PORT/support (the certificate is the develo
       -d '{"action": "dns.record.add", "params": {"hostname": "printer.home", "ip": "192.168.1.50"}}' \
       \$HEARTH_API_URL/api/v1/appliances/\$HEARTH_DEMO_APPLIANCE_ID/tasks
   curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/tasks/<id>
-  mosquitto_sub --cafile \$HEARTH_CA_CERT --cert \$HEARTH_DEMO_CERT --key \$HEARTH_DEMO_KEY \\
-      -h \$HEARTH_MQTT_HOST -p \$HEARTH_MQTT_PORT -t "hearth/v1/\$HEARTH_DEMO_APPLIANCE_ID/down/#" -v
+  # watch what the demo appliance sends, with the control plane's identity on the internal listener
+  mosquitto_sub --cafile \$HEARTH_CA_CERT --cert \$HEARTH_CONTROL_PLANE_CERT --key \$HEARTH_CONTROL_PLANE_KEY \\
+      -h \$HEARTH_MQTT_HOST -p \$HEARTH_MQTT_SERVICE_PORT -t "hearth/v1/\$HEARTH_DEMO_APPLIANCE_ID/up/#" -v
 
 Stop everything with: deploy/quickstart.sh down
 NEXT

@@ -9,16 +9,28 @@ use crate::pki::{files, CONTROL_PLANE_CN};
 
 const CONF_TEMPLATE: &str = include_str!("../../deploy/mosquitto/mosquitto.conf.in");
 const ACL_TEMPLATE: &str = include_str!("../../deploy/mosquitto/acl.in");
+const SERVICE_ACL_TEMPLATE: &str = include_str!("../../deploy/mosquitto/service-acl.in");
+
+/// The internal listener's default port (the control plane's `mqtt.port`).
+pub const DEFAULT_SERVICE_PORT: u16 = 8884;
+/// The public listener's default port (what appliances are told, `mqtt.public_port`).
+pub const DEFAULT_PUBLIC_PORT: u16 = 8883;
 
 /// Where the broker listens and where its files are.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Directory holding `ca.crt`, `broker.crt` and `broker.key` (from `pki init`).
+    /// Directory holding `ca.crt`, `service-ca.crt`, `broker.crt` and `broker.key` (from
+    /// `pki init`).
     pub pki_dir: PathBuf,
     /// Directory for the rendered files, the log, the pid file and persistence.
     pub data_dir: PathBuf,
+    /// The public listener, for appliances (fleet CA, client id = certificate CN).
     pub bind: String,
     pub port: u16,
+    /// The internal listener, for the control plane only (service CA); bind it to an
+    /// address appliances cannot reach.
+    pub service_bind: String,
+    pub service_port: u16,
     /// The user Mosquitto drops to when started as root.
     pub run_as: String,
     pub persistence: bool,
@@ -27,12 +39,13 @@ pub struct BrokerConfig {
     pub crl_file: Option<PathBuf>,
 }
 
-/// Writes `mosquitto.conf` and `acl` into `data_dir`; returns the path of the former.
+/// Writes `mosquitto.conf`, `acl` and `service-acl` into `data_dir`; returns the path of the former.
 pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
     fs::create_dir_all(&cfg.data_dir)?;
     let data_dir = absolute(&cfg.data_dir)?;
     let pki = absolute(&cfg.pki_dir)?;
     let acl_path = data_dir.join("acl");
+    let service_acl_path = data_dir.join("service-acl");
     let conf_path = data_dir.join("mosquitto.conf");
     let p = |path: &Path| path.display().to_string();
 
@@ -48,13 +61,18 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
         .replace("@RUN_AS@", &cfg.run_as)
         .replace("@PORT@", &cfg.port.to_string())
         .replace("@BIND@", &cfg.bind)
+        .replace("@SERVICE_PORT@", &cfg.service_port.to_string())
+        .replace("@SERVICE_BIND@", &cfg.service_bind)
+        .replace("@SERVICE_CA_CERT@", &p(&pki.join(files::SERVICE_CA_CERT)))
+        .replace("@SERVICE_ACL_FILE@", &p(&service_acl_path))
         .replace("@CA_CERT@", &p(&pki.join(files::CA_CERT)))
         .replace("@BROKER_CERT@", &p(&pki.join(files::BROKER_CERT)))
         .replace("@BROKER_KEY@", &p(&pki.join(files::BROKER_KEY)))
         .replace("@CRL_FILE@", &p(&crl))
         .replace("@ACL_FILE@", &p(&acl_path));
-    let acl = ACL_TEMPLATE.replace("@CONTROL_PLANE_CN@", CONTROL_PLANE_CN);
-    fs::write(&acl_path, acl)?;
+    let service_acl = SERVICE_ACL_TEMPLATE.replace("@CONTROL_PLANE_CN@", CONTROL_PLANE_CN);
+    fs::write(&acl_path, ACL_TEMPLATE)?;
+    fs::write(&service_acl_path, service_acl)?;
     fs::write(&conf_path, conf)?;
     Ok(conf_path)
 }
@@ -95,15 +113,26 @@ mod tests {
             data_dir: dir.path().join("broker"),
             bind: "127.0.0.1".into(),
             port: 18883,
+            service_bind: "127.0.0.1".into(),
+            service_port: 18884,
             run_as: "root".into(),
             persistence: false,
             crl_file: None,
         };
         let conf = fs::read_to_string(render(&cfg).unwrap()).unwrap();
         let acl = fs::read_to_string(dir.path().join("broker/acl")).unwrap();
-        assert!(!conf.contains('@') && !acl.contains('@'), "unrendered placeholder:\n{conf}\n{acl}");
-        assert!(conf.contains("listener 18883 127.0.0.1"));
-        assert!(conf.contains("require_certificate true"));
-        assert!(acl.contains("user hearth-control-plane"));
+        let service_acl = fs::read_to_string(dir.path().join("broker/service-acl")).unwrap();
+        assert!(
+            !conf.contains('@') && !acl.contains('@') && !service_acl.contains('@'),
+            "unrendered placeholder:\n{conf}\n{acl}\n{service_acl}"
+        );
+        let (public, internal) = conf.split_once("listener 18884 127.0.0.1").expect("the internal listener");
+        let public = public.split_once("listener 18883 127.0.0.1").expect("the public listener").1;
+        assert!(public.contains("require_certificate true") && internal.contains("require_certificate true"));
+        assert!(public.contains("use_username_as_clientid true"), "client id bound to the certificate");
+        assert!(public.contains("/ca.crt") && !public.contains("service-ca.crt"));
+        assert!(internal.contains("/service-ca.crt") && !internal.contains("/ca.crt"));
+        assert!(!acl.contains("hearth-control-plane"), "no control plane grant on the public listener");
+        assert!(service_acl.contains("user hearth-control-plane"));
     }
 }

@@ -138,7 +138,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// The broker the control plane connects to.
+    /// The broker the control plane connects to: its internal listener, which trusts only
+    /// the service CA and lets the control plane choose its client ids (default 8884).
     pub host: String,
     pub port: u16,
     /// Stable per replica so the broker keeps its session (default: `hearth-cp-<hostname>`).
@@ -146,13 +147,15 @@ pub struct MqttConfig {
     /// Replicas in one group share the `up` traffic.
     pub share_group: String,
     pub keep_alive_s: u64,
-    /// Defaults: `ca.crt`, `control-plane.crt`, `control-plane.key` in the PKI directory.
+    /// Defaults: `ca.crt` (which signed the broker's server certificate),
+    /// `control-plane.crt`, `control-plane.key` (from the service CA) in the PKI directory.
     pub ca_cert: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
-    /// The broker address handed to enrolling appliances (default: `host`/`port`).
+    /// The broker address handed to enrolling appliances: the public listener, where the
+    /// client id is bound to the certificate (host default: `host`; port default 8883).
     pub public_host: Option<String>,
-    pub public_port: Option<u16>,
+    pub public_port: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,7 +219,7 @@ impl Default for Config {
             },
             mqtt: MqttConfig {
                 host: "localhost".into(),
-                port: 8883,
+                port: crate::broker_config::DEFAULT_SERVICE_PORT,
                 client_id: None,
                 share_group: "hearth-cp".into(),
                 keep_alive_s: 30,
@@ -224,7 +227,7 @@ impl Default for Config {
                 client_cert: None,
                 client_key: None,
                 public_host: None,
-                public_port: None,
+                public_port: crate::broker_config::DEFAULT_PUBLIC_PORT,
             },
             pki: PkiConfig {
                 dir: PathBuf::from("/etc/hearth/pki"),

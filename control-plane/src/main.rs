@@ -53,10 +53,17 @@ enum Command {
         /// Directory for the rendered files, the broker's log, pid file and persistence.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The public listener, for appliances.
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
-        #[arg(long, default_value_t = 8883)]
+        #[arg(long, default_value_t = broker_config::DEFAULT_PUBLIC_PORT)]
         port: u16,
+        /// The internal listener, for the control plane only (trusts only the service CA);
+        /// bind it to an address appliances cannot reach.
+        #[arg(long, default_value = "127.0.0.1")]
+        service_bind: String,
+        #[arg(long, default_value_t = broker_config::DEFAULT_SERVICE_PORT)]
+        service_port: u16,
         /// The user Mosquitto runs as when started as root (default: the current user).
         #[arg(long)]
         run_as: Option<String>,
@@ -200,11 +207,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("pki_dir={}", dir.display());
             Ok(())
         }
-        Command::BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence, crl_file } => {
+        Command::BrokerConfig {
+            pki_dir,
+            data_dir,
+            bind,
+            port,
+            service_bind,
+            service_port,
+            run_as,
+            persistence,
+            crl_file,
+        } => {
             let run_as = run_as.unwrap_or_else(broker_config::current_user);
-            let conf =
-                broker_config::render(&BrokerConfig { pki_dir, data_dir, bind, port, run_as, persistence, crl_file })
-                    .context("cannot write the broker configuration")?;
+            let conf = broker_config::render(&BrokerConfig {
+                pki_dir,
+                data_dir,
+                bind,
+                port,
+                service_bind,
+                service_port,
+                run_as,
+                persistence,
+                crl_file,
+            })
+            .context("cannot write the broker configuration")?;
             println!("mosquitto_conf={}", conf.display());
             Ok(())
         }

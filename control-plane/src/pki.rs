@@ -1,11 +1,14 @@
 //! The fleet's PKI: `pki init` makes the CA and the service certificates; enrollment
 //! signs appliance certificates with the CA.
 //!
-//! One CA (ECDSA P-256) signs everything: appliance client certificates (CN = appliance
-//! id, `clientAuth` only), the broker's and the API's server certificates (`serverAuth`
-//! only) and the control plane's MQTT client certificate (CN [`CONTROL_PLANE_CN`]). The
-//! broker trusts this CA for client certificates and its ACL keys on the CN, so the CN of
-//! an appliance certificate is always set here, never taken from the request.
+//! Two CAs (ECDSA P-256). The fleet CA signs appliance client certificates (CN = appliance
+//! id, `clientAuth` only) and the broker's and the API's server certificates (`serverAuth`
+//! only). The service CA signs only the control plane's MQTT client certificate (CN
+//! [`CONTROL_PLANE_CN`]); its key is not used again after `pki init`. The broker's public
+//! listener trusts only the fleet CA and binds each client's id to its certificate's CN,
+//! so the CN of an appliance certificate is always set here, never taken from the request;
+//! the internal listener, where the control plane may pick its client ids, trusts only the
+//! service CA, so no appliance certificate is accepted there.
 
 use std::fs;
 use std::io::Write;
@@ -35,6 +38,10 @@ pub mod files {
     pub const API_KEY: &str = "api.key";
     pub const CONTROL_PLANE_CERT: &str = "control-plane.crt";
     pub const CONTROL_PLANE_KEY: &str = "control-plane.key";
+    /// The service CA: signs the control plane's MQTT client certificate and nothing an
+    /// appliance ever gets; the broker's internal listener trusts only this CA.
+    pub const SERVICE_CA_CERT: &str = "service-ca.crt";
+    pub const SERVICE_CA_KEY: &str = "service-ca.key";
     /// The certificate revocation list the broker checks client certificates against.
     pub const CRL: &str = "crl.pem";
 }
@@ -102,17 +109,21 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
         }
     }
 
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = dn("Hearth Fleet CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    ca_params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
-    ca_params.not_after = OffsetDateTime::now_utc() + Duration::days(opts.ca_days);
-    ca_params.serial_number = Some(random_serial());
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let new_ca = |name: &str| -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(opts.ca_days);
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), Issuer::new(params, key)))
+    };
+    let (ca_cert, issuer) = new_ca("Hearth Fleet CA")?;
+    let (service_ca_cert, service_issuer) = new_ca("Hearth Service CA")?;
 
     let server = |cn: &str, names: &[String]| -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
@@ -127,10 +138,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
     let cp_key = KeyPair::generate()?;
     let mut cp = leaf_params(CONTROL_PLANE_CN, opts.service_days);
     cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cp_cert = cp.signed_by(&cp_key, &issuer)?;
+    let cp_cert = cp.signed_by(&cp_key, &service_issuer)?;
 
-    write(dir, files::CA_CERT, &ca_cert.pem(), false)?;
+    write(dir, files::CA_CERT, &ca_cert, false)?;
     write(dir, files::CA_KEY, &issuer.key().serialize_pem(), true)?;
+    write(dir, files::SERVICE_CA_CERT, &service_ca_cert, false)?;
+    write(dir, files::SERVICE_CA_KEY, &service_issuer.key().serialize_pem(), true)?;
     write(dir, files::BROKER_CERT, &broker_cert, false)?;
     write(dir, files::BROKER_KEY, &broker_key, true)?;
     write(dir, files::API_CERT, &api_cert, false)?;
@@ -350,6 +363,26 @@ mod tests {
         assert_eq!(hex::encode(cert.raw_serial()), issued.serial_hex);
 
         assert!(matches!(ca.sign_appliance("not a csr", id, Duration::days(90)), Err(PkiError::BadCsr(_))));
+    }
+
+    #[test]
+    fn the_control_plane_certificate_comes_from_the_service_ca_only() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &InitOptions::default()).unwrap();
+        let read = |name: &str| rustls_pki_types_pem(&fs::read_to_string(dir.path().join(name)).unwrap());
+        let issuer_cn = |der: &[u8]| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+            let cn = cert.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+            cn
+        };
+        assert_eq!(issuer_cn(&read(files::CONTROL_PLANE_CERT)), "Hearth Service CA");
+        assert_eq!(issuer_cn(&read(files::BROKER_CERT)), "Hearth Fleet CA");
+        let (service_der, fleet_der) = (read(files::SERVICE_CA_CERT), read(files::CA_CERT));
+        let (_, service_ca) = x509_parser::parse_x509_certificate(&service_der).unwrap();
+        let (_, fleet_ca) = x509_parser::parse_x509_certificate(&fleet_der).unwrap();
+        assert_ne!(service_ca.public_key().raw, fleet_ca.public_key().raw, "two distinct keys");
+        let mode = fs::metadata(dir.path().join(files::SERVICE_CA_KEY)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     fn rustls_pki_types_pem(pem: &str) -> Vec<u8> {

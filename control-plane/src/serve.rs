@@ -313,7 +313,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         ca,
         broker: BrokerAddress {
             host: config.mqtt.public_host.clone().unwrap_or_else(|| config.mqtt.host.clone()),
-            port: config.mqtt.public_port.unwrap_or(config.mqtt.port),
+            port: config.mqtt.public_port,
         },
         appliance_cert_lifetime: config.appliance_cert_lifetime(),
         renewal_min_interval: std::time::Duration::from_secs_f64(config.pki.renewal_min_interval_s),

@@ -60,16 +60,17 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-MQTT_PORT=$(free_port) API_PORT=$(free_port)
+MQTT_PORT=$(free_port) MQTT_SERVICE_PORT=$(free_port) API_PORT=$(free_port)
 
 psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 psql "$ADMIN_URL" -qc "CREATE DATABASE $DB" >/dev/null
 export HEARTH_DATABASE__URL=${ADMIN_URL%/*}/$DB
 export HEARTH_PKI__DIR=$WORK/pki HEARTH_HTTP__LISTEN=127.0.0.1:$API_PORT
-export HEARTH_MQTT__HOST=localhost HEARTH_MQTT__PORT=$MQTT_PORT HEARTH_MQTT__CLIENT_ID=hearth-cp-footprint
+export HEARTH_MQTT__HOST=localhost HEARTH_MQTT__PORT=$MQTT_SERVICE_PORT HEARTH_MQTT__PUBLIC_PORT=$MQTT_PORT
+export HEARTH_MQTT__CLIENT_ID=hearth-cp-footprint
 "$CP" pki init --dir "$WORK/pki" >/dev/null
 CONF=$("$CP" broker-config --pki-dir "$WORK/pki" --data-dir "$WORK/broker" --port "$MQTT_PORT" \
-    --run-as "$(id -un)" | sed -n 's/^mosquitto_conf=//p')
+    --service-port "$MQTT_SERVICE_PORT" --run-as "$(id -un)" | sed -n 's/^mosquitto_conf=//p')
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 "$MOSQUITTO" -c "$CONF" & PIDS+=($!)
 "$CP" serve --migrate >"$WORK/control-plane.log" 2>&1 & PIDS+=($!)
@@ -82,7 +83,9 @@ curl -fsS --cacert "$WORK/pki/ca.crt" "$API/readyz" >/dev/null || { cat "$WORK/c
 
 out=$("$CP" tenant create "Footprint bench")
 TENANT_ID=$(sed -n 's/^tenant_id=//p' <<<"$out") TENANT_KEY=$(sed -n 's/^api_key=//p' <<<"$out")
-for name in plain arena1; do
+# "sub" is mosquitto_sub's own identity: the broker binds a client's id to its certificate,
+# so sharing an agent's certificate would make the two replace each other's connection.
+for name in plain arena1 sub; do
     out=$("$CP" appliance create --tenant "$TENANT_ID" "$name")
     sed -n 's/^appliance_id=//p' <<<"$out" >"$WORK/$name.id"
     "$AGENT" enroll --server "$API" --token "$(sed -n 's/^enrollment_token=//p' <<<"$out")" \
@@ -181,11 +184,11 @@ for name, extra in (("agent", {}), ("agent_arena1", {"MALLOC_ARENA_MAX": "1"})):
     c.appliance = open(f"{W}/{cfg}.id").read().strip()
     c.wait_connected()
     clients.append(c)
-plain_id = clients[0].appliance
+sub_id = open(f"{W}/sub.id").read().strip()
 sub_bin = shutil.which("mosquitto_sub")
 sub = Client("mosquitto_sub", ["stdbuf", "-oL", sub_bin, "-d", "-h", "localhost", "-p", os.environ["MQTT_PORT"],
-                               "--cafile", f"{W}/pki/ca.crt", "--cert", f"{W}/plain/cert.pem", "--key", f"{W}/plain/key.pem",
-                               "-i", "footprint-sub", "-k", "30", "-t", f"hearth/v1/{plain_id}/down/#"],
+                               "--cafile", f"{W}/pki/ca.crt", "--cert", f"{W}/sub/cert.pem", "--key", f"{W}/sub/key.pem",
+                               "-i", "footprint-sub", "-k", "30", "-t", f"hearth/v1/{sub_id}/down/#"],
              r"received CONNACK", stream="stdout")
 sub.wait_connected()
 clients.append(sub)

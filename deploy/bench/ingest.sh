@@ -110,7 +110,7 @@ IFS=, read -ra rate_list <<<"$RATES"
 for RATE in "${rate_list[@]}"; do
     say "rate $RATE/s: ceiling phase (control plane stopped): connecting at $RAMP/s, then a ${WINDOW} s window"
     sim "$RATE"
-    "$BIN/hearth-fleet-sim" count --pki-dir "$PKI" --host 127.0.0.1 --port "$MQTT_PORT" \
+    "$BIN/hearth-fleet-sim" count --pki-dir "$PKI" --host 127.0.0.1 --port "$MQTT_SERVICE_PORT" \
         --skip 1 --window "$WINDOW" >"$WORK/count.json" 2>>"$WORK/count.log" &
     COUNT_PID=$!
     EXTRA_PIDS+=("$COUNT_PID")

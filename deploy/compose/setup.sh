@@ -16,7 +16,8 @@ if [ ! -f "$PKI/ca.key" ]; then
         --api-name "$HEARTH_PUBLIC_API_HOST" --api-name control-plane --api-name localhost
 fi
 hearth-control-plane broker-config --pki-dir "$PKI" --data-dir "$BROKER" \
-    --bind 0.0.0.0 --port 8883 --run-as mosquitto --persistence --crl-file "$CRL/crl.pem"
+    --bind 0.0.0.0 --port 8883 --service-bind 0.0.0.0 --service-port 8884 \
+    --run-as mosquitto --persistence --crl-file "$CRL/crl.pem"
 
 if [ ! -f "$CP/control-plane.toml" ]; then
     umask 077

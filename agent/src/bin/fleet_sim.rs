@@ -33,7 +33,8 @@ enum Command {
     /// Connect the bundle's appliances and heartbeat until --duration or SIGINT/SIGTERM.
     Run(RunArgs),
     /// Count what the broker delivers on every appliance's up topics (the broker's ceiling
-    /// for the traffic, with nothing else consuming); uses the control plane's identity.
+    /// for the traffic, with nothing else consuming); uses the control plane's identity, so
+    /// `--port` is the broker's internal listener (8884 by default in `broker-config`).
     Count(CountArgs),
 }
 

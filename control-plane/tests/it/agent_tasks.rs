@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hearth_control_plane::pki::files;
 use hearth_protocol::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -118,14 +117,8 @@ async fn the_agent_refuses_what_its_catalog_does_not_allow_and_runs_a_duplicate_
 
     // A compromised control plane sends what the API would never accept, straight to the
     // appliance's topic with the control plane's own identity.
-    let cp_probe = mqtt::connect(mqtt::options(
-        &broker,
-        "rogue-control-plane",
-        &pki.read(files::CA_CERT),
-        Some((&pki.read(files::CONTROL_PLANE_CERT), &pki.read(files::CONTROL_PLANE_KEY))),
-    ))
-    .await
-    .expect("connect");
+    let cp_probe =
+        mqtt::connect(mqtt::control_plane_options(&pki, &broker, "rogue-control-plane")).await.expect("connect");
     let send = |action: &str, params: Value| {
         let task_id = TaskId::new();
         let msg = TaskDispatch {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hearth_control_plane::pki::files;
 use hearth_protocol::{ApplianceId, DownChannel, Topic, TopicFilter, UpChannel};
 
-use crate::support::mqtt::{connect, options, Probe};
+use crate::support::mqtt::{connect, control_plane_options, options, Probe};
 use crate::support::*;
 
 async fn as_appliance(pki: &Pki, broker: &Broker, id: ApplianceId) -> Probe {
@@ -17,10 +17,7 @@ async fn as_appliance(pki: &Pki, broker: &Broker, id: ApplianceId) -> Probe {
 }
 
 async fn as_control_plane(pki: &Pki, broker: &Broker) -> Probe {
-    let (cert, key) = (pki.read(files::CONTROL_PLANE_CERT), pki.read(files::CONTROL_PLANE_KEY));
-    connect(options(broker, "cp-probe", &pki.read(files::CA_CERT), Some((&cert, &key))))
-        .await
-        .expect("control plane connects")
+    connect(control_plane_options(pki, broker, "cp-probe")).await.expect("control plane connects")
 }
 
 #[tokio::test]

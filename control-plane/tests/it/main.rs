@@ -9,6 +9,7 @@ mod api;
 mod assistant;
 mod broker_security;
 mod certificates;
+mod client_identity;
 mod credentials;
 mod desired;
 mod e2e;

@@ -2,7 +2,8 @@
 # stack (own database, own PKI, own TLS Mosquitto and control plane on the script's own
 # ports) and cleanup of everything started, on any exit.
 #
-# Expects before sourcing: BENCH (a short name), MQTT_PORT, API_PORT.
+# Expects before sourcing: BENCH (a short name), MQTT_PORT, API_PORT. The broker's internal
+# listener (the control plane's) is on MQTT_SERVICE_PORT, default MQTT_PORT + 10.
 # HEARTH_BENCH_PROFILE=dev uses a debug build (faster to compile; the smoke test uses it);
 # the default is release, which is what figures must come from.
 
@@ -10,6 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PROFILE=${HEARTH_BENCH_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+MQTT_SERVICE_PORT=${MQTT_SERVICE_PORT:-$((MQTT_PORT + 10))}
 DB_NAME=hearth_bench_${BENCH//-/_}
 ADMIN_URL=${HEARTH_BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB_URL=${ADMIN_URL%/*}/$DB_NAME
@@ -23,8 +25,8 @@ EXTRA_PIDS=()
 say() { printf '%s: %s\n' "$BENCH" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-for p in "$MQTT_PORT" "$API_PORT"; do
-    case $p in 8443 | 8883) die "ports 8443 and 8883 belong to the quickstart; pick others" ;; esac
+for p in "$MQTT_PORT" "$MQTT_SERVICE_PORT" "$API_PORT"; do
+    case $p in 8443 | 8883 | 8884) die "ports 8443, 8883 and 8884 belong to the quickstart; pick others" ;; esac
 done
 
 cleanup() {
@@ -78,11 +80,13 @@ setup_stack() {
     psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" -c "CREATE DATABASE $DB_NAME" >/dev/null \
         || die "cannot create the database $DB_NAME at $ADMIN_URL"
     "$BIN/hearth-control-plane" pki init --dir "$PKI" >/dev/null
-    "$BIN/hearth-control-plane" broker-config --pki-dir "$PKI" --data-dir "$BROKER_DIR" --port "$MQTT_PORT" >/dev/null
+    "$BIN/hearth-control-plane" broker-config --pki-dir "$PKI" --data-dir "$BROKER_DIR" --port "$MQTT_PORT" \
+        --service-port "$MQTT_SERVICE_PORT" >/dev/null
     export HEARTH_DATABASE__URL=$DB_URL
     export HEARTH_PKI__DIR=$PKI
     export HEARTH_MQTT__HOST=127.0.0.1
-    export HEARTH_MQTT__PORT=$MQTT_PORT
+    export HEARTH_MQTT__PORT=$MQTT_SERVICE_PORT
+    export HEARTH_MQTT__PUBLIC_PORT=$MQTT_PORT
     export HEARTH_MQTT__CLIENT_ID=hearth-bench-$BENCH
     export HEARTH_HTTP__LISTEN=127.0.0.1:$API_PORT
     "$BIN/hearth-control-plane" migrate 2>>"$WORK/control-plane.log"
@@ -99,9 +103,10 @@ start_broker() {
     local mosquitto=/usr/sbin/mosquitto
     [ -x "$mosquitto" ] || mosquitto=$(command -v mosquitto) || die "mosquitto is not installed"
     port_free "$MQTT_PORT" || die "port $MQTT_PORT is already in use (another broker?); pass --mqtt-port"
+    port_free "$MQTT_SERVICE_PORT" || die "port $MQTT_SERVICE_PORT (the internal listener) is already in use"
     (ulimit -n "$(ulimit -Hn)"; exec "$mosquitto" -c "$BROKER_DIR/mosquitto.conf") &
     BROKER_PID=$!
-    wait_port "$MQTT_PORT" || die "mosquitto did not start (see $BROKER_DIR/mosquitto.log)"
+    wait_port "$MQTT_PORT" && wait_port "$MQTT_SERVICE_PORT" || die "mosquitto did not start (see $BROKER_DIR/mosquitto.log)"
 }
 
 stop_broker() {

@@ -1,5 +1,6 @@
-//! A real Mosquitto per test, on a free port, running the configuration shipped in
-//! `deploy/mosquitto/` as rendered by `broker_config::render`.
+//! A real Mosquitto per test, on free ports, running the configuration shipped in
+//! `deploy/mosquitto/` as rendered by `broker_config::render`: `port` is the public
+//! listener (appliances), `service_port` the internal one (the control plane).
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,7 @@ use super::Pki;
 
 pub struct Broker {
     pub port: u16,
+    pub service_port: u16,
     child: Child,
     conf: std::path::PathBuf,
     pub data: TempDir,
@@ -30,19 +32,21 @@ impl Broker {
     /// With `persistence`, sessions and queued QoS 1 messages survive [`Broker::restart`].
     pub fn start_with(pki: &Pki, persistence: bool) -> Broker {
         let data = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let (port, service_port) = (free_port(), free_port());
         let conf = render(&BrokerConfig {
             pki_dir: pki.dir.path().to_owned(),
             data_dir: data.path().to_owned(),
             bind: "127.0.0.1".into(),
             port,
+            service_bind: "127.0.0.1".into(),
+            service_port,
             run_as: hearth_control_plane::broker_config::current_user(),
             persistence,
             crl_file: None,
         })
         .expect("render broker config");
         let child = spawn(&conf);
-        let mut broker = Broker { port, child, conf, data };
+        let mut broker = Broker { port, service_port, child, conf, data };
         broker.wait_ready();
         broker
     }
@@ -65,7 +69,9 @@ impl Broker {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("mosquitto exited with {status}; log:\n{}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.service_port)).is_ok()
+            {
                 return;
             }
             if Instant::now() > deadline {

@@ -66,7 +66,8 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
     c.database.url = Secret::new("postgres://unused".into());
     c.http.listen = ([127, 0, 0, 1], 0).into();
     c.mqtt.host = "127.0.0.1".into();
-    c.mqtt.port = broker.port;
+    c.mqtt.port = broker.service_port;
+    c.mqtt.public_port = broker.port;
     c.mqtt.client_id = Some(format!("hearth-cp-test-{}", uuid::Uuid::new_v4()));
     c.pki.dir = pki.dir.path().to_owned();
     c.pki.crl_reload_command = Some(broker.reload_command());

@@ -26,12 +26,28 @@ impl Drop for Probe {
     }
 }
 
+/// Options for the broker's public listener (the appliances').
 pub fn options(broker: &Broker, id: &str, ca: &[u8], cert_key: Option<(&[u8], &[u8])>) -> MqttOptions {
+    options_on(broker.port, id, ca, cert_key)
+}
+
+/// Options for the broker's internal listener (the control plane's).
+pub fn service_options(broker: &Broker, id: &str, ca: &[u8], cert_key: Option<(&[u8], &[u8])>) -> MqttOptions {
+    options_on(broker.service_port, id, ca, cert_key)
+}
+
+/// The control plane's own identity (service CA certificate) on the internal listener.
+pub fn control_plane_options(pki: &Pki, broker: &Broker, id: &str) -> MqttOptions {
+    let (cert, key) = (pki.read(files::CONTROL_PLANE_CERT), pki.read(files::CONTROL_PLANE_KEY));
+    service_options(broker, id, &pki.read(files::CA_CERT), Some((&cert, &key)))
+}
+
+fn options_on(port: u16, id: &str, ca: &[u8], cert_key: Option<(&[u8], &[u8])>) -> MqttOptions {
     let tls = match cert_key {
         Some((cert, key)) => hearth_protocol::tls::mtls_client_config(ca, cert, key).expect("tls"),
         None => hearth_protocol::tls::client_config(ca).expect("tls"),
     };
-    let mut o = MqttOptions::new(id, "127.0.0.1", broker.port);
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
     o.set_keep_alive(Duration::from_secs(5));
     o
