@@ -2,7 +2,8 @@
 //! bounded: route templates (never raw paths), message kinds, error reasons.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,7 @@ pub struct Metrics {
     pub tasks_timed_out: IntCounter,
     pub configs_pushed: IntCounter,
     pub certificate_renewals: IntCounterVec,
+    pub certificates_expiring: IntGaugeVec,
     pub sweeper_offline: IntCounter,
     pub appliances_online: IntGauge,
     pub http_requests: IntCounterVec,
@@ -130,6 +132,17 @@ impl Metrics {
                 "hearth_configs_pushed_total",
                 "Desired configuration documents sent to appliances.",
             )?,
+            certificates_expiring: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "hearth_appliance_certificates_expiring",
+                        "Appliances (not revoked) whose certificate expires within the window or has expired.",
+                    ),
+                    &["within"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             certificate_renewals: counter_vec(
                 "hearth_certificate_renewals_total",
                 "Certificate renewal requests by outcome (issued, reissued, or the refusal's code).",

@@ -262,8 +262,7 @@ impl CertificateAuthority {
         params.serial_number = Some(serial);
         let not_after = params.not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        let p256_public_key =
-            (alg == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| csr.public_key.der_bytes().to_vec());
+        let p256_public_key = (alg == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| csr.public_key.der_bytes().to_vec());
         Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after, public_key_sha256, p256_public_key })
     }
 }

@@ -61,6 +61,8 @@ pub enum ServeError {
 }
 
 /// How often the CRL is issued anew (it is valid for `pki::CRL_VALIDITY`).
+/// How often the certificate expiry gauges are counted.
+const CERTIFICATE_GAUGES_EVERY: Duration = Duration::from_secs(60);
 /// Renewal requests waiting for the renewal worker (then the consumer waits).
 const RENEWAL_QUEUE: usize = 1024;
 const CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -296,6 +298,28 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             while ticker.tick().await {
                 if let Err(e) = revoker.publish_crl().await {
                     tracing::error!(error = %e, "could not issue the daily CRL");
+                }
+            }
+            Ok(())
+        }
+    });
+
+    // Certificates nearing expiry, for /metrics (a renewal that is late shows here first).
+    parts.spawn("certificate expiry gauges", {
+        let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            let windows =
+                [("1d", time::Duration::days(1)), ("7d", time::Duration::days(7)), ("30d", time::Duration::days(30))];
+            let mut ticker = Ticker::new(CERTIFICATE_GAUGES_EVERY, token);
+            while ticker.tick().await {
+                let within: Vec<_> = windows.iter().map(|(_, d)| *d).collect();
+                match crate::db::certificates::expiring(&pool, &within).await {
+                    Ok(counts) => {
+                        for ((label, _), n) in windows.iter().zip(counts) {
+                            metrics.certificates_expiring.with_label_values(&[label]).set(n);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not count the certificates nearing expiry"),
                 }
             }
             Ok(())

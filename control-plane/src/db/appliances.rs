@@ -30,10 +30,15 @@ pub struct Appliance {
     /// Set once the appliance is revoked: its certificate no longer works at the broker.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The serial (hex) of its latest certificate (the agent renews it by itself)…
+    pub cert_serial: Option<String>,
+    /// …and when that certificate expires.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cert_not_after: Option<OffsetDateTime>,
 }
 
 const COLUMNS: &str = "id, name, status, status_since, last_seen, agent_version, metrics, metrics_at, created_at, \
-                       enrolled_at, revoked_at";
+                       enrolled_at, revoked_at, cert_serial, cert_not_after";
 
 /// One page of a tenant's appliances in id order (ids are time-ordered: oldest first),
 /// starting after `after`.
@@ -138,6 +143,8 @@ pub struct TenantCounts {
     pub offline: i64,
     pub never_seen: i64,
     pub revoked: i64,
+    /// Not revoked, with a certificate that expires within 7 days (or has expired).
+    pub certificates_expiring: i64,
 }
 
 /// Counts per tenant, every tenant (with zeros) or only `tenant`, by tenant name.
@@ -147,7 +154,9 @@ pub async fn counts_by_tenant(pool: &PgPool, tenant: Option<TenantId>) -> Result
                 count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'online') AS online,
                 count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'offline') AS offline,
                 count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'never_seen') AS never_seen,
-                count(a.id) FILTER (WHERE a.revoked_at IS NOT NULL) AS revoked
+                count(a.id) FILTER (WHERE a.revoked_at IS NOT NULL) AS revoked,
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.cert_not_after < now() + interval '7 days')
+                    AS certificates_expiring
          FROM tenants t LEFT JOIN appliances a ON a.tenant_id = t.id
          WHERE $1::uuid IS NULL OR t.id = $1
          GROUP BY t.id ORDER BY t.name, t.id",

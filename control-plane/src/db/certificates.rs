@@ -91,6 +91,20 @@ pub async fn key_was_certified(
     .await
 }
 
+/// Appliances (not revoked) whose certificate expires within each of `within`, or has
+/// expired: one count per window, in order.
+pub async fn expiring(pool: &sqlx::PgPool, within: &[time::Duration]) -> Result<Vec<i64>, sqlx::Error> {
+    let seconds: Vec<f64> = within.iter().map(|d| d.as_seconds_f64()).collect();
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM appliances
+                 WHERE revoked_at IS NULL AND cert_not_after < now() + make_interval(secs => w))
+         FROM unnest($1::float8[]) WITH ORDINALITY AS t(w, i) ORDER BY i",
+    )
+    .bind(seconds)
+    .fetch_all(pool)
+    .await
+}
+
 /// A certificate to record.
 #[derive(Debug, Clone)]
 pub struct NewIssue<'a> {

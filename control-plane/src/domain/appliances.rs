@@ -147,6 +147,9 @@ pub struct FleetSummary {
     pub offline: i64,
     pub never_seen: i64,
     pub revoked: i64,
+    /// Not revoked, with a certificate that expires within 7 days or has expired: the ones
+    /// whose renewal is late (an agent renews at about 2/3 of the lifetime).
+    pub certificates_expiring: i64,
     /// Every tenant's counts, by tenant name.
     pub tenants: Vec<TenantCounts>,
 }
@@ -304,6 +307,7 @@ pub async fn fleet_summary(svc: &Services) -> Result<FleetSummary, ApplianceErro
         offline: sum(|c| c.offline),
         never_seen: sum(|c| c.never_seen),
         revoked: sum(|c| c.revoked),
+        certificates_expiring: sum(|c| c.certificates_expiring),
         tenants,
     })
 }

@@ -13,8 +13,8 @@ use hearth_protocol::api::{EnrollRequest, EnrollResponse};
 use hearth_protocol::sealed;
 
 use super::Services;
-use crate::db::{appliances, certificates};
 use crate::db::enrollment::{self as store, Refusal, TOKEN_PREFIX};
+use crate::db::{appliances, certificates};
 use crate::pki::PkiError;
 
 /// The longest token accepted (longer ones are refused without a query).

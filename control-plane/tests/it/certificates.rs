@@ -92,7 +92,16 @@ async fn the_agent_renews_by_itself_and_connects_after_its_first_certificate_exp
     assert!(in_use.not_after > time::OffsetDateTime::now_utc(), "connected with a valid certificate");
     assert_ne!(in_use.serial, first.serial);
 
+    // Seen by the tenant, the operators and /metrics (counted every minute).
+    let (_, detail) = cp.get(&format!("/api/v1/appliances/{}", appliance.id), &key).await;
+    let serial = detail["cert_serial"].as_str().expect("cert_serial").to_owned();
+    assert!(issued(&pool, appliance.id).await.iter().any(|(s, _)| *s == serial), "{detail}");
+    assert!(detail["cert_not_after"].is_string(), "{detail}");
+    let admin = operator(&pool, "admin").await;
+    let (_, summary) = cp.get("/api/v1/admin/fleet/summary", &admin).await;
+    assert_eq!(summary["certificates_expiring"], 1, "90-second certificates are always expiring: {summary}");
     let metrics = cp.metrics().await;
+    assert_eq!(metric(&metrics, r#"hearth_appliance_certificates_expiring{within="1d"}"#), Some(1.0));
     assert!(metric(&metrics, r#"hearth_certificate_renewals_total{outcome="issued"}"#).unwrap_or(0.0) >= 1.0);
     let audited: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'certificate.renewed' AND target_id = $1")

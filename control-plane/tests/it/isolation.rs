@@ -217,6 +217,15 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
     .await
     .expect("revocation");
     sqlx::query(
+        "INSERT INTO certificate_issues (serial, appliance_id, tenant_id, public_key_sha256, certificate_pem, not_after)
+         VALUES ('02', $1, $2, '\\x00', 'a certificate', now() + interval '1 day')",
+    )
+    .bind(box_a)
+    .bind(a)
+    .execute(&pool)
+    .await
+    .expect("certificate");
+    sqlx::query(
         "WITH c AS (INSERT INTO support_conversations (id, tenant_id, appliance_id, started_by)
                     VALUES (gen_random_uuid(), $1, $2, 'test') RETURNING id),
               m AS (INSERT INTO support_messages (id, conversation_id, tenant_id, seq, role, body)
