@@ -141,6 +141,15 @@ enum ApplianceCommand {
     /// Revoke an appliance: its certificate goes on the CRL, the broker is told, its
     /// connection is dropped. Not reversible.
     Revoke { id: ApplianceId },
+    /// A new one-time enrollment token for an existing appliance (one offline past its
+    /// certificate's expiry): `hearth-agent enroll --force` with it keeps the appliance's
+    /// id, tenant and configuration, and revokes the certificates it held before.
+    Reenroll {
+        id: ApplianceId,
+        /// How long the enrollment token stays valid, in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
+    },
     /// Load tests: register N appliances already enrolled, each with a key and a
     /// certificate from the fleet CA (`pki.dir`), written to one bundle file (0600) for
     /// `hearth-fleet-sim`. Either into one existing tenant or spread over new tenants.
@@ -265,9 +274,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| {
                     anyhow::Error::new(e).context(format!("cannot create an appliance for tenant {tenant}"))
                 })?;
-            let expires = r.expires_at.format(&time::format_description::well_known::Rfc3339)?;
-            println!("appliance_id={}\nenrollment_token={}\nexpires_at={expires}", r.appliance_id, r.enrollment_token);
-            Ok(())
+            print_token(&r)
+        }
+        Command::Appliance { command: ApplianceCommand::Reenroll { id, ttl_hours } } => {
+            let (_, pool) = cli_setup(&cli.config).await?;
+            let actor = Actor::cli();
+            let r = domain::appliances::reenroll(&pool, id, Some(ttl_hours), Recorder::new(&actor, None))
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("cannot re-enroll appliance {id}")))?;
+            print_token(&r)
         }
         Command::Intents(args) => {
             init_logging("warn", "text");
@@ -352,4 +367,11 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// An appliance's id and its one-time enrollment token (shown this once).
+fn print_token(r: &domain::appliances::RegisteredAppliance) -> anyhow::Result<()> {
+    let expires = r.expires_at.format(&time::format_description::well_known::Rfc3339)?;
+    println!("appliance_id={}\nenrollment_token={}\nexpires_at={expires}", r.appliance_id, r.enrollment_token);
+    Ok(())
 }

@@ -31,6 +31,22 @@ pub async fn register(
     ttl: Duration,
 ) -> Result<(ApplianceId, Secret<String>, OffsetDateTime), sqlx::Error> {
     let id = appliances::create(&mut *conn, tenant, name).await?;
+    let (token, expires_at) = issue_token(conn, tenant, id, ttl).await?;
+    Ok((id, token, expires_at))
+}
+
+/// A fresh one-time token for an existing appliance (shown once); its earlier unused tokens
+/// stop working.
+pub async fn issue_token(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: ApplianceId,
+    ttl: Duration,
+) -> Result<(Secret<String>, OffsetDateTime), sqlx::Error> {
+    sqlx::query("DELETE FROM enrollment_tokens WHERE appliance_id = $1 AND used_at IS NULL")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     let token = token::generate(TOKEN_PREFIX);
     let expires_at: OffsetDateTime = sqlx::query_scalar(
         "INSERT INTO enrollment_tokens (token_hash, tenant_id, appliance_id, expires_at)
@@ -42,7 +58,7 @@ pub async fn register(
     .bind(ttl.as_seconds_f64())
     .fetch_one(conn)
     .await?;
-    Ok((id, token, expires_at))
+    Ok((token, expires_at))
 }
 
 /// Why a token cannot be redeemed.

@@ -55,6 +55,8 @@ pub enum ApplianceError {
     BadLimit { max: i64 },
     #[error("the tenant already has an appliance named {0:?}")]
     NameTaken(String),
+    #[error("this appliance has been revoked; register a replacement instead")]
+    Revoked,
     /// A field of the request breaks a rule.
     #[error(transparent)]
     Invalid(#[from] Invalid),
@@ -288,6 +290,39 @@ pub async fn register(
         .await?;
     tx.commit().await?;
     Ok(RegisteredAppliance { appliance_id, enrollment_token: token.expose().clone(), expires_at })
+}
+
+/// A fresh enrollment token for an appliance that exists (an operator's way back for an
+/// appliance that was offline past its certificate's expiry, or whose state directory was
+/// lost): `hearth-agent enroll --force` with it gets a certificate for the same appliance
+/// id, so its tenant, configuration and history stay. Earlier unused tokens stop working,
+/// and enrolling revokes every other certificate the appliance still holds. Refused for a
+/// revoked appliance. Audited as `appliance.reenroll`.
+pub async fn reenroll(
+    pool: &PgPool,
+    id: ApplianceId,
+    ttl_hours: Option<u32>,
+    audit: Recorder<'_>,
+) -> Result<RegisteredAppliance, ApplianceError> {
+    let ttl = ttl_hours.unwrap_or(DEFAULT_TOKEN_TTL_HOURS);
+    if !(1..=MAX_TOKEN_TTL_HOURS).contains(&ttl) {
+        return Err(Invalid::new("ttl_hours", format!("ttl_hours must be between 1 and {MAX_TOKEN_TTL_HOURS}")).into());
+    }
+    let appliance = store::fleet_get(pool, id).await?.ok_or(ApplianceError::NotFound)?;
+    if appliance.appliance.revoked_at.is_some() {
+        return Err(ApplianceError::Revoked);
+    }
+    let tenant = appliance.tenant_id;
+    let mut tx = pool.begin().await?;
+    let (token, expires_at) =
+        enrollment::issue_token(&mut tx, tenant, id, time::Duration::hours(i64::from(ttl))).await?;
+    let after = serde_json::json!({
+        "enrollment_token_expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+        "cert_serial": appliance.appliance.cert_serial,
+    });
+    audit.record(&mut tx, Some(tenant), "appliance.reenroll", ("appliance", id.to_string()), None, Some(after)).await?;
+    tx.commit().await?;
+    Ok(RegisteredAppliance { appliance_id: id, enrollment_token: token.expose().clone(), expires_at })
 }
 
 /// One page of appliances across tenants, filtered (operators; the service role).

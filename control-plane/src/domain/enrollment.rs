@@ -95,7 +95,16 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
     // (format 1 needs a P-256 key); otherwise they take the fallback way (see `dispatch`).
     let sealing_key = issued.p256_public_key.as_deref().filter(|_| req.sealed_formats.contains(&sealed::FORMAT));
     appliances::set_sealing_key(&mut tx, claim.appliance, sealing_key).await?;
+    // Enrolling again (an operator's new token for the same appliance): the certificates it
+    // held before are revoked; their keys may be anywhere.
+    let superseded = certificates::supersede_unused(&mut tx, claim.appliance, &issued.serial_hex).await?;
     tx.commit().await?;
+    if !superseded.is_empty() {
+        tracing::info!(appliance = %claim.appliance, serials = ?superseded, "earlier certificates revoked at enrollment");
+        if let Err(e) = svc.revoker.publish_crl().await {
+            tracing::error!(error = %e, "could not publish the CRL after an enrollment; the next one carries them");
+        }
+    }
 
     tracing::info!(appliance = %claim.appliance, tenant = %claim.tenant, serial = %issued.serial_hex, "appliance enrolled");
     Ok(EnrollResponse {

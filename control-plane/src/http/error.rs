@@ -242,6 +242,7 @@ impl From<ApplianceError> for ApiError {
             ApplianceError::TenantNotFound => ApiError::NotFound("tenant"),
             ApplianceError::BadLimit { .. } => ApiError::bad_request("invalid_query", message),
             ApplianceError::NameTaken(_) => ApiError::Conflict { code: "appliance_name_taken", message },
+            ApplianceError::Revoked => ApiError::Conflict { code: "appliance_revoked", message },
             ApplianceError::Invalid(e) => e.into(),
             ApplianceError::Database(e) => ApiError::Database(e),
         }

@@ -255,3 +255,66 @@ async fn refusals_change_nothing_and_say_why(pool: PgPool) {
         assert_eq!(metric(&metrics, &series), Some(n), "{series}");
     }
 }
+
+/// The way back for an appliance whose certificate expired while it was offline: an
+/// operator's new token for the same appliance, `enroll --force` on the box.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn an_operator_token_brings_an_appliance_back_under_its_own_id(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (tenant, key) = tenant(&pool, "returning").await;
+    let appliance = Appliance::enroll(&cp, &pki, &pool, tenant, "box").await;
+    let first = certificate_in_use(appliance.state.path());
+    let admin = operator(&pool, "admin").await;
+    let path = format!("/api/v1/admin/appliances/{}/enrollment-token", appliance.id);
+
+    let (status, stale) = cp.call("POST", &path, &admin, Some(serde_json::json!({}))).await;
+    assert_eq!(status, 201, "{stale}");
+    let (status, fresh) = cp.call("POST", &path, &admin, Some(serde_json::json!({"ttl_hours": 2}))).await;
+    assert_eq!(status, 201, "{fresh}");
+    assert_eq!(fresh["appliance_id"], appliance.id.to_string());
+    let enroll = |token: &serde_json::Value| hearth_agent::EnrollOptions {
+        server: cp.url.clone(),
+        token: token.as_str().expect("token").to_owned().into(),
+        ca_file: Some(pki.path(hearth_control_plane::pki::files::CA_CERT)),
+        state_dir: appliance.state.path().to_owned(),
+        force: true,
+    };
+    // A newer token makes the earlier one worthless.
+    let err = hearth_agent::enroll(enroll(&stale["enrollment_token"])).await.unwrap_err();
+    assert!(err.to_string().contains("enrollment_token_invalid"), "{err}");
+    let state = hearth_agent::enroll(enroll(&fresh["enrollment_token"])).await.expect("enrolls again");
+    assert_eq!(state.appliance_id, appliance.id, "the same appliance, so its tenant and configuration stay");
+    let second = certificate_in_use(appliance.state.path());
+    assert_ne!(second.serial, first.serial);
+
+    // The certificate it held before is revoked; the new one works.
+    let revoked: Vec<String> = sqlx::query_scalar("SELECT serial FROM certificate_revocations WHERE appliance_id = $1")
+        .bind(appliance.id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![first.serial.clone()]);
+    let (stop, agent) = appliance.start();
+    let detail = wait_status(&cp, &key, appliance.id, "online").await;
+    assert_eq!(detail["cert_serial"], second.serial.as_str());
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'appliance.reenroll' AND target_id = $1")
+            .bind(appliance.id.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+    stop.cancel();
+    agent.await.unwrap().expect("the agent stops cleanly");
+
+    // Never for a revoked appliance; a clear 404 for an unknown one.
+    let (status, _) = cp.call("POST", &format!("/api/v1/admin/appliances/{}/revoke", appliance.id), &admin, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = cp.call("POST", &path, &admin, Some(serde_json::json!({}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("appliance_revoked")), "{body}");
+    let unknown = format!("/api/v1/admin/appliances/{}/enrollment-token", ApplianceId::new());
+    let (status, _) = cp.call("POST", &unknown, &admin, Some(serde_json::json!({}))).await;
+    assert_eq!(status, 404);
+}

@@ -59,6 +59,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/appliances"),
     ("GET", "/api/v1/admin/appliances/{id}"),
     ("POST", "/api/v1/admin/appliances/{id}/revoke"),
+    ("POST", "/api/v1/admin/appliances/{id}/enrollment-token"),
     ("POST", "/api/v1/admin/appliances/{id}/tasks"),
     ("GET", "/api/v1/admin/fleet/summary"),
     ("GET", "/api/v1/admin/operators"),

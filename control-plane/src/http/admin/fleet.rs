@@ -4,6 +4,7 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ApplianceId, TenantId};
@@ -19,7 +20,7 @@ use super::super::{AppState, RequestId};
 use super::Timestamp;
 use crate::db::appliances::{FleetAppliance, FleetFilter};
 use crate::db::audit::Recorder;
-use crate::domain::appliances::{self, FleetApplianceDetail, FleetPage, FleetSummary};
+use crate::domain::appliances::{self, FleetApplianceDetail, FleetPage, FleetSummary, RegisteredAppliance};
 use crate::domain::tasks::{self as task_ops, NewTask};
 use crate::model::FleetStatus;
 
@@ -28,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(detail))
         .routes(routes!(revoke))
+        .routes(routes!(reenroll))
         .routes(routes!(create_task))
         .routes(routes!(summary))
 }
@@ -154,6 +156,50 @@ async fn revoke(
     op.require(Permission::Manage)?;
     let Path(id) = id?;
     Ok(ApiJson(appliances::revoke(&s.domain, id, Recorder::new(&op.actor(), Some(&rid.0))).await?))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Reenroll {
+    /// How long the token stays valid (default 24, at most 720).
+    ttl_hours: Option<u32>,
+}
+
+/// A new enrollment token for an existing appliance.
+///
+/// The way back for an appliance that was offline past its certificate's expiry (or lost
+/// its state directory): `hearth-agent enroll --force --token …` on the box gets a
+/// certificate for the same appliance id, keeping its tenant, configuration and history,
+/// and revokes the certificates it held before. Earlier unused tokens stop working. Shown
+/// once; audited.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/appliances/{id}/enrollment-token",
+    operation_id = "admin_reenroll_appliance",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    request_body = Reenroll,
+    responses(
+        (status = 201, description = "A token for `hearth-agent enroll --force`", body = RegisteredAppliance),
+        (status = 400, response = BadRequest),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`appliance_revoked`: a revoked appliance is never enrolled again", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: `ttl_hours` is not 1 to 720; `details` is `{\"param\"}`", body = ErrorBody),
+    )
+)]
+async fn reenroll(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<ApplianceId>, PathRejection>,
+    ApiJson(b): ApiJson<Reenroll>,
+) -> Result<(StatusCode, ApiJson<RegisteredAppliance>), ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    let token = appliances::reenroll(&s.domain.pool, id, b.ttl_hours, Recorder::new(&op.actor(), Some(&rid.0))).await?;
+    Ok((StatusCode::CREATED, ApiJson(token)))
 }
 
 /// Queue a catalog task on a customer's appliance.
