@@ -32,6 +32,7 @@ use super::error::{
     TenantForbidden, TooManyFailures, Unauthorized, Unavailable, UnsupportedMediaType, INVALID_TEXT,
 };
 use super::AppState;
+use crate::domain::support::StreamEvent;
 use crate::model::{
     ActorKind, ApplianceStatus, FleetStatus, MessageRole, OperatorRole, Presence, ProposalStatus, TaskStatus,
     TenantStatus, UserRole,
@@ -61,7 +62,9 @@ use crate::model::{
             MessageRole,
             OperatorRole,
             UserRole,
-            ActorKind
+            ActorKind,
+            // What the support chat's event stream sends as each event's `data`.
+            StreamEvent
         ),
         responses(
             Unauthorized,

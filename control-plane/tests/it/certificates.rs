@@ -318,3 +318,68 @@ async fn an_operator_token_brings_an_appliance_back_under_its_own_id(pool: PgPoo
     let (status, _) = cp.call("POST", &unknown, &admin, Some(serde_json::json!({}))).await;
     assert_eq!(status, 404);
 }
+
+/// A renewal asked while the control plane is away, then a broker restart and an agent
+/// restart halfway: the request waits on disk and the same one is asked again, so exactly
+/// one certificate is issued for it and the agent switches to it.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_renewal_survives_an_outage_and_a_restart_halfway(pool: PgPool) {
+    let pki = Pki::new();
+    let mut broker = Broker::start(&pki);
+    let mut cp = ControlPlane::start(pool.clone(), renewing_config(&pki, &broker), &pki).await;
+    let (tenant, key) = tenant(&pool, "outage").await;
+    let appliance = Appliance::enroll(&cp, &pki, &pool, tenant, "box").await;
+    let first = certificate_in_use(appliance.state.path());
+    cp.stop().await;
+
+    // Nobody answers: the request waits in renewal/ on the appliance.
+    let (stop, agent) = appliance.start_with(|c| c.renew_at_percent = 10);
+    let request = appliance.state.path().join("renewal/request.toml");
+    let asked = eventually(Duration::from_secs(30), "a renewal request on disk", || async {
+        std::fs::read_to_string(&request).ok()
+    })
+    .await;
+    stop.cancel();
+    agent.await.unwrap().expect("the agent stops cleanly");
+    broker.stop();
+    broker.start_again();
+    // (The configuration names the restarted broker's process for CRL reloads.)
+    let cp = ControlPlane::start(pool.clone(), renewing_config(&pki, &broker), &pki).await;
+    // (A request sent before the control plane has subscribed again is lost with the broker's
+    // restart, and asked again after two minutes: wait for it here to keep the test short.)
+    eventually(Duration::from_secs(15), "the control plane on the broker", || async {
+        let r = cp.http.get(format!("{}/readyz", cp.url)).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // After the restart the same request goes out again and is answered once.
+    let (stop, agent) = appliance.start_with(|c| c.renew_at_percent = 10);
+    // (Renewing at 10 % of the lifetime, it asks again at once and is told `too_frequent`.)
+    let renewed = eventually(Duration::from_secs(60), "the renewed certificate in use", || async {
+        let now = certificate_in_use(appliance.state.path());
+        (now.serial != first.serial).then_some(now)
+    })
+    .await;
+    let renewal_id = asked.lines().find_map(|l| l.strip_prefix("renewal = ")).expect("renewal id").trim_matches('"');
+    let renewals: Vec<(String, String)> = sqlx::query_as(
+        "SELECT serial, renewal_id::text FROM certificate_issues WHERE appliance_id = $1 AND renewal_id IS NOT NULL",
+    )
+    .bind(appliance.id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        renewals.contains(&(renewed.serial.clone(), renewal_id.to_owned())),
+        "the request asked before the outage is the one answered: {renewals:?}"
+    );
+    assert_eq!(
+        renewals.iter().filter(|(_, r)| r == renewal_id).count(),
+        1,
+        "one certificate for one request: {renewals:?}"
+    );
+    wait_status(&cp, &key, appliance.id, "online").await;
+    stop.cancel();
+    agent.await.unwrap().expect("the agent stops cleanly");
+}

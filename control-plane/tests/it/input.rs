@@ -379,9 +379,15 @@ async fn the_document_describes_the_refusals_and_the_events_sent(pool: PgPool) {
     assert!(description("/api/v1/admin/audit", "get", "422").contains("`invalid_text`"));
     assert!(doc["paths"]["/api/v1/admin/audit"]["get"]["responses"].get("413").is_none());
 
-    // The event stream's events are objects, as sent.
+    // The event stream is described event by event (name, JSON data, id), and each event's
+    // data is one of the objects it sends.
     let content = &doc["paths"]["/api/v1/support/conversations/{id}/events"]["get"]["responses"]["200"]["content"];
-    let schema = resolve(&content["text/event-stream"]["schema"]);
+    let frame = resolve(&content["text/event-stream"]["schema"]);
+    let names = resolve(&frame["properties"]["event"])["enum"].clone();
+    assert_eq!(names, json!(["message", "proposal", "task", "task_event", "end"]), "{frame}");
+    assert_eq!(frame["properties"]["data"]["type"], "string", "{frame}");
+    assert_eq!(frame["properties"]["data"]["contentMediaType"], "application/json", "{frame}");
+    let schema = &doc["components"]["schemas"]["StreamEvent"];
     let variants = schema["oneOf"].as_array().expect("one of the events");
     assert_eq!(variants.len(), 5, "{schema}");
     for v in variants {

@@ -30,14 +30,39 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use hearth_protocol::api::ErrorBody;
 use hearth_protocol::{ConversationId, TenantId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::super::auth::Tenant;
 use super::super::error::{ApiError, ApiQuery, BadRequest, NotFound, TenantForbidden};
 use super::super::AppState;
 use crate::domain::support::{EndReason, Follower, StreamEnd, StreamEvent};
+
+/// The names of the stream's events (`StreamEvent::name`).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[allow(dead_code)] // Only its schema is used.
+#[serde(rename_all = "snake_case")]
+pub(in crate::http) enum StreamEventName {
+    Message,
+    Proposal,
+    Task,
+    TaskEvent,
+    End,
+}
+
+/// One server-sent event of the stream, as a reader (or a validator) parses it: OpenAPI 3.1
+/// describes a `text/event-stream` response by the schema of one event.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the events are written by `event`.
+pub(in crate::http) struct StreamFrame {
+    event: StreamEventName,
+    /// One JSON object: the `StreamEvent` of the event's name.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+    /// `message` events: the message's number, for `Last-Event-ID`.
+    id: Option<String>,
+}
 
 const POLL: Duration = Duration::from_millis(500);
 /// Most streams one tenant may have open at once (each polls PostgreSQL).
@@ -61,9 +86,9 @@ pub(super) struct After {
         ("Last-Event-ID" = Option<i32>, Header, description = "Resume after this message number")),
     responses(
         (status = 200, description = "`text/event-stream`: events `message`, `proposal`, `task`, `task_event` and \
-                                      `end` (see the module documentation); each event's `data` is one JSON \
-                                      object, one of the payloads of the schema", content_type = "text/event-stream",
-            body = StreamEvent),
+                                      `end` (see the module documentation); the schema is each event's: its \
+                                      `data` is one JSON object, the `StreamEvent` of its name",
+            content_type = "text/event-stream", body = StreamFrame),
         (status = 400, response = BadRequest),
         (status = 403, response = TenantForbidden),
         (status = 404, response = NotFound),
