@@ -267,20 +267,16 @@ pub async fn register(
     audit: Recorder<'_>,
 ) -> Result<RegisteredAppliance, ApplianceError> {
     let name = label("name", name, MAX_NAME)?;
-    let ttl = ttl_hours.unwrap_or(DEFAULT_TOKEN_TTL_HOURS);
-    if !(1..=MAX_TOKEN_TTL_HOURS).contains(&ttl) {
-        return Err(Invalid::new("ttl_hours", format!("ttl_hours must be between 1 and {MAX_TOKEN_TTL_HOURS}")).into());
-    }
+    let ttl = token_ttl(ttl_hours)?;
     let mut tx = pool.begin().await?;
     tenants::get(&mut tx, tenant).await?.ok_or(ApplianceError::TenantNotFound)?;
-    let (appliance_id, token, expires_at) =
-        enrollment::register(&mut tx, tenant, name, time::Duration::hours(i64::from(ttl))).await.map_err(|e| {
-            if db::is_constraint(&e, "appliances_tenant_name_key") {
-                ApplianceError::NameTaken(name.to_string())
-            } else {
-                ApplianceError::Database(e)
-            }
-        })?;
+    let (appliance_id, token, expires_at) = enrollment::register(&mut tx, tenant, name, ttl).await.map_err(|e| {
+        if db::is_constraint(&e, "appliances_tenant_name_key") {
+            ApplianceError::NameTaken(name.to_string())
+        } else {
+            ApplianceError::Database(e)
+        }
+    })?;
     let after = serde_json::json!({
         "name": name,
         "enrollment_token_expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
@@ -290,6 +286,16 @@ pub async fn register(
         .await?;
     tx.commit().await?;
     Ok(RegisteredAppliance { appliance_id, enrollment_token: token.expose().clone(), expires_at })
+}
+
+/// How long an enrollment token lives: `ttl_hours` (default [`DEFAULT_TOKEN_TTL_HOURS`]),
+/// 1 to [`MAX_TOKEN_TTL_HOURS`].
+fn token_ttl(ttl_hours: Option<u32>) -> Result<time::Duration, ApplianceError> {
+    let ttl = ttl_hours.unwrap_or(DEFAULT_TOKEN_TTL_HOURS);
+    if !(1..=MAX_TOKEN_TTL_HOURS).contains(&ttl) {
+        return Err(Invalid::new("ttl_hours", format!("ttl_hours must be between 1 and {MAX_TOKEN_TTL_HOURS}")).into());
+    }
+    Ok(time::Duration::hours(i64::from(ttl)))
 }
 
 /// A fresh enrollment token for an appliance that exists (an operator's way back for an
@@ -304,18 +310,14 @@ pub async fn reenroll(
     ttl_hours: Option<u32>,
     audit: Recorder<'_>,
 ) -> Result<RegisteredAppliance, ApplianceError> {
-    let ttl = ttl_hours.unwrap_or(DEFAULT_TOKEN_TTL_HOURS);
-    if !(1..=MAX_TOKEN_TTL_HOURS).contains(&ttl) {
-        return Err(Invalid::new("ttl_hours", format!("ttl_hours must be between 1 and {MAX_TOKEN_TTL_HOURS}")).into());
-    }
+    let ttl = token_ttl(ttl_hours)?;
     let appliance = store::fleet_get(pool, id).await?.ok_or(ApplianceError::NotFound)?;
     if appliance.appliance.revoked_at.is_some() {
         return Err(ApplianceError::Revoked);
     }
     let tenant = appliance.tenant_id;
     let mut tx = pool.begin().await?;
-    let (token, expires_at) =
-        enrollment::issue_token(&mut tx, tenant, id, time::Duration::hours(i64::from(ttl))).await?;
+    let (token, expires_at) = enrollment::issue_token(&mut tx, tenant, id, ttl).await?;
     let after = serde_json::json!({
         "enrollment_token_expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "cert_serial": appliance.appliance.cert_serial,
