@@ -144,10 +144,12 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 /// (an open transaction rolls back) and the caller gets `503 timeout`. Work a handler
 /// handed to a task of its own (the support assistant's answer) still completes.
 async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    // `MatchedPath` is an `Arc<str>`: cloning it costs no allocation on every request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
+            let route = route.as_ref().map_or("unmatched", |p| p.as_str());
             tracing::warn!(%route, limit_ms = limit.as_millis() as u64, "request timed out");
             error::ApiError::Timeout(limit).into_response()
         }
@@ -156,7 +158,8 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
 
 /// Counts every request by method, route template and status.
 async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let method: &'static str = match req.method().as_str() {
         "GET" => "GET",
         "POST" => "POST",
@@ -168,7 +171,7 @@ async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) ->
     };
     let start = Instant::now();
     let response = next.run(req).await;
-    metrics.http_duration.with_label_values(&[method, &route]).observe(start.elapsed().as_secs_f64());
-    metrics.http_requests.with_label_values(&[method, &route, response.status().as_str()]).inc();
+    metrics.http_duration.with_label_values(&[method, route]).observe(start.elapsed().as_secs_f64());
+    metrics.http_requests.with_label_values(&[method, route, response.status().as_str()]).inc();
     response
 }
