@@ -15,7 +15,8 @@
 //!   connected with is revoked (reason `superseded`): there are never two valid
 //!   certificates of which the control plane cannot say which is in use.
 //!
-//! Issued and reissued certificates are audited (`certificate.renewed`).
+//! Each certificate issued is audited once (`certificate.renewed`); answering a retry with
+//! the same certificate is only counted (`reissued`).
 
 use hearth_protocol::{ApplianceId, CertificateRequest, RenewalOutcome};
 use sha2::{Digest, Sha256};
@@ -127,15 +128,13 @@ async fn decide(svc: &Services, appliance: ApplianceId, req: &CertificateRequest
         if done.csr_sha256.as_deref() != Some(csr_sha256.as_slice()) {
             return Err(RenewalRefused::InvalidCsr("this renewal id was used for another request".into()));
         }
-        let renewed = Renewed {
+        // The same certificate again (a retry): counted, not audited again.
+        return Ok(Renewed {
             certificate_pem: done.certificate_pem,
             serial: done.serial,
             not_after: done.not_after,
             again: true,
-        };
-        record(&audit, &mut tx, holder.tenant_id, appliance, &renewed).await?;
-        tx.commit().await?;
-        return Ok(renewed);
+        });
     }
     if let Some(last) = store::last_renewal_at(&mut tx, appliance).await? {
         let since = OffsetDateTime::now_utc() - last;
@@ -190,7 +189,7 @@ async fn record(
     appliance: ApplianceId,
     r: &Renewed,
 ) -> Result<(), sqlx::Error> {
-    let after = serde_json::json!({ "serial": r.serial, "not_after": r.not_after, "again": r.again });
+    let after = serde_json::json!({ "serial": r.serial, "not_after": r.not_after });
     audit
         .record(conn, Some(tenant), "certificate.renewed", ("appliance", appliance.to_string()), None, Some(after))
         .await

@@ -8,8 +8,6 @@ use hearth_protocol::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use hearth_control_plane::pki::files;
-
 use crate::support::mqtt;
 use crate::support::*;
 
@@ -203,22 +201,7 @@ async fn leave_a_session_behind(
     id: ApplianceId,
     cert_key: (&str, &str),
 ) {
-    let mut opts = mqtt::options(
-        broker,
-        &id.to_string(),
-        &pki.read(files::CA_CERT),
-        Some((cert_key.0.as_bytes(), cert_key.1.as_bytes())),
-    );
-    opts.set_clean_session(false);
-    let mut probe = mqtt::connect(opts).await.expect("appliance connects");
-    probe.subscribe(&TopicFilter::Down(id).to_string()).await;
-    let online = Status {
-        v: ProtocolVersion,
-        state: PresenceState::Online,
-        session: SessionId::new(),
-        at: time::OffsetDateTime::now_utc(),
-    };
-    probe.publish(&Topic::new(id, UpChannel::Status).to_string(), encode(&online).expect("encode")).await;
+    let probe = mqtt::appliance_online_as(pki, broker, id, cert_key).await;
     wait_status(cp, key, id, "online").await;
     probe.client.disconnect().await.expect("disconnect");
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -130,6 +130,12 @@ impl Probe {
 /// online and listens on its down topics.
 pub async fn appliance_online(pki: &Pki, broker: &Broker, id: ApplianceId) -> Probe {
     let (cert, key) = pki.appliance_cert(id);
+    appliance_online_as(pki, broker, id, (&cert, &key)).await
+}
+
+/// [`appliance_online`] with a given certificate and key (PEM).
+pub async fn appliance_online_as(pki: &Pki, broker: &Broker, id: ApplianceId, cert_key: (&str, &str)) -> Probe {
+    let (cert, key) = cert_key;
     let mut opts = options(broker, &id.to_string(), &pki.read(files::CA_CERT), Some((cert.as_bytes(), key.as_bytes())));
     opts.set_clean_session(false);
     let mut probe = connect(opts).await.expect("appliance connects");
