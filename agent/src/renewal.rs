@@ -93,6 +93,14 @@ fn jitter_share(appliance: ApplianceId) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// How long after a renewal notice (`down/cert/renew`) this appliance asks: a share of
+/// `within_s` (at most a day) fixed by its id, so a fleet told at once spreads its requests
+/// evenly over the window and one appliance keeps its moment when told again.
+pub fn notice_delay(appliance: ApplianceId, within_s: u32) -> Duration {
+    let window = f64::from(within_s.min(86_400));
+    Duration::seconds_f64(jitter_share(appliance) * window)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -103,6 +111,16 @@ fn hex(bytes: &[u8]) -> String {
 struct RequestFile {
     renewal: RenewalId,
     csr_pem: String,
+}
+
+/// A fresh key pair and a certificate request for it: `(key_pem, csr_pem)`. The request's
+/// subject is a placeholder; the control plane names the certificate itself.
+pub fn new_key_and_request() -> Result<(String, String), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, crate::enroll::CSR_COMMON_NAME);
+    let csr_pem = params.serialize_request(&key)?.pem()?;
+    Ok((key.serialize_pem(), csr_pem))
 }
 
 /// A renewal in progress.
@@ -153,11 +171,7 @@ impl Pending {
         let dir = dir(state_dir);
         remove_dir(&dir)?;
         state::create_dir(&dir)?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, crate::enroll::CSR_COMMON_NAME);
-        let csr_pem = params.serialize_request(&key)?.pem()?;
-        let key_pem = key.serialize_pem();
+        let (key_pem, csr_pem) = new_key_and_request()?;
         state::write_atomic(&dir.join(KEY_FILE), key_pem.as_bytes(), KEY_MODE)?;
         let file = RequestFile { renewal: RenewalId::new(), csr_pem };
         let text = toml::to_string(&file)
@@ -307,6 +321,21 @@ mod tests {
         let spread: std::collections::BTreeSet<_> =
             (0..50).map(|_| (jitter_share(ApplianceId::new()) * 100.0) as u32).collect();
         assert!(spread.len() > 20, "a fleet spreads its renewals: {spread:?}");
+    }
+
+    #[test]
+    fn a_renewal_notice_spreads_a_fleet_over_its_window() {
+        let id = ApplianceId::new();
+        assert_eq!(notice_delay(id, 300), notice_delay(id, 300), "one appliance, one moment");
+        assert_eq!(notice_delay(id, 0), Duration::ZERO);
+        let delays: Vec<f64> = (0..400).map(|_| notice_delay(ApplianceId::new(), 300).as_seconds_f64()).collect();
+        assert!(delays.iter().all(|d| (0.0..300.0).contains(d)), "within the window");
+        // Each minute of the window gets about a fifth of the fleet.
+        for minute in 0..5 {
+            let n = delays.iter().filter(|d| (**d / 60.0) as u32 == minute).count();
+            assert!((40..=120).contains(&n), "minute {minute}: {n} of 400");
+        }
+        assert!(notice_delay(id, u32::MAX) <= Duration::days(1), "a window longer than a day is cut to one");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
     decode, encode, ApplianceId, CertificateRenewal, Channel, ConfigDocument, DecodeError, DownChannel, EncodeError,
-    PresenceState, RenewalOutcome, SessionId, TaskDispatch, Topic, UpChannel,
+    PresenceState, RenewalNotice, RenewalOutcome, SessionId, TaskDispatch, Topic, UpChannel,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -232,6 +232,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             pending: pending_renewal,
             asked_at: None,
             not_before: None,
+            early: None,
             switch: Switch::None,
         },
     };
@@ -288,6 +289,8 @@ struct Renewal {
     asked_at: Option<time::OffsetDateTime>,
     /// No request before then (after a refusal).
     not_before: Option<time::OffsetDateTime>,
+    /// Renew from then on, though not yet due: the control plane asked (a CA rotation).
+    early: Option<time::OffsetDateTime>,
     switch: Switch,
 }
 
@@ -476,7 +479,9 @@ impl Agent {
             return;
         }
         let now = time::OffsetDateTime::now_utc();
-        if self.renewal.pending.is_none() && now < self.renewal.certificate.due_at(self.renewal.share, self.id) {
+        let due = self.renewal.certificate.due_at(self.renewal.share, self.id);
+        let due = self.renewal.early.map_or(due, |early| early.min(due));
+        if self.renewal.pending.is_none() && now < due {
             return;
         }
         if self.renewal.not_before.is_some_and(|t| now < t) {
@@ -563,6 +568,27 @@ impl Agent {
         }
     }
 
+    /// A `down/cert/renew` notice arrived: renew within the time it gives, at a moment fixed
+    /// by this appliance's id (see [`renewal::notice_delay`]), through the usual request.
+    fn on_renewal_notice(&mut self, payload: &[u8]) {
+        let notice: RenewalNotice = match decode(payload) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(reason = e.reason(), error = %describe(&e), "dropping a renewal notice that cannot be decoded");
+                return;
+            }
+        };
+        if self.renewal.pending.is_some() {
+            debug!(reason = ?notice.reason, "renewal notice while a renewal is under way; nothing more to do");
+            return;
+        }
+        let at = time::OffsetDateTime::now_utc() + renewal::notice_delay(self.id, notice.within_s);
+        let at = self.renewal.early.map_or(at, |early| early.min(at));
+        info!(reason = ?notice.reason, renew_at = %at, "the control plane asked for a certificate renewal");
+        self.renewal.early = Some(at);
+        self.maybe_renew();
+    }
+
     /// Disconnects cleanly so the next connection uses the renewed pair (see [`Switch`]).
     fn start_switch(&mut self) {
         if self.phase != Phase::Running || !self.connected {
@@ -646,6 +672,7 @@ impl Agent {
             Some(DownChannel::Config) => self.on_config(payload),
             Some(DownChannel::Receipt) => return self.on_receipt(payload),
             Some(DownChannel::Cert) => self.on_cert(payload),
+            Some(DownChannel::CertRenew) => self.on_renewal_notice(payload),
             None => {}
         }
         true
@@ -787,6 +814,7 @@ impl Renewal {
         self.certificate = certificate;
         self.asked_at = None;
         self.not_before = None;
+        self.early = None;
         Ok(())
     }
 
@@ -818,6 +846,7 @@ fn down_kind(channel: DownChannel) -> &'static str {
         DownChannel::Config => "config",
         DownChannel::Task => "task",
         DownChannel::Cert => "cert",
+        DownChannel::CertRenew => "cert/renew",
         DownChannel::Receipt => "receipt",
     }
 }

@@ -1,4 +1,4 @@
-//! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator …`): the admin
+//! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator|pki …`): the admin
 //! API's ground for scripts and first set-up, straight against the database. It calls the
 //! same operations as the admin API (`crate::domain`), so the rules (name lengths, quotas,
 //! the audit actions, the last owner, revocation on delete) are the API's. Every change is
@@ -23,7 +23,7 @@ use crate::domain::plans::{self, NewPlan, PlanError};
 use crate::domain::tenants::{self, TenantError};
 use crate::domain::Wake;
 use crate::model::{OperatorRole, TenantStatus, UserRole};
-use crate::pki::CertificateAuthority;
+use crate::pki::SharedCa;
 use crate::revocation::Revoker;
 
 #[derive(Debug, Subcommand)]
@@ -222,7 +222,7 @@ const NOT_ENFORCED: &str = "the revocation is recorded (the control plane refuse
 
 /// The CLI's [`Revoker`]: it has the same PKI and broker settings as `serve`.
 fn revoker(pool: &PgPool, config: &Config) -> anyhow::Result<Revoker> {
-    let ca = CertificateAuthority::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
+    let ca = SharedCa::load(&config.pki.dir).context("setting `pki.dir`: the CA cannot be loaded")?;
     Ok(Revoker::new(config, pool.clone(), std::sync::Arc::new(ca))?)
 }
 
@@ -341,5 +341,59 @@ pub async fn operator(pool: &PgPool, cmd: OperatorCommand) -> anyhow::Result<()>
             println!("operator_id={id}\nrevoked=true");
         }
     }
+    Ok(())
+}
+
+/// `pki rotate-ca | rotation | finish-rotation`.
+#[derive(Debug, Clone, Copy)]
+pub enum RotationCommand {
+    Start,
+    Status,
+    Finish { force: bool },
+}
+
+pub async fn ca_rotation(pool: &PgPool, config: &Config, command: RotationCommand) -> anyhow::Result<()> {
+    use crate::domain::ca_rotation::{self, RotationError};
+    let revoker = revoker(pool, config)?;
+    let actor = Actor::cli();
+    let status = match command {
+        RotationCommand::Status => ca_rotation::status(&revoker, pool).await?,
+        RotationCommand::Start => ca_rotation::start(&revoker, pool, Recorder::new(&actor, None)).await?,
+        RotationCommand::Finish { force } => {
+            match ca_rotation::finish(&revoker, pool, Recorder::new(&actor, None), force).await {
+                Ok(done) => {
+                    println!(
+                        "retired_ca={}\nsigning_ca={}\ncut_off={}",
+                        done.retired_ca, done.signing_ca.sha256, done.cut_off
+                    );
+                    for a in &done.cut_off_appliances {
+                        println!("{}", serde_json::to_string(a)?);
+                    }
+                    return Ok(());
+                }
+                Err(RotationError::Dependents { count, appliances }) => {
+                    for a in &appliances {
+                        println!("{}", serde_json::to_string(a)?);
+                    }
+                    anyhow::bail!(
+                        "{count} appliance(s) still hold a certificate from the retiring CA (listed above, at most {}); \
+                         wait until they renew (`pki rotation`), or pass --force to cut them off",
+                        ca_rotation::LISTED_DEPENDENTS
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    println!(
+        "rotating={}\nstarted_at={}\nsigning_ca={}\nretiring_ca={}\nappliances_on_signing_ca={}\nappliances_on_other_ca={}\nappliances_on_other_ca_online={}",
+        status.rotating,
+        status.started_at.unwrap_or_default(),
+        status.signing_ca.sha256,
+        status.retiring_ca.map(|c| c.sha256).unwrap_or_default(),
+        status.appliances_on_signing_ca,
+        status.appliances_on_other_ca,
+        status.appliances_on_other_ca_online,
+    );
     Ok(())
 }

@@ -54,6 +54,7 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
         None => pki.join(files::CRL),
     };
     crate::pki::ensure_crl(&pki, &crl).map_err(std::io::Error::other)?;
+    crate::pki::ensure_bundle(&pki).map_err(std::io::Error::other)?;
 
     let conf = CONF_TEMPLATE
         .replace("@PERSISTENCE@", if cfg.persistence { "true" } else { "false" })
@@ -65,7 +66,7 @@ pub fn render(cfg: &BrokerConfig) -> std::io::Result<PathBuf> {
         .replace("@SERVICE_BIND@", &cfg.service_bind)
         .replace("@SERVICE_CA_CERT@", &p(&pki.join(files::SERVICE_CA_CERT)))
         .replace("@SERVICE_ACL_FILE@", &p(&service_acl_path))
-        .replace("@CA_CERT@", &p(&pki.join(files::CA_CERT)))
+        .replace("@CA_CERT@", &p(&pki.join(files::CA_BUNDLE)))
         .replace("@BROKER_CERT@", &p(&pki.join(files::BROKER_CERT)))
         .replace("@BROKER_KEY@", &p(&pki.join(files::BROKER_KEY)))
         .replace("@CRL_FILE@", &p(&crl))

@@ -176,6 +176,12 @@ pub struct PkiConfig {
     pub crl_reload_command: Option<String>,
     /// Where the CRL is written (default `crl.pem` in `dir`); the broker's `crlfile`.
     pub crl_file: Option<PathBuf>,
+    /// During a CA rotation, each connected appliance still on the retiring CA is asked to
+    /// renew within this many seconds (at a moment of its own in that window)…
+    pub rotation_renew_within_s: u32,
+    /// …and at most this many appliances are asked per second (asked again if they have
+    /// not renewed an hour, or twice the window, later).
+    pub rotation_notices_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +241,8 @@ impl Default for Config {
                 renewal_min_interval_s: 60.0,
                 crl_reload_command: None,
                 crl_file: None,
+                rotation_renew_within_s: 900,
+                rotation_notices_per_s: 20.0,
             },
             presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
             ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
@@ -346,6 +354,20 @@ impl Config {
                 "must be a non-negative number of seconds",
             );
         }
+        if !(self.pki.rotation_notices_per_s > 0.0 && self.pki.rotation_notices_per_s <= 10_000.0) {
+            return invalid(
+                "pki.rotation_notices_per_s",
+                "HEARTH_PKI__ROTATION_NOTICES_PER_S",
+                "must be more than 0 and at most 10000",
+            );
+        }
+        if self.pki.rotation_renew_within_s > 86_400 {
+            return invalid(
+                "pki.rotation_renew_within_s",
+                "HEARTH_PKI__ROTATION_RENEW_WITHIN_S",
+                "must be at most 86400 (a day)",
+            );
+        }
         if self.http.request_timeout_ms < 100 {
             return invalid("http.request_timeout_ms", "HEARTH_HTTP__REQUEST_TIMEOUT_MS", "must be at least 100");
         }
@@ -435,7 +457,15 @@ impl Config {
     }
 
     pub fn mqtt_ca_cert(&self) -> PathBuf {
-        self.mqtt.ca_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::CA_CERT))
+        // The trust bundle (both CAs during a rotation); a PKI made before it had only ca.crt.
+        self.mqtt.ca_cert.clone().unwrap_or_else(|| {
+            let bundle = self.pki.dir.join(files::CA_BUNDLE);
+            if bundle.exists() {
+                bundle
+            } else {
+                self.pki.dir.join(files::CA_CERT)
+            }
+        })
     }
     pub fn mqtt_client_cert(&self) -> PathBuf {
         self.mqtt.client_cert.clone().unwrap_or_else(|| self.pki.dir.join(files::CONTROL_PLANE_CERT))

@@ -4,11 +4,12 @@
 //! - Ways in: [`http`] (the axum API), [`admin_cli`] (the operator CLI), [`ingest`] (the
 //!   MQTT consumer and the batched PostgreSQL writer), [`dispatch`] (sends queued tasks and
 //!   due configuration documents once, from any replica, and times tasks out), [`renewal`]
-//!   (answers appliances' certificate renewal requests), [`presence`] (the sweeper that
-//!   marks silent appliances offline).
+//!   (answers appliances' certificate renewal requests), [`rotation`] (a fleet CA rotation
+//!   at run time: the PKI watch and asking appliances to renew), [`presence`] (the sweeper
+//!   that marks silent appliances offline).
 //! - Rules: [`domain`], one module per capability (tasks, support chat, tenants, accounts,
 //!   operators, plans, audit, appliances and revocation, enrollment, certificate renewal,
-//!   desired configuration),
+//!   CA rotation, desired configuration),
 //!   each with its operations and its error enum; [`assistant`], the support assistant's
 //!   engine (catalog-validated proposals; Ollama or rules).
 //! - Storage: [`db`], PostgreSQL access, migrations, tenant-scoped transactions (RLS).
@@ -38,6 +39,7 @@ pub mod presence;
 pub mod provision;
 pub mod renewal;
 pub mod revocation;
+pub mod rotation;
 pub mod secret;
 pub mod serve;
 pub mod ticker;

@@ -125,6 +125,33 @@ enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Start a rotation of the fleet CA (`pki.dir` of the configuration): a new CA signs from
+    /// now on, the current one stays trusted until `finish-rotation`; appliances move to
+    /// the new CA by renewing. Running control planes follow within seconds.
+    RotateCa,
+    /// Where the rotation stands: the CAs and how many appliances hold a certificate from each.
+    Rotation,
+    /// End the rotation: the broker's and the API's certificates are issued again by the new
+    /// CA and the old CA is no longer trusted. Refused while appliances depend on the old
+    /// CA (they are listed), unless --force.
+    FinishRotation {
+        /// Cut off the appliances still on the old CA (listed; they come back with
+        /// `appliance reenroll`).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+impl From<PkiCommand> for admin_cli::RotationCommand {
+    fn from(c: PkiCommand) -> Self {
+        match c {
+            PkiCommand::RotateCa => admin_cli::RotationCommand::Start,
+            PkiCommand::Rotation => admin_cli::RotationCommand::Status,
+            PkiCommand::FinishRotation { force } => admin_cli::RotationCommand::Finish { force },
+            // Handled before the configuration is read.
+            PkiCommand::Init { .. } => unreachable!("pki init needs no configuration"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +242,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pki::init(&dir, &opts)?;
             println!("pki_dir={}", dir.display());
             Ok(())
+        }
+        Command::Pki { command } => {
+            let (config, pool) = cli_setup(&cli.config).await?;
+            admin_cli::ca_rotation(&pool, &config, command.into()).await
         }
         Command::BrokerConfig {
             pki_dir,

@@ -23,10 +23,13 @@ pub fn options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
     let read = |setting: &'static str, path: &Path| {
         std::fs::read(path).map_err(|source| MqttSetupError::Read { setting, path: path.to_owned(), source })
     };
-    let ca = read("mqtt.ca_cert", &cfg.mqtt_ca_cert())?;
+    let ca = cfg.mqtt_ca_cert();
+    read("mqtt.ca_cert", &ca)?;
     let cert = read("mqtt.client_cert", &cfg.mqtt_client_cert())?;
     let key = read("mqtt.client_key", &cfg.mqtt_client_key())?;
-    let tls = hearth_protocol::tls::mtls_client_config(&ca, &cert, &key)?;
+    // The CA file is read again at each handshake: the broker's certificate changes CA when
+    // a fleet CA rotation finishes, and a replica that has been up since then must follow.
+    let tls = hearth_protocol::tls::mtls_client_config_reloading(&ca, &cert, &key)?;
 
     let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));

@@ -1,5 +1,6 @@
-//! The fleet's PKI: `pki init` makes the CA and the service certificates; enrollment
-//! signs appliance certificates with the CA.
+//! The fleet's PKI: `pki init` makes the CA and the service certificates; enrollment and
+//! renewal sign appliance certificates with the CA; `pki rotate-ca` / `finish-rotation`
+//! replace the fleet CA (see "CA rotation" below).
 //!
 //! Two CAs (ECDSA P-256). The fleet CA signs appliance client certificates (CN = appliance
 //! id, `clientAuth` only) and the broker's and the API's server certificates (`serverAuth`
@@ -9,12 +10,24 @@
 //! so the CN of an appliance certificate is always set here, never taken from the request;
 //! the internal listener, where the control plane may pick its client ids, trusts only the
 //! service CA, so no appliance certificate is accepted there.
+//!
+//! # CA rotation
+//! [`rotate`] keeps the fleet CA as the *retiring* CA (`ca-retiring.crt/.key`) and makes a
+//! new signing CA (`ca.crt/.key`); [`files::CA_BUNDLE`] then holds both, and everything
+//! that trusts the fleet CA reads the bundle: the broker's public listener, the control
+//! plane's MQTT client and the chain handed to appliances. The CRL file holds one list per
+//! CA (the broker needs a list from the issuer of every client certificate it checks).
+//! Appliances move by renewing (`domain::certificates`); [`finish_rotation`] then reissues
+//! the broker's and the API's server certificates from the new CA, archives the retiring
+//! CA's certificate under `retired/` and deletes its key. The service CA is not rotated by
+//! this: the control plane's client certificate never depended on the fleet CA.
 
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hearth_protocol::ApplianceId;
 use rcgen::{
@@ -44,6 +57,14 @@ pub mod files {
     pub const SERVICE_CA_KEY: &str = "service-ca.key";
     /// The certificate revocation list the broker checks client certificates against.
     pub const CRL: &str = "crl.pem";
+    /// During a CA rotation: the fleet CA being replaced, still trusted, still signing its
+    /// CRL, no longer signing certificates.
+    pub const RETIRING_CA_CERT: &str = "ca-retiring.crt";
+    pub const RETIRING_CA_KEY: &str = "ca-retiring.key";
+    /// Every fleet CA trusted now: the signing one, then the retiring one during a rotation.
+    pub const CA_BUNDLE: &str = "ca-bundle.crt";
+    /// Certificates of CAs whose rotation finished (their keys are deleted).
+    pub const RETIRED_DIR: &str = "retired";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +87,12 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
     #[error("{0:?} is not a certificate serial number in hex")]
     BadSerial(String),
+    #[error("a CA rotation is already under way (since {since}); finish it first")]
+    RotationInProgress { since: String },
+    #[error("no CA rotation is under way")]
+    NoRotation,
+    #[error("{what} is not a readable certificate: {reason}")]
+    NotACertificate { what: String, reason: String },
 }
 
 /// How long an issued CRL stays valid. The control plane issues a new one at start-up and
@@ -109,31 +136,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
         }
     }
 
-    let new_ca = |name: &str| -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = dn(name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
-        params.not_after = OffsetDateTime::now_utc() + Duration::days(opts.ca_days);
-        params.serial_number = Some(random_serial());
-        let cert = params.self_signed(&key)?;
-        Ok((cert.pem(), Issuer::new(params, key)))
-    };
-    let (ca_cert, issuer) = new_ca("Hearth Fleet CA")?;
-    let (service_ca_cert, service_issuer) = new_ca("Hearth Service CA")?;
+    let (ca_cert, issuer) = new_ca(FLEET_CA_NAME, opts.ca_days)?;
+    let (service_ca_cert, service_issuer) = new_ca("Hearth Service CA", opts.ca_days)?;
 
-    let server = |cn: &str, names: &[String]| -> Result<(String, String), PkiError> {
-        let key = KeyPair::generate()?;
-        let mut p = leaf_params(cn, opts.service_days);
-        p.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        Ok((p.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
-    };
-    let (broker_cert, broker_key) = server("hearth-broker", &opts.broker_names)?;
-    let (api_cert, api_key) = server("hearth-api", &opts.api_names)?;
+    let (broker_cert, broker_key) =
+        server_certificate(&issuer, "hearth-broker", &opts.broker_names, opts.service_days)?;
+    let (api_cert, api_key) = server_certificate(&issuer, "hearth-api", &opts.api_names, opts.service_days)?;
 
     let cp_key = KeyPair::generate()?;
     let mut cp = leaf_params(CONTROL_PLANE_CN, opts.service_days);
@@ -142,6 +150,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
 
     write(dir, files::CA_CERT, &ca_cert, false)?;
     write(dir, files::CA_KEY, &issuer.key().serialize_pem(), true)?;
+    remove(&dir.join(files::RETIRING_CA_CERT))?;
+    remove(&dir.join(files::RETIRING_CA_KEY))?;
+    write(dir, files::CA_BUNDLE, &ca_cert, false)?;
     write(dir, files::SERVICE_CA_CERT, &service_ca_cert, false)?;
     write(dir, files::SERVICE_CA_KEY, &service_issuer.key().serialize_pem(), true)?;
     write(dir, files::BROKER_CERT, &broker_cert, false)?;
@@ -151,24 +162,200 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), PkiError> {
     write(dir, files::CONTROL_PLANE_CERT, &cp_cert.pem(), false)?;
     write(dir, files::CONTROL_PLANE_KEY, &cp_key.serialize_pem(), true)?;
     // A list signed by a replaced CA would make the broker refuse everyone.
-    match fs::remove_file(dir.join(files::CRL)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(PkiError::Io { path: dir.join(files::CRL), source: e })
-        }
-        _ => {}
-    }
+    remove(&dir.join(files::CRL))?;
     ensure_crl(dir, &dir.join(files::CRL))
 }
 
-/// The CA, loaded for signing appliance certificates.
+const FLEET_CA_NAME: &str = "Hearth Fleet CA";
+
+fn new_ca(name: &str, days: i64) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn(name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+    params.not_after = OffsetDateTime::now_utc() + Duration::days(days);
+    params.serial_number = Some(random_serial());
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), Issuer::new(params, key)))
+}
+
+/// A server certificate (`serverAuth` only) for `names`: returns the certificate and its key.
+fn server_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    names: &[String],
+    days: i64,
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut p = leaf_params(cn, days);
+    p.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok((p.signed_by(&key, issuer)?.pem(), key.serialize_pem()))
+}
+
+fn remove(path: &Path) -> Result<(), PkiError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PkiError::Io { path: path.to_owned(), source: e }),
+        _ => Ok(()),
+    }
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, PkiError> {
+    let path = dir.join(name);
+    fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+}
+
+/// Writes the trust bundle for a PKI made before there was one (the fleet CA alone, or
+/// both CAs of a rotation under way). Harmless when it is there.
+pub fn ensure_bundle(dir: &Path) -> Result<(), PkiError> {
+    if dir.join(files::CA_BUNDLE).exists() {
+        return Ok(());
+    }
+    write_bundle(dir)
+}
+
+fn write_bundle(dir: &Path) -> Result<(), PkiError> {
+    let mut bundle = read(dir, files::CA_CERT)?;
+    if dir.join(files::RETIRING_CA_CERT).exists() {
+        bundle = format!("{}\n{}", bundle.trim_end(), read(dir, files::RETIRING_CA_CERT)?);
+    }
+    write(dir, files::CA_BUNDLE, &bundle, false)
+}
+
+/// Starts a rotation of the fleet CA in `dir`: the current CA becomes the retiring one, a
+/// new CA (valid `ca_days`) signs from now on, and the bundle holds both. Returns the new
+/// CA's SHA-256 fingerprint.
+pub fn rotate(dir: &Path, ca_days: i64) -> Result<String, PkiError> {
+    if let Some(since) = rotation_started(dir)? {
+        return Err(PkiError::RotationInProgress { since });
+    }
+    let (old_cert, old_key) = (read(dir, files::CA_CERT)?, read(dir, files::CA_KEY)?);
+    let (cert, issuer) = new_ca(FLEET_CA_NAME, ca_days)?;
+    let info = CaInfo::read(&cert)?;
+    // The old CA is kept under its new name before the new one replaces it: a crash in
+    // between leaves a rotation with the same CA twice, never a CA lost.
+    write(dir, files::RETIRING_CA_KEY, &old_key, true)?;
+    write(dir, files::RETIRING_CA_CERT, &old_cert, false)?;
+    write(dir, files::CA_KEY, &issuer.key().serialize_pem(), true)?;
+    write(dir, files::CA_CERT, &cert, false)?;
+    write_bundle(dir)?;
+    Ok(info.sha256)
+}
+
+/// When the rotation under way in `dir` started (the retiring CA's file time), if any.
+pub fn rotation_started(dir: &Path) -> Result<Option<String>, PkiError> {
+    let path = dir.join(files::RETIRING_CA_CERT);
+    match fs::metadata(&path) {
+        Ok(m) => {
+            let at = m.modified().map(OffsetDateTime::from).unwrap_or_else(|_| OffsetDateTime::now_utc());
+            Ok(Some(at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PkiError::Io { path, source }),
+    }
+}
+
+/// What [`finish_rotation`] did.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The retired CA's fingerprint and where its certificate was archived.
+    pub retired_sha256: String,
+    pub archived: PathBuf,
+}
+
+/// Ends the rotation in `dir`: the broker's and the API's server certificates are issued
+/// again by the new CA (same names, new keys, valid `service_days`), the retiring CA's
+/// certificate moves to `retired/` and its key is deleted, and the bundle holds the new CA
+/// alone. Whether appliances still depend on the retiring CA is the caller's question.
+pub fn finish_rotation(dir: &Path, service_days: i64) -> Result<Finished, PkiError> {
+    if rotation_started(dir)?.is_none() {
+        return Err(PkiError::NoRotation);
+    }
+    let retiring = read(dir, files::RETIRING_CA_CERT)?;
+    let retired_sha256 = CaInfo::read(&retiring)?.sha256;
+    let signing = CertificateAuthority::load(dir)?;
+    for (cert, key, cn) in
+        [(files::BROKER_CERT, files::BROKER_KEY, "hearth-broker"), (files::API_CERT, files::API_KEY, "hearth-api")]
+    {
+        let names = subject_alt_names(&dir.join(cert))?;
+        let (pem, key_pem) = server_certificate(&signing.signing, cn, &names, service_days)?;
+        // The key first: a broker reading the pair between the two writes gets a mismatch
+        // and keeps its old pair; the other order would be the same.
+        write(dir, key, &key_pem, true)?;
+        write(dir, cert, &pem, false)?;
+    }
+    let archive = dir.join(files::RETIRED_DIR);
+    fs::create_dir_all(&archive).map_err(|source| PkiError::Io { path: archive.clone(), source })?;
+    let archived = archive.join(format!("ca-{}.crt", &retired_sha256[..16]));
+    write(&archive, &format!("ca-{}.crt", &retired_sha256[..16]), &retiring, false)?;
+    remove(&dir.join(files::RETIRING_CA_KEY))?;
+    remove(&dir.join(files::RETIRING_CA_CERT))?;
+    write_bundle(dir)?;
+    Ok(Finished { retired_sha256, archived })
+}
+
+/// The DNS names and addresses a server certificate is for.
+fn subject_alt_names(path: &Path) -> Result<Vec<String>, PkiError> {
+    let pem = fs::read(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })?;
+    let bad = |reason: String| PkiError::NotACertificate { what: path.display().to_string(), reason };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let Some(ext) = cert.subject_alternative_name().map_err(|e| bad(e.to_string()))? else { return Ok(Vec::new()) };
+    Ok(ext
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect())
+}
+
+/// The fleet CA, loaded for signing appliance certificates, with the retiring CA during a
+/// rotation (trusted and listing its revocations, signing nothing new).
 pub struct CertificateAuthority {
-    issuer: Issuer<'static, KeyPair>,
-    ca_pem: String,
+    signing: Issuer<'static, KeyPair>,
+    signing_info: CaInfo,
+    retiring: Option<(Issuer<'static, KeyPair>, CaInfo)>,
+    /// Every CA trusted: what appliances get as their chain.
+    bundle_pem: String,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+    }
+}
+
+/// A fleet CA as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CaInfo {
+    /// SHA-256 of the CA certificate (DER), hex: the name the database and the API use.
+    pub sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+impl CaInfo {
+    fn read(pem: &str) -> Result<Self, PkiError> {
+        let bad = |reason: String| PkiError::NotACertificate { what: "a CA certificate".into(), reason };
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let cert = parsed.parse_x509().map_err(|e| bad(e.to_string()))?;
+        Ok(CaInfo {
+            sha256: hex::encode(Sha256::digest(&parsed.contents)),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+        })
     }
 }
 
@@ -183,30 +370,60 @@ pub struct IssuedCertificate {
     /// The certified key as a SEC1 point when it is a P-256 key (what configuration
     /// secrets can be sealed to, `hearth_protocol::sealed`); `None` for other algorithms.
     pub p256_public_key: Option<Vec<u8>>,
+    /// The signing CA's fingerprint ([`CaInfo::sha256`]).
+    pub issuer_sha256: String,
 }
 
 impl CertificateAuthority {
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+        let issuer = |cert: &str, key: &str| -> Result<(Issuer<'static, KeyPair>, String), PkiError> {
+            let ca_pem = read(dir, cert)?;
+            let key = KeyPair::from_pem(&read(dir, key)?)
+                .map_err(|source| PkiError::BadMaterial { path: dir.join(key), source })?;
+            let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)
+                .map_err(|source| PkiError::BadMaterial { path: dir.join(cert), source })?;
+            Ok((issuer, ca_pem))
         };
-        let ca_pem = read(files::CA_CERT)?;
-        let key_pem = read(files::CA_KEY)?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|source| PkiError::BadMaterial { path: dir.join(files::CA_KEY), source })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)
-            .map_err(|source| PkiError::BadMaterial { path: dir.join(files::CA_CERT), source })?;
-        Ok(Self { issuer, ca_pem })
+        let (signing, signing_pem) = issuer(files::CA_CERT, files::CA_KEY)?;
+        let retiring = match dir.join(files::RETIRING_CA_CERT).exists() {
+            true => Some(issuer(files::RETIRING_CA_CERT, files::RETIRING_CA_KEY)?),
+            false => None,
+        };
+        let mut bundle_pem = signing_pem.clone();
+        if let Some((_, pem)) = &retiring {
+            bundle_pem = format!("{}\n{}", bundle_pem.trim_end(), pem);
+        }
+        let retiring = retiring.map(|(issuer, pem)| CaInfo::read(&pem).map(|info| (issuer, info))).transpose()?;
+        Ok(Self { signing, signing_info: CaInfo::read(&signing_pem)?, retiring, bundle_pem })
     }
 
-    /// The CA chain handed to appliances (trust anchor for the broker and the API).
+    /// The CA chain handed to appliances (trust anchors for the broker and the API): the
+    /// signing CA, and the retiring one during a rotation.
     pub fn chain_pem(&self) -> &str {
-        &self.ca_pem
+        &self.bundle_pem
     }
 
-    /// A CRL listing `revoked`, signed by the CA. `number` must grow and `this_update` must
-    /// be later than the previous list's (see `db::revocations`).
+    /// The fingerprint of the CA that signs new certificates.
+    pub fn signing_sha256(&self) -> &str {
+        &self.signing_info.sha256
+    }
+
+    /// The fingerprint of the retiring CA, during a rotation.
+    pub fn retiring_sha256(&self) -> Option<&str> {
+        self.retiring.as_ref().map(|(_, info)| info.sha256.as_str())
+    }
+
+    pub fn signing_info(&self) -> &CaInfo {
+        &self.signing_info
+    }
+
+    pub fn retiring_info(&self) -> Option<&CaInfo> {
+        self.retiring.as_ref().map(|(_, info)| info)
+    }
+
+    /// The CRL file: a list of `revoked` signed by each CA trusted (serials are random, so
+    /// listing one under a CA that did not issue it changes nothing). `number` must grow and
+    /// `this_update` must be later than the previous list's (see `db::revocations`).
     pub fn crl_pem(
         &self,
         number: u64,
@@ -233,7 +450,11 @@ impl CertificateAuthority {
             revoked_certs,
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
-        Ok(params.signed_by(&self.issuer)?.pem()?)
+        let mut pem = params.signed_by(&self.signing)?.pem()?;
+        if let Some((retiring, _)) = &self.retiring {
+            pem.push_str(&params.signed_by(retiring)?.pem()?);
+        }
+        Ok(pem)
     }
 
     /// Signs an appliance certificate for the key in `csr_pem`. The CSR's signature must
@@ -261,9 +482,58 @@ impl CertificateAuthority {
         let serial_hex = hex::encode(serial.to_bytes());
         params.serial_number = Some(serial);
         let not_after = params.not_after;
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let cert = params.signed_by(&csr.public_key, &self.signing)?;
         let p256_public_key = (alg == &rcgen::PKCS_ECDSA_P256_SHA256).then(|| csr.public_key.der_bytes().to_vec());
-        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after, public_key_sha256, p256_public_key })
+        Ok(IssuedCertificate {
+            pem: cert.pem(),
+            serial_hex,
+            not_after,
+            public_key_sha256,
+            p256_public_key,
+            issuer_sha256: self.signing_info.sha256.clone(),
+        })
+    }
+}
+
+/// The fleet CA as a running control plane uses it: loaded at start, and again when a
+/// rotation changed the files (by this replica, another one, or the CLI).
+pub struct SharedCa {
+    dir: PathBuf,
+    current: std::sync::RwLock<Arc<CertificateAuthority>>,
+}
+
+impl std::fmt::Debug for SharedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCa").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl SharedCa {
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let ca = CertificateAuthority::load(dir)?;
+        Ok(Self { dir: dir.to_owned(), current: std::sync::RwLock::new(Arc::new(ca)) })
+    }
+
+    /// The PKI directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CAs in force now.
+    pub fn get(&self) -> Arc<CertificateAuthority> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Loads the files again; `true` when the signing or the retiring CA changed.
+    pub fn reload(&self) -> Result<bool, PkiError> {
+        let new = CertificateAuthority::load(&self.dir)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let changed =
+            new.signing_sha256() != current.signing_sha256() || new.retiring_sha256() != current.retiring_sha256();
+        if changed {
+            *current = Arc::new(new);
+        }
+        Ok(changed)
     }
 }
 

@@ -99,7 +99,7 @@ pub async fn bulk_create(pool: &PgPool, pki_dir: &Path, opts: &BulkOptions) -> R
             cert_not_after: cert.not_after,
         })
         .collect();
-    db::appliances::create_enrolled(pool, &rows).await.map_err(|e| {
+    db::appliances::create_enrolled(pool, &rows, ca.signing_sha256()).await.map_err(|e| {
         if db::is_constraint(&e, "appliances_tenant_name_key") {
             ProvisionError::NameTaken { prefix: opts.prefix.clone() }
         } else {

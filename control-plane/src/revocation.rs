@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use crate::config::Config;
 use crate::db::revocations;
 use crate::mqtt::{self, MqttSetupError};
-use crate::pki::{self, CertificateAuthority, PkiError};
+use crate::pki::{self, PkiError, SharedCa};
 
 /// How many takeover connections run at once when a whole tenant is revoked.
 const KICK_CONCURRENCY: usize = 16;
@@ -39,7 +39,7 @@ pub enum RevocationError {
 #[derive(Debug, Clone)]
 pub struct Revoker {
     pool: PgPool,
-    ca: Arc<CertificateAuthority>,
+    ca: Arc<SharedCa>,
     crl_file: PathBuf,
     reload_command: Option<String>,
     /// The control plane's own MQTT settings (client id replaced per kick).
@@ -47,7 +47,7 @@ pub struct Revoker {
 }
 
 impl Revoker {
-    pub fn new(config: &Config, pool: PgPool, ca: Arc<CertificateAuthority>) -> Result<Self, MqttSetupError> {
+    pub fn new(config: &Config, pool: PgPool, ca: Arc<SharedCa>) -> Result<Self, MqttSetupError> {
         let mut mqtt = mqtt::options(config)?;
         mqtt.set_clean_session(true);
         mqtt.set_manual_acks(false);
@@ -60,11 +60,16 @@ impl Revoker {
         })
     }
 
+    /// The fleet CA this revoker signs lists with.
+    pub fn ca(&self) -> &Arc<SharedCa> {
+        &self.ca
+    }
+
     /// Issues a CRL listing every revocation in the database, writes it and tells the broker.
     pub async fn publish_crl(&self) -> Result<(), RevocationError> {
         let mut tx = self.pool.begin().await?;
         let (number, this_update, revoked) = revocations::next_crl(&mut tx).await?;
-        let pem = self.ca.crl_pem(number, this_update, &revoked)?;
+        let pem = self.ca.get().crl_pem(number, this_update, &revoked)?;
         tx.commit().await?;
         // Lists issued within one second get this-updates a second apart; a list is not
         // valid before its this-update, so wait for it rather than write a future one.

@@ -31,7 +31,7 @@ use crate::ingest::{self, ConsumerConfig, ConsumerLinks, WriterContext};
 use crate::limits::{self, CredentialLimits, RateLimits};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttSetupError};
-use crate::pki::{CertificateAuthority, PkiError};
+use crate::pki::{self, PkiError, SharedCa};
 use crate::presence::run_sweeper;
 use crate::revocation::{RevocationError, Revoker};
 use crate::ticker::Ticker;
@@ -182,10 +182,27 @@ impl Running {
     }
 }
 
+fn spawn_pki_watch(
+    parts: &mut Parts,
+    revoker: Arc<Revoker>,
+    api: Option<crate::rotation::ApiCertificate>,
+    token: CancellationToken,
+) {
+    parts.spawn("PKI watch", async move {
+        crate::rotation::watch_pki(revoker, api, token).await;
+        Ok(())
+    });
+}
+
 /// Starts everything; returns once the HTTP listener is bound.
 pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new()?);
-    let ca = Arc::new(CertificateAuthority::load(&config.pki.dir).map_err(ServeError::Ca)?);
+    // A PKI made before CA rotation existed has no trust bundle yet; a read-only PKI
+    // directory (a mounted secret) keeps using ca.crt.
+    if let Err(e) = pki::ensure_bundle(&config.pki.dir) {
+        tracing::warn!(error = %e, "cannot write the CA bundle; CA rotation needs a writable `pki.dir`");
+    }
+    let ca = Arc::new(SharedCa::load(&config.pki.dir).map_err(ServeError::Ca)?);
     let connected = Arc::new(AtomicBool::new(false));
     let mut parts = Parts::default();
 
@@ -346,6 +363,14 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         assistant_config: config.assistant.clone(),
         metrics: metrics.clone(),
     };
+    parts.spawn("CA rotation notices", {
+        let (pool, revoker, client) = (domain.pool.clone(), domain.revoker.clone(), client.clone());
+        let (pki, token) = (config.pki.clone(), shutdown.clone());
+        async move {
+            crate::rotation::ask_to_renew(pool, revoker, client, pki, token).await;
+            Ok(())
+        }
+    });
     parts.spawn("certificate renewals", {
         let (svc, token) = (domain.clone(), shutdown.clone());
         async move {
@@ -353,6 +378,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
+    let revoker = domain.revoker.clone();
     let state = AppState {
         domain,
         metrics: metrics.clone(),
@@ -378,9 +404,14 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         let key = read(config.http_tls_key())?;
         let tls = hearth_protocol::tls::server_config(&cert, &key).map_err(|e| ServeError::HttpTls(e.to_string()))?;
         let handle = axum_server::Handle::new();
-        let server =
-            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
-                .handle(handle.clone());
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+        let api = crate::rotation::ApiCertificate {
+            config: tls.clone(),
+            cert: config.http_tls_cert(),
+            key: config.http_tls_key(),
+        };
+        spawn_pki_watch(&mut parts, revoker, Some(api), shutdown.clone());
+        let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
         let token = shutdown.clone();
         parts.spawn("HTTPS server", async move {
             // At shutdown, in-flight requests get `shutdown_timeout` (as on the plain listener);
@@ -396,6 +427,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             }
         });
     } else {
+        spawn_pki_watch(&mut parts, revoker, None, shutdown.clone());
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
         let token = shutdown.clone();

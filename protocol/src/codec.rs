@@ -260,6 +260,11 @@ impl Payload for CertificateRequest {
     }
 }
 
+impl Payload for RenewalNotice {
+    const KIND: &'static str = "renewal_notice";
+    const MAX_BYTES: usize = 1024;
+}
+
 impl Payload for CertificateRenewal {
     const KIND: &'static str = "certificate_renewal";
     // The certificate and every CA of a rotation's overlap.

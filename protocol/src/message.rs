@@ -260,6 +260,30 @@ pub enum RenewalOutcome {
     Unknown,
 }
 
+/// `down/cert/renew` (QoS 1): the control plane asks the appliance to renew its certificate
+/// now rather than when it is due, through the usual [`CertificateRequest`]. Sent while the
+/// fleet CA is being rotated to every connected appliance whose certificate is from the
+/// retiring CA; the answer to that renewal carries the new CA bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalNotice {
+    pub v: ProtocolVersion,
+    pub reason: RenewalReason,
+    /// Start the renewal within this many seconds, at a time of the appliance's own
+    /// choosing, so a fleet told at once does not ask at once.
+    pub within_s: u32,
+}
+
+/// Why a [`RenewalNotice`] was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenewalReason {
+    /// The fleet CA is being replaced; the current certificate's CA will stop being trusted.
+    CaRotation,
+    /// A reason this agent does not know: it renews all the same.
+    #[serde(other)]
+    Unknown,
+}
+
 /// `down/receipt` (QoS 1): what the control plane has durably stored of what this appliance
 /// sent (including what it stored earlier or ignored as not the appliance's). The agent
 /// keeps task events, task results and configuration reports spooled until a receipt names

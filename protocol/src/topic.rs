@@ -74,6 +74,8 @@ pub enum DownChannel {
     Task,
     /// A renewed certificate.
     Cert,
+    /// "Renew your certificate now" (a CA rotation), not an answer to a request.
+    CertRenew,
     /// What the control plane has stored of this appliance's task events, results and
     /// configuration reports (the agent keeps them spooled until then).
     Receipt,
@@ -121,6 +123,7 @@ impl fmt::Display for Topic {
                 DownChannel::Config => f.write_str("down/config"),
                 DownChannel::Task => f.write_str("down/task"),
                 DownChannel::Cert => f.write_str("down/cert"),
+                DownChannel::CertRenew => f.write_str("down/cert/renew"),
                 DownChannel::Receipt => f.write_str("down/receipt"),
             },
         }
@@ -168,6 +171,7 @@ impl FromStr for Topic {
             ["down", "config"] => DownChannel::Config.into(),
             ["down", "task"] => DownChannel::Task.into(),
             ["down", "cert"] => DownChannel::Cert.into(),
+            ["down", "cert", "renew"] => DownChannel::CertRenew.into(),
             ["down", "receipt"] => DownChannel::Receipt.into(),
             _ => return Err(TopicError::UnknownChannel),
         };
@@ -220,6 +224,7 @@ mod tests {
             DownChannel::Config.into(),
             DownChannel::Task.into(),
             DownChannel::Cert.into(),
+            DownChannel::CertRenew.into(),
             DownChannel::Receipt.into(),
         ];
         for c in channels {

@@ -84,6 +84,10 @@ struct RunArgs {
     backoff_initial_ms: Option<u64>,
     #[arg(long)]
     backoff_max_ms: Option<u64>,
+    /// Every appliance asks for a new certificate this many seconds after the start (a
+    /// renewal storm); without it, only when the control plane sends a renewal notice.
+    #[arg(long)]
+    renew_after_s: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +180,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         keep_alive: Duration::from_secs(args.keep_alive_s.unwrap_or(defaults.keep_alive_s)),
         backoff_initial: Duration::from_millis(args.backoff_initial_ms.unwrap_or(defaults.backoff_initial_ms)),
         backoff_max: Duration::from_millis(args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms)),
+        renew_after: match args.renew_after_s {
+            Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(_) => anyhow::bail!("--renew-after-s must be a number of seconds, 0 or more"),
+            None => None,
+        },
     };
     opts.validate()?;
     let open_files = raise_open_files_limit();
@@ -225,7 +234,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         if args.progress_every > 0 && seconds % args.progress_every == 0 {
             eprintln!(
-                "fleet-sim: t={t:.0}s started={} online={} attempts={} errors={} heartbeats={} (+{}/s) tasks={} configs={}",
+                "fleet-sim: t={t:.0}s started={} online={} attempts={} errors={} heartbeats={} (+{}/s) tasks={} configs={} renewed={}",
                 now.started,
                 now.online,
                 now.connect_attempts,
@@ -233,7 +242,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 now.heartbeats_written,
                 now.heartbeats_written - previous.heartbeats_written,
                 now.tasks_succeeded + now.tasks_rejected,
-                now.configs_applied
+                now.configs_applied,
+                now.renewed
             );
         }
         seconds += 1;

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::renewal::{self, SimRenewal};
 use super::{FleetOptions, Stats};
 use crate::backoff::Backoff;
 use crate::connection::{self, mqtt_options, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
@@ -41,6 +42,8 @@ pub struct Simulated {
     ca_pem: Arc<str>,
     opts: Arc<FleetOptions>,
     stats: Arc<Stats>,
+    /// When to ask for a new certificate (`None`: only when told by a notice).
+    renew_at: Option<Instant>,
 }
 
 /// A message kept until the control plane's receipt names it.
@@ -68,11 +71,21 @@ struct Live {
     /// Sent, not yet receipted.
     unreceipted: Vec<Unreceipted>,
     rng: StdRng,
+    renewal: SimRenewal,
+    /// The identity in use (replaced when a renewal's new pair is accepted).
+    params: ConnectionParams,
+    serial: String,
 }
 
 impl Simulated {
     pub fn new(identity: BundleAppliance, ca_pem: Arc<str>, opts: Arc<FleetOptions>, stats: Arc<Stats>) -> Self {
-        Self { identity, ca_pem, opts, stats }
+        Self { identity, ca_pem, opts, stats, renew_at: None }
+    }
+
+    /// Asks for a new certificate at `at` (all due at once: a renewal storm).
+    pub fn renewing_at(mut self, at: Option<Instant>) -> Self {
+        self.renew_at = at;
+        self
     }
 
     /// Runs until `stop`; connection problems are retried with the agent's backoff.
@@ -96,7 +109,6 @@ impl Simulated {
                 return;
             }
         };
-        drop(params);
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
         let mut live = Live {
             client,
@@ -110,6 +122,9 @@ impl Simulated {
             fresh: true,
             unreceipted: Vec::new(),
             rng: StdRng::from_entropy(),
+            renewal: SimRenewal::Idle(self.renew_at),
+            serial: renewal::serial_of(&params.cert_pem),
+            params,
         };
         let mut backoff = Backoff::new(self.opts.backoff_initial, self.opts.backoff_max);
         let mut first_attempt = true;
@@ -135,10 +150,14 @@ impl Simulated {
                 loop {
                     let due = live.next_heartbeat;
                     let waiting = live.connected && !live.unreceipted.is_empty();
+                    let renew = live.renewal.next_ask().filter(|_| live.connected);
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => break None,
                         _ = tokio::time::sleep_until(due), if live.connected => self.heartbeat(&mut live),
+                        _ = tokio::time::sleep_until(renew.unwrap_or(due)), if renew.is_some() => {
+                            live.renewal.ask(&live.client, id, &live.serial, &self.stats);
+                        }
                         _ = retry.tick(), if waiting => self.resend(&mut live),
                         event = &mut poll => break Some(event),
                     }
@@ -152,6 +171,11 @@ impl Simulated {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     live.connected = true;
                     backoff.reset();
+                    if let Some(renewed) = live.renewal.on_connected(&self.stats) {
+                        // The broker accepted the new pair: it is this appliance's now.
+                        live.serial = renewal::serial_of(&renewed.cert_pem);
+                        live.params = renewed;
+                    }
                     Stats::inc(&self.stats.connected);
                     self.stats.online.fetch_add(1, Relaxed);
                     if let Err(e) = connection::announce(&live.client, id, session, live.applied_version) {
@@ -168,6 +192,21 @@ impl Simulated {
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => self.on_message(&mut live, &p.topic, &p.payload),
                 Ok(Event::Outgoing(Outgoing::Publish(0))) => Stats::inc(&self.stats.heartbeats_written),
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if live.renewal.is_switching() => {
+                    // Closed cleanly (no last will): connect again at once with the new pair.
+                    eventloop.clean();
+                    if live.connected {
+                        self.stats.online.fetch_sub(1, Relaxed);
+                    }
+                    live.connected = false;
+                    connection::forget_unsent(&mut eventloop);
+                    match live.renewal.next_transport() {
+                        Some(t) => {
+                            eventloop.mqtt_options.set_transport(t);
+                        }
+                        None => Stats::inc(&self.stats.renewals_failed),
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     if live.connected {
@@ -175,6 +214,18 @@ impl Simulated {
                     }
                     live.connected = false;
                     Stats::inc(&self.stats.connection_errors);
+                    if live.renewal.on_connection_error(&self.stats) {
+                        tracing::warn!(appliance = %id, error = %crate::error_chain(&e), "the broker refused the renewed certificate");
+                        match connection::transport(&live.params) {
+                            Ok(t) => {
+                                eventloop.mqtt_options.set_transport(t);
+                            }
+                            Err(e) => {
+                                tracing::error!(appliance = %id, error = %e, "cannot go back to the current certificate");
+                                return;
+                            }
+                        }
+                    }
                     connection::forget_unsent(&mut eventloop);
                     let delay = backoff.next_delay(&mut live.rng);
                     tracing::debug!(appliance = %id, error = %crate::error_chain(&e), ?delay, "broker connection failed");
@@ -253,7 +304,16 @@ impl Simulated {
                     tracing::warn!(appliance = %id, reason = e.reason(), "dropping a receipt that cannot be decoded")
                 }
             },
-            DownChannel::Cert => {}
+            DownChannel::Cert => {
+                if live.renewal.on_answer(payload, &live.params, &self.stats) {
+                    if let Err(e) = live.client.try_disconnect() {
+                        tracing::warn!(appliance = %id, error = %e, "cannot disconnect to switch certificates");
+                        live.renewal = SimRenewal::Done;
+                        Stats::inc(&self.stats.renewals_failed);
+                    }
+                }
+            }
+            DownChannel::CertRenew => live.renewal.on_notice(id, payload),
         }
     }
 

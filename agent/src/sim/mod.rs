@@ -13,7 +13,9 @@
 //! from `/proc`), nothing is spooled on disk, and tasks are answered without running
 //! Ansible — a task the embedded catalog accepts is reported `received` then `succeeded`
 //! (message "simulated"), any other is `rejected` with the catalog's reason, like the agent
-//! would. A configuration document is reported applied at once.
+//! would. A configuration document is reported applied at once. Certificates are renewed
+//! by the agent's protocol, in memory ([`renewal`]): all at once after `renew_after`, or
+//! when a `down/cert/renew` notice asks.
 //!
 //! Identities come from a [`Bundle`] (`hearth_protocol::bundle`) written by
 //! `hearth-control-plane appliance bulk-create`. [`count`] is a trivial subscriber that only counts what the broker
@@ -21,6 +23,7 @@
 
 pub mod appliance;
 pub mod count;
+mod renewal;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -59,6 +62,10 @@ pub struct FleetOptions {
     pub keep_alive: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Every appliance asks for a new certificate this long after the fleet started (all
+    /// due at once: a renewal storm). Without it an appliance renews only when a
+    /// `down/cert/renew` notice tells it to.
+    pub renew_after: Option<Duration>,
 }
 
 impl FleetOptions {
@@ -96,7 +103,8 @@ pub async fn run_fleet(
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(at) => {}
         }
-        let sim = appliance::Simulated::new(a.clone(), ca_pem.clone(), opts.clone(), stats.clone());
+        let sim = appliance::Simulated::new(a.clone(), ca_pem.clone(), opts.clone(), stats.clone())
+            .renewing_at(opts.renew_after.map(|d| start + d));
         tasks.spawn(sim.run(stop.clone()));
     }
     while let Some(done) = tasks.join_next().await {

@@ -30,6 +30,17 @@ pub struct Stats {
     pub configs_applied: AtomicU64,
     /// Receipts from the control plane.
     pub receipts: AtomicU64,
+    /// Certificate requests sent (retries included), certificates issued, renewals
+    /// refused, appliances connected with their new certificate, new pairs the broker
+    /// refused (the old pair is kept).
+    pub renewals_asked: AtomicU64,
+    pub renewals_issued: AtomicU64,
+    pub renewals_refused: AtomicU64,
+    pub renewed: AtomicU64,
+    pub renewals_failed: AtomicU64,
+    /// The longest switch to a new certificate: from the answer to the CONNACK with the
+    /// new pair (milliseconds).
+    pub renewal_switch_max_ms: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -47,6 +58,12 @@ pub struct Snapshot {
     pub tasks_rejected: u64,
     pub configs_applied: u64,
     pub receipts: u64,
+    pub renewals_asked: u64,
+    pub renewals_issued: u64,
+    pub renewals_refused: u64,
+    pub renewed: u64,
+    pub renewals_failed: u64,
+    pub renewal_switch_max_ms: u64,
 }
 
 impl Stats {
@@ -64,6 +81,12 @@ impl Stats {
             tasks_rejected: self.tasks_rejected.load(Relaxed),
             configs_applied: self.configs_applied.load(Relaxed),
             receipts: self.receipts.load(Relaxed),
+            renewals_asked: self.renewals_asked.load(Relaxed),
+            renewals_issued: self.renewals_issued.load(Relaxed),
+            renewals_refused: self.renewals_refused.load(Relaxed),
+            renewed: self.renewed.load(Relaxed),
+            renewals_failed: self.renewals_failed.load(Relaxed),
+            renewal_switch_max_ms: self.renewal_switch_max_ms.load(Relaxed),
         }
     }
 

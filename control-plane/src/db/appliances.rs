@@ -176,16 +176,16 @@ pub struct EnrolledRow {
     pub cert_not_after: OffsetDateTime,
 }
 
-/// Inserts `rows` marked enrolled, in one statement.
-pub async fn create_enrolled(pool: &PgPool, rows: &[EnrolledRow]) -> Result<u64, sqlx::Error> {
+/// Inserts `rows` marked enrolled, in one statement; `issuer_sha256` signed every certificate.
+pub async fn create_enrolled(pool: &PgPool, rows: &[EnrolledRow], issuer_sha256: &str) -> Result<u64, sqlx::Error> {
     let ids: Vec<_> = rows.iter().map(|r| *r.id.as_uuid()).collect();
     let tenants: Vec<_> = rows.iter().map(|r| *r.tenant.as_uuid()).collect();
     let names: Vec<_> = rows.iter().map(|r| r.name.as_str()).collect();
     let serials: Vec<_> = rows.iter().map(|r| r.cert_serial.as_str()).collect();
     let not_after: Vec<_> = rows.iter().map(|r| r.cert_not_after).collect();
     let r = sqlx::query(
-        "INSERT INTO appliances (id, tenant_id, name, enrolled_at, cert_serial, cert_not_after)
-         SELECT id, tenant_id, name, now(), serial, not_after
+        "INSERT INTO appliances (id, tenant_id, name, enrolled_at, cert_serial, cert_not_after, cert_issuer_sha256)
+         SELECT id, tenant_id, name, now(), serial, not_after, $6
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
              AS t(id, tenant_id, name, serial, not_after)",
     )
@@ -194,6 +194,7 @@ pub async fn create_enrolled(pool: &PgPool, rows: &[EnrolledRow]) -> Result<u64,
     .bind(names)
     .bind(serials)
     .bind(not_after)
+    .bind(issuer_sha256)
     .execute(pool)
     .await?;
     Ok(r.rows_affected())

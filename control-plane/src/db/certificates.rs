@@ -116,17 +116,23 @@ pub struct NewIssue<'a> {
     pub csr_sha256: Option<&'a [u8]>,
     pub certificate_pem: &'a str,
     pub not_after: OffsetDateTime,
+    /// The signing CA's fingerprint (`pki::CaInfo::sha256`).
+    pub issuer_sha256: &'a str,
 }
 
 /// Records an issued certificate and makes it the appliance's current one.
 pub async fn record(conn: &mut PgConnection, c: &NewIssue<'_>) -> Result<(), sqlx::Error> {
     record_issue(&mut *conn, c).await?;
-    sqlx::query("UPDATE appliances SET cert_serial = $2, cert_not_after = $3 WHERE id = $1")
-        .bind(c.appliance)
-        .bind(c.serial)
-        .bind(c.not_after)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE appliances SET cert_serial = $2, cert_not_after = $3, cert_issuer_sha256 = $4, renewal_asked_at = NULL
+         WHERE id = $1",
+    )
+    .bind(c.appliance)
+    .bind(c.serial)
+    .bind(c.not_after)
+    .bind(c.issuer_sha256)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -134,8 +140,9 @@ pub async fn record(conn: &mut PgConnection, c: &NewIssue<'_>) -> Result<(), sql
 pub async fn record_issue(conn: &mut PgConnection, c: &NewIssue<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO certificate_issues
-             (serial, appliance_id, tenant_id, renewal_id, public_key_sha256, csr_sha256, certificate_pem, not_after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (serial, appliance_id, tenant_id, renewal_id, public_key_sha256, csr_sha256, certificate_pem, not_after,
+              issuer_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(c.serial)
     .bind(c.appliance)
@@ -145,6 +152,7 @@ pub async fn record_issue(conn: &mut PgConnection, c: &NewIssue<'_>) -> Result<(
     .bind(c.csr_sha256)
     .bind(c.certificate_pem)
     .bind(c.not_after)
+    .bind(c.issuer_sha256)
     .execute(conn)
     .await?;
     Ok(())
@@ -168,5 +176,96 @@ pub async fn supersede_unused(
     .bind(appliance)
     .bind(in_use)
     .fetch_all(conn)
+    .await
+}
+
+/// Before the first CA rotation: every certificate without a recorded issuer was signed by
+/// the only fleet CA there was, `first_sha256`.
+pub async fn name_first_ca(conn: &mut PgConnection, first_sha256: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE certificate_issues SET issuer_sha256 = $1 WHERE issuer_sha256 IS NULL")
+        .bind(first_sha256)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE appliances SET cert_issuer_sha256 = $1 WHERE cert_issuer_sha256 IS NULL AND cert_serial IS NOT NULL",
+    )
+    .bind(first_sha256)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How many appliances (enrolled, not revoked) hold a certificate from the CA `signing_sha256`,
+/// and how many still hold one from another CA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ByCa {
+    pub on_signing: i64,
+    pub on_other: i64,
+    /// Of `on_other`, those online now (they are being asked to renew).
+    pub on_other_online: i64,
+}
+
+pub async fn count_by_ca(pool: &sqlx::PgPool, signing_sha256: &str) -> Result<ByCa, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE cert_issuer_sha256 = $1) AS on_signing,
+                count(*) FILTER (WHERE cert_issuer_sha256 IS DISTINCT FROM $1) AS on_other,
+                count(*) FILTER (WHERE cert_issuer_sha256 IS DISTINCT FROM $1 AND status = 'online') AS on_other_online
+         FROM appliances WHERE revoked_at IS NULL AND cert_serial IS NOT NULL",
+    )
+    .bind(signing_sha256)
+    .fetch_one(pool)
+    .await
+}
+
+/// An appliance that still depends on a CA other than the signing one.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct Dependent {
+    pub id: ApplianceId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub status: crate::model::ApplianceStatus,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cert_not_after: Option<OffsetDateTime>,
+}
+
+/// Up to `limit` appliances (not revoked) whose certificate is not from `signing_sha256`.
+pub async fn dependents(pool: &sqlx::PgPool, signing_sha256: &str, limit: i64) -> Result<Vec<Dependent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, name, status, cert_not_after FROM appliances
+         WHERE revoked_at IS NULL AND cert_serial IS NOT NULL AND cert_issuer_sha256 IS DISTINCT FROM $1
+         ORDER BY tenant_id, name LIMIT $2",
+    )
+    .bind(signing_sha256)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Picks up to `limit` online appliances whose certificate is not from `signing_sha256` and
+/// that were not asked to renew in the last `again_after_s` seconds, marks them asked now
+/// and returns them. Replicas running this at once get different appliances.
+pub async fn ask_to_renew(
+    pool: &sqlx::PgPool,
+    signing_sha256: &str,
+    limit: i64,
+    again_after_s: f64,
+) -> Result<Vec<ApplianceId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE appliances SET renewal_asked_at = now()
+         WHERE id IN (
+             SELECT a.id FROM appliances a JOIN tenants t ON t.id = a.tenant_id
+             WHERE a.revoked_at IS NULL AND a.status = 'online' AND a.cert_serial IS NOT NULL
+               AND t.status <> 'suspended'
+               AND a.cert_issuer_sha256 IS DISTINCT FROM $1
+               AND (a.renewal_asked_at IS NULL OR a.renewal_asked_at < now() - make_interval(secs => $3))
+             ORDER BY a.renewal_asked_at NULLS FIRST
+             LIMIT $2
+             FOR UPDATE OF a SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(signing_sha256)
+    .bind(limit)
+    .bind(again_after_s)
+    .fetch_all(pool)
     .await
 }

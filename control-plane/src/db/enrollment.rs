@@ -121,15 +121,18 @@ pub async fn record_certificate(
     claim: Claim,
     serial_hex: &str,
     not_after: OffsetDateTime,
+    issuer_sha256: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE appliances SET enrolled_at = now(), cert_serial = $3, cert_not_after = $4
+        "UPDATE appliances SET enrolled_at = now(), cert_serial = $3, cert_not_after = $4, cert_issuer_sha256 = $5,
+                               renewal_asked_at = NULL
          WHERE id = $1 AND tenant_id = $2",
     )
     .bind(claim.appliance)
     .bind(claim.tenant)
     .bind(serial_hex)
     .bind(not_after)
+    .bind(issuer_sha256)
     .execute(conn)
     .await?;
     Ok(())

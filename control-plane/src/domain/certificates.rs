@@ -104,7 +104,7 @@ pub fn answer(svc: &Services, outcome: &Result<Renewed, RenewalRefused>) -> Rene
     match outcome {
         Ok(r) => RenewalOutcome::Issued {
             certificate_pem: r.certificate_pem.clone(),
-            ca_chain_pem: svc.ca.chain_pem().to_owned(),
+            ca_chain_pem: svc.ca.get().chain_pem().to_owned(),
             serial: r.serial.clone(),
             not_after: r.not_after,
         },
@@ -142,10 +142,11 @@ async fn decide(svc: &Services, appliance: ApplianceId, req: &CertificateRequest
             return Err(RenewalRefused::TooFrequent { min_s: svc.renewal_min_interval.as_secs() });
         }
     }
-    let issued = svc.ca.sign_appliance(&req.csr_pem, appliance, svc.appliance_cert_lifetime).map_err(|e| match e {
-        PkiError::BadCsr(_) | PkiError::WeakKey => RenewalRefused::InvalidCsr(e.to_string()),
-        other => RenewalRefused::Unavailable(Box::new(other)),
-    })?;
+    let issued =
+        svc.ca.get().sign_appliance(&req.csr_pem, appliance, svc.appliance_cert_lifetime).map_err(|e| match e {
+            PkiError::BadCsr(_) | PkiError::WeakKey => RenewalRefused::InvalidCsr(e.to_string()),
+            other => RenewalRefused::Unavailable(Box::new(other)),
+        })?;
     if store::key_was_certified(&mut tx, appliance, &issued.public_key_sha256).await? {
         return Err(RenewalRefused::SameKey);
     }
@@ -166,6 +167,7 @@ async fn decide(svc: &Services, appliance: ApplianceId, req: &CertificateRequest
             csr_sha256: Some(csr_sha256.as_slice()),
             certificate_pem: &issued.pem,
             not_after: issued.not_after,
+            issuer_sha256: &issued.issuer_sha256,
         },
     )
     .await?;

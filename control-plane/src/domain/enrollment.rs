@@ -71,12 +71,13 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
     // Redeem and record in one transaction: if the CSR is refused, the token stays usable.
     let mut tx = svc.pool.begin().await?;
     let claim = store::redeem(&mut tx, token).await??;
+    let ca = svc.ca.get();
     let issued =
-        svc.ca.sign_appliance(&req.csr_pem, claim.appliance, svc.appliance_cert_lifetime).map_err(|e| match e {
+        ca.sign_appliance(&req.csr_pem, claim.appliance, svc.appliance_cert_lifetime).map_err(|e| match e {
             PkiError::BadCsr(_) | PkiError::WeakKey => EnrollError::InvalidCsr(e),
             other => EnrollError::Pki(other),
         })?;
-    store::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after).await?;
+    store::record_certificate(&mut tx, claim, &issued.serial_hex, issued.not_after, &issued.issuer_sha256).await?;
     certificates::record_issue(
         &mut tx,
         &certificates::NewIssue {
@@ -88,6 +89,7 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
             csr_sha256: None,
             certificate_pem: &issued.pem,
             not_after: issued.not_after,
+            issuer_sha256: &issued.issuer_sha256,
         },
     )
     .await?;
@@ -110,7 +112,7 @@ pub async fn enroll(svc: &Services, req: &EnrollRequest) -> Result<EnrollRespons
     Ok(EnrollResponse {
         appliance_id: claim.appliance,
         certificate_pem: issued.pem,
-        ca_chain_pem: svc.ca.chain_pem().to_owned(),
+        ca_chain_pem: ca.chain_pem().to_owned(),
         broker: svc.broker.clone(),
     })
 }

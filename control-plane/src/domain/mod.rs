@@ -24,6 +24,7 @@
 //!   the operators' fleet view, revocation (and a deleted tenant's appliances revoked).
 //! - [`enrollment`]: an appliance redeems its token and gets its certificate.
 //! - [`certificates`]: an appliance renews its certificate before it expires.
+//! - [`ca_rotation`]: replace the fleet CA (start, progress per CA, finish).
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
 //!   merging, validation and secrets sealed at rest.
 //!
@@ -33,6 +34,7 @@
 pub mod accounts;
 pub mod appliances;
 pub mod audit;
+pub mod ca_rotation;
 pub mod certificates;
 pub mod desired;
 pub mod enrollment;
@@ -52,7 +54,7 @@ use self::desired::secrets::SecretKey;
 use crate::assistant::{Assistant, AssistantConfig};
 use crate::config::{AuthConfig, LimitsConfig, TasksConfig};
 use crate::metrics::Metrics;
-use crate::pki::CertificateAuthority;
+use crate::pki::SharedCa;
 use crate::revocation::Revoker;
 
 /// What the operations need, built once by `serve` and shared (cheap to clone).
@@ -67,7 +69,7 @@ pub struct Services {
     pub limits: LimitsConfig,
     /// Issues the CRL and disconnects revoked appliances.
     pub revoker: Arc<Revoker>,
-    pub ca: Arc<CertificateAuthority>,
+    pub ca: Arc<SharedCa>,
     /// The broker address handed to enrolling appliances.
     pub broker: BrokerAddress,
     pub appliance_cert_lifetime: time::Duration,

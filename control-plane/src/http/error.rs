@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use crate::db::users::UserError;
 use crate::domain::accounts::AccountError;
 use crate::domain::appliances::ApplianceError;
+use crate::domain::ca_rotation::RotationError;
 use crate::domain::desired::secrets::SecretError;
 use crate::domain::desired::DesiredError;
 use crate::domain::enrollment::EnrollError;
@@ -50,6 +51,9 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{message}")]
     Refused { status: StatusCode, code: &'static str, message: String },
+    /// 409 with `details` (what is in the way).
+    #[error("{message}")]
+    ConflictWith { code: &'static str, message: String, details: serde_json::Value },
     /// 422: the request is well-formed but breaks a rule; `details` says which.
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String, details: serde_json::Value },
@@ -102,7 +106,7 @@ impl ApiError {
 
     fn details(&self) -> Option<serde_json::Value> {
         match self {
-            ApiError::Unprocessable { details, .. } => Some(details.clone()),
+            ApiError::Unprocessable { details, .. } | ApiError::ConflictWith { details, .. } => Some(details.clone()),
             _ => None,
         }
     }
@@ -116,7 +120,9 @@ impl ApiError {
             ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
             ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
-            ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            ApiError::Conflict { code, message } | ApiError::ConflictWith { code, message, .. } => {
+                (StatusCode::CONFLICT, code, message.clone())
+            }
             ApiError::Refused { status, code, message } => (*status, code, message.clone()),
             ApiError::Unprocessable { code, message, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()),
             ApiError::Unavailable(what) => {
@@ -245,6 +251,23 @@ impl From<ApplianceError> for ApiError {
             ApplianceError::Revoked => ApiError::Conflict { code: "appliance_revoked", message },
             ApplianceError::Invalid(e) => e.into(),
             ApplianceError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<RotationError> for ApiError {
+    fn from(e: RotationError) -> Self {
+        let message = e.to_string();
+        match e {
+            RotationError::InProgress { .. } => ApiError::Conflict { code: "rotation_in_progress", message },
+            RotationError::NotRotating => ApiError::Conflict { code: "rotation_not_started", message },
+            RotationError::Dependents { count, appliances } => ApiError::ConflictWith {
+                code: "appliances_depend_on_retiring_ca",
+                message,
+                details: serde_json::json!({ "count": count, "appliances": appliances }),
+            },
+            RotationError::Pki(e) => ApiError::Internal(e.to_string()),
+            RotationError::Database(e) => ApiError::Database(e),
         }
     }
 }

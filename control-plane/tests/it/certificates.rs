@@ -383,3 +383,152 @@ async fn a_renewal_survives_an_outage_and_a_restart_halfway(pool: PgPool) {
     stop.cancel();
     agent.await.unwrap().expect("the agent stops cleanly");
 }
+
+/// The CA an appliance's certificate is from, as the control plane recorded it, and
+/// whether that is the certificate the agent has in use.
+async fn on_ca(pool: &PgPool, appliance: &Appliance) -> (Option<String>, bool) {
+    let (serial, issuer): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT cert_serial, cert_issuer_sha256 FROM appliances WHERE id = $1")
+            .bind(appliance.id)
+            .fetch_one(pool)
+            .await
+            .expect("row");
+    let in_use = certificate_in_use(appliance.state.path()).serial;
+    (issuer, serial.as_deref() == Some(in_use.as_str()) && !appliance.state.path().join("renewal").exists())
+}
+
+/// A fleet CA rotation with two real agents: asked to renew, both move to the new CA (each
+/// switching with one clean reconnect, never reported offline); finishing is refused while
+/// an enrolled appliance that never came online still depends on the old CA, and forced it
+/// cuts that one off; the broker then serves a certificate from the new CA, both agents
+/// come back after a broker restart, and the old CA's certificates are refused.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_ca_rotation_moves_two_agents_to_the_new_ca(pool: PgPool) {
+    use hearth_control_plane::pki::files;
+
+    let pki = Pki::new();
+    let mut broker = Broker::start(&pki);
+    let mut config = test_config(&pki, &broker);
+    config.pki.renewal_min_interval_s = 1.0;
+    // Asked at once (the spread over a window is the agent's unit test).
+    config.pki.rotation_renew_within_s = 0;
+    let mut cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let (tenant, key) = tenant(&pool, "rotating").await;
+    let a = Appliance::enroll(&cp, &pki, &pool, tenant, "a").await;
+    let b = Appliance::enroll(&cp, &pki, &pool, tenant, "b").await;
+    let idle = Appliance::enroll(&cp, &pki, &pool, tenant, "idle").await;
+    let old_ca = pki.read(files::CA_CERT);
+    let (stop_a, agent_a) = a.start();
+    let (stop_b, agent_b) = b.start();
+    wait_status(&cp, &key, a.id, "online").await;
+    wait_status(&cp, &key, b.id, "online").await;
+    let (first_a, first_b) = (certificate_in_use(a.state.path()), certificate_in_use(b.state.path()));
+    let admin = operator(&pool, "admin").await;
+
+    let (status, before) = cp.get("/api/v1/admin/pki/rotation", &admin).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["rotating"], false);
+    let (status, started) = cp.call("POST", "/api/v1/admin/pki/rotation", &admin, None).await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(started["rotating"], true);
+    assert_eq!(started["retiring_ca"]["sha256"], before["signing_ca"]["sha256"]);
+    assert_eq!(started["appliances_on_other_ca"], 3, "{started}");
+    let new_ca = started["signing_ca"]["sha256"].as_str().expect("sha256").to_owned();
+    let (status, again) = cp.call("POST", "/api/v1/admin/pki/rotation", &admin, None).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("rotation_in_progress")), "{again}");
+
+    // Both are asked, renew under the new CA and switch to it.
+    for appliance in [&a, &b] {
+        eventually(Duration::from_secs(60), "the agent on the new CA", || async {
+            let (issuer, switched) = on_ca(&pool, appliance).await;
+            (issuer.as_deref() == Some(new_ca.as_str()) && switched).then_some(())
+        })
+        .await;
+        let chain = std::fs::read(appliance.state.path().join("ca.pem")).expect("ca.pem");
+        let trusted = hearth_protocol::tls::certificates("chain", &chain).expect("PEM").len();
+        assert_eq!(trusted, 2, "the agent trusts both CAs during the overlap");
+    }
+    assert_ne!(certificate_in_use(a.state.path()).serial, first_a.serial);
+    assert_ne!(certificate_in_use(b.state.path()).serial, first_b.serial);
+    let (_, progress) = cp.get("/api/v1/admin/pki/rotation", &admin).await;
+    assert_eq!(
+        (progress["appliances_on_signing_ca"].as_i64(), progress["appliances_on_other_ca"].as_i64()),
+        (Some(2), Some(1)),
+        "{progress}"
+    );
+
+    // The one that never came online holds the end…
+    let finish = "/api/v1/admin/pki/rotation/finish";
+    let (status, refused) = cp.call("POST", finish, &admin, Some(serde_json::json!({}))).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("appliances_depend_on_retiring_ca")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["details"]["count"], 1);
+    assert_eq!(refused["error"]["details"]["appliances"][0]["id"], idle.id.to_string());
+    // …until forced: it is cut off, and named.
+    let (status, done) = cp.call("POST", finish, &admin, Some(serde_json::json!({"force": true}))).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["cut_off"], 1);
+    assert_eq!(done["cut_off_appliances"][0]["id"], idle.id.to_string());
+    assert_eq!(done["retired_ca"], before["signing_ca"]["sha256"]);
+    assert_ne!(pki.read(files::CA_CERT), old_ca);
+
+    // Within one PKI watch, the API serves its certificate from the new CA.
+    cp.http = https_client(&pki.read(files::CA_CERT));
+    eventually(Duration::from_secs(30), "the API on a certificate from the new CA", || async {
+        cp.http.get(format!("{}/healthz", cp.url)).send().await.ok().map(|_| ())
+    })
+    .await;
+
+    // Neither agent was ever reported offline: each switch was one clean reconnect.
+    let offline: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM presence_events WHERE appliance_id = ANY($1) AND status = 'offline'")
+            .bind(vec![*a.id.as_uuid(), *b.id.as_uuid()])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(offline, 0, "no agent was offline during the rotation");
+
+    // A new handshake with the broker (its certificate now from the new CA): both agents,
+    // and the control plane's own connection, are back.
+    broker.stop();
+    broker.start_again();
+    let restarted = time::OffsetDateTime::now_utc();
+    for appliance in [&a, &b] {
+        eventually(Duration::from_secs(30), "a heartbeat after the restart", || async {
+            last_seen(&pool, appliance.id).await.filter(|t| *t > restarted)
+        })
+        .await;
+    }
+    // A client trusting only the new CA accepts the broker; an old-CA certificate is refused.
+    let (cert, key_pem) = pki.appliance_cert(ApplianceId::new());
+    let opts = crate::support::mqtt::options(
+        &broker,
+        "probe",
+        &pki.read(files::CA_CERT),
+        Some((cert.as_bytes(), key_pem.as_bytes())),
+    );
+    crate::support::mqtt::connect(opts).await.expect("the broker's certificate is from the new CA");
+    let idle_cert = std::fs::read(idle.state.path().join("cert.pem")).unwrap();
+    let idle_key = std::fs::read(idle.state.path().join("key.pem")).unwrap();
+    let opts = crate::support::mqtt::options(
+        &broker,
+        &idle.id.to_string(),
+        &pki.read(files::CA_CERT),
+        Some((&idle_cert, &idle_key)),
+    );
+    assert!(crate::support::mqtt::connect(opts).await.is_err(), "a certificate of the retired CA is refused");
+
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'pki.%' ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(actions, ["pki.rotation_started", "pki.rotation_finished"]);
+    stop_a.cancel();
+    stop_b.cancel();
+    agent_a.await.unwrap().expect("the agent stops cleanly");
+    agent_b.await.unwrap().expect("the agent stops cleanly");
+    cp.stop().await;
+}

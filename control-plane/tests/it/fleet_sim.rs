@@ -1,10 +1,12 @@
 //! The fleet simulator at small scale against a real TLS broker and the control plane:
 //! appliances provisioned in bulk come online with their own certificates, heartbeat,
-//! answer a dispatched task, apply a configuration, and leave `offline`.
+//! answer a dispatched task, apply a configuration, renew their certificates all at once,
+//! and leave `offline`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_agent::renewal::CertificateFacts;
 use hearth_agent::sim::{run_fleet, FleetOptions, Stats};
 use hearth_control_plane::provision::{self, BulkOptions, Tenants};
 use hearth_protocol::bundle::Bundle;
@@ -57,6 +59,7 @@ async fn simulated_appliances_come_online_answer_tasks_and_apply_configuration(p
         keep_alive: Duration::from_secs(30),
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(1),
+        renew_after: Some(Duration::from_secs(4)),
     };
     let fleet = {
         let (stats, stop, bundle) = (stats.clone(), stop.clone(), bundle.clone());
@@ -108,11 +111,31 @@ async fn simulated_appliances_come_online_answer_tasks_and_apply_configuration(p
     })
     .await;
 
+    // Every appliance renews its certificate (the renewal storm's path, in small) and is
+    // connected with the new one; the old serial is no longer the current one.
+    let before: Vec<String> =
+        bundle.appliances.iter().map(|a| CertificateFacts::read(&a.cert_pem).expect("certificate").serial).collect();
+    eventually(Duration::from_secs(30), "5 appliances on renewed certificates", || async {
+        (stats.snapshot().renewed == 5).then_some(())
+    })
+    .await;
+    let current: Vec<String> =
+        sqlx::query_scalar("SELECT cert_serial FROM appliances").fetch_all(&pool).await.expect("serials");
+    assert!(current.iter().all(|s| !before.contains(s)), "{current:?} vs {before:?}");
+    assert_eq!(count(&pool, "SELECT count(*) FROM certificate_issues WHERE renewal_id IS NOT NULL").await, 5);
+    eventually(Duration::from_secs(20), "5 appliances online on their new certificates", || async {
+        let n = count(&pool, "SELECT count(*) FROM appliances WHERE status = 'online'").await;
+        (n == 5).then_some(())
+    })
+    .await;
+
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(15), fleet).await.expect("leaves in time").expect("join").expect("fleet");
     let s = stats.snapshot();
     assert_eq!((s.started, s.online, s.tasks_succeeded, s.configs_applied), (5, 0, 1, 3), "{s:?}");
     assert!(s.heartbeats_written >= 10, "{s:?}");
+    assert_eq!((s.renewals_issued, s.renewals_refused, s.renewals_failed), (5, 0, 0), "{s:?}");
+    assert!(s.renewal_switch_max_ms < 5_000, "a switch is one quick reconnect: {s:?}");
     eventually(Duration::from_secs(10), "all offline after leaving", || async {
         (count(&pool, "SELECT count(*) FROM appliances WHERE status = 'offline'").await == 5).then_some(())
     })

@@ -62,6 +62,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/appliances/{id}/enrollment-token"),
     ("POST", "/api/v1/admin/appliances/{id}/tasks"),
     ("GET", "/api/v1/admin/fleet/summary"),
+    ("GET", "/api/v1/admin/pki/rotation"),
+    ("POST", "/api/v1/admin/pki/rotation"),
+    ("POST", "/api/v1/admin/pki/rotation/finish"),
     ("GET", "/api/v1/admin/operators"),
     ("POST", "/api/v1/admin/operators"),
     ("DELETE", "/api/v1/admin/operators/{id}"),
@@ -258,6 +261,9 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "invalid_text",
         "payload_too_large",
         "unsupported_media_type",
+        "rotation_in_progress",
+        "rotation_not_started",
+        "appliances_depend_on_retiring_ca",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }
@@ -378,6 +384,10 @@ async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool
     assert_eq!(answered["DELETE /api/v1/users/{id} session_token"], 404);
     assert_eq!(answered["DELETE /api/v1/keys/{id} session_token"], 404);
     assert_eq!(answered["GET /api/v1/admin/tenants operator_token"], 200);
+    assert_eq!(answered["GET /api/v1/admin/pki/rotation operator_token"], 200);
+    // A rotation of the test's own PKI was started, then finished (no appliance depends on it).
+    assert_eq!(answered["POST /api/v1/admin/pki/rotation operator_token"], 201);
+    assert_eq!(answered["POST /api/v1/admin/pki/rotation/finish operator_token"], 200);
     assert_eq!(answered["GET /api/v1/admin/tenants tenant_key"], 401);
     assert_eq!(answered["GET /api/v1/admin/tenants session_token"], 401);
     assert_eq!(answered["GET /api/v1/admin/tenants/{id} operator_token"], 404);

@@ -73,6 +73,11 @@ fn certificate_messages() {
     assert_eq!(not_after.year(), 2027);
     let refused: CertificateRenewal = round_trip("certificate-renewal-refused.json");
     assert!(matches!(refused.outcome, RenewalOutcome::Refused { ref code, .. } if code == "same_key"));
+    let notice: RenewalNotice = round_trip("renewal-notice.json");
+    assert_eq!((notice.reason, notice.within_s), (RenewalReason::CaRotation, 300));
+    // A reason added later is still a notice to renew.
+    let later: RenewalNotice = decode(br#"{"v":1,"reason":"key_compromise","within_s":60}"#).expect("decode");
+    assert_eq!(later.reason, RenewalReason::Unknown);
 }
 
 #[test]
@@ -98,6 +103,7 @@ fn every_golden_file_is_checked() {
         "config-request.json",
         "heartbeat.json",
         "receipt.json",
+        "renewal-notice.json",
         "sealed-v1.json",
         "status-offline.json",
         "status-online.json",

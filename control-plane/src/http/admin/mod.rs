@@ -17,12 +17,14 @@
 //! | `POST /appliances/{id}/tasks` | admin, support | a catalog task on the customer's behalf |
 //! | `GET/POST /operators`, `DELETE /operators/{id}` | read / admin | operator tokens |
 //! | `GET /audit` | read | the audit trail, filtered |
+//! | `GET/POST /pki/rotation`, `POST /pki/rotation/finish` | read / admin | the fleet CA's rotation |
 //!
 //! Each handler's `#[utoipa::path]` names its full path (`/api/v1/admin/…`), so the routers
 //! are merged, not nested.
 
 mod fleet;
 mod operators;
+mod pki;
 mod tenants;
 
 use serde::Deserialize;
@@ -32,7 +34,7 @@ use super::error::ApiError;
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(tenants::router()).merge(fleet::router()).merge(operators::router())
+    OpenApiRouter::new().merge(tenants::router()).merge(fleet::router()).merge(operators::router()).merge(pki::router())
 }
 
 const DEFAULT_LIMIT: i64 = 100;
