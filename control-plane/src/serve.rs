@@ -63,8 +63,6 @@ pub enum ServeError {
 /// How often the CRL is issued anew (it is valid for `pki::CRL_VALIDITY`).
 /// How often the certificate expiry gauges are counted.
 const CERTIFICATE_GAUGES_EVERY: Duration = Duration::from_secs(60);
-/// Renewal requests waiting for the renewal worker (then the consumer waits).
-const RENEWAL_QUEUE: usize = 1024;
 const CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A started control plane.
@@ -242,7 +240,11 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
     let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (renewal_tx, renewal_rx) = tokio::sync::mpsc::channel(RENEWAL_QUEUE);
+    // Unbounded so the consumer never waits for the renewal worker, which waits for room in
+    // the MQTT client the consumer drains (a bounded queue would close that circle). What it
+    // holds is bounded by the broker: a request is acknowledged only once answered, and the
+    // broker keeps at most `max_inflight_messages` unacknowledged ones in flight to us.
+    let (renewal_tx, renewal_rx) = tokio::sync::mpsc::unbounded_channel();
     let wake = Wake::default();
     parts.spawn("MQTT consumer", {
         let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };

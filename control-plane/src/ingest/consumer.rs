@@ -33,7 +33,7 @@ pub struct ConsumerLinks {
     /// Each appliance's MQTT limit (see [`Throttle`]).
     pub limits: Arc<RateLimits>,
     /// Certificate renewal requests, for the renewal worker (it acknowledges them).
-    pub renewals: mpsc::Sender<RenewalRequest>,
+    pub renewals: mpsc::UnboundedSender<RenewalRequest>,
 }
 
 /// An appliance's certificate renewal request, with the publish to acknowledge once it is
@@ -134,10 +134,10 @@ pub async fn run_consumer(
                             break;
                         }
                     }
-                    // The renewal worker never waits for this loop (it hands its answers
-                    // over with `try_publish`), so waiting for it cannot deadlock.
+                    // Never waits: the renewal worker waits for room in the client this
+                    // loop drains (see the queue in `serve`).
                     Some(Routed::Renewal(appliance, request)) => {
-                        if links.renewals.send(RenewalRequest { appliance, request, ack }).await.is_err() {
+                        if links.renewals.send(RenewalRequest { appliance, request, ack }).is_err() {
                             break;
                         }
                     }
