@@ -164,7 +164,9 @@ pub struct PkiConfig {
     /// Where `pki init` wrote the CA and the service certificates.
     pub dir: PathBuf,
     /// How long an appliance certificate is valid, in days (fractions allowed: tests use
-    /// minutes). Agents renew at 2/3 of it.
+    /// minutes). Agents renew at 57–67 % of it, so an appliance survives being offline for
+    /// a third of it; 90 days survive a month off (the reasoning and the renewal storm's
+    /// figures are in BENCHMARKS.md).
     pub appliance_cert_days: f64,
     /// At most one renewed certificate per appliance per this many seconds; more requests
     /// are refused `too_frequent` (a flood signs nothing).
