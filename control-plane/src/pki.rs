@@ -465,13 +465,8 @@ impl CertificateAuthority {
         id: ApplianceId,
         lifetime: Duration,
     ) -> Result<IssuedCertificate, PkiError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
+        let (csr, public_key_sha256) = parse_csr(csr_pem)?;
         let alg = csr.public_key.algorithm();
-        let accepted = [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519];
-        if !accepted.contains(&alg) {
-            return Err(PkiError::WeakKey);
-        }
-        let public_key_sha256 = Sha256::digest(csr.public_key.subject_public_key_info()).into();
         let mut params = leaf_params(&id.to_string(), 0);
         // Backdated for clocks a little behind, by at most a tenth of a short lifetime.
         params.not_before = OffsetDateTime::now_utc() - (lifetime / 10_i32).min(Duration::minutes(5));
@@ -493,6 +488,24 @@ impl CertificateAuthority {
             issuer_sha256: self.signing_info.sha256.clone(),
         })
     }
+}
+
+/// The SHA-256 of the public key (SubjectPublicKeyInfo) a CSR asks a certificate for,
+/// checked as [`CertificateAuthority::sign_appliance`] checks it, without signing anything:
+/// what a renewal compares with the keys the appliance already had certified.
+pub fn csr_public_key_sha256(csr_pem: &str) -> Result<[u8; 32], PkiError> {
+    parse_csr(csr_pem).map(|(_, sha)| sha)
+}
+
+/// A CSR whose signature verifies and whose key is of an accepted kind, and its key's SHA-256.
+fn parse_csr(csr_pem: &str) -> Result<(CertificateSigningRequestParams, [u8; 32]), PkiError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
+    let accepted = [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519];
+    if !accepted.contains(&csr.public_key.algorithm()) {
+        return Err(PkiError::WeakKey);
+    }
+    let sha = Sha256::digest(csr.public_key.subject_public_key_info()).into();
+    Ok((csr, sha))
 }
 
 /// The fleet CA as a running control plane uses it: loaded at start, and again when a

@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use super::Services;
 use crate::db::audit::{Actor, Recorder};
 use crate::db::certificates::{self as store, NewIssue};
-use crate::pki::PkiError;
+use crate::pki::{self, PkiError};
 
 /// Why a renewal was refused; [`RenewalRefused::code`] is what the appliance is told.
 #[derive(Debug, thiserror::Error)]
@@ -142,14 +142,16 @@ async fn decide(svc: &Services, appliance: ApplianceId, req: &CertificateRequest
             return Err(RenewalRefused::TooFrequent { min_s: svc.renewal_min_interval.as_secs() });
         }
     }
-    let issued =
-        svc.ca.get().sign_appliance(&req.csr_pem, appliance, svc.appliance_cert_lifetime).map_err(|e| match e {
-            PkiError::BadCsr(_) | PkiError::WeakKey => RenewalRefused::InvalidCsr(e.to_string()),
-            other => RenewalRefused::Unavailable(Box::new(other)),
-        })?;
-    if store::key_was_certified(&mut tx, appliance, &issued.public_key_sha256).await? {
+    let refusal = |e: PkiError| match e {
+        PkiError::BadCsr(_) | PkiError::WeakKey => RenewalRefused::InvalidCsr(e.to_string()),
+        other => RenewalRefused::Unavailable(Box::new(other)),
+    };
+    // Checked before signing: a refused key costs no signature.
+    let key_sha256 = pki::csr_public_key_sha256(&req.csr_pem).map_err(refusal)?;
+    if store::key_was_certified(&mut tx, appliance, &key_sha256).await? {
         return Err(RenewalRefused::SameKey);
     }
+    let issued = svc.ca.get().sign_appliance(&req.csr_pem, appliance, svc.appliance_cert_lifetime).map_err(refusal)?;
     // An unknown serial is not believed: nothing is revoked on its word.
     let superseded = if store::is_own(&mut tx, appliance, &req.current_serial).await? {
         store::supersede_unused(&mut tx, appliance, &req.current_serial).await?
