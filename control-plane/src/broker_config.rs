@@ -131,8 +131,9 @@ mod tests {
         let public = public.split_once("listener 18883 127.0.0.1").expect("the public listener").1;
         assert!(public.contains("require_certificate true") && internal.contains("require_certificate true"));
         assert!(public.contains("use_username_as_clientid true"), "client id bound to the certificate");
-        assert!(public.contains("/ca.crt") && !public.contains("service-ca.crt"));
-        assert!(internal.contains("/service-ca.crt") && !internal.contains("/ca.crt"));
+        // Appliances are checked against the fleet CA bundle (both CAs during a rotation).
+        assert!(public.contains("/ca-bundle.crt") && !public.contains("service-ca.crt"));
+        assert!(internal.contains("/service-ca.crt") && !internal.contains("/ca.crt") && !internal.contains("bundle"));
         assert!(!acl.contains("hearth-control-plane"), "no control plane grant on the public listener");
         assert!(service_acl.contains("user hearth-control-plane"));
     }
