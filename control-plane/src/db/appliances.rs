@@ -1,8 +1,11 @@
 //! Appliances: identity (name, tenant, certificate) and latest state (presence, last
 //! heartbeat). Reads for customers go through a tenant transaction ([`super::tenant_tx`]).
 
+use std::collections::BTreeMap;
+
 use hearth_protocol::{ApplianceId, TenantId};
 use serde::Serialize;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
@@ -35,10 +38,16 @@ pub struct Appliance {
     /// …and when that certificate expires.
     #[serde(with = "time::serde::rfc3339::option")]
     pub cert_not_after: Option<OffsetDateTime>,
+    /// Key=value labels (keys under `fleet/` are set by operators only).
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub labels: Json<Labels>,
 }
 
+/// An appliance's labels, by key.
+pub type Labels = BTreeMap<String, String>;
+
 const COLUMNS: &str = "id, name, status, status_since, last_seen, agent_version, metrics, metrics_at, created_at, \
-                       enrolled_at, revoked_at, cert_serial, cert_not_after";
+                       enrolled_at, revoked_at, cert_serial, cert_not_after, labels";
 
 /// One page of a tenant's appliances in id order (ids are time-ordered: oldest first),
 /// starting after `after`.
@@ -99,6 +108,8 @@ pub struct FleetFilter {
     pub agent_version: Option<String>,
     pub last_seen_before: Option<OffsetDateTime>,
     pub last_seen_after: Option<OffsetDateTime>,
+    /// Appliances carrying every one of these labels (empty: no filter).
+    pub labels: Labels,
     pub after: Option<ApplianceId>,
 }
 
@@ -113,6 +124,7 @@ pub async fn fleet(pool: &PgPool, f: &FleetFilter, limit: i64) -> Result<Vec<Fle
            AND ($4::timestamptz IS NULL OR last_seen < $4)
            AND ($5::timestamptz IS NULL OR last_seen >= $5)
            AND ($6::uuid IS NULL OR id > $6)
+           AND ($8::jsonb IS NULL OR labels @> $8)
          ORDER BY id LIMIT $7"
     ))
     .bind(f.tenant)
@@ -122,8 +134,32 @@ pub async fn fleet(pool: &PgPool, f: &FleetFilter, limit: i64) -> Result<Vec<Fle
     .bind(f.last_seen_after)
     .bind(f.after)
     .bind(limit)
+    .bind((!f.labels.is_empty()).then_some(Json(&f.labels)))
     .fetch_all(pool)
     .await
+}
+
+/// An appliance's tenant and labels, the row locked for [`set_labels`]; `None` if there is
+/// no such appliance (of `tenant`, when given).
+pub async fn labels_for_update(
+    conn: &mut PgConnection,
+    tenant: Option<TenantId>,
+    id: ApplianceId,
+) -> Result<Option<(TenantId, Labels)>, sqlx::Error> {
+    let row: Option<(TenantId, Json<Labels>)> = sqlx::query_as(
+        "SELECT tenant_id, labels FROM appliances WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) FOR UPDATE",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(t, j)| (t, j.0)))
+}
+
+/// Replaces an appliance's labels.
+pub async fn set_labels(conn: &mut PgConnection, id: ApplianceId, labels: &Labels) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE appliances SET labels = $2 WHERE id = $1").bind(id).bind(Json(labels)).execute(conn).await?;
+    Ok(())
 }
 
 /// One appliance of any tenant (operators).

@@ -91,6 +91,9 @@ pub struct Inventory {
     pub hearth: InventoryGroup,
     /// The appliances online now.
     pub hearth_online: InventoryGroup,
+    /// One group per label, `label_<key>_<value>` (other characters as `_`).
+    #[serde(flatten)]
+    pub labels: BTreeMap<String, InventoryGroup>,
     #[serde(rename = "_meta")]
     pub meta: InventoryMeta,
 }
@@ -212,8 +215,8 @@ pub async fn get(svc: &Services, tenant: TenantId, id: ApplianceId) -> Result<Ap
 }
 
 /// Every one of the tenant's appliances as an Ansible inventory: group `hearth` (all, by
-/// name) with child group `hearth_online`, and each one's id, status, last seen, agent
-/// version and facts as host variables.
+/// name) with child group `hearth_online`, a group per label, and each one's id, status,
+/// last seen, agent version and facts as host variables.
 pub async fn inventory(svc: &Services, tenant: TenantId) -> Result<Inventory, ApplianceError> {
     let mut tx = tenant_tx(&svc.pool, tenant).await?;
     let mut all = Vec::new();
@@ -231,8 +234,14 @@ pub async fn inventory(svc: &Services, tenant: TenantId) -> Result<Inventory, Ap
     let mut hostvars = BTreeMap::new();
     let mut online = Vec::new();
     let mut hosts = Vec::new();
+    let mut labels: BTreeMap<String, InventoryGroup> = BTreeMap::new();
     for a in all {
         hosts.push(a.name.clone());
+        for (k, v) in a.labels.0.iter() {
+            let group =
+                labels.entry(label_group(k, v)).or_insert(InventoryGroup { hosts: Some(Vec::new()), children: None });
+            group.hosts.get_or_insert_with(Vec::new).push(a.name.clone());
+        }
         if a.status == ApplianceStatus::Online {
             online.push(a.name.clone());
         }
@@ -251,8 +260,18 @@ pub async fn inventory(svc: &Services, tenant: TenantId) -> Result<Inventory, Ap
         all: InventoryGroup { hosts: None, children: Some(vec!["hearth".into()]) },
         hearth: InventoryGroup { hosts: Some(hosts), children: Some(vec!["hearth_online".into()]) },
         hearth_online: InventoryGroup { hosts: Some(online), children: None },
+        labels,
         meta: InventoryMeta { hostvars },
     })
+}
+
+/// An inventory group name for a label: `label_<key>_<value>`, every character Ansible does
+/// not allow in a group name (anything but ASCII letters, digits and `_`) as `_`.
+fn label_group(key: &str, value: &str) -> String {
+    format!("label_{key}_{value}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect()
 }
 
 /// Registers an appliance for a tenant (not yet enrolled) with a one-time enrollment token

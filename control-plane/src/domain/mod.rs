@@ -22,6 +22,7 @@
 //! `Revoker`) and an audit `Recorder`.
 //! - [`appliances`]: the tenant's appliances and inventory, registration (enrollment token),
 //!   the operators' fleet view, revocation (and a deleted tenant's appliances revoked).
+//! - [`labels`]: appliances' key=value labels (tenants' own, operators' `fleet/` ones).
 //! - [`enrollment`]: an appliance redeems its token and gets its certificate.
 //! - [`certificates`]: an appliance renews its certificate before it expires.
 //! - [`ca_rotation`]: replace the fleet CA (start, progress per CA, finish).
@@ -38,6 +39,7 @@ pub mod ca_rotation;
 pub mod certificates;
 pub mod desired;
 pub mod enrollment;
+pub mod labels;
 pub mod operators;
 pub mod plans;
 pub mod support;

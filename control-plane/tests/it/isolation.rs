@@ -23,6 +23,7 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         ("GET" | "DELETE", _) => None,
         ("POST", "/api/v1/appliances/{id}/tasks") => Some(json!({"action": "appliance.reboot"})),
         ("PUT", "/api/v1/appliances/{id}/config") => Some(json!({"document": {}})),
+        ("PUT", "/api/v1/appliances/{id}/labels") => Some(json!({"labels": {"room": "hall"}})),
         ("POST", "/api/v1/support/conversations/{id}/messages") => Some(json!({"text": "hello"})),
         _ => Some(json!({})),
     }

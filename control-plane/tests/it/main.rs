@@ -18,6 +18,7 @@ mod fleet_sim;
 mod ingest;
 mod input;
 mod isolation;
+mod labels;
 mod limits;
 mod openapi;
 mod supervision;

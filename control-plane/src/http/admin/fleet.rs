@@ -13,6 +13,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::super::appliances::LabelsBody;
 use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, ApiQuery, BadRequest, ForbiddenForRole, NotFound};
 use super::super::shared::created;
@@ -21,6 +22,7 @@ use super::Timestamp;
 use crate::db::appliances::{FleetAppliance, FleetFilter};
 use crate::db::audit::Recorder;
 use crate::domain::appliances::{self, FleetApplianceDetail, FleetPage, FleetSummary, RegisteredAppliance};
+use crate::domain::labels;
 use crate::domain::tasks::{self as task_ops, NewTask};
 use crate::model::FleetStatus;
 
@@ -29,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(detail))
         .routes(routes!(revoke))
+        .routes(routes!(put_labels))
         .routes(routes!(reenroll))
         .routes(routes!(create_task))
         .routes(routes!(summary))
@@ -51,6 +54,8 @@ struct FleetQuery {
     /// Last seen at or after this time (RFC 3339).
     #[param(value_type = Option<time::OffsetDateTime>)]
     last_seen_after: Option<Timestamp>,
+    /// Only appliances carrying every one of these labels: `key=value,key=value`.
+    labels: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
     /// The `next_after` of the previous page.
@@ -77,7 +82,9 @@ async fn list(
 ) -> Result<ApiJson<FleetPage>, ApiError> {
     op.require(Permission::Read)?;
     let ApiQuery(q) = q?;
+    let labels = q.labels.as_deref().map(labels::parse_selector).transpose()?.unwrap_or_default();
     let filter = FleetFilter {
+        labels,
         tenant: q.tenant,
         status: q.status,
         agent_version: q.agent_version,
@@ -156,6 +163,39 @@ async fn revoke(
     op.require(Permission::Manage)?;
     let Path(id) = id?;
     Ok(ApiJson(appliances::revoke(&s.domain, id, Recorder::new(&op.actor(), Some(&rid.0))).await?))
+}
+
+/// Replace all of an appliance's labels (operators' `fleet/` ones included).
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/appliances/{id}/labels",
+    operation_id = "admin_put_appliance_labels",
+    tag = "admin",
+    security(("operator_token" = [])),
+    params(("id" = ApplianceId, Path, description = "The appliance")),
+    request_body = LabelsBody,
+    responses(
+        (status = 200, description = "The appliance's labels", body = LabelsBody),
+        (status = 400, response = BadRequest),
+        (status = 403, response = ForbiddenForRole),
+        (status = 404, response = NotFound),
+        (status = 422, description = "`invalid_body` (a key or value breaks the rules, or too many labels; \
+                                      `details.param` is `labels`)", body = ErrorBody),
+    )
+)]
+async fn put_labels(
+    State(s): State<AppState>,
+    op: OperatorAuth,
+    rid: RequestId,
+    id: Result<Path<ApplianceId>, PathRejection>,
+    ApiJson(body): ApiJson<LabelsBody>,
+) -> Result<ApiJson<LabelsBody>, ApiError> {
+    op.require(Permission::Manage)?;
+    let Path(id) = id?;
+    let actor = op.actor();
+    let labels =
+        labels::set_for_operator(&s.domain.pool, id, &body.labels, Recorder::new(&actor, Some(&rid.0))).await?;
+    Ok(ApiJson(LabelsBody { labels }))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
