@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::{ApplianceId, PlanId, TenantId};
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
@@ -103,6 +103,8 @@ pub struct FleetAppliance {
 #[derive(Debug, Clone, Default)]
 pub struct FleetFilter {
     pub tenant: Option<TenantId>,
+    /// Appliances of tenants on this plan.
+    pub plan: Option<PlanId>,
     /// A revoked appliance is only `revoked`, whatever its last presence.
     pub status: Option<FleetStatus>,
     pub agent_version: Option<String>,
@@ -125,6 +127,7 @@ pub async fn fleet(pool: &PgPool, f: &FleetFilter, limit: i64) -> Result<Vec<Fle
            AND ($5::timestamptz IS NULL OR last_seen >= $5)
            AND ($6::uuid IS NULL OR id > $6)
            AND ($8::jsonb IS NULL OR labels @> $8)
+           AND ($9::uuid IS NULL OR tenant_id IN (SELECT id FROM tenants WHERE plan_id = $9))
          ORDER BY id LIMIT $7"
     ))
     .bind(f.tenant)
@@ -135,6 +138,7 @@ pub async fn fleet(pool: &PgPool, f: &FleetFilter, limit: i64) -> Result<Vec<Fle
     .bind(f.after)
     .bind(limit)
     .bind((!f.labels.is_empty()).then_some(Json(&f.labels)))
+    .bind(f.plan)
     .fetch_all(pool)
     .await
 }

@@ -110,7 +110,8 @@ pub async fn revoke_tenant(
     Ok(ids)
 }
 
-/// The next CRL's number and this-update, and everything it must list. Takes the
+/// The next CRL's number and this-update, and everything it must list (revoked
+/// certificates not expired for more than a day). Takes the
 /// `crl_state` row lock until the caller's transaction ends, so concurrent issuers
 /// (replicas) get distinct numbers.
 pub async fn next_crl(conn: &mut PgConnection) -> Result<(u64, OffsetDateTime, Vec<RevokedCertificate>), sqlx::Error> {
@@ -122,10 +123,18 @@ pub async fn next_crl(conn: &mut PgConnection) -> Result<(u64, OffsetDateTime, V
     )
     .fetch_one(&mut *conn)
     .await?;
-    let revoked: Vec<(String, OffsetDateTime)> =
-        sqlx::query_as("SELECT serial, revoked_at FROM certificate_revocations ORDER BY revoked_at, serial")
-            .fetch_all(&mut *conn)
-            .await?;
+    // A certificate past its expiry is refused by TLS anyway, so it leaves the list a day
+    // after (a clock a little behind still finds it listed): the list does not grow with
+    // every renewal forever. A serial with no recorded certificate (issued before they were
+    // recorded) stays listed.
+    let revoked: Vec<(String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT r.serial, r.revoked_at FROM certificate_revocations r
+         LEFT JOIN certificate_issues i ON i.serial = r.serial
+         WHERE i.not_after IS NULL OR i.not_after > now() - interval '1 day'
+         ORDER BY r.revoked_at, r.serial",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let revoked =
         revoked.into_iter().map(|(serial_hex, revoked_at)| RevokedCertificate { serial_hex, revoked_at }).collect();
     Ok((number as u64, this_update, revoked))

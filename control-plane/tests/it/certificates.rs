@@ -532,3 +532,41 @@ async fn a_ca_rotation_moves_two_agents_to_the_new_ca(pool: PgPool) {
     agent_b.await.unwrap().expect("the agent stops cleanly");
     cp.stop().await;
 }
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn the_crl_drops_certificates_a_day_past_their_expiry(pool: PgPool) {
+    let (t, _) = tenant(&pool, "crl").await;
+    let (id, _) = appliance(&pool, t, "box").await;
+    // Revoked certificates: expired two days ago, expired an hour ago, valid, and one with
+    // no recorded certificate (issued before certificates were recorded).
+    for (serial, not_after) in [("0a", "2 days"), ("0b", "1 hour"), ("0c", "-30 days")] {
+        sqlx::query(
+            "INSERT INTO certificate_issues (serial, appliance_id, tenant_id, public_key_sha256, certificate_pem, not_after)
+             VALUES ($1, $2, $3, $4, 'pem', now() - $5::interval)",
+        )
+        .bind(serial)
+        .bind(id)
+        .bind(t)
+        .bind(serial.as_bytes())
+        .bind(not_after)
+        .execute(&pool)
+        .await
+        .expect("issue");
+    }
+    for serial in ["0a", "0b", "0c", "0d"] {
+        sqlx::query(
+            "INSERT INTO certificate_revocations (serial, appliance_id, tenant_id, reason) VALUES ($1, $2, $3, 'test')",
+        )
+        .bind(serial)
+        .bind(id)
+        .bind(t)
+        .execute(&pool)
+        .await
+        .expect("revocation");
+    }
+    let mut tx = pool.begin().await.expect("tx");
+    let (_, _, listed) = hearth_control_plane::db::revocations::next_crl(&mut tx).await.expect("crl");
+    let mut serials: Vec<&str> = listed.iter().map(|r| r.serial_hex.as_str()).collect();
+    serials.sort();
+    assert_eq!(serials, ["0b", "0c", "0d"]);
+}

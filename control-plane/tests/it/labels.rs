@@ -1,6 +1,6 @@
 //! Appliance labels: a tenant labels its own appliances, operators add `fleet/` labels the
 //! tenant cannot touch, bad labels are refused naming the field, the fleet view filters by
-//! labels, the inventory groups by them, and every change is audited.
+//! labels and plan, the inventory groups by them, and every change is audited.
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -74,6 +74,26 @@ async fn tenants_and_operators_label_appliances_and_the_fleet_is_selected_by_lab
     assert_eq!(ids(&body), vec![attic.to_string()]);
     let (status, body) = cp.get("/api/v1/admin/appliances?labels=ring", &admin).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_body")), "{body}");
+
+    // …and by plan: the appliances of tenants on it.
+    let (other, _) = tenant(&pool, "other").await;
+    let (elsewhere, _) = appliance(&pool, other, "elsewhere").await;
+    let family = json!({"name": "family", "api_per_minute": 120, "api_burst": 20, "assistant_per_hour": 30,
+                        "assistant_burst": 3, "mqtt_per_minute": 60, "mqtt_burst": 10});
+    let (status, plan) = cp.call("POST", "/api/v1/admin/plans", &admin, Some(family)).await;
+    assert_eq!(status, 201, "{plan}");
+    let plan_id = plan["id"].as_str().expect("plan id");
+    let (status, body) =
+        cp.call("PATCH", &format!("/api/v1/admin/tenants/{t}"), &admin, Some(json!({"plan_id": plan_id}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = cp.get(&format!("/api/v1/admin/appliances?plan={plan_id}"), &admin).await;
+    let mut on_plan = ids(&body);
+    on_plan.sort();
+    let mut expected = vec![hall.to_string(), attic.to_string()];
+    expected.sort();
+    assert_eq!(on_plan, expected, "not {elsewhere}");
+    let (_, body) = cp.get(&format!("/api/v1/admin/appliances?plan={plan_id}&labels=fleet/ring=late"), &admin).await;
+    assert_eq!(ids(&body), vec![attic.to_string()]);
 
     // The inventory has a group per label.
     let (_, inventory) = cp.get("/api/v1/inventory", &key).await;

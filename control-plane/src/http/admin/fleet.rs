@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::{ApplianceId, TenantId};
+use hearth_protocol::{ApplianceId, PlanId, TenantId};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,6 +43,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct FleetQuery {
     /// Only this tenant's appliances.
     tenant: Option<TenantId>,
+    /// Only appliances of tenants on this plan.
+    plan: Option<PlanId>,
     /// Only appliances in this state (a revoked appliance is only `revoked`).
     #[param(inline)]
     status: Option<FleetStatus>,
@@ -86,6 +88,7 @@ async fn list(
     let filter = FleetFilter {
         labels,
         tenant: q.tenant,
+        plan: q.plan,
         status: q.status,
         agent_version: q.agent_version,
         last_seen_before: q.last_seen_before.map(|t| t.0),
