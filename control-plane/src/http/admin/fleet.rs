@@ -75,6 +75,8 @@ struct FleetQuery {
     responses(
         (status = 200, description = "One page of appliances", body = FleetPage),
         (status = 400, response = BadRequest),
+        (status = 422, description = "`invalid_body` (`labels` is not `key=value,…` or a label breaks the rules; \
+                                      `details.param` is `labels`)", body = ErrorBody),
     )
 )]
 async fn list(
