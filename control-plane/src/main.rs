@@ -177,6 +177,13 @@ enum ApplianceCommand {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u32,
     },
+    /// Replace an appliance's labels (operators' `fleet/` ones included); prints them, one
+    /// `key=value` a line. No label clears them all.
+    Label {
+        id: ApplianceId,
+        /// `key=value`, as many as needed.
+        labels: Vec<String>,
+    },
     /// Load tests: register N appliances already enrolled, each with a key and a
     /// certificate from the fleet CA (`pki.dir`), written to one bundle file (0600) for
     /// `hearth-fleet-sim`. Either into one existing tenant or spread over new tenants.
@@ -314,6 +321,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::Error::new(e).context(format!("cannot re-enroll appliance {id}")))?;
             print_token(&r)
+        }
+        Command::Appliance { command: ApplianceCommand::Label { id, labels } } => {
+            let (_, pool) = cli_setup(&cli.config).await?;
+            let labels = domain::labels::parse_pairs(&labels.join(","))
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.param, e.message))?;
+            let actor = Actor::cli();
+            let labels = domain::labels::set_for_operator(&pool, id, &labels, Recorder::new(&actor, None))
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("cannot label appliance {id}")))?;
+            for (k, v) in labels {
+                println!("{k}={v}");
+            }
+            Ok(())
         }
         Command::Intents(args) => {
             init_logging("warn", "text");

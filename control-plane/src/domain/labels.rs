@@ -73,8 +73,8 @@ pub fn is_operators(key: &str) -> bool {
     key.starts_with(OPERATOR_PREFIX)
 }
 
-/// `key=value,key=value` (a query parameter) as labels, checked.
-pub fn parse_selector(text: &str) -> Result<Labels, Invalid> {
+/// `key=value,key=value` (a query parameter, or the CLI's arguments joined) as labels, checked.
+pub fn parse_pairs(text: &str) -> Result<Labels, Invalid> {
     let mut labels = Labels::new();
     for pair in text.split(',').filter(|p| !p.is_empty()) {
         let (k, v) = pair
@@ -168,11 +168,11 @@ mod tests {
     #[test]
     fn a_selector_is_comma_separated_pairs() {
         assert_eq!(
-            parse_selector("room=hall,fleet/ring=canary").unwrap(),
+            parse_pairs("room=hall,fleet/ring=canary").unwrap(),
             labels(&[("room", "hall"), ("fleet/ring", "canary")])
         );
-        assert_eq!(parse_selector("").unwrap(), Labels::new());
-        assert_eq!(parse_selector("room").unwrap_err().param, "labels");
-        assert!(parse_selector("Room=x").is_err());
+        assert_eq!(parse_pairs("").unwrap(), Labels::new());
+        assert_eq!(parse_pairs("room").unwrap_err().param, "labels");
+        assert!(parse_pairs("Room=x").is_err());
     }
 }

@@ -86,7 +86,7 @@ async fn list(
 ) -> Result<ApiJson<FleetPage>, ApiError> {
     op.require(Permission::Read)?;
     let ApiQuery(q) = q?;
-    let labels = q.labels.as_deref().map(labels::parse_selector).transpose()?.unwrap_or_default();
+    let labels = q.labels.as_deref().map(labels::parse_pairs).transpose()?.unwrap_or_default();
     let filter = FleetFilter {
         labels,
         tenant: q.tenant,
