@@ -288,8 +288,9 @@ pub fn finish_rotation(dir: &Path, service_days: i64) -> Result<Finished, PkiErr
     }
     let archive = dir.join(files::RETIRED_DIR);
     fs::create_dir_all(&archive).map_err(|source| PkiError::Io { path: archive.clone(), source })?;
-    let archived = archive.join(format!("ca-{}.crt", &retired_sha256[..16]));
-    write(&archive, &format!("ca-{}.crt", &retired_sha256[..16]), &retiring, false)?;
+    let name = format!("ca-{}.crt", &retired_sha256[..16]);
+    write(&archive, &name, &retiring, false)?;
+    let archived = archive.join(name);
     remove(&dir.join(files::RETIRING_CA_KEY))?;
     remove(&dir.join(files::RETIRING_CA_CERT))?;
     write_bundle(dir)?;

@@ -242,8 +242,9 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     // Unbounded so the consumer never waits for the renewal worker, which waits for room in
     // the MQTT client the consumer drains (a bounded queue would close that circle). What it
-    // holds is bounded by the broker: a request is acknowledged only once answered, and the
-    // broker keeps at most `max_inflight_messages` unacknowledged ones in flight to us.
+    // holds is bounded upstream: a QoS 1 request is acknowledged only once answered, and the
+    // broker keeps at most `max_inflight_messages` unacknowledged ones in flight to us; QoS 0
+    // requests go through each appliance's MQTT limit first (a flood is dropped there).
     let (renewal_tx, renewal_rx) = tokio::sync::mpsc::unbounded_channel();
     let wake = Wake::default();
     parts.spawn("MQTT consumer", {

@@ -238,8 +238,7 @@ pub async fn inventory(svc: &Services, tenant: TenantId) -> Result<Inventory, Ap
     for a in all {
         hosts.push(a.name.clone());
         for (k, v) in a.labels.0.iter() {
-            let group =
-                labels.entry(label_group(k, v)).or_insert(InventoryGroup { hosts: Some(Vec::new()), children: None });
+            let group = labels.entry(label_group(k, v)).or_insert(InventoryGroup { hosts: None, children: None });
             group.hosts.get_or_insert_with(Vec::new).push(a.name.clone());
         }
         if a.status == ApplianceStatus::Online {
