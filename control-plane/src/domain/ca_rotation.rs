@@ -39,6 +39,13 @@ pub enum RotationError {
          renew, or finish with force"
     )]
     Dependents { count: i64, appliances: Vec<Dependent> },
+    /// The PKI directory cannot be written here (Compose and Kubernetes mount it read-only
+    /// into the control plane); nothing was changed.
+    #[error(
+        "the PKI directory cannot be written here ({path}: {reason}); nothing was changed: run `hearth-control-plane \
+         pki rotate-ca` / `finish-rotation` where the PKI directory is writable"
+    )]
+    NotWritable { path: String, reason: String },
     #[error("the PKI files: {0}")]
     Pki(#[from] PkiError),
     #[error(transparent)]
@@ -107,7 +114,7 @@ pub async fn start(
     }
     // Certificates recorded without their CA were all signed by the one there was.
     store::name_first_ca(&mut tx, old.signing_sha256()).await?;
-    let new = pki::rotate(revoker.ca().dir(), CA_DAYS)?;
+    let new = pki::rotate(revoker.ca().dir(), CA_DAYS).map_err(not_writable)?;
     let before = serde_json::json!({ "signing_ca": old.signing_sha256() });
     let after = serde_json::json!({ "signing_ca": new, "retiring_ca": old.signing_sha256() });
     audit.record(&mut tx, None, "pki.rotation_started", ("ca", new.clone()), Some(before), Some(after)).await?;
@@ -141,7 +148,7 @@ pub async fn finish(
     if counts.on_other > 0 && !force {
         return Err(RotationError::Dependents { count: counts.on_other, appliances: dependents });
     }
-    let done = pki::finish_rotation(revoker.ca().dir(), SERVICE_DAYS)?;
+    let done = pki::finish_rotation(revoker.ca().dir(), SERVICE_DAYS).map_err(not_writable)?;
     let after = serde_json::json!({
         "signing_ca": ca.signing_sha256(),
         "cut_off": counts.on_other,
@@ -165,6 +172,22 @@ pub async fn finish(
     })
 }
 
+/// A write refused by the file system, told apart from other PKI failures. Both steps write
+/// first what can be written again harmlessly, so a refused first write changes nothing.
+fn not_writable(e: PkiError) -> RotationError {
+    match e {
+        PkiError::Io { path, source }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            RotationError::NotWritable { path: path.display().to_string(), reason: source.to_string() }
+        }
+        other => RotationError::Pki(other),
+    }
+}
+
 /// One rotation step at a time, across replicas and the CLI (released at commit).
 async fn lock(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hearth.ca_rotation'))").execute(tx).await?;
@@ -184,5 +207,24 @@ async fn bite(revoker: &Revoker) {
             .then_some("; reload the broker by hand so it trusts the new CA bundle")
             .unwrap_or_default();
         tracing::error!(error = %e, "could not publish the CRL after a CA rotation step{hint}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_read_only_pki_directory_is_told_apart_from_other_failures() {
+        let io = |kind| PkiError::Io { path: "/hearth/pki/ca-retiring.key".into(), source: Error::from(kind) };
+        for kind in [ErrorKind::PermissionDenied, ErrorKind::ReadOnlyFilesystem] {
+            let e = not_writable(io(kind));
+            assert!(matches!(&e, RotationError::NotWritable { path, .. } if path == "/hearth/pki/ca-retiring.key"));
+            assert!(e.to_string().contains("pki rotate-ca"), "{e}");
+        }
+        assert!(matches!(not_writable(io(ErrorKind::StorageFull)), RotationError::Pki(_)));
+        assert!(matches!(not_writable(PkiError::NoRotation), RotationError::Pki(_)));
     }
 }

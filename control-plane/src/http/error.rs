@@ -266,6 +266,7 @@ impl From<RotationError> for ApiError {
                 message,
                 details: serde_json::json!({ "count": count, "appliances": appliances }),
             },
+            RotationError::NotWritable { .. } => ApiError::Conflict { code: "pki_not_writable", message },
             RotationError::Pki(e) => ApiError::Internal(e.to_string()),
             RotationError::Database(e) => ApiError::Database(e),
         }

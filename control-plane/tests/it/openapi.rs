@@ -266,6 +266,7 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "rotation_in_progress",
         "rotation_not_started",
         "appliances_depend_on_retiring_ca",
+        "pki_not_writable",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }

@@ -53,7 +53,9 @@ async fn status(State(s): State<AppState>, op: OperatorAuth) -> Result<ApiJson<R
     responses(
         (status = 201, description = "Started", body = RotationStatus),
         (status = 403, response = ForbiddenForRole),
-        (status = 409, description = "`rotation_in_progress`: finish the rotation under way first", body = ErrorBody),
+        (status = 409, description = "`rotation_in_progress`: finish the rotation under way first; \
+                                      `pki_not_writable`: this control plane cannot write the PKI directory (run \
+                                      the CLI where it can), nothing was changed", body = ErrorBody),
     )
 )]
 async fn start(
@@ -95,7 +97,9 @@ struct Finish {
         (status = 403, response = ForbiddenForRole),
         (status = 409, description = "`rotation_not_started`: no rotation is under way; \
                                       `appliances_depend_on_retiring_ca`: appliances still hold a certificate \
-                                      from the retiring CA, `details` is `{\"count\", \"appliances\"}` (up to 100)",
+                                      from the retiring CA, `details` is `{\"count\", \"appliances\"}` (up to 100); \
+                                      `pki_not_writable`: this control plane cannot write the PKI directory (run \
+                                      the CLI where it can), nothing was changed",
             body = ErrorBody),
     )
 )]
