@@ -78,6 +78,8 @@ pub enum PlanCommand {
         mqtt_per_minute: Option<i32>,
         #[arg(long)]
         mqtt_burst: Option<i32>,
+        #[arg(long)]
+        rollouts_active: Option<i32>,
     },
     /// List plans (JSON lines).
     List,
@@ -248,6 +250,7 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
             assistant_burst,
             mqtt_per_minute,
             mqtt_burst,
+            rollouts_active,
         } => {
             let d = Quotas::from(config.limits);
             let quotas = Quotas {
@@ -257,6 +260,7 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
                 assistant_burst: assistant_burst.unwrap_or(d.assistant_burst),
                 mqtt_per_minute: mqtt_per_minute.unwrap_or(d.mqtt_per_minute),
                 mqtt_burst: mqtt_burst.unwrap_or(d.mqtt_burst),
+                rollouts_active: rollouts_active.unwrap_or(d.rollouts_active),
             };
             let actor = Actor::cli();
             let new = NewPlan { name: name.clone(), quotas };

@@ -86,6 +86,8 @@ pub struct LimitsConfig {
     pub assistant_burst: u32,
     pub mqtt_per_minute: u32,
     pub mqtt_burst: u32,
+    /// Fleet rollouts a tenant may have active at once.
+    pub rollouts_active: u32,
     /// How often a tenant's quotas are read again from its plan, and the MQTT ingest's
     /// rates of appliances on a plan (seconds): a plan change applies within this time,
     /// without a restart.
@@ -98,6 +100,11 @@ pub struct TasksConfig {
     /// How long a task may take from creation to result, unless the request says otherwise.
     pub default_deadline_s: u64,
     pub max_deadline_s: u64,
+    /// How often each replica's rollout advancer looks at active rollouts (milliseconds);
+    /// it also wakes when a rollout is created or steered.
+    pub rollout_interval_ms: u64,
+    /// At most this many executions one rollout starts per round.
+    pub rollout_batch: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,7 +255,12 @@ impl Default for Config {
             },
             presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
             ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
-            tasks: TasksConfig { default_deadline_s: 3600, max_deadline_s: 86_400 },
+            tasks: TasksConfig {
+                default_deadline_s: 3600,
+                max_deadline_s: 86_400,
+                rollout_interval_ms: 1000,
+                rollout_batch: 500,
+            },
             secrets: SecretsConfig { key: None },
             auth: AuthConfig {
                 session_ttl_s: 3600,
@@ -269,6 +281,7 @@ impl Default for Config {
                 assistant_burst: 5,
                 mqtt_per_minute: 120,
                 mqtt_burst: 30,
+                rollouts_active: 5,
                 refresh_s: 10,
             },
             log: LogConfig { format: "text".into() },
@@ -398,6 +411,12 @@ impl Config {
                 "must be at least 1 and at most tasks.max_deadline_s",
             );
         }
+        if self.tasks.rollout_interval_ms == 0 {
+            return invalid("tasks.rollout_interval_ms", "HEARTH_TASKS__ROLLOUT_INTERVAL_MS", "must be at least 1");
+        }
+        if self.tasks.rollout_batch == 0 {
+            return invalid("tasks.rollout_batch", "HEARTH_TASKS__ROLLOUT_BATCH", "must be at least 1");
+        }
         let a = &self.auth;
         for (setting, env, value) in [
             ("auth.session_ttl_s", "HEARTH_AUTH__SESSION_TTL_S", a.session_ttl_s),
@@ -441,6 +460,7 @@ impl Config {
             l.assistant_burst,
             l.mqtt_per_minute,
             l.mqtt_burst,
+            l.rollouts_active,
             l.refresh_s,
         ]
         .contains(&0)

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::audit::{Actor, Recorder};
 use crate::db::{desired, tasks};
-use crate::domain::desired::merge;
+use crate::domain::desired::layered;
 use crate::domain::desired::secrets::{self, SecretKey};
 use crate::domain::Wake;
 use crate::metrics::Metrics;
@@ -165,7 +165,7 @@ impl Dispatcher {
             ));
         };
         for c in &due {
-            let merged = merge(&c.defaults, &c.overrides);
+            let merged = layered(&c.defaults, &c.rollout_overlay, &c.overrides);
             let sealing = match c.sealing_key.as_deref().map(SealingKey::from_sec1_bytes).transpose() {
                 Ok(k) => k,
                 Err(e) => {

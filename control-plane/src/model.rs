@@ -147,6 +147,55 @@ impl TaskStatus {
 }
 
 stored_enum!(
+    /// A fleet rollout's life: `scheduled` (before its start time) → `running` ⇄ `paused`,
+    /// `waiting_for_approval` between waves when the gate asks for it, and one of the final
+    /// states.
+    RolloutState {
+        Scheduled = "scheduled",
+        Running = "running",
+        /// Stopped by an operator or the tenant: nothing new starts; what runs finishes.
+        Paused = "paused",
+        /// A wave passed its gate and the next one waits for an approval.
+        WaitingForApproval = "waiting_for_approval",
+        /// Every execution finished (failures below the abort threshold included).
+        Succeeded = "succeeded",
+        /// Stopped by its abort criteria (the reason says which); what had not started was cancelled.
+        Aborted = "aborted",
+        /// Cancelled by an operator or the tenant; stays cancelled.
+        Cancelled = "cancelled",
+    }
+);
+
+impl RolloutState {
+    /// The states a rollout can still leave.
+    pub const ACTIVE: &'static [RolloutState] =
+        &[RolloutState::Scheduled, RolloutState::Running, RolloutState::Paused, RolloutState::WaitingForApproval];
+
+    pub fn is_final(self) -> bool {
+        !Self::ACTIVE.contains(&self)
+    }
+}
+
+stored_enum!(
+    /// One appliance's part in a rollout.
+    ExecutionState {
+        /// Not started: its wave is not open yet, the appliance is offline, outside its
+        /// window, or waiting to retry.
+        Pending = "pending",
+        /// Sent (its task, or its configuration version) and not finished.
+        InProgress = "in_progress",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// The agent refused it (its own catalog check).
+        Rejected = "rejected",
+        /// Not finished within the execution timeout.
+        TimedOut = "timed_out",
+        /// Never started: the rollout was cancelled or aborted first.
+        Cancelled = "cancelled",
+    }
+);
+
+stored_enum!(
     /// A task the assistant proposed.
     ProposalStatus {
         /// Waiting for the customer's confirmation.

@@ -291,6 +291,13 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
+    parts.spawn("rollout advancer", {
+        let (pool, wake, cfg, token) = (pool.clone(), wake.clone(), config.tasks.clone(), shutdown.clone());
+        async move {
+            crate::domain::rollouts::advance::run(pool, wake, cfg, token).await;
+            Ok(())
+        }
+    });
     parts.spawn("presence sweeper", {
         let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
         let (after, every) = (config.offline_after(), config.sweep_interval());

@@ -158,6 +158,11 @@ uuid_id!(
     PlanId,
     "plan id"
 );
+uuid_id!(
+    /// A fleet rollout: one change to many appliances, in waves.
+    RolloutId,
+    "rollout id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -38,7 +38,7 @@ pub mod topic;
 pub use codec::{decode, encode, DecodeError, EncodeError, Payload, UpMessage};
 pub use ids::{
     ApiKeyId, ApplianceId, BootId, ConversationId, IdParseError, MessageId, OperatorId, PlanId, ProposalId, RenewalId,
-    SessionId, TaskId, TenantId, UserId,
+    RolloutId, SessionId, TaskId, TenantId, UserId,
 };
 pub use message::*;
 pub use secret::Secret;

@@ -88,6 +88,10 @@ struct RunArgs {
     /// renewal storm); without it, only when the control plane sends a renewal notice.
     #[arg(long)]
     renew_after_s: Option<f64>,
+    /// This share (0–1) of the appliances fails every task it gets (the same ones every
+    /// run, chosen by appliance id): what a rollout's abort criteria are measured against.
+    #[arg(long, default_value_t = 0.0)]
+    task_failure_share: f64,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +189,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(_) => anyhow::bail!("--renew-after-s must be a number of seconds, 0 or more"),
             None => None,
         },
+        task_failure_share: args.task_failure_share,
     };
     opts.validate()?;
     let open_files = raise_open_files_limit();
@@ -241,7 +246,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 now.connection_errors,
                 now.heartbeats_written,
                 now.heartbeats_written - previous.heartbeats_written,
-                now.tasks_succeeded + now.tasks_rejected,
+                now.tasks_succeeded + now.tasks_rejected + now.tasks_failed,
                 now.configs_applied,
                 now.renewed
             );

@@ -317,8 +317,18 @@ impl Simulated {
         }
     }
 
+    /// Whether this appliance is one of the `task_failure_share` that fail their tasks
+    /// (by a hash of its id: the same ones on every run).
+    fn fails_tasks(&self) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.identity.id.as_uuid().hash(&mut h);
+        (h.finish() % 10_000) < (self.opts.task_failure_share * 10_000.0).round() as u64
+    }
+
     /// Reports a task as the agent would, without running anything: `received` then
-    /// `succeeded` if the catalog accepts it, `rejected` with its reason otherwise.
+    /// `succeeded` if the catalog accepts it (`failed` on an appliance that
+    /// [`Self::fails_tasks`]), `rejected` with its reason otherwise.
     fn answer_task(&self, live: &mut Live, d: TaskDispatch) {
         let catalog = Catalog::embedded();
         let policy = Policy::with_local_domains(catalog.local_domains.clone());
@@ -335,7 +345,11 @@ impl Simulated {
                     at: now,
                 };
                 self.publish(live, UpChannel::TaskEvent(d.task_id), &event);
-                (Outcome::Succeeded, "simulated: nothing was run".to_string(), 1)
+                if self.fails_tasks() {
+                    (Outcome::Failed, "simulated failure".to_string(), 1)
+                } else {
+                    (Outcome::Succeeded, "simulated: nothing was run".to_string(), 1)
+                }
             }
             Err(rejection) => (Outcome::Rejected, rejection.message, 0),
         };
@@ -349,8 +363,11 @@ impl Simulated {
             at: now,
         };
         if self.publish(live, UpChannel::TaskResult(d.task_id), &result) {
-            let counter =
-                if outcome == Outcome::Succeeded { &self.stats.tasks_succeeded } else { &self.stats.tasks_rejected };
+            let counter = match outcome {
+                Outcome::Succeeded => &self.stats.tasks_succeeded,
+                Outcome::Failed => &self.stats.tasks_failed,
+                _ => &self.stats.tasks_rejected,
+            };
             Stats::inc(counter);
         }
     }

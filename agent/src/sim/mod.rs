@@ -66,6 +66,10 @@ pub struct FleetOptions {
     /// due at once: a renewal storm). Without it an appliance renews only when a
     /// `down/cert/renew` notice tells it to.
     pub renew_after: Option<Duration>,
+    /// This share (0–1) of the appliances fails every task it gets, chosen by appliance id
+    /// (the same ones every time, as a bad change fails on one kind of box): a rollout's
+    /// abort criteria can be measured against it.
+    pub task_failure_share: f64,
 }
 
 impl FleetOptions {
@@ -75,6 +79,9 @@ impl FleetOptions {
         }
         if !(0.0..1.0).contains(&self.jitter) {
             return Err(SimError::Invalid("--jitter must be in [0, 1)".into()));
+        }
+        if !(0.0..=1.0).contains(&self.task_failure_share) {
+            return Err(SimError::Invalid("--task-failure-share must be in [0, 1]".into()));
         }
         if !(self.ramp_per_s.is_finite() && self.ramp_per_s > 0.0) {
             return Err(SimError::Invalid("--ramp must be a positive number of connections per second".into()));

@@ -26,6 +26,7 @@ pub struct Stats {
     /// Tasks answered `succeeded` / `rejected`.
     pub tasks_succeeded: AtomicU64,
     pub tasks_rejected: AtomicU64,
+    pub tasks_failed: AtomicU64,
     /// Configuration documents reported applied.
     pub configs_applied: AtomicU64,
     /// Receipts from the control plane.
@@ -56,6 +57,7 @@ pub struct Snapshot {
     pub heartbeats_skipped: u64,
     pub tasks_succeeded: u64,
     pub tasks_rejected: u64,
+    pub tasks_failed: u64,
     pub configs_applied: u64,
     pub receipts: u64,
     pub renewals_asked: u64,
@@ -79,6 +81,7 @@ impl Stats {
             heartbeats_skipped: self.heartbeats_skipped.load(Relaxed),
             tasks_succeeded: self.tasks_succeeded.load(Relaxed),
             tasks_rejected: self.tasks_rejected.load(Relaxed),
+            tasks_failed: self.tasks_failed.load(Relaxed),
             configs_applied: self.configs_applied.load(Relaxed),
             receipts: self.receipts.load(Relaxed),
             renewals_asked: self.renewals_asked.load(Relaxed),

@@ -11,6 +11,8 @@ use time::OffsetDateTime;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApplianceConfig {
     pub defaults: Value,
+    /// The layer fleet rollouts' configuration overlays merged into (between the two).
+    pub rollout_overlay: Value,
     pub overrides: Value,
     pub desired_version: i64,
     pub applied_version: Option<i64>,
@@ -58,6 +60,7 @@ pub async fn get(
 ) -> Result<Option<ApplianceConfig>, sqlx::Error> {
     sqlx::query_as(
         "SELECT COALESCE(tc.defaults, '{}'::jsonb) AS defaults,
+                COALESCE(c.rollout_overlay, '{}'::jsonb) AS rollout_overlay,
                 COALESCE(c.overrides, '{}'::jsonb) AS overrides,
                 COALESCE(c.desired_version, 0) AS desired_version,
                 c.applied_version, c.last_apply_version, c.last_apply_outcome, c.last_apply_message, c.last_apply_at
@@ -124,6 +127,7 @@ pub struct Pending {
     pub tenant_id: TenantId,
     pub desired_version: i64,
     pub defaults: Value,
+    pub rollout_overlay: Value,
     pub overrides: Value,
     /// The key its secrets are sealed to (see [`super::appliances::set_sealing_key`]).
     pub sealing_key: Option<Vec<u8>>,
@@ -133,8 +137,8 @@ pub struct Pending {
 /// for a revoked appliance or a suspended tenant).
 pub async fn claim_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults, c.overrides,
-                a.sealing_key
+        "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults,
+                c.rollout_overlay, c.overrides, a.sealing_key
          FROM appliance_config c
          JOIN appliances a ON a.id = c.appliance_id
          LEFT JOIN tenant_config tc ON tc.tenant_id = c.tenant_id

@@ -18,6 +18,7 @@ pub mod operators;
 pub mod plans;
 pub mod presence;
 pub mod revocations;
+pub mod rollouts;
 pub mod support;
 pub mod tasks;
 pub mod tenants;

@@ -36,6 +36,10 @@ pub struct Quotas {
     /// MQTT messages ingested per appliance per minute, and burst.
     pub mqtt_per_minute: i32,
     pub mqtt_burst: i32,
+    /// Fleet rollouts the tenant may have active at once (scheduled, running, paused or
+    /// waiting for approval); default 5.
+    #[serde(default = "Quotas::default_rollouts_active")]
+    pub rollouts_active: i32,
 }
 
 impl From<LimitsConfig> for Quotas {
@@ -48,11 +52,16 @@ impl From<LimitsConfig> for Quotas {
             assistant_burst: n(l.assistant_burst),
             mqtt_per_minute: n(l.mqtt_per_minute),
             mqtt_burst: n(l.mqtt_burst),
+            rollouts_active: n(l.rollouts_active),
         }
     }
 }
 
 impl Quotas {
+    fn default_rollouts_active() -> i32 {
+        5
+    }
+
     /// The first quota that is not positive, for a clear refusal.
     pub fn invalid_field(&self) -> Option<&'static str> {
         [
@@ -62,6 +71,7 @@ impl Quotas {
             ("assistant_burst", self.assistant_burst),
             ("mqtt_per_minute", self.mqtt_per_minute),
             ("mqtt_burst", self.mqtt_burst),
+            ("rollouts_active", self.rollouts_active),
         ]
         .into_iter()
         .find(|(_, v)| *v <= 0)
@@ -70,13 +80,13 @@ impl Quotas {
 }
 
 const COLUMNS: &str = "id, name, api_per_minute, api_burst, assistant_per_hour, assistant_burst, mqtt_per_minute, \
-                       mqtt_burst, created_at, updated_at";
+                       mqtt_burst, rollouts_active, created_at, updated_at";
 
 pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<Plan, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO plans (id, name, api_per_minute, api_burst, assistant_per_hour, assistant_burst,
-                            mqtt_per_minute, mqtt_burst)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+                            mqtt_per_minute, mqtt_burst, rollouts_active)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     ))
     .bind(PlanId::new())
     .bind(name)
@@ -86,6 +96,7 @@ pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<P
     .bind(q.assistant_burst)
     .bind(q.mqtt_per_minute)
     .bind(q.mqtt_burst)
+    .bind(q.rollouts_active)
     .fetch_one(conn)
     .await
 }
@@ -93,7 +104,8 @@ pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<P
 pub async fn update(conn: &mut PgConnection, id: PlanId, name: &str, q: &Quotas) -> Result<Option<Plan>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE plans SET name = $2, api_per_minute = $3, api_burst = $4, assistant_per_hour = $5,
-                          assistant_burst = $6, mqtt_per_minute = $7, mqtt_burst = $8, updated_at = now()
+                          assistant_burst = $6, mqtt_per_minute = $7, mqtt_burst = $8, rollouts_active = $9,
+                          updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -104,6 +116,7 @@ pub async fn update(conn: &mut PgConnection, id: PlanId, name: &str, q: &Quotas)
     .bind(q.assistant_burst)
     .bind(q.mqtt_per_minute)
     .bind(q.mqtt_burst)
+    .bind(q.rollouts_active)
     .fetch_optional(conn)
     .await
 }
@@ -130,7 +143,7 @@ pub async fn quotas_for(
 ) -> Result<(Option<String>, Quotas), sqlx::Error> {
     let row: Option<(String, Quotas)> = sqlx::query_as::<_, PlanQuotas>(
         "SELECT p.name, p.api_per_minute, p.api_burst, p.assistant_per_hour, p.assistant_burst, p.mqtt_per_minute,
-                p.mqtt_burst
+                p.mqtt_burst, p.rollouts_active
          FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1",
     )
     .bind(tenant)

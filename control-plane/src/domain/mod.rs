@@ -26,6 +26,8 @@
 //! - [`enrollment`]: an appliance redeems its token and gets its certificate.
 //! - [`certificates`]: an appliance renews its certificate before it expires.
 //! - [`ca_rotation`]: replace the fleet CA (start, progress per CA, finish).
+//! - [`rollouts`]: fleet rollouts — a task or a configuration overlay to many appliances in
+//!   waves, with gates, abort criteria and retries; the advancer that moves them.
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
 //!   merging, validation and secrets sealed at rest.
 //!
@@ -42,6 +44,7 @@ pub mod enrollment;
 pub mod labels;
 pub mod operators;
 pub mod plans;
+pub mod rollouts;
 pub mod support;
 pub mod tasks;
 pub mod tenants;

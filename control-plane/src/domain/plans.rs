@@ -57,6 +57,7 @@ pub struct PlanChanges {
     pub assistant_burst: Option<i32>,
     pub mqtt_per_minute: Option<i32>,
     pub mqtt_burst: Option<i32>,
+    pub rollouts_active: Option<i32>,
 }
 
 /// Every quota must be at least 1.
@@ -95,6 +96,7 @@ pub async fn update(pool: &PgPool, id: PlanId, changes: PlanChanges, audit: Reco
         assistant_burst: changes.assistant_burst.unwrap_or(q.assistant_burst),
         mqtt_per_minute: changes.mqtt_per_minute.unwrap_or(q.mqtt_per_minute),
         mqtt_burst: changes.mqtt_burst.unwrap_or(q.mqtt_burst),
+        rollouts_active: changes.rollouts_active.unwrap_or(q.rollouts_active),
     };
     check_quotas(&quotas)?;
     let name = changes.name.as_deref().unwrap_or(&before.name);

@@ -34,6 +34,7 @@ use crate::domain::desired::DesiredError;
 use crate::domain::enrollment::EnrollError;
 use crate::domain::operators::OperatorError;
 use crate::domain::plans::PlanError;
+use crate::domain::rollouts::RolloutError;
 use crate::domain::support::SupportError;
 use crate::domain::tasks::TaskError;
 use crate::domain::tenants::TenantError;
@@ -211,6 +212,30 @@ impl From<TaskError> for ApiError {
             },
             TaskError::NotCancellable(_) => ApiError::Conflict { code: "task_not_cancellable", message },
             TaskError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<RolloutError> for ApiError {
+    fn from(e: RolloutError) -> Self {
+        let message = e.to_string();
+        match e {
+            RolloutError::NotFound => ApiError::NotFound("rollout"),
+            RolloutError::Invalid(e) => e.into(),
+            RolloutError::Catalog(r) => ApiError::Unprocessable {
+                code: "invalid_params",
+                message,
+                details: serde_json::json!({ "param": r.param, "rule": r.rule }),
+            },
+            RolloutError::Config(e) => ApiError::Unprocessable {
+                code: "invalid_config",
+                message,
+                details: serde_json::json!({ "path": format!("payload.config.{}", e.path), "rule": e.rule }),
+            },
+            RolloutError::State { .. } => ApiError::Conflict { code: "rollout_state", message },
+            RolloutError::Started { .. } => ApiError::Conflict { code: "rollout_started", message },
+            RolloutError::Limit { .. } => ApiError::Conflict { code: "rollout_limit", message },
+            RolloutError::Database(e) => ApiError::Database(e),
         }
     }
 }

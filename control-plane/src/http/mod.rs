@@ -38,6 +38,7 @@ mod health;
 mod inventory;
 pub mod openapi;
 mod ratelimit;
+mod rollouts;
 mod shared;
 pub mod support;
 mod tasks;
@@ -89,6 +90,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(enroll::router())
         .merge(appliances::router())
         .merge(tasks::router())
+        .merge(rollouts::router())
         .merge(desired::router())
         .merge(inventory::router())
         .merge(account::router())

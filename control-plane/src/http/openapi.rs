@@ -88,6 +88,7 @@ use crate::model::{
         (name = "enrollment", description = "An appliance redeems its one-time token for a certificate"),
         (name = "appliances", description = "The tenant's appliances and their presence"),
         (name = "tasks", description = "Catalog tasks run on an appliance"),
+        (name = "rollouts", description = "Fleet rollouts over the tenant's own appliances: a task or a configuration overlay, in waves"),
         (name = "config", description = "Desired configuration: tenant defaults and per-appliance overrides"),
         (name = "inventory", description = "The appliances as an Ansible dynamic inventory"),
         (name = "account", description = "A customer's sign-in, account, members and API keys"),

@@ -60,6 +60,7 @@ async fn simulated_appliances_come_online_answer_tasks_and_apply_configuration(p
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(1),
         renew_after: Some(Duration::from_secs(4)),
+        task_failure_share: 0.0,
     };
     let fleet = {
         let (stats, stop, bundle) = (stats.clone(), stop.clone(), bundle.clone());

@@ -24,6 +24,7 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         ("POST", "/api/v1/appliances/{id}/tasks") => Some(json!({"action": "appliance.reboot"})),
         ("PUT", "/api/v1/appliances/{id}/config") => Some(json!({"document": {}})),
         ("PUT", "/api/v1/appliances/{id}/labels") => Some(json!({"labels": {"room": "hall"}})),
+        ("PATCH", "/api/v1/rollouts/{id}") => Some(json!({"name": "renamed"})),
         ("POST", "/api/v1/support/conversations/{id}/messages") => Some(json!({"text": "hello"})),
         _ => Some(json!({})),
     }
@@ -77,6 +78,17 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         .await;
     assert_eq!(status, 201, "{exchange}");
     let proposal_a = exchange["assistant"]["proposal"]["id"].as_str().expect("a proposal").to_string();
+    let (status, rollout) = cp
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            &key_a,
+            Some(json!({"name": "a-rollout", "payload": {"task": {"action": "appliance.reboot"}},
+                        "start_at": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{rollout}");
+    let rollout_a = rollout["id"].as_str().expect("rollout id").to_string();
 
     // A's id of each kind, and an id of that kind that does not exist.
     let ids: BTreeMap<&str, (String, String)> = [
@@ -86,6 +98,9 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         ("keys", (key_a_id.clone(), hearth_protocol::ApiKeyId::new().to_string())),
         ("conversations", (conversation_a.clone(), hearth_protocol::ConversationId::new().to_string())),
         ("proposal", (proposal_a.clone(), hearth_protocol::ProposalId::new().to_string())),
+        ("rollouts", (rollout_a.clone(), hearth_protocol::RolloutId::new().to_string())),
+        // A verb, not an id: the same for both.
+        ("action", ("pause".to_string(), "pause".to_string())),
     ]
     .into_iter()
     .collect();
@@ -137,6 +152,7 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         "/api/v1/keys",
         "/api/v1/account",
         "/api/v1/support/conversations",
+        "/api/v1/rollouts",
     ] {
         let (status, body) = cp.call("GET", path, &key_b, None).await;
         assert_eq!(status, 200, "{path}");
@@ -148,6 +164,7 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
             "owner@a.example".into(),
             key_a_id.clone(),
             conversation_a.clone(),
+            rollout_a.clone(),
         ] {
             assert!(!text.contains(&a_thing), "{path} shows {a_thing}: {text}");
         }
@@ -240,6 +257,17 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("support chat rows");
+    sqlx::query(
+        "WITH r AS (INSERT INTO rollouts (id, tenant_id, name, selector, payload, policy, created_by)
+                    VALUES (gen_random_uuid(), $1, 'r', '{}', '{}', '{}', 'test') RETURNING id)
+         INSERT INTO rollout_executions (rollout_id, appliance_id, tenant_id, ordinal, wave)
+         SELECT id, $2, $1, 1, 0 FROM r",
+    )
+    .bind(a)
+    .bind(box_a)
+    .execute(&pool)
+    .await
+    .expect("rollout rows");
 
     let tables: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, c.relrowsecurity FROM pg_class c

@@ -21,6 +21,7 @@ mod isolation;
 mod labels;
 mod limits;
 mod openapi;
+mod rollouts;
 mod supervision;
 mod support;
 mod support_chat;

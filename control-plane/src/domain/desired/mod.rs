@@ -60,7 +60,7 @@ pub fn drift(c: &ApplianceConfig) -> bool {
 fn view(c: &ApplianceConfig) -> ConfigView {
     ConfigView {
         desired_version: c.desired_version,
-        desired: secrets::redact(&merge(&c.defaults, &c.overrides)),
+        desired: secrets::redact(&layered(&c.defaults, &c.rollout_overlay, &c.overrides)),
         overrides: secrets::redact(&c.overrides),
         applied_version: c.applied_version,
         last_apply: c.last_apply(),
@@ -88,7 +88,7 @@ pub async fn put(
 ) -> Result<ConfigView, DesiredError> {
     let mut tx = tenant_tx(&svc.pool, tenant).await?;
     let current = store::get(&mut tx, tenant, appliance).await?.ok_or(DesiredError::ApplianceNotFound)?;
-    validate(&merge(&current.defaults, document), &Policy::default())?;
+    validate(&layered(&current.defaults, &current.rollout_overlay, document), &Policy::default())?;
     let sealed = secrets::seal(document, &current.overrides, tenant, svc.secrets.as_ref(), "")?;
     store::set_overrides(&mut tx, tenant, appliance, &sealed).await?;
     // Secrets appear in the trail as `[redacted]`, like everywhere else.
@@ -143,6 +143,12 @@ pub async fn put_defaults(
     tx.commit().await?;
     svc.wake.wake();
     Ok(secrets::redact(&sealed))
+}
+
+/// An appliance's desired document: the tenant's defaults, then what fleet rollouts
+/// overlaid, then the appliance's own overrides.
+pub fn layered(defaults: &Value, rollout_overlay: &Value, overrides: &Value) -> Value {
+    merge(&merge(defaults, rollout_overlay), overrides)
 }
 
 /// Deep merge: objects merge key by key (recursively); anything else in `over` replaces

@@ -18,6 +18,8 @@
 //! | `GET/POST /operators`, `DELETE /operators/{id}` | read / admin | operator tokens |
 //! | `GET /audit` | read | the audit trail, filtered |
 //! | `GET/POST /pki/rotation`, `POST /pki/rotation/finish` | read / admin | the fleet CA's rotation |
+//! | `GET/POST /rollouts`, `GET/PATCH /rollouts/{id}`, `POST /rollouts/{id}/{action}` | read / admin | fleet rollouts, pause/resume/approve/cancel |
+//! | `GET /rollouts/{id}/executions`, `GET /rollouts/{id}/events` | read | a rollout's executions, its progress stream |
 //!
 //! Each handler's `#[utoipa::path]` names its full path (`/api/v1/admin/…`), so the routers
 //! are merged, not nested.
@@ -25,6 +27,7 @@
 mod fleet;
 mod operators;
 mod pki;
+mod rollouts;
 mod tenants;
 
 use serde::Deserialize;
@@ -34,7 +37,12 @@ use super::error::ApiError;
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(tenants::router()).merge(fleet::router()).merge(operators::router()).merge(pki::router())
+    OpenApiRouter::new()
+        .merge(tenants::router())
+        .merge(fleet::router())
+        .merge(operators::router())
+        .merge(pki::router())
+        .merge(rollouts::router())
 }
 
 const DEFAULT_LIMIT: i64 = 100;
