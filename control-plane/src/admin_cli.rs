@@ -1,4 +1,4 @@
-//! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator|pki …`): the admin
+//! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator|pki|rollout …`): the admin
 //! API's ground for scripts and first set-up, straight against the database. It calls the
 //! same operations as the admin API (`crate::domain`), so the rules (name lengths, quotas,
 //! the audit actions, the last owner, revocation on delete) are the API's. Every change is
@@ -9,7 +9,8 @@ use std::io::BufRead;
 
 use anyhow::Context;
 use clap::Subcommand;
-use hearth_protocol::{ApiKeyId, ApplianceId, OperatorId, PlanId, TenantId};
+use hearth_protocol::{ApiKeyId, ApplianceId, OperatorId, PlanId, RolloutId, TenantId};
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::config::Config;
@@ -17,12 +18,13 @@ use crate::db::audit::{Actor, Recorder};
 use crate::db::plans::{self as plan_rows, Quotas};
 use crate::db::tenants::Changes;
 use crate::domain::accounts::{self, AccountError, NewUser};
-use crate::domain::appliances;
 use crate::domain::operators::{self, OperatorError};
 use crate::domain::plans::{self, NewPlan, PlanError};
+use crate::domain::rollouts::{self, NewRollout, RolloutError, Steer, Who};
 use crate::domain::tenants::{self, TenantError};
 use crate::domain::Wake;
-use crate::model::{OperatorRole, TenantStatus, UserRole};
+use crate::domain::{appliances, labels};
+use crate::model::{FleetStatus, OperatorRole, RolloutState, TenantStatus, UserRole};
 use crate::pki::SharedCa;
 use crate::revocation::Revoker;
 
@@ -400,4 +402,177 @@ pub async fn ca_rotation(pool: &PgPool, config: &Config, command: RotationComman
         status.appliances_on_other_ca_online,
     );
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Create a rollout of a catalog task (`--action`, `--params`) or a configuration overlay
+    /// (`--config`) to the appliances the selector flags match (none: every appliance);
+    /// prints its id and state. The advancer of a running control plane carries it out.
+    Create(Box<NewRolloutArgs>),
+    /// List rollouts (JSON lines), newest first, optionally in one state.
+    List {
+        #[arg(long)]
+        state: Option<RolloutState>,
+    },
+    /// One rollout with its progress (JSON).
+    Show { id: RolloutId },
+    /// Start nothing new (what runs finishes).
+    Pause { id: RolloutId },
+    /// Continue a paused rollout.
+    Resume { id: RolloutId },
+    /// Open the next wave of a rollout waiting for approval.
+    Approve { id: RolloutId },
+    /// Stop for good: what has not reached an appliance is cancelled.
+    Cancel { id: RolloutId },
+}
+
+/// `rollout create`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct NewRolloutArgs {
+    pub name: String,
+    /// A catalog action, e.g. `dns.forwarder.set`.
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub action: Option<String>,
+    /// The action's parameters, a JSON object.
+    #[arg(long, default_value = "{}", requires = "action")]
+    pub params: String,
+    /// A configuration overlay, a JSON object merged into each desired document.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Only this tenant's appliances (repeat for more).
+    #[arg(long)]
+    pub tenant: Vec<TenantId>,
+    /// Only appliances of tenants on this plan, by name (repeat for more).
+    #[arg(long)]
+    pub plan: Vec<String>,
+    /// Only appliances carrying this label, `key=value` (repeat: all of them).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Only appliances running this agent version (repeat for more).
+    #[arg(long)]
+    pub agent_version: Vec<String>,
+    /// Only appliances in this state: online, offline, never_seen (repeat for more).
+    #[arg(long)]
+    pub status: Vec<FleetStatus>,
+    /// Only this appliance (repeat for more).
+    #[arg(long)]
+    pub appliance: Vec<ApplianceId>,
+    /// The whole policy as JSON (see the API's `policy`); default: 1/10/50/100 % waves,
+    /// a 100 % gate, abort above 10 % failures of at least 10.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Cumulative wave percentages, e.g. `1,10,50,100` (replaces the policy's waves).
+    #[arg(long)]
+    pub waves: Option<String>,
+    /// Keep taking appliances that match later.
+    #[arg(long)]
+    pub dynamic: bool,
+    /// Start no earlier than this (RFC 3339).
+    #[arg(long)]
+    pub start_at: Option<String>,
+}
+
+fn json_arg(flag: &str, text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text).with_context(|| format!("--{flag} is not valid JSON"))
+}
+
+/// A rollout operation's error as the CLI says it (naming the field a 422 would name).
+fn rollout_error(e: RolloutError) -> anyhow::Error {
+    match e {
+        RolloutError::Invalid(i) => anyhow::anyhow!("{}: {}", i.param, i.message),
+        e => anyhow::Error::new(e),
+    }
+}
+
+pub async fn rollout(pool: &PgPool, config: &Config, cmd: RolloutCommand) -> anyhow::Result<()> {
+    let actor = Actor::cli();
+    let audit = Recorder::new(&actor, None);
+    let steer = |id, what| async move {
+        let v = rollouts::steer(pool, Who::Operator, id, what, audit).await.map_err(rollout_error)?;
+        println!("id={}\nstate={}", v.id, v.state);
+        anyhow::Ok(())
+    };
+    match cmd {
+        RolloutCommand::Create(args) => {
+            let NewRolloutArgs {
+                name,
+                action,
+                params,
+                config: overlay,
+                tenant,
+                plan,
+                label,
+                agent_version,
+                status,
+                appliance,
+                policy,
+                waves,
+                dynamic,
+                start_at,
+            } = *args;
+            let payload = match (action, overlay) {
+                (Some(action), _) => json!({ "task": { "action": action, "params": json_arg("params", &params)? } }),
+                (None, Some(c)) => json!({ "config": json_arg("config", &c)? }),
+                (None, None) => anyhow::bail!("give --action or --config"),
+            };
+            let mut plans = Vec::new();
+            for p in &plan {
+                plans.push(plan_named(pool, p).await?);
+            }
+            let labels =
+                labels::parse_pairs(&label.join(",")).map_err(|e| anyhow::anyhow!("--label: {}", e.message))?;
+            let mut policy = match policy {
+                Some(p) => json_arg("policy", &p)?,
+                None => json!({}),
+            };
+            if let Some(w) = waves {
+                let list = w
+                    .split(',')
+                    .map(|x| x.trim().parse::<f64>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("--waves: give percentages separated by commas, e.g. 1,10,50,100")?;
+                policy["waves"] = json!({ "percent": list });
+            }
+            let body = json!({
+                "name": name,
+                "payload": payload,
+                "policy": policy,
+                "dynamic": dynamic,
+                "start_at": start_at,
+                "selector": {
+                    "tenants": tenant, "plans": plans, "labels": labels, "agent_versions": agent_version,
+                    "statuses": status, "appliances": appliance,
+                },
+            });
+            let new: NewRollout = serde_json::from_value(body).context("the rollout does not read")?;
+            let v = rollouts::create(pool, &config.tasks, config.limits, Who::Operator, new, audit)
+                .await
+                .map_err(rollout_error)?;
+            println!("id={}\nstate={}", v.id, v.state);
+            Ok(())
+        }
+        RolloutCommand::List { state } => {
+            let mut after = None;
+            loop {
+                let page = rollouts::list(pool, Who::Operator, state, after, 100).await.map_err(rollout_error)?;
+                for r in &page.rollouts {
+                    json_line(r)?;
+                }
+                match page.next_after {
+                    Some(n) => after = Some(n),
+                    None => return Ok(()),
+                }
+            }
+        }
+        RolloutCommand::Show { id } => {
+            let v = rollouts::get(pool, Who::Operator, id).await.map_err(rollout_error)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        RolloutCommand::Pause { id } => steer(id, Steer::Pause).await,
+        RolloutCommand::Resume { id } => steer(id, Steer::Resume).await,
+        RolloutCommand::Approve { id } => steer(id, Steer::Approve).await,
+        RolloutCommand::Cancel { id } => steer(id, Steer::Cancel).await,
+    }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hearth_control_plane::admin_cli::{self, KeyCommand, OperatorCommand, PlanCommand, TenantCommand, UserCommand};
+use hearth_control_plane::admin_cli::{
+    self, KeyCommand, OperatorCommand, PlanCommand, RolloutCommand, TenantCommand, UserCommand,
+};
 use hearth_control_plane::broker_config::{self, BrokerConfig};
 use hearth_control_plane::config::Config;
 use hearth_control_plane::db::audit::{Actor, Recorder};
@@ -103,6 +105,11 @@ enum Command {
     Operator {
         #[command(subcommand)]
         command: OperatorCommand,
+    },
+    /// Fleet rollouts: one change to many appliances, in waves.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Evaluate the support assistant: JSON lines {"id","text"} on stdin, one answer line per input on stdout (one demo appliance, no database).
     Intents(hearth_control_plane::assistant::intents::IntentsArgs),
@@ -296,6 +303,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan { command } => {
             let (config, pool) = cli_setup(&cli.config).await?;
             admin_cli::plan(&pool, &config, command).await
+        }
+        Command::Rollout { command } => {
+            let (config, pool) = cli_setup(&cli.config).await?;
+            admin_cli::rollout(&pool, &config, command).await
         }
         Command::Key { command } => admin_cli::key(&cli_setup(&cli.config).await?.1, command).await,
         Command::User { command } => admin_cli::user(&cli_setup(&cli.config).await?.1, command).await,
