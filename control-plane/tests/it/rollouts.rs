@@ -507,3 +507,92 @@ async fn invalid_rollouts_are_refused_naming_the_field(pool: PgPool) {
     let (status, _) = cp.get("/api/v1/admin/rollouts", &viewer).await;
     assert_eq!(status, 200);
 }
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_dynamic_rollout_takes_later_matches_and_a_window_holds_starts(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let admin = operator(&pool, "admin").await;
+    let b = bundle(&pool, &pki, Tenants::New(1), 3).await;
+    let sim = Sim::start(&broker, &b.ca_pem, b.appliances.clone(), 0.0);
+    online(&pool, 3).await;
+    let label = |id: hearth_protocol::ApplianceId| {
+        let (cp, admin) = (&cp, &admin);
+        async move {
+            let (status, body) = cp
+                .call(
+                    "PUT",
+                    &format!("/api/v1/admin/appliances/{id}/labels"),
+                    admin,
+                    Some(json!({"labels": {"fleet/ring": "canary"}})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    label(b.appliances[0].id).await;
+    label(b.appliances[1].id).await;
+
+    // Dynamic: the two canaries run it, and the rollout stays open for more.
+    let r = create(
+        &cp,
+        "/api/v1/admin/rollouts",
+        &admin,
+        json!({"name": "continuous", "dynamic": true, "payload": task_payload(),
+               "selector": {"labels": {"fleet/ring": "canary"}}, "policy": {"waves": {"percent": [100]}}}),
+    )
+    .await;
+    let id = r["id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/admin/rollouts/{id}");
+    rollout_until(&cp, &path, &admin, "the two canaries done", |r| r["progress"]["succeeded"] == 2).await;
+    // A third appliance labelled later joins and runs it once.
+    label(b.appliances[2].id).await;
+    let r = rollout_until(&cp, &path, &admin, "the late canary done", |r| r["progress"]["succeeded"] == 3).await;
+    assert_eq!((r["state"].as_str(), r["wave_sizes"].clone()), (Some("running"), json!([3])), "{r:#}");
+    assert_eq!(tasks_of(&pool, &id).await, 3);
+    let (status, r) = cp.call("POST", &format!("{path}/cancel"), &admin, None).await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("cancelled")));
+
+    // A window that is not open now holds every start, online or not…
+    let hour: i32 = sqlx::query_scalar("SELECT extract(hour FROM now() AT TIME ZONE 'UTC')::int")
+        .fetch_one(&pool)
+        .await
+        .expect("hour");
+    let closed = json!({"start_hour": (hour + 2) % 24, "end_hour": (hour + 3) % 24});
+    let r = create(
+        &cp,
+        "/api/v1/admin/rollouts",
+        &admin,
+        json!({"name": "at night", "payload": task_payload(), "policy": {"waves": {"percent": [100]}, "window": closed}}),
+    )
+    .await;
+    let id = r["id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/admin/rollouts/{id}");
+    rollout_until(&cp, &path, &admin, "started, all pending", |r| {
+        r["state"] == "running" && r["progress"]["pending"] == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tasks_of(&pool, &id).await, 0, "outside the window nothing starts");
+    // …until the policy's window opens now (a policy changes while the rollout runs).
+    let open = json!({"waves": {"percent": [100]}, "window": {"start_hour": hour, "end_hour": (hour + 2) % 24}});
+    let (status, r) = cp.call("PATCH", &path, &admin, Some(json!({"policy": open}))).await;
+    assert_eq!(status, 200, "{r}");
+    // The progress stream follows it to the end.
+    let events = cp
+        .http
+        .get(format!("{}{path}/events", cp.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("stream")
+        .text()
+        .await
+        .expect("the stream ends when the rollout does");
+    assert!(events.contains("event: progress"), "{events}");
+    assert!(events.contains(r#""state":"succeeded""#), "{events}");
+    assert!(events.trim_end().ends_with(r#"data: {"reason":"finished"}"#), "{events}");
+    assert_eq!(tasks_of(&pool, &id).await, 3);
+    sim.stop().await;
+}
