@@ -21,6 +21,10 @@ pub struct Metrics {
     pub presence_transitions: IntCounter,
     pub task_events_stored: IntCounter,
     pub tasks_dispatched: IntCounter,
+    /// Rollout executions started (tasks created or configuration versions bumped), and
+    /// rollouts the advancer ended, by final state (`succeeded`, `aborted`).
+    pub rollout_executions_started: IntCounter,
+    pub rollouts_finished: IntCounterVec,
     pub tasks_timed_out: IntCounter,
     pub configs_pushed: IntCounter,
     pub certificate_renewals: IntCounterVec,
@@ -127,6 +131,15 @@ impl Metrics {
             )?,
             task_events_stored: counter("hearth_task_events_stored_total", "Task events stored (each once).")?,
             tasks_dispatched: counter("hearth_tasks_dispatched_total", "Tasks sent to appliances.")?,
+            rollout_executions_started: counter(
+                "hearth_rollout_executions_started_total",
+                "Rollout executions started (a task created or a configuration version bumped).",
+            )?,
+            rollouts_finished: counter_vec(
+                "hearth_rollouts_finished_total",
+                "Rollouts the advancer ended, by final state (succeeded, aborted).",
+                &["state"],
+            )?,
             tasks_timed_out: counter("hearth_tasks_timed_out_total", "Tasks that passed their deadline unfinished.")?,
             configs_pushed: counter(
                 "hearth_configs_pushed_total",

@@ -293,8 +293,9 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     });
     parts.spawn("rollout advancer", {
         let (pool, wake, cfg, token) = (pool.clone(), wake.clone(), config.tasks.clone(), shutdown.clone());
+        let metrics = metrics.clone();
         async move {
-            crate::domain::rollouts::advance::run(pool, wake, cfg, token).await;
+            crate::domain::rollouts::advance::run(pool, wake, cfg, metrics, token).await;
             Ok(())
         }
     });

@@ -203,6 +203,9 @@ async fn an_abort_on_the_failure_rate_stops_new_executions(pool: PgPool) {
     assert_eq!(r["progress"]["cancelled"], 15, "{r:#}");
     assert_eq!(r["progress"]["failed"], 5, "{r:#}");
     assert_eq!(sim.stats.snapshot().tasks_failed, 5);
+    let metrics = cp.metrics().await;
+    assert_eq!(metric(&metrics, r#"hearth_rollouts_finished_total{state="aborted"}"#), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "hearth_rollout_executions_started_total"), Some(5.0));
     // An aborted rollout cannot be resumed.
     let (status, e) = cp.call("POST", &format!("{path}/resume"), &admin, None).await;
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("rollout_state")), "{e}");

@@ -19,6 +19,7 @@
 //!
 //! Every transition it makes is audited with the actor `system`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_protocol::{ApplianceId, TenantId};
@@ -32,6 +33,7 @@ use crate::db::audit::{Actor, Recorder};
 use crate::db::rollouts::{self as store, Rollout};
 use crate::domain::desired::merge;
 use crate::domain::Wake;
+use crate::metrics::Metrics;
 use crate::model::RolloutState;
 use crate::ticker::Ticker;
 
@@ -39,11 +41,11 @@ use crate::ticker::Ticker;
 const ROLLOUTS_PER_ROUND: i64 = 100;
 
 /// Runs the advancer every `tasks.rollout_interval_ms` until shutdown.
-pub async fn run(pool: PgPool, wake: Wake, cfg: TasksConfig, shutdown: CancellationToken) {
+pub async fn run(pool: PgPool, wake: Wake, cfg: TasksConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let every = Duration::from_millis(cfg.rollout_interval_ms);
     let mut ticker = Ticker::new(every, shutdown);
     while ticker.tick().await {
-        match round(&pool, &cfg).await {
+        match round(&pool, &cfg, &metrics).await {
             Ok(0) => {}
             Ok(started) => {
                 wake.wake();
@@ -54,16 +56,29 @@ pub async fn run(pool: PgPool, wake: Wake, cfg: TasksConfig, shutdown: Cancellat
     }
 }
 
+/// What one round did to one rollout.
+#[derive(Debug, Default)]
+struct Step {
+    started: u64,
+    /// The final state it moved the rollout to.
+    finished: Option<RolloutState>,
+}
+
 /// One round over every due rollout; returns how many executions started.
-pub async fn round(pool: &PgPool, cfg: &TasksConfig) -> Result<u64, sqlx::Error> {
+pub async fn round(pool: &PgPool, cfg: &TasksConfig, metrics: &Metrics) -> Result<u64, sqlx::Error> {
     let mut started = 0;
     for id in store::due(pool, ROLLOUTS_PER_ROUND).await? {
         let mut tx = pool.begin().await?;
         let Some(r) = store::lock_active(&mut tx, id).await? else {
             continue;
         };
-        started += advance(&mut tx, r, cfg).await?;
+        let step = advance(&mut tx, r, cfg).await?;
         tx.commit().await?;
+        started += step.started;
+        metrics.rollout_executions_started.inc_by(step.started);
+        if let Some(state) = step.finished {
+            metrics.rollouts_finished.with_label_values(&[state.as_str()]).inc();
+        }
     }
     Ok(started)
 }
@@ -79,7 +94,7 @@ async fn audit(
         .await
 }
 
-async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> Result<u64, sqlx::Error> {
+async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> Result<Step, sqlx::Error> {
     let (selector, payload, policy) = parse_row(&r);
     let target = selector.target(r.tenant_id);
 
@@ -97,7 +112,7 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
             let why = "no appliance matched the selector when the rollout started";
             store::set_state(conn, r.id, RolloutState::Succeeded, Some(why)).await?;
             audit(conn, &r, "rollout.succeeded", serde_json::json!({ "reason": why })).await?;
-            return Ok(0);
+            return Ok(Step { started: 0, finished: Some(RolloutState::Succeeded) });
         }
         store::open_waves(conn, r.id, 1).await?;
         store::set_state(conn, r.id, RolloutState::Running, None).await?;
@@ -133,7 +148,7 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
         store::set_state(conn, r.id, RolloutState::Aborted, Some(&reason)).await?;
         audit(conn, &r, "rollout.aborted", serde_json::json!({ "reason": reason, "cancelled": cancelled })).await?;
         tracing::warn!(rollout = %r.id, %reason, cancelled, "rollout aborted");
-        return Ok(0);
+        return Ok(Step { started: 0, finished: Some(RolloutState::Aborted) });
     }
 
     // 4. The gate.
@@ -180,6 +195,7 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
     }
 
     // 6. Done.
+    let mut step = Step { started, finished: None };
     let all_over = total.pending == 0 && total.in_progress == 0 && started == 0;
     if !r.dynamic && r.waves_open >= waves && all_over && r.state == RolloutState::Running {
         let reason = (total.failures() > 0)
@@ -193,8 +209,9 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
         )
         .await?;
         tracing::info!(rollout = %r.id, succeeded = total.succeeded, failures = total.failures(), "rollout finished");
+        step.finished = Some(RolloutState::Succeeded);
     }
-    Ok(started)
+    Ok(step)
 }
 
 /// Starts these executions: a task each, or the overlay merged into each appliance's
