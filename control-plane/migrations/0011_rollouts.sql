@@ -73,7 +73,7 @@ CREATE POLICY tenant_isolation ON rollout_executions TO hearth_tenant
 -- A tenant creates, reads and steers (pause, resume, approve, cancel) its own rollouts; the
 -- advancer (service role) resolves targets and moves executions.
 GRANT SELECT, INSERT ON rollouts TO hearth_tenant;
-GRANT UPDATE (state, reason, updated_at, finished_at, waves_open) ON rollouts TO hearth_tenant;
+GRANT UPDATE (name, policy, payload, state, reason, updated_at, finished_at, waves_open) ON rollouts TO hearth_tenant;
 GRANT SELECT ON rollout_executions TO hearth_tenant;
 GRANT UPDATE (state, message, finished_at) ON rollout_executions TO hearth_tenant;
 CREATE POLICY service_access ON rollouts TO hearth_service USING (true) WITH CHECK (true);

@@ -467,9 +467,19 @@ async fn a_tenant_rolls_out_configuration_to_its_own_appliances_only(pool: PgPoo
     )
     .await;
     let later = json!({"name": "later", "payload": task_payload(), "start_at": "2999-01-01T00:00:00Z"});
-    create(&cp, "/api/v1/rollouts", &key, later.clone()).await;
-    let (status, e) = cp.call("POST", "/api/v1/rollouts", &key, Some(later)).await;
+    let r = create(&cp, "/api/v1/rollouts", &key, later.clone()).await;
+    let (status, e) = cp.call("POST", "/api/v1/rollouts", &key, Some(later.clone())).await;
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("rollout_limit")), "{e}");
+    // The tenant changes and steers its own: before the start, even the payload.
+    let path = format!("/api/v1/rollouts/{}", r["id"].as_str().expect("id"));
+    let other = json!({"task": {"action": TASK, "params": {"hostname": "nas.home", "ip": "192.168.1.51"}}});
+    let (status, r) = cp.call("PATCH", &path, &key, Some(json!({"name": "later, renamed", "payload": other}))).await;
+    assert_eq!((status, r["payload"]["task"]["params"]["hostname"].as_str()), (200, Some("nas.home")), "{r}");
+    let (status, r) = cp.call("POST", &format!("{path}/pause"), &key, None).await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("paused")), "{r}");
+    let (status, r) = cp.call("POST", &format!("{path}/cancel"), &key, None).await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("cancelled")), "{r}");
+    create(&cp, "/api/v1/rollouts", &key, later).await;
     sim.stop().await;
 }
 
