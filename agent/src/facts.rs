@@ -31,6 +31,9 @@ pub struct Facts {
     pub load: [f64; 3],
     pub memory: Memory,
     pub root_fs: Filesystem,
+    /// Seconds east of UTC now, from the time zone (`TZ`, else `/etc/localtime`); `None`
+    /// when it cannot be read.
+    pub utc_offset_s: Option<i32>,
 }
 
 impl Facts {
@@ -46,6 +49,7 @@ impl Facts {
             load: self.load,
             memory: self.memory,
             root_fs: self.root_fs,
+            utc_offset_s: self.utc_offset_s,
         }
     }
 }
@@ -78,8 +82,19 @@ impl FactsSource {
             load: parse_loadavg(&read("loadavg")?)?,
             memory: parse_meminfo(&read("meminfo")?)?,
             root_fs: filesystem(&self.root_fs_path)?,
+            utc_offset_s: utc_offset(),
         })
     }
+}
+
+/// The local time zone's offset from UTC now, in seconds (DST included); `None` if the
+/// time zone cannot be read (a rollout's window then takes the appliance's hours as UTC).
+pub fn utc_offset() -> Option<i32> {
+    offset_now(&tz::TimeZone::local().ok()?)
+}
+
+fn offset_now(zone: &tz::TimeZone) -> Option<i32> {
+    zone.find_current_local_time_type().ok().map(|t| t.ut_offset())
 }
 
 /// `/proc/uptime`: `"350735.47 234388.90"` → whole seconds since boot.
@@ -249,5 +264,13 @@ mod tests {
         let facts = FactsSource::default().collect().unwrap();
         assert!(facts.memory.total_bytes > 0);
         assert!(facts.root_fs.total_bytes > 0);
+    }
+
+    #[test]
+    fn the_utc_offset_comes_from_the_time_zone() {
+        let india = tz::TimeZone::from_posix_tz("<+0530>-5:30").expect("zone");
+        assert_eq!(offset_now(&india), Some(19_800));
+        let utc = tz::TimeZone::utc();
+        assert_eq!(offset_now(&utc), Some(0));
     }
 }

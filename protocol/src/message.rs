@@ -53,6 +53,11 @@ pub struct Heartbeat {
     pub load: [f64; 3],
     pub memory: Memory,
     pub root_fs: Filesystem,
+    /// The appliance's UTC offset now, in seconds east of UTC, from its time zone (absent:
+    /// unknown, taken as UTC). A rollout's maintenance window is in the appliance's local
+    /// hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset_s: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -442,5 +442,6 @@ fn synthetic_facts() -> Facts {
         load: [0.05, 0.03, 0.01],
         memory: Memory { total_bytes: 2 << 30, available_bytes: 1 << 30 },
         root_fs: Filesystem { total_bytes: 32 << 30, available_bytes: 20 << 30 },
+        utc_offset_s: None,
     }
 }

@@ -77,6 +77,7 @@ impl Coalescer {
                         "root_fs": hb.root_fs,
                         "boot_id": hb.boot_id,
                         "seq": hb.seq,
+                        "utc_offset_s": hb.utc_offset_s,
                     }),
                 });
             }
@@ -271,6 +272,7 @@ mod tests {
             load: [0.0; 3],
             memory: Memory { total_bytes: 2, available_bytes: 1 },
             root_fs: Filesystem { total_bytes: 2, available_bytes: 1 },
+            utc_offset_s: None,
         }
     }
 

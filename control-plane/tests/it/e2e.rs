@@ -113,6 +113,7 @@ async fn missed_heartbeats_mark_offline_by_the_sweeper(pool: PgPool) {
         load: [0.0; 3],
         memory: hearth_protocol::Memory { total_bytes: 1, available_bytes: 1 },
         root_fs: hearth_protocol::Filesystem { total_bytes: 1, available_bytes: 1 },
+        utc_offset_s: None,
     };
     probe
         .publish(&Topic::new(id, UpChannel::Heartbeat).to_string(), hearth_protocol::encode(&hb).expect("encode"))

@@ -30,6 +30,7 @@ pub(crate) fn heartbeat_payload(seq: u64) -> Vec<u8> {
         load: [0.5, 0.25, 0.0],
         memory: Memory { total_bytes: 1000, available_bytes: 400 },
         root_fs: Filesystem { total_bytes: 2000, available_bytes: 1000 },
+        utc_offset_s: None,
     })
     .expect("encode")
 }
