@@ -30,7 +30,7 @@ CREATE TABLE rollouts (
 );
 CREATE INDEX rollouts_tenant_idx ON rollouts (tenant_id, created_at DESC);
 -- The advancer's scan.
-CREATE INDEX rollouts_active_idx ON rollouts (start_at) WHERE state IN ('scheduled', 'running', 'waiting_for_approval');
+CREATE INDEX rollouts_active_idx ON rollouts (start_at) WHERE state IN ('scheduled', 'running', 'paused', 'waiting_for_approval');
 
 CREATE TABLE rollout_executions (
     rollout_id      uuid NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,

@@ -332,6 +332,19 @@ pub async fn join(conn: &mut PgConnection, id: RolloutId, t: &Target, wave: i32)
     Ok(n)
 }
 
+/// Cancels the executions not started on appliances revoked since (they will never run it).
+pub async fn cancel_revoked(conn: &mut PgConnection, id: RolloutId) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE rollout_executions e SET state = 'cancelled', message = 'the appliance was revoked', finished_at = now()
+         FROM appliances a
+         WHERE e.rollout_id = $1 AND e.state = 'pending' AND a.id = e.appliance_id AND a.revoked_at IS NOT NULL",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}
+
 /// Ends the in-progress executions of a task rollout whose task finished: retried (back to
 /// `pending` after a backoff) while attempts remain for a failure or a timeout, otherwise
 /// the task's final state. Returns how many changed.
@@ -583,10 +596,12 @@ pub async fn cancel_unstarted(conn: &mut PgConnection, id: RolloutId, why: &str)
     Ok(r.rows_affected())
 }
 
-/// Active rollouts due for a look (started, or whose start time has come), oldest first.
+/// Active rollouts due for a look (started, or whose start time has come; paused ones too,
+/// whose finished executions are still counted), oldest first.
 pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<RolloutId>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT id FROM rollouts WHERE state IN ('scheduled', 'running', 'waiting_for_approval') AND start_at <= now()
+        "SELECT id FROM rollouts
+         WHERE state IN ('scheduled', 'running', 'paused', 'waiting_for_approval') AND start_at <= now()
          ORDER BY start_at LIMIT $1",
     )
     .bind(limit)
@@ -598,7 +613,8 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<RolloutId>, sqlx::Erro
 /// no longer active.
 pub async fn lock_active(conn: &mut PgConnection, id: RolloutId) -> Result<Option<Rollout>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM rollouts WHERE id = $1 AND state IN ('scheduled', 'running', 'waiting_for_approval')
+        "SELECT {COLUMNS} FROM rollouts
+         WHERE id = $1 AND state IN ('scheduled', 'running', 'paused', 'waiting_for_approval')
          FOR UPDATE SKIP LOCKED"
     ))
     .bind(id)

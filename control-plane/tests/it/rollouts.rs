@@ -260,6 +260,20 @@ async fn pause_resume_cancel_and_an_offline_appliance_that_returns(pool: PgPool)
 
     let (status, _) = cp.call("POST", &format!("{path}/resume"), &admin, None).await;
     assert_eq!(status, 200);
+    // Paused mid-way: what was sent finishes and is counted, nothing new starts.
+    rollout_until(&cp, &path, &admin, "some started", |r| r["progress"]["pending"].as_i64() < Some(6)).await;
+    let (status, _) = cp.call("POST", &format!("{path}/pause"), &admin, None).await;
+    assert_eq!(status, 200);
+    let sent = tasks_of(&pool, &id).await;
+    let r = rollout_until(&cp, &path, &admin, "what was sent is over", |r| {
+        r["progress"]["in_progress"] == 0 && r["progress"]["succeeded"] == sent
+    })
+    .await;
+    assert_eq!(r["state"], "paused", "{r:#}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tasks_of(&pool, &id).await, sent, "a paused rollout starts nothing new");
+    let (status, _) = cp.call("POST", &format!("{path}/resume"), &admin, None).await;
+    assert_eq!(status, 200);
     // The offline appliance waits, pending, and is reported; the rollout is not over.
     let r = rollout_until(&cp, &path, &admin, "5 succeeded, 1 waiting offline", |r| {
         r["progress"]["succeeded"] == 5 && r["progress"]["pending_offline"] == 1

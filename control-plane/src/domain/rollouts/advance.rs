@@ -17,6 +17,7 @@
 //! 6. succeed once every wave is open and every execution finished (never, for a dynamic
 //!    rollout).
 //!
+//! A paused rollout gets steps 2 and 3 only (what was sent still finishes, and may abort it).
 //! Every transition it makes is audited with the actor `system`.
 
 use std::sync::Arc;
@@ -97,6 +98,10 @@ async fn audit(
 async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> Result<Step, sqlx::Error> {
     let (selector, payload, policy) = parse_row(&r);
     let target = selector.target(r.tenant_id);
+    // Paused before its start: nothing to look at yet.
+    if r.state == RolloutState::Paused && r.started_at.is_none() {
+        return Ok(Step::default());
+    }
 
     // 1. The target.
     if r.state == RolloutState::Scheduled {
@@ -121,7 +126,7 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
         r.state = RolloutState::Running;
         r.waves_open = 1;
         r.wave_sizes = sizes;
-    } else if r.dynamic && r.waves_open > 0 {
+    } else if r.dynamic && r.waves_open > 0 && r.state != RolloutState::Paused {
         let joined = store::join(conn, r.id, &target, r.waves_open - 1).await?;
         if joined > 0 {
             tracing::info!(rollout = %r.id, joined, "appliances joined a dynamic rollout");
@@ -131,7 +136,8 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
         }
     }
 
-    // 2. Finished executions.
+    // 2. Finished executions (a paused rollout's too: what was sent still finishes).
+    store::cancel_revoked(conn, r.id).await?;
     let attempts = 1 + policy.retries.max as i32;
     let backoff = policy.retries.backoff_s as f64;
     match payload {
@@ -174,7 +180,8 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
 
     // 5. Start what may start.
     let mut started = 0;
-    if total.pending > 0 {
+    let starting = matches!(r.state, RolloutState::Running | RolloutState::WaitingForApproval);
+    if starting && total.pending > 0 {
         let mut budget = cfg.rollout_batch as i64;
         if let Some(rate) = policy.rate_per_minute(total.succeeded as u64) {
             let rate = i64::try_from(rate).unwrap_or(i64::MAX);
