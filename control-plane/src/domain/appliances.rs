@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{label, Invalid, Services};
+use super::{label, next_page, Invalid, Services};
 use crate::db::appliances::{self as store, Appliance, FleetAppliance, FleetFilter, TenantCounts};
 use crate::db::audit::{snapshot, Recorder};
 use crate::db::presence::{self, PresenceEvent};
@@ -180,16 +180,6 @@ fn page_size(limit: Option<i64>) -> Result<i64, ApplianceError> {
     }
 }
 
-/// Cuts rows fetched with `limit + 1`; returns the next page's cursor.
-fn cut<T>(rows: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> ApplianceId) -> Option<ApplianceId> {
-    if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(id)
-    } else {
-        None
-    }
-}
-
 /// One page of the tenant's appliances, oldest first, after `after`.
 pub async fn list(
     svc: &Services,
@@ -201,7 +191,7 @@ pub async fn list(
     let mut tx = tenant_tx(&svc.pool, tenant).await?;
     let mut appliances = store::list(&mut tx, tenant, after, limit + 1).await?;
     tx.commit().await?;
-    let next_after = cut(&mut appliances, limit, |a| a.id);
+    let next_after = next_page(&mut appliances, limit, |a| a.id);
     Ok(ApplianceList { appliances, next_after })
 }
 
@@ -349,7 +339,7 @@ pub async fn reenroll(
 pub async fn fleet(svc: &Services, filter: &FleetFilter, limit: Option<i64>) -> Result<FleetPage, ApplianceError> {
     let limit = page_size(limit)?;
     let mut appliances = store::fleet(&svc.pool, filter, limit + 1).await?;
-    let next_after = cut(&mut appliances, limit, |a| a.appliance.id);
+    let next_after = next_page(&mut appliances, limit, |a| a.appliance.id);
     Ok(FleetPage { appliances, next_after })
 }
 
@@ -456,9 +446,9 @@ mod tests {
     fn a_page_cut_names_the_next_cursor() {
         let ids: Vec<ApplianceId> = (0..3).map(|_| ApplianceId::new()).collect();
         let mut rows = ids.clone();
-        assert_eq!(cut(&mut rows, 2, |a| *a), Some(ids[1]));
+        assert_eq!(next_page(&mut rows, 2, |a| *a), Some(ids[1]));
         assert_eq!(rows.len(), 2);
         let mut rows = ids.clone();
-        assert_eq!(cut(&mut rows, 3, |a| *a), None);
+        assert_eq!(next_page(&mut rows, 3, |a| *a), None);
     }
 }

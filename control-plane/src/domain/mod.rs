@@ -120,6 +120,17 @@ impl Invalid {
     }
 }
 
+/// Cuts a page fetched with `limit + 1` rows to `limit`; returns the cursor of the next page
+/// (`None` on the last one).
+pub fn next_page<T, C>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> C) -> Option<C> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}
+
 /// A name or label: 1 to `max` characters once trimmed; returns it trimmed.
 pub fn label<'a>(param: &'static str, value: &'a str, max: usize) -> Result<&'a str, Invalid> {
     let trimmed = value.trim();

@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 
 pub use self::policy::Policy;
 use super::desired::{self, InvalidConfig};
-use super::{label, labels, Invalid, Services};
+use super::{label, labels, next_page, Invalid, Services};
 use crate::config::{LimitsConfig, TasksConfig};
 use crate::db::appliances::Labels;
 use crate::db::audit::Recorder;
@@ -490,12 +490,7 @@ pub async fn list(
 ) -> Result<RolloutPage, RolloutError> {
     let mut tx = who.begin(pool).await?;
     let mut rows = store::list(&mut tx, who.scope(), state, after, limit + 1).await?;
-    let next_after = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
+    let next_after = next_page(&mut rows, limit, |r| r.id);
     let mut rollouts = Vec::with_capacity(rows.len());
     for r in rows {
         rollouts.push(view(&mut tx, r).await?);
@@ -517,12 +512,7 @@ pub async fn executions(
     store::get(&mut tx, who.scope(), id).await?.ok_or(RolloutError::NotFound)?;
     let mut rows = store::executions(&mut tx, id, state, after, limit + 1).await?;
     tx.commit().await?;
-    let next_after = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.0)
-    } else {
-        None
-    };
+    let next_after = next_page(&mut rows, limit, |r| r.0);
     Ok(ExecutionPage { executions: rows.into_iter().map(|r| r.1).collect(), next_after })
 }
 

@@ -58,16 +58,6 @@ fn limit(l: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// Cuts a page fetched with `limit + 1` rows; returns the cursor of the next page.
-fn page<T, C>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> C) -> Option<C> {
-    if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(cursor)
-    } else {
-        None
-    }
-}
-
 /// RFC 3339 timestamps in query strings.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(transparent)]

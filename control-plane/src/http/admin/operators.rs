@@ -14,11 +14,12 @@ use utoipa_axum::routes;
 use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, ApiQuery, BadRequest, ForbiddenForRole, NotFound};
 use super::super::{AppState, RequestId};
-use super::{limit, page, Timestamp};
+use super::{limit, Timestamp};
 use crate::db::audit::{AuditRow, Filter, Recorder};
 use crate::db::operators::OperatorToken;
 use crate::db::plans::Plan;
 use crate::domain::audit;
+use crate::domain::next_page;
 use crate::domain::operators::{self, IssuedOperator};
 use crate::domain::plans::{self, NewPlan, PlanChanges};
 use crate::model::{ActorKind, OperatorRole};
@@ -269,6 +270,6 @@ async fn list_audit(
         before_id: q.before,
     };
     let mut entries = audit::list(&s.domain.pool, &filter, limit + 1).await?;
-    let next_before = page(&mut entries, limit, |e| e.id);
+    let next_before = next_page(&mut entries, limit, |e| e.id);
     Ok(ApiJson(AuditPage { entries, next_before }))
 }

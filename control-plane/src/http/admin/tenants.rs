@@ -15,12 +15,13 @@ use super::super::auth::{OperatorAuth, Permission};
 use super::super::error::{ApiError, ApiJson, ApiQuery, BadRequest, ForbiddenForRole, NotFound};
 use super::super::shared::{KeyList, NewKey};
 use super::super::{AppState, RequestId};
-use super::{limit, page};
+use super::limit;
 use crate::db::audit::Recorder;
 use crate::db::tenants::{ApiKey, Changes, Tenant, TenantSummary};
 use crate::db::users::User;
 use crate::domain::accounts::{self, NewUser};
 use crate::domain::appliances::{self as appliance_ops, RegisteredAppliance};
+use crate::domain::next_page;
 use crate::domain::tenants::{self, DeletedTenant, IssuedKey, TenantDetail};
 use crate::domain::Invalid;
 use crate::model::TenantStatus;
@@ -80,7 +81,7 @@ async fn list(
     let ApiQuery(q) = q?;
     let limit = limit(q.limit)?;
     let mut tenants = tenants::list(&s.domain.pool, q.q.as_deref(), q.status, q.after, limit + 1).await?;
-    let next_after = page(&mut tenants, limit, |t| t.tenant.id);
+    let next_after = next_page(&mut tenants, limit, |t| t.tenant.id);
     Ok(ApiJson(TenantPage { tenants, next_after }))
 }
 
