@@ -206,6 +206,23 @@ pub async fn counts_by_tenant(pool: &PgPool, tenant: Option<TenantId>) -> Result
     .await
 }
 
+/// Appliances (not revoked) per agent version, most common first; `version` is `None` for
+/// those that never sent a heartbeat.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct VersionCount {
+    pub version: Option<String>,
+    pub appliances: i64,
+}
+
+pub async fn counts_by_agent_version(pool: &PgPool) -> Result<Vec<VersionCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT agent_version AS version, count(*) AS appliances FROM appliances WHERE revoked_at IS NULL
+         GROUP BY agent_version ORDER BY count(*) DESC, agent_version",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// An appliance registered and enrolled at once (bulk provisioning for load tests).
 #[derive(Debug, Clone)]
 pub struct EnrolledRow {

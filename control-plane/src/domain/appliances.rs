@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{label, next_page, Invalid, Services};
-use crate::db::appliances::{self as store, Appliance, FleetAppliance, FleetFilter, TenantCounts};
+use crate::db::appliances::{self as store, Appliance, FleetAppliance, FleetFilter, TenantCounts, VersionCount};
 use crate::db::audit::{snapshot, Recorder};
 use crate::db::presence::{self, PresenceEvent};
 use crate::db::revocations::{self, Revoked};
@@ -155,6 +155,9 @@ pub struct FleetSummary {
     /// Not revoked, with a certificate that expires within 7 days or has expired: the ones
     /// whose renewal is late (an agent renews at about 2/3 of the lifetime).
     pub certificates_expiring: i64,
+    /// Appliances (not revoked) per agent version, most common first (`null`: no heartbeat
+    /// yet): what a rollout's `selector.agent_versions` picks from.
+    pub agent_versions: Vec<VersionCount>,
     /// Every tenant's counts, by tenant name.
     pub tenants: Vec<TenantCounts>,
 }
@@ -353,6 +356,7 @@ pub async fn fleet_summary(svc: &Services) -> Result<FleetSummary, ApplianceErro
         never_seen: sum(|c| c.never_seen),
         revoked: sum(|c| c.revoked),
         certificates_expiring: sum(|c| c.certificates_expiring),
+        agent_versions: store::counts_by_agent_version(&svc.pool).await?,
         tenants,
     })
 }

@@ -108,6 +108,13 @@ async fn waves_open_only_past_their_gates_and_approvals(pool: PgPool) {
     let b = bundle(&pool, &pki, Tenants::New(2), 10).await;
     let sim = Sim::start(&broker, &b.ca_pem, b.appliances.clone(), 0.0);
     online(&pool, 10).await;
+    // The agent versions a selector picks from, counted across the fleet.
+    let summary = eventually(Duration::from_secs(20), "every agent version reported", || async {
+        let (_, s) = cp.get("/api/v1/admin/fleet/summary", &admin).await;
+        (s["agent_versions"] == json!([{"version": hearth_agent::VERSION, "appliances": 10}])).then_some(s)
+    })
+    .await;
+    assert_eq!(summary["online"], 10);
 
     let r = create(
         &cp,
