@@ -1,4 +1,4 @@
-//! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator|pki|rollout …`): the admin
+//! The operator CLI (`hearth-control-plane tenant|plan|key|user|operator|pki|rollout|artifact …`): the admin
 //! API's ground for scripts and first set-up, straight against the database. It calls the
 //! same operations as the admin API (`crate::domain`), so the rules (name lengths, quotas,
 //! the audit actions, the last owner, revocation on delete) are the API's. Every change is
@@ -6,6 +6,7 @@
 //! once) or, for lists, one JSON object per line.
 
 use std::io::BufRead;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -574,5 +575,122 @@ pub async fn rollout(pool: &PgPool, config: &Config, cmd: RolloutCommand) -> any
         RolloutCommand::Resume { id } => steer(id, Steer::Resume).await,
         RolloutCommand::Approve { id } => steer(id, Steer::Approve).await,
         RolloutCommand::Cancel { id } => steer(id, Steer::Cancel).await,
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Make an Ed25519 signing key: PREFIX.key (secret, 0600; keep it offline) and PREFIX.pub
+    /// (for `artifacts.public_keys` and the agents' `update_public_keys`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign an agent build offline (no database, no configuration): writes BUILD.sig.json.
+    Sign {
+        /// The secret key file from `artifact keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The build's version, MAJOR.MINOR.PATCH[-pre].
+        #[arg(long)]
+        agent_version: String,
+        /// x86_64 or aarch64 (checked against the build's ELF header).
+        #[arg(long)]
+        arch: String,
+        build: PathBuf,
+        /// Default: BUILD.sig.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Upload a signed build (checked against `artifacts.public_keys`); prints its sha256.
+    Upload {
+        build: PathBuf,
+        /// Default: BUILD.sig.json.
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
+    /// List the uploaded builds (JSON lines), newest first.
+    List,
+}
+
+fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Writes a new file (never over an existing one), with `mode`.
+fn write_new(path: &std::path::Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    f.write_all(contents.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `artifact keygen` and `artifact sign`: offline, with no database or configuration.
+pub fn artifact_offline(cmd: ArtifactCommand) -> anyhow::Result<()> {
+    use hearth_protocol::artifact::{self as art, Manifest};
+    match cmd {
+        ArtifactCommand::Keygen { out } => {
+            let mut seed = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+            let key = art::SigningKey::from_bytes(&seed);
+            let (secret, public) = (with_suffix(&out, ".key"), with_suffix(&out, ".pub"));
+            write_new(&secret, &format!("{}\n", art::encode_key(&key.to_bytes())), 0o600)?;
+            write_new(&public, &format!("{}\n", art::encode_key(key.verifying_key().as_bytes())), 0o644)?;
+            println!(
+                "secret_key={}\npublic_key={}\nkey_id={}",
+                secret.display(),
+                public.display(),
+                art::key_id(&key.verifying_key())
+            );
+            Ok(())
+        }
+        ArtifactCommand::Sign { key, agent_version: version, arch, build, out } => {
+            let text = std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let key = art::signing_key(&text).with_context(|| format!("{} is not a signing key", key.display()))?;
+            let arch: art::Arch = arch.parse()?;
+            let bytes = std::fs::read(&build).with_context(|| format!("cannot read {}", build.display()))?;
+            art::check_elf(&bytes, arch).with_context(|| format!("{} cannot be signed for {arch}", build.display()))?;
+            let signed = art::sign(&key, Manifest::of(&bytes, &version, arch)?);
+            let out = out.unwrap_or_else(|| with_suffix(&build, ".sig.json"));
+            std::fs::write(&out, serde_json::to_string_pretty(&signed)? + "\n")
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("signature={}\nsha256={}\nkey_id={}", out.display(), signed.manifest.sha256, signed.key_id);
+            Ok(())
+        }
+        _ => anyhow::bail!("this artifact command needs the database"),
+    }
+}
+
+pub async fn artifact(pool: &PgPool, config: &Config, cmd: ArtifactCommand) -> anyhow::Result<()> {
+    match cmd {
+        ArtifactCommand::Upload { build, signature } => {
+            let sig = signature.unwrap_or_else(|| with_suffix(&build, ".sig.json"));
+            let signed: hearth_protocol::artifact::SignedManifest = serde_json::from_str(
+                &std::fs::read_to_string(&sig).with_context(|| format!("cannot read {}", sig.display()))?,
+            )
+            .with_context(|| format!("{} is not a signed manifest", sig.display()))?;
+            let bytes = std::fs::read(&build).with_context(|| format!("cannot read {}", build.display()))?;
+            let actor = Actor::cli();
+            let a =
+                crate::domain::artifacts::upload(pool, &config.artifacts, &bytes, &signed, Recorder::new(&actor, None))
+                    .await
+                    .with_context(|| format!("{} was refused", build.display()))?;
+            println!("sha256={}\nversion={}\narch={}\nsize={}", a.sha256, a.version, a.arch, a.size);
+            Ok(())
+        }
+        ArtifactCommand::List => {
+            for a in crate::domain::artifacts::list(pool).await? {
+                json_line(&a)?;
+            }
+            Ok(())
+        }
+        offline => artifact_offline(offline),
     }
 }

@@ -30,6 +30,39 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub assistant: crate::assistant::AssistantConfig,
+    #[serde(default)]
+    pub artifacts: ArtifactsConfig,
+}
+
+/// Signed agent builds (`hearth-control-plane artifact …`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// Ed25519 public keys (base64, the `.pub` file `artifact keygen` writes) whose
+    /// signatures are accepted on upload. Empty: no build can be uploaded. Agents carry
+    /// their own list (`update_public_keys`) and check again.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// The largest build accepted, in bytes.
+    #[serde(default = "ArtifactsConfig::default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl ArtifactsConfig {
+    fn default_max_bytes() -> u64 {
+        64 << 20
+    }
+
+    /// The trusted keys (checked by [`Config::validate`]).
+    pub fn keys(&self) -> Vec<hearth_protocol::artifact::VerifyingKey> {
+        self.public_keys.iter().filter_map(|k| hearth_protocol::artifact::public_key(k).ok()).collect()
+    }
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig { public_keys: Vec::new(), max_bytes: Self::default_max_bytes() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,6 +319,7 @@ impl Default for Config {
             },
             log: LogConfig { format: "text".into() },
             assistant: Default::default(),
+            artifacts: Default::default(),
         }
     }
 }
@@ -410,6 +444,14 @@ impl Config {
                 "HEARTH_TASKS__DEFAULT_DEADLINE_S",
                 "must be at least 1 and at most tasks.max_deadline_s",
             );
+        }
+        for k in &self.artifacts.public_keys {
+            if let Err(e) = hearth_protocol::artifact::public_key(k) {
+                return invalid("artifacts.public_keys", "HEARTH_ARTIFACTS__PUBLIC_KEYS", &e.to_string());
+            }
+        }
+        if self.artifacts.max_bytes == 0 || self.artifacts.max_bytes > 1 << 30 {
+            return invalid("artifacts.max_bytes", "HEARTH_ARTIFACTS__MAX_BYTES", "must be between 1 and 1073741824");
         }
         if self.tasks.rollout_interval_ms == 0 {
             return invalid("tasks.rollout_interval_ms", "HEARTH_TASKS__ROLLOUT_INTERVAL_MS", "must be at least 1");

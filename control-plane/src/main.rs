@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hearth_control_plane::admin_cli::{
-    self, KeyCommand, OperatorCommand, PlanCommand, RolloutCommand, TenantCommand, UserCommand,
+    self, ArtifactCommand, KeyCommand, OperatorCommand, PlanCommand, RolloutCommand, TenantCommand, UserCommand,
 };
 use hearth_control_plane::broker_config::{self, BrokerConfig};
 use hearth_control_plane::config::Config;
@@ -105,6 +105,11 @@ enum Command {
     Operator {
         #[command(subcommand)]
         command: OperatorCommand,
+    },
+    /// Signed agent builds: keygen and sign (offline), upload, list.
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
     },
     /// Fleet rollouts: one change to many appliances, in waves.
     Rollout {
@@ -303,6 +308,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan { command } => {
             let (config, pool) = cli_setup(&cli.config).await?;
             admin_cli::plan(&pool, &config, command).await
+        }
+        Command::Artifact { command: command @ (ArtifactCommand::Keygen { .. } | ArtifactCommand::Sign { .. }) } => {
+            admin_cli::artifact_offline(command)
+        }
+        Command::Artifact { command } => {
+            let (config, pool) = cli_setup(&cli.config).await?;
+            admin_cli::artifact(&pool, &config, command).await
         }
         Command::Rollout { command } => {
             let (config, pool) = cli_setup(&cli.config).await?;

@@ -24,6 +24,7 @@
 //! test suite, so another implementation can be verified against the same bytes.
 
 pub mod api;
+pub mod artifact;
 pub mod bundle;
 pub mod catalog;
 pub mod codec;

@@ -10,6 +10,7 @@
 //! nothing at all; only migrations run as the owner ([`connect_owner`]).
 
 pub mod appliances;
+pub mod artifacts;
 pub mod audit;
 pub mod certificates;
 pub mod desired;

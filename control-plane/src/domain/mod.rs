@@ -26,6 +26,7 @@
 //! - [`enrollment`]: an appliance redeems its token and gets its certificate.
 //! - [`certificates`]: an appliance renews its certificate before it expires.
 //! - [`ca_rotation`]: replace the fleet CA (start, progress per CA, finish).
+//! - [`artifacts`]: signed agent builds (upload checked against the trusted keys, list).
 //! - [`rollouts`]: fleet rollouts — a task or a configuration overlay to many appliances in
 //!   waves, with gates, abort criteria and retries; the advancer that moves them.
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
@@ -36,6 +37,7 @@
 
 pub mod accounts;
 pub mod appliances;
+pub mod artifacts;
 pub mod audit;
 pub mod ca_rotation;
 pub mod certificates;

@@ -6,6 +6,7 @@
 mod admin;
 mod agent_tasks;
 mod api;
+mod artifacts;
 mod assistant;
 mod broker_security;
 mod certificates;

@@ -80,6 +80,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/rollouts/{id}/{action}"),
     ("GET", "/api/v1/rollouts/{id}/executions"),
     ("GET", "/api/v1/rollouts/{id}/events"),
+    ("GET", "/api/v1/admin/artifacts"),
     ("POST", "/api/v1/admin/rollouts"),
     ("GET", "/api/v1/admin/rollouts"),
     ("GET", "/api/v1/admin/rollouts/{id}"),

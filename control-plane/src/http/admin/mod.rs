@@ -20,10 +20,12 @@
 //! | `GET/POST /pki/rotation`, `POST /pki/rotation/finish` | read / admin | the fleet CA's rotation |
 //! | `GET/POST /rollouts`, `GET/PATCH /rollouts/{id}`, `POST /rollouts/{id}/{action}` | read / admin | fleet rollouts, pause/resume/approve/cancel |
 //! | `GET /rollouts/{id}/executions`, `GET /rollouts/{id}/events` | read | a rollout's executions, its progress stream |
+//! | `GET /artifacts` | read | signed agent builds (uploaded with the CLI) |
 //!
 //! Each handler's `#[utoipa::path]` names its full path (`/api/v1/admin/…`), so the routers
 //! are merged, not nested.
 
+mod artifacts;
 mod fleet;
 mod operators;
 mod pki;
@@ -43,6 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(operators::router())
         .merge(pki::router())
         .merge(rollouts::router())
+        .merge(artifacts::router())
 }
 
 const DEFAULT_LIMIT: i64 = 100;
