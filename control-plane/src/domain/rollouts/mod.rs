@@ -117,6 +117,8 @@ pub struct NewRollout {
 pub struct RolloutChanges {
     pub name: Option<String>,
     pub payload: Option<Payload>,
+    /// Replaces the whole policy (fields left out take their defaults): once the rollout
+    /// started, send its `waves` unchanged.
     pub policy: Option<Policy>,
 }
 
