@@ -158,7 +158,11 @@ impl Running {
                     (part, Err(ServeError::PartStopped { part, reason }))
                 }
             };
-            if self.shutdown.is_cancelled() && deadline.is_some() {
+            // Shutdown was asked for: a part that ended did so because of it, even when its end
+            // was seen before the cancellation was (both ready in the same poll).
+            if self.shutdown.is_cancelled() {
+                let timeout = self.shutdown_timeout;
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
                 if let Err(e) = outcome {
                     tracing::warn!(part, error = %e, "part ended with an error during shutdown");
                 }

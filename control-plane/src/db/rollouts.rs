@@ -437,7 +437,10 @@ pub async fn counts(conn: &mut PgConnection, id: RolloutId) -> Result<Vec<Count>
 }
 
 /// Executions started within the last minute and within the last `recent_ms` (the rate
-/// limit's windows: read from the rows, so every replica's starts count).
+/// limit's windows: read from the rows, so every replica's starts count). `recent_ms` is
+/// shorter than the round interval (see `advance`): rounds are one interval apart, so a
+/// window of exactly one interval would count the previous round's starts or not by
+/// sub-millisecond jitter.
 pub async fn started_recently(
     conn: &mut PgConnection,
     id: RolloutId,

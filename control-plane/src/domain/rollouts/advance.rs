@@ -185,11 +185,13 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
         let mut budget = cfg.rollout_batch as i64;
         if let Some(rate) = policy.rate_per_minute(total.succeeded as u64) {
             let rate = i64::try_from(rate).unwrap_or(i64::MAX);
-            // Spread over the minute: at most a round's share per round interval (whichever
-            // replica started them), never above the minute's.
+            // Spread over the minute: a round's share per round, unless some replica started
+            // executions within the last three quarters of an interval (the previous round,
+            // one interval ago, is not counted; another replica's round in between is), and
+            // never above the minute's.
             let interval = cfg.rollout_interval_ms as f64;
             let per_round = ((rate as f64 * interval / 60_000.0).ceil() as i64).max(1);
-            let (minute, recent) = store::started_recently(conn, r.id, interval).await?;
+            let (minute, recent) = store::started_recently(conn, r.id, interval * 0.75).await?;
             budget = budget.min(per_round - recent).min(rate - minute);
         }
         if budget > 0 {
