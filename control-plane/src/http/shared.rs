@@ -43,6 +43,19 @@ pub struct KeyList {
     pub keys: Vec<crate::db::tenants::ApiKey>,
 }
 
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// A list's `limit` query parameter checked (1 to 1000) and defaulted (100).
+pub fn page_size(l: Option<i64>) -> Result<i64, super::error::ApiError> {
+    let l = l.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&l) {
+        Ok(l)
+    } else {
+        Err(super::error::ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")))
+    }
+}
+
 // Fleet rollouts: the tenant's (`/api/v1/rollouts`) and the operators'
 // (`/api/v1/admin/rollouts`) routes share their query shapes, the steering verbs and the
 // progress stream; both call `domain::rollouts`.
@@ -60,21 +73,9 @@ pub mod rollouts {
 
     use super::super::error::ApiError;
     use super::super::AppState;
+    pub use super::page_size as limit;
     use crate::domain::rollouts::{self, RolloutError, RolloutView, Steer, Who};
     use crate::model::{ExecutionState, RolloutState};
-
-    const DEFAULT_LIMIT: i64 = 100;
-    const MAX_LIMIT: i64 = 1000;
-
-    /// `limit` checked and defaulted.
-    pub fn limit(l: Option<i64>) -> Result<i64, ApiError> {
-        let l = l.unwrap_or(DEFAULT_LIMIT);
-        if (1..=MAX_LIMIT).contains(&l) {
-            Ok(l)
-        } else {
-            Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")))
-        }
-    }
 
     #[derive(Debug, Deserialize, IntoParams)]
     #[serde(deny_unknown_fields)]

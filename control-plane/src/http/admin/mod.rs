@@ -35,7 +35,6 @@ mod tenants;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::error::ApiError;
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -48,18 +47,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(artifacts::router())
 }
 
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
-
-/// `limit` checked and defaulted.
-fn limit(l: Option<i64>) -> Result<i64, ApiError> {
-    let l = l.unwrap_or(DEFAULT_LIMIT);
-    if (1..=MAX_LIMIT).contains(&l) {
-        Ok(l)
-    } else {
-        Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")))
-    }
-}
+// One page-size rule for every list (`http::shared::page_size`).
+use super::shared::page_size as limit;
 
 /// RFC 3339 timestamps in query strings.
 #[derive(Debug, Clone, Copy, Deserialize)]
