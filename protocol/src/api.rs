@@ -12,7 +12,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use time::OffsetDateTime;
+
 use crate::ids::ApplianceId;
+
+/// Where an appliance downloads an agent build: `GET {AGENT_ARTIFACTS_PATH}/{sha256}` on the
+/// control plane's HTTPS listener, authenticated by the appliance's client certificate;
+/// `Range: bytes=N-` resumes a download.
+pub const AGENT_ARTIFACTS_PATH: &str = "/agent/v1/artifacts";
+/// What the control plane has stored about the calling appliance ([`ApplianceSelf`]),
+/// authenticated by its client certificate: the agent's update health gate reads it.
+pub const AGENT_SELF_PATH: &str = "/agent/v1/self";
 
 /// `POST /api/v1/enroll`: a one-time token and a certificate signing request made on the
 /// appliance (the private key never leaves it).
@@ -68,4 +78,20 @@ pub struct ErrorDetail {
     /// Machine-readable specifics, e.g. `{"param": "hostname", "rule": "not_local_domain"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+}
+
+/// `GET /agent/v1/self`: what the control plane has stored about the calling appliance —
+/// the agent version and time of its last stored heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApplianceSelf {
+    pub appliance_id: ApplianceId,
+    /// `online`, `offline`, `never_seen` or `revoked`.
+    pub status: String,
+    /// The agent version of the last stored heartbeat.
+    pub agent_version: Option<String>,
+    /// When the last heartbeat was stored.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_seen: Option<OffsetDateTime>,
 }

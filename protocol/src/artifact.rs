@@ -279,6 +279,32 @@ pub fn check_elf(bytes: &[u8], arch: Arch) -> Result<(), ArtifactError> {
     Ok(())
 }
 
+/// The task action of an agent update. It is not in the catalog: only a rollout created by
+/// an operator makes such a task, and the agent runs it itself (no playbook).
+pub const UPDATE_ACTION: &str = "agent.update";
+
+/// The parameters of an [`UPDATE_ACTION`] task: the version, its signed builds (one per
+/// architecture; the agent takes its own), and whether the rollout allows a downgrade. The
+/// agent downloads `{AGENT_ARTIFACTS_PATH}/{sha256}` from the control plane it enrolled
+/// with and checks everything again with the keys of its own configuration.
+///
+/// [`AGENT_ARTIFACTS_PATH`]: crate::api::AGENT_ARTIFACTS_PATH
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentUpdate {
+    pub version: String,
+    pub builds: Vec<SignedManifest>,
+    #[serde(default)]
+    pub allow_downgrade: bool,
+}
+
+impl AgentUpdate {
+    /// The build for `arch`, if the update has one.
+    pub fn build_for(&self, arch: Arch) -> Option<&SignedManifest> {
+        self.builds.iter().find(|b| b.manifest.arch == arch)
+    }
+}
+
 /// Builds that look like ELF executables, for tests and examples.
 #[doc(hidden)]
 pub mod tests_support {

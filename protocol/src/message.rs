@@ -187,6 +187,16 @@ pub enum TaskEventKind {
     TaskFailed,
     /// Anything else the run printed.
     Output,
+    /// Agent update: the build was downloaded and its signature, digest and architecture
+    /// checked by the agent.
+    Downloaded,
+    /// Agent update: the build is installed beside the running one and the agent restarts
+    /// into it (the health window starts).
+    Switched,
+    /// Agent update: the new version passed its health gate and is kept.
+    Committed,
+    /// Agent update: the previous version came back (the message says why).
+    RolledBack,
     #[serde(other)]
     Unknown,
 }
