@@ -98,11 +98,24 @@ pub struct AgentConfig {
     /// Longest a playbook may run, whatever the task's deadline (1 s to one day).
     pub task_timeout_s: u64,
     /// Domains local host names must end in; `None` means the catalog's.
-    #[serde(deserialize_with = "domain_list")]
+    #[serde(deserialize_with = "string_list")]
     pub local_domains: Option<Vec<String>>,
     /// The certificate is renewed once it has lived this share of its lifetime, in percent
     /// (10 to 95), less a jitter of up to 10 points fixed per appliance.
     pub renew_at_percent: u64,
+    /// The control plane's base URL (`https://…`); overrides the one recorded at enrollment
+    /// (enrollments made before it was recorded need it for agent updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Ed25519 public keys (base64) whose signatures the agent accepts on its own updates:
+    /// a list, or a comma-separated string in the environment. None: updates are refused.
+    #[serde(deserialize_with = "string_list")]
+    pub update_public_keys: Option<Vec<String>>,
+    /// How long a new version has, from its first start, to connect, have a heartbeat
+    /// stored and pass its self-check before the previous version comes back (10 s to 1 h).
+    pub update_health_window_s: u64,
+    /// The largest agent build the agent downloads (at least 1 MiB).
+    pub update_max_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -125,6 +138,10 @@ impl Default for AgentConfig {
             task_timeout_s: 3600,
             local_domains: None,
             renew_at_percent: 67,
+            api_url: None,
+            update_public_keys: None,
+            update_health_window_s: 300,
+            update_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -170,6 +187,23 @@ impl AgentConfig {
     /// `renew_at_percent` as a share of the certificate's lifetime.
     pub fn renew_share(&self) -> f64 {
         self.renew_at_percent as f64 / 100.0
+    }
+
+    /// The keys of `update_public_keys`, parsed.
+    pub fn update_keys(&self) -> Result<Vec<hearth_protocol::artifact::VerifyingKey>, String> {
+        self.update_public_keys
+            .iter()
+            .flatten()
+            .map(|k| {
+                hearth_protocol::artifact::public_key(k)
+                    .map_err(|e| format!("{:?}: {e}", k.chars().take(16).collect::<String>()))
+            })
+            .collect()
+    }
+
+    /// The health window of an update as a [`Duration`].
+    pub fn update_health_window(&self) -> Duration {
+        Duration::from_secs(self.update_health_window_s)
     }
 
     /// Where the catalog is: `<ansible_dir>/catalog.json`.
@@ -243,6 +277,14 @@ impl AgentConfig {
         range("spool_max_bytes", self.spool_max_bytes, MIN_SPOOL_MAX_BYTES, u64::MAX)?;
         range("task_timeout_s", self.task_timeout_s, 1, MAX_TASK_TIMEOUT_S)?;
         range("renew_at_percent", self.renew_at_percent, 10, 95)?;
+        range("update_health_window_s", self.update_health_window_s, 10, 3600)?;
+        range("update_max_bytes", self.update_max_bytes, 1024 * 1024, u64::MAX)?;
+        if let Some(url) = &self.api_url {
+            if !url.starts_with("https://") || url.len() <= "https://".len() {
+                return Err(invalid("api_url", format!("{url:?} must be an https:// URL")));
+            }
+        }
+        self.update_keys().map_err(|problem| invalid("update_public_keys", problem))?;
         if let Some(d) = &self.local_domains {
             check_domains(d).map_err(|problem| invalid("local_domains", problem))?;
         }
@@ -363,12 +405,12 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OrNone<T> {
 
 /// The local domains: a list, or (as an environment variable says it) a comma-separated
 /// string; an empty string is `None`.
-fn domain_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     struct Domains;
     impl<'de> Visitor<'de> for Domains {
         type Value = Option<Vec<String>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of domains, or a comma-separated string of them")
+            f.write_str("a list of strings, or a comma-separated string of them")
         }
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)

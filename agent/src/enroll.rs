@@ -125,7 +125,7 @@ fn key_and_csr() -> Result<(KeyPair, String), rcgen::Error> {
 }
 
 /// Checks a 2xx answer and turns it into the state to save.
-fn accept(response: EnrollResponse, key_pem: String, state_dir: &Path) -> Result<State, EnrollError> {
+fn accept(response: EnrollResponse, key_pem: String, state_dir: &Path, api_base: String) -> Result<State, EnrollError> {
     if response.broker.host.is_empty() || response.broker.port == 0 {
         return Err(EnrollError::BadResponse(format!(
             "broker address {}:{} is not usable",
@@ -142,6 +142,7 @@ fn accept(response: EnrollResponse, key_pem: String, state_dir: &Path) -> Result
         broker_host: response.broker.host,
         broker_port: response.broker.port,
         enrolled_at: OffsetDateTime::now_utc(),
+        api_url: Some(api_base),
         key_pem: Secret::new(key_pem),
         cert_pem: response.certificate_pem,
         ca_pem: response.ca_chain_pem,
@@ -178,7 +179,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
     state::write_atomic(&pending, key_pem.as_bytes(), KEY_MODE)?;
 
     let result = request(&client, &url, &opts.token, csr_pem).await.and_then(|response| {
-        let state = accept(response, key_pem, &opts.state_dir)?;
+        let state = accept(response, key_pem, &opts.state_dir, opts.server.trim_end_matches('/').to_string())?;
         state.save()?;
         Ok(state)
     });
@@ -296,7 +297,7 @@ mod tests {
         let (key, csr) = key_and_csr().unwrap();
         assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         let (cert, ca) = issue(&key);
-        let state = accept(response(cert, ca), key.serialize_pem(), Path::new("/x")).unwrap();
+        let state = accept(response(cert, ca), key.serialize_pem(), Path::new("/x"), "https://cp".into()).unwrap();
         assert_eq!(state.broker_port, 8883);
     }
 
@@ -317,12 +318,12 @@ mod tests {
         let (key, _) = key_and_csr().unwrap();
         let other = KeyPair::generate().unwrap();
         let (cert, ca) = issue(&other);
-        let err = accept(response(cert, ca), key.serialize_pem(), Path::new("/x")).unwrap_err();
+        let err = accept(response(cert, ca), key.serialize_pem(), Path::new("/x"), "https://cp".into()).unwrap_err();
         assert!(err.to_string().starts_with("the server's enrollment answer is unusable: "), "{err}");
 
         let mut bad = response(String::new(), String::new());
         bad.broker.port = 0;
-        assert!(accept(bad, key.serialize_pem(), Path::new("/x")).is_err());
+        assert!(accept(bad, key.serialize_pem(), Path::new("/x"), "https://cp".into()).is_err());
     }
 
     #[tokio::test]
@@ -330,7 +331,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (key, _) = key_and_csr().unwrap();
         let (cert, ca) = issue(&key);
-        let state = accept(response(cert, ca), key.serialize_pem(), tmp.path()).unwrap();
+        let state = accept(response(cert, ca), key.serialize_pem(), tmp.path(), "https://cp".into()).unwrap();
         state.save().unwrap();
         let opts = EnrollOptions {
             server: "https://127.0.0.1:1".into(),

@@ -11,6 +11,8 @@
 //! - [`desired`]: applying the desired configuration document and remembering it.
 //! - [`runner`]: one `ansible-playbook` run and the callback-line mapping; `tasks` and
 //!   `desired` both use it, and it uses neither.
+//! - [`update`]: the agent updating itself — signed builds downloaded over HTTPS, two
+//!   slots, the launcher, the health gate and the rollback.
 //! - [`spool`]: the on-disk spool every task event, task result and configuration report
 //!   goes through, removed only when the broker acknowledges it.
 //! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
@@ -35,14 +37,20 @@ pub mod sim;
 pub mod spool;
 pub mod state;
 pub mod tasks;
+pub mod update;
 
 pub use config::AgentConfig;
 pub use enroll::{enroll, EnrollError, EnrollOptions};
 pub use run::{run, RunError};
 pub use state::State;
 
-/// This agent's version, as reported in heartbeats.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// This agent's version, as reported in heartbeats and compared by updates: the build's
+/// `HEARTH_AGENT_VERSION` when it was stamped with one (a release, or a test build), else the
+/// package version.
+pub const VERSION: &str = match option_env!("HEARTH_AGENT_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// An error and its causes on one line (`error: cause: cause…`), skipping causes whose text
 /// the message already contains.

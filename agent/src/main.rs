@@ -8,13 +8,14 @@ use clap::{Args, Parser, Subcommand};
 use hearth_agent::config::AgentConfig;
 use hearth_agent::enroll::{enroll, EnrollOptions};
 use hearth_agent::process::{init_logging, Signals};
+use hearth_agent::update::launch;
 use hearth_protocol::Secret;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "hearth-agent",
-    version,
+    version = hearth_agent::VERSION,
     about = "Hearth's appliance agent: enrolls the appliance, then keeps it connected to its fleet.",
     long_about = "Hearth's appliance agent.\n\n\
         Run `hearth-agent enroll` once with a one-time token to obtain the appliance's identity, \
@@ -78,6 +79,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     // Configuration errors already name the setting and where its value came from.
     let config = AgentConfig::load(cli.config.as_deref())?;
     init_logging(config.log_format, "info")?;
+    if matches!(cli.command, Command::Run) {
+        // Before anything else (and before threads): the binary to run may be an updated
+        // one, or the previous one again after a failed update.
+        launch::launch(&config.state_dir);
+    }
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -107,9 +113,16 @@ async fn run_command(config: AgentConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // Listen before connecting, so an early SIGTERM is not fatal.
     let signals = tokio::spawn(Signals::listen()?.cancel_on_signal(shutdown.clone()));
-    let result = hearth_agent::run::run(config, shutdown.clone()).await;
+    let result = hearth_agent::run::run(config.clone(), shutdown.clone()).await;
     signals.abort();
     result?;
+    // An agent update installed a new version: restart into it (through the installed
+    // binary, which counts the new version's starts).
+    if !shutdown.is_cancelled() {
+        if let Some(err) = launch::restart_if_switched(&config.state_dir) {
+            return Err(err).context("cannot restart into the new agent version");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

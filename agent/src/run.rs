@@ -46,6 +46,7 @@ use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
 use crate::state::{State, StateError};
 use crate::tasks::ledger::{Ledger, LedgerError};
 use crate::tasks::{Job, Worker};
+use crate::update::{self, download::ControlPlane, gate::Gate, install::Updater};
 use hearth_protocol::Receipt;
 
 /// How long a clean shutdown may take (publishing `offline`, then disconnecting).
@@ -115,6 +116,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // A renewal the broker accepted before the agent stopped becomes the identity now.
     renewal::finish(&config.state_dir)?;
     let state = State::load(&config.state_dir)?;
+    // The control plane over HTTPS as this appliance (agent updates and their health gate).
+    let control_plane =
+        ControlPlane::new(config.api_url.as_deref().or(state.api_url.as_deref()), &state).map_err(|e| e.to_string());
+    // Stops the agent on a signal, or when an agent update has installed a new version to
+    // restart into.
+    let shutdown = shutdown.child_token();
     let catalog = load_catalog(&config.catalog_path())?;
     let policy =
         Policy::with_local_domains(config.local_domains.clone().unwrap_or_else(|| catalog.local_domains.clone()));
@@ -148,11 +155,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         outbox: outbox.clone(),
         desired,
         task_timeout: config.task_timeout(),
+        updater: Some(Updater {
+            layout: update::Layout::new(&config.state_dir),
+            keys: config.update_keys().unwrap_or_default(),
+            window_s: config.update_health_window_s,
+            max_bytes: config.update_max_bytes,
+            control_plane: control_plane.clone(),
+            restart: shutdown.clone(),
+        }),
     };
     let recovered = worker.recover()?;
     if !recovered.is_empty() {
         info!(tasks = recovered.len(), "running tasks received before the agent stopped");
     }
+    // How the last agent update ended (committed, or rolled back), if not reported yet.
+    update::gate::report_finished(&config.state_dir, &ledger, &outbox);
 
     let certificate = CertificateFacts::read(&state.cert_pem)
         .map_err(|detail| RunError::Certificate { path: config.state_dir.join(crate::state::CERT_FILE), detail })?;
@@ -201,6 +218,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         stop: stop_heartbeats.clone(),
     }));
 
+    // A new version on trial: its health gate.
+    let gate = update::gate::this_trial(&config.state_dir).map(|trial| {
+        Gate {
+            state_dir: config.state_dir.clone(),
+            trial,
+            control_plane,
+            ansible_playbook: config.ansible_playbook.clone(),
+            connected: connected_tx.subscribe(),
+            ledger: ledger.clone(),
+            outbox: outbox.clone(),
+        }
+        .spawn()
+    });
+
     let mut agent = Agent {
         id: params.appliance_id,
         status_topic: Topic::new(params.appliance_id, UpChannel::Status).to_string(),
@@ -236,7 +267,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             switch: Switch::None,
         },
     };
-    agent.drive(eventloop, shutdown).await
+    let result = agent.drive(eventloop, shutdown).await;
+    if let Some(gate) = gate {
+        gate.abort();
+    }
+    result
 }
 
 /// Where the agent is in its life.
@@ -999,6 +1034,7 @@ mod tests {
             broker_host: "localhost".into(),
             broker_port: 8883,
             enrolled_at: OffsetDateTime::now_utc(),
+            api_url: None,
             key_pem: Secret::new("k".into()),
             cert_pem: "c".into(),
             ca_pem: "a".into(),

@@ -47,6 +47,10 @@ struct StateFile {
     broker_port: u16,
     #[serde(with = "time::serde::rfc3339")]
     enrolled_at: OffsetDateTime,
+    /// The control plane's base URL the appliance enrolled with (absent in enrollments made
+    /// before it was kept): agent updates are downloaded from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_url: Option<String>,
 }
 
 /// The appliance's identity and where its broker is. `Debug` does not print the key.
@@ -58,6 +62,8 @@ pub struct State {
     pub broker_host: String,
     pub broker_port: u16,
     pub enrolled_at: OffsetDateTime,
+    /// The control plane's base URL (`https://…`) the appliance enrolled with, if known.
+    pub api_url: Option<String>,
     /// The appliance's private key (PEM).
     pub key_pem: Secret<String>,
     /// The appliance's client certificate (PEM).
@@ -75,6 +81,7 @@ impl fmt::Debug for State {
             .field("broker_host", &self.broker_host)
             .field("broker_port", &self.broker_port)
             .field("enrolled_at", &self.enrolled_at)
+            .field("api_url", &self.api_url)
             .field("key_pem", &self.key_pem)
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
@@ -118,6 +125,7 @@ impl State {
             broker_host: file.broker_host,
             broker_port: file.broker_port,
             enrolled_at: file.enrolled_at,
+            api_url: file.api_url,
             key_pem: Secret::new(read(KEY_FILE)?),
             cert_pem: read(CERT_FILE)?,
             ca_pem: read(CA_FILE)?,
@@ -133,6 +141,7 @@ impl State {
             broker_host: self.broker_host.clone(),
             broker_port: self.broker_port,
             enrolled_at: self.enrolled_at,
+            api_url: self.api_url.clone(),
         };
         let state_path = self.dir.join(STATE_FILE);
         let toml = toml::to_string(&file)
@@ -195,6 +204,7 @@ mod tests {
             broker_host: "mqtt.example".into(),
             broker_port: 8883,
             enrolled_at: time::macros::datetime!(2026-11-22 12:00:00 UTC),
+            api_url: Some("https://fleet.example".into()),
             key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into()),
             cert_pem: "cert".into(),
             ca_pem: "ca".into(),

@@ -267,6 +267,41 @@ pub fn check_binary(bytes: &[u8], m: &Manifest) -> Result<(), ArtifactError> {
     check_elf(bytes, m.arch)
 }
 
+/// [`check_binary`] for a build read from `reader` (a file), without holding it in memory.
+pub fn check_reader(mut reader: impl std::io::Read, m: &Manifest) -> Result<(), ArtifactError> {
+    let (sha256, size, head) = digest_reader(&mut reader).map_err(|_| ArtifactError::NotElf)?;
+    if size != m.size {
+        return Err(ArtifactError::SizeMismatch { expected: m.size, actual: size });
+    }
+    if sha256 != m.sha256 {
+        return Err(ArtifactError::DigestMismatch { expected: m.sha256.clone(), actual: sha256 });
+    }
+    check_elf(&head, m.arch)
+}
+
+/// The SHA-256 (hex), the size and the first 64 bytes of what `reader` holds.
+pub fn digest_reader(mut reader: impl std::io::Read) -> std::io::Result<(String, u64, Vec<u8>)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    let mut head = Vec::with_capacity(64);
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if head.len() < 64 {
+            let take = (64 - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size, head))
+}
+
 /// The ELF header's class, byte order and machine match `arch` (64-bit little-endian).
 pub fn check_elf(bytes: &[u8], arch: Arch) -> Result<(), ArtifactError> {
     if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
@@ -340,6 +375,14 @@ mod tests {
         let trusted = [key(1).verifying_key()];
         verify(&signed, &trusted).unwrap();
         check_binary(&build, &signed.manifest).unwrap();
+        check_reader(&build[..], &signed.manifest).unwrap();
+        let mut tampered = build.clone();
+        tampered[5000] ^= 1;
+        assert!(matches!(check_reader(&tampered[..], &signed.manifest), Err(ArtifactError::DigestMismatch { .. })));
+        assert!(matches!(
+            check_reader(&build[..9000], &signed.manifest),
+            Err(ArtifactError::SizeMismatch { expected: 10_000, actual: 9000 })
+        ));
 
         // Another version or architecture under the same signature.
         let mut moved = signed.clone();

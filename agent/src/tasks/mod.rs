@@ -21,6 +21,7 @@ pub mod ledger;
 
 use std::time::Duration;
 
+use hearth_protocol::artifact::UPDATE_ACTION;
 use hearth_protocol::catalog::{Catalog, Policy};
 use hearth_protocol::{
     ConfigDocument, Outcome, PlayStats, ProtocolVersion, TaskDispatch, TaskEvent, TaskEventKind, TaskResult,
@@ -37,6 +38,7 @@ use crate::desired::Desired;
 use crate::runner::callback::PlayEvent;
 use crate::runner::Runner;
 use crate::spool::Outbox;
+use crate::update::install::{Step, Updater};
 
 /// How long finished tasks stay in the ledger (redeliveries older than this are unlikely:
 /// the control plane times tasks out at their deadline).
@@ -72,6 +74,8 @@ pub struct Worker {
     pub desired: Desired,
     /// The longest any playbook may run, whatever the task's deadline.
     pub task_timeout: Duration,
+    /// Runs `agent.update` tasks; `None` refuses them.
+    pub updater: Option<Updater>,
 }
 
 impl Worker {
@@ -81,7 +85,13 @@ impl Worker {
     /// first, to be queued again.
     pub fn recover(&self) -> Result<Vec<TaskDispatch>, LedgerError> {
         let mut queued = Vec::new();
+        // An agent update in flight is finished by the update itself (committed or rolled
+        // back), not failed for the restart it asked for.
+        let update = self.updater.as_ref().and_then(Updater::in_flight);
         for mut record in self.ledger.all()? {
+            if Some(record.task_id) == update {
+                continue;
+            }
             match record.state {
                 TaskState::Running => {
                     warn!(task = %record.task_id, action = %record.action, "the task was running when the agent stopped; reporting it failed");
@@ -133,7 +143,10 @@ impl Worker {
             }
             match job {
                 Job::Task(d) => {
-                    self.task(d, &cancel).await;
+                    if self.task(d, &cancel).await.is_none() {
+                        // An agent update switched: the agent restarts into the new version.
+                        return;
+                    }
                 }
                 Job::Config(doc) => {
                     let deadline = Instant::now() + self.task_timeout;
@@ -144,8 +157,22 @@ impl Worker {
     }
 
     /// Handles one task from arrival to result (see the module documentation) and returns
-    /// the result it reported.
-    pub async fn task(&self, d: TaskDispatch, cancel: &CancellationToken) -> TaskResult {
+    /// the result it reported; `None` when an agent update switched to a new version, whose
+    /// start reports the result.
+    pub async fn task(&self, d: TaskDispatch, cancel: &CancellationToken) -> Option<TaskResult> {
+        if d.action == UPDATE_ACTION {
+            if self.updater.as_ref().and_then(Updater::in_flight) == Some(d.task_id) {
+                info!(task = %d.task_id, "the agent update is in flight already");
+                return None;
+            }
+            return self.update(d, cancel).await;
+        }
+        Some(self.run_task(d, cancel).await)
+    }
+
+    /// The task's record, ready to start; or, when it must not start (done already, left
+    /// running by an earlier run, unreadable), the result to answer with.
+    fn open_record(&self, d: &TaskDispatch) -> Result<Record, TaskResult> {
         let id = d.task_id;
         let mut record = match self.ledger.get(id) {
             Ok(Some(r)) => r,
@@ -170,7 +197,7 @@ impl Worker {
                     reported: false,
                 };
                 let message = format!("cannot read the task ledger: {e}");
-                return self.finish(&mut record, Outcome::Failed, message, None, 0);
+                return Err(self.finish(&mut record, Outcome::Failed, message, None, 0));
             }
         };
         match record.state {
@@ -178,18 +205,83 @@ impl Worker {
                 if let Some(result) = record.result.clone() {
                     info!(task = %id, "task already done; sending its result again");
                     self.report(&mut record, &result);
-                    return result;
+                    return Err(result);
                 }
                 let message = "the task's record is incomplete".to_string();
-                return self.finish(&mut record, Outcome::Failed, message, None, 0);
+                Err(self.finish(&mut record, Outcome::Failed, message, None, 0))
             }
             TaskState::Running => {
                 // Only an earlier run of the agent can have left it running (this one runs
                 // tasks one at a time and finishes each before taking the next).
-                return self.finish(&mut record, Outcome::Failed, RESTARTED_MESSAGE.into(), None, 0);
+                Err(self.finish(&mut record, Outcome::Failed, RESTARTED_MESSAGE.into(), None, 0))
             }
-            TaskState::Received => {}
+            TaskState::Received => Ok(record),
         }
+    }
+
+    /// Marks the task running in the ledger (`Err`: the failure result; without the record
+    /// a crash could make the task run twice, so it does not run).
+    fn mark_running(&self, record: &mut Record) -> Result<(), TaskResult> {
+        record.state = TaskState::Running;
+        record.dispatch = None;
+        if let Err(e) = self.ledger.put(record) {
+            error!(task = %record.task_id, error = %e, "cannot record the task as running; not running it");
+            let message = format!("cannot record the task on disk: {e}");
+            return Err(self.finish(record, Outcome::Failed, message, None, 0));
+        }
+        Ok(())
+    }
+
+    /// An `agent.update` task ([`crate::update`]): `None` once the new version is installed
+    /// and the agent restarts into it.
+    async fn update(&self, d: TaskDispatch, cancel: &CancellationToken) -> Option<TaskResult> {
+        let id = d.task_id;
+        let mut record = match self.open_record(&d) {
+            Ok(r) => r,
+            Err(result) => return Some(result),
+        };
+        let Some(updater) = &self.updater else {
+            let message = "this agent was started without self-update".to_string();
+            return Some(self.finish(&mut record, Outcome::Rejected, message, None, 0));
+        };
+        if d.deadline <= OffsetDateTime::now_utc() {
+            let message = "the deadline passed before the task could start".to_string();
+            return Some(self.finish(&mut record, Outcome::TimedOut, message, None, 0));
+        }
+        if let Err(result) = self.mark_running(&mut record) {
+            return Some(result);
+        }
+        info!(task = %id, "running an agent update");
+        let mut seq: u64 = 0;
+        let mut emit = |kind: TaskEventKind, message: String| {
+            seq += 1;
+            let event = TaskEvent {
+                v: ProtocolVersion,
+                task_id: id,
+                seq,
+                kind,
+                task: None,
+                message,
+                at: OffsetDateTime::now_utc(),
+            };
+            if let Err(err) = self.outbox.task_event(&event) {
+                warn!(task = %id, seq, error = %err, "cannot spool a task event; dropping it");
+            }
+            seq
+        };
+        emit(TaskEventKind::Received, format!("accepted {UPDATE_ACTION} from version {}", crate::VERSION));
+        match updater.run(&d, &mut emit, cancel).await {
+            Step::Done(outcome, message) => Some(self.finish(&mut record, outcome, message, None, seq)),
+            Step::Switched => None,
+        }
+    }
+
+    async fn run_task(&self, d: TaskDispatch, cancel: &CancellationToken) -> TaskResult {
+        let id = d.task_id;
+        let mut record = match self.open_record(&d) {
+            Ok(r) => r,
+            Err(result) => return result,
+        };
 
         let (playbook, params) = match self.catalog.validate(&d.action, &d.params, &self.policy) {
             Ok((action, params)) => (action.playbook.clone(), params),
@@ -203,13 +295,8 @@ impl Worker {
             let message = "the deadline passed before the task could start".to_string();
             return self.finish(&mut record, Outcome::TimedOut, message, None, 0);
         }
-        record.state = TaskState::Running;
-        record.dispatch = None;
-        if let Err(e) = self.ledger.put(&record) {
-            // Without the record a crash could make the task run twice: do not run it.
-            error!(task = %id, error = %e, "cannot record the task as running; not running it");
-            let message = format!("cannot record the task on disk: {e}");
-            return self.finish(&mut record, Outcome::Failed, message, None, 0);
+        if let Err(result) = self.mark_running(&mut record) {
+            return result;
         }
 
         info!(task = %id, action = %d.action, "running task");
@@ -247,39 +334,57 @@ impl Worker {
         stats: Option<PlayStats>,
         events: u64,
     ) -> TaskResult {
-        let result = TaskResult {
-            v: ProtocolVersion,
-            task_id: record.task_id,
-            outcome,
-            message: Some(message),
-            stats,
-            events,
-            at: OffsetDateTime::now_utc(),
-        };
-        record.state = TaskState::Done;
-        record.dispatch = None;
-        record.result = Some(result.clone());
-        record.reported = false;
-        if let Err(e) = self.ledger.put(record) {
-            error!(task = %record.task_id, error = %e, "cannot record the task's result");
-        }
-        info!(task = %record.task_id, action = %record.action, ?outcome, "task finished");
-        self.report(record, &result);
-        result
+        finish(&self.ledger, &self.outbox, record, outcome, message, stats, events)
     }
 
-    /// Spools `result` and records that it was.
     fn report(&self, record: &mut Record, result: &TaskResult) {
-        match self.outbox.task_result(result) {
-            Ok(_) => {
-                if !record.reported {
-                    record.reported = true;
-                    if let Err(e) = self.ledger.put(record) {
-                        warn!(task = %record.task_id, error = %e, "cannot record that the result was spooled");
-                    }
+        report(&self.ledger, &self.outbox, record, result)
+    }
+}
+
+/// Stores a task's result in the ledger, spools it, and marks it reported (also for an
+/// agent update, whose result the next binary reports).
+pub fn finish(
+    ledger: &Ledger,
+    outbox: &Outbox,
+    record: &mut Record,
+    outcome: Outcome,
+    message: String,
+    stats: Option<PlayStats>,
+    events: u64,
+) -> TaskResult {
+    let result = TaskResult {
+        v: ProtocolVersion,
+        task_id: record.task_id,
+        outcome,
+        message: Some(message),
+        stats,
+        events,
+        at: OffsetDateTime::now_utc(),
+    };
+    record.state = TaskState::Done;
+    record.dispatch = None;
+    record.result = Some(result.clone());
+    record.reported = false;
+    if let Err(e) = ledger.put(record) {
+        error!(task = %record.task_id, error = %e, "cannot record the task's result");
+    }
+    info!(task = %record.task_id, action = %record.action, ?outcome, "task finished");
+    report(ledger, outbox, record, &result);
+    result
+}
+
+/// Spools `result` and records that it was.
+fn report(ledger: &Ledger, outbox: &Outbox, record: &mut Record, result: &TaskResult) {
+    match outbox.task_result(result) {
+        Ok(_) => {
+            if !record.reported {
+                record.reported = true;
+                if let Err(e) = ledger.put(record) {
+                    warn!(task = %record.task_id, error = %e, "cannot record that the result was spooled");
                 }
             }
-            Err(e) => error!(task = %record.task_id, error = %e, "cannot spool the task's result"),
         }
+        Err(e) => error!(task = %record.task_id, error = %e, "cannot spool the task's result"),
     }
 }

@@ -286,6 +286,7 @@ async fn the_agent_runs_tasks_and_applies_configuration_over_mqtt() {
         broker_host: "127.0.0.1".into(),
         broker_port: broker.port,
         enrolled_at: OffsetDateTime::now_utc(),
+        api_url: None,
         key_pem: key.into(),
         cert_pem: cert,
         ca_pem: pki.ca_pem.clone(),

@@ -117,6 +117,7 @@ impl Fixture {
             outbox: Outbox::new(self.appliance, Spool::open(&self.state.join("spool"), 1 << 20).unwrap()),
             desired: Desired::load(AppliedStore::open(&self.state.join("config")).unwrap(), Duration::from_secs(30)),
             task_timeout: Duration::from_secs(600),
+            updater: None,
         }
     }
 

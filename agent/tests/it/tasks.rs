@@ -23,7 +23,7 @@ async fn a_task_runs_with_events_and_a_result() {
     let fx = Fixture::new();
     let worker = fx.worker();
     let d = dispatch("test.write", json!({"name": "first"}), MINUTE);
-    let result = worker.task(d.clone(), &CancellationToken::new()).await;
+    let result = worker.task(d.clone(), &CancellationToken::new()).await.expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::Succeeded, "{:?}", result.message);
     let stats = result.stats.expect("the play recap");
     assert_eq!((stats.ok, stats.changed, stats.failed), (3, 2, 0));
@@ -64,16 +64,17 @@ async fn a_redelivered_task_runs_once_and_gets_its_stored_result() {
     let worker = fx.worker();
     let d = dispatch("test.write", json!({"name": "once"}), MINUTE);
     assert!(worker.ledger.record_received(&d).unwrap());
-    let first = worker.task(d.clone(), &CancellationToken::new()).await;
+    let first = worker.task(d.clone(), &CancellationToken::new()).await.expect("a catalog task ends with a result");
     assert_eq!(first.outcome, Outcome::Succeeded);
     ack_all(&worker.outbox);
 
     // Delivered again to this agent, and again after a restart.
     assert!(!worker.ledger.record_received(&d).unwrap());
-    let again = worker.task(d.clone(), &CancellationToken::new()).await;
+    let again = worker.task(d.clone(), &CancellationToken::new()).await.expect("a catalog task ends with a result");
     let restarted = fx.worker();
     assert!(restarted.recover().unwrap().is_empty());
-    let after_restart = restarted.task(d.clone(), &CancellationToken::new()).await;
+    let after_restart =
+        restarted.task(d.clone(), &CancellationToken::new()).await.expect("a catalog task ends with a result");
     assert_eq!(again, first);
     assert_eq!(after_restart, first);
     assert_eq!(fx.runs(), ["once False"], "the playbook ran once");
@@ -116,7 +117,7 @@ async fn a_task_running_when_the_agent_died_is_failed_not_rerun() {
     assert_eq!(failed.message.as_deref(), Some(RESTARTED_MESSAGE));
 
     // Redelivered afterwards: answered from the ledger, not run.
-    let again = worker.task(d.clone(), &CancellationToken::new()).await;
+    let again = worker.task(d.clone(), &CancellationToken::new()).await.expect("a catalog task ends with a result");
     assert_eq!(&again, failed);
     assert!(fx.runs().is_empty());
 
@@ -150,18 +151,30 @@ async fn off_catalog_and_bad_parameters_are_rejected_without_running_anything() 
     worker.runner.ansible_playbook = script;
     let cancel = CancellationToken::new();
 
-    let off = worker.task(dispatch("users.add", json!({"username": "alice"}), MINUTE), &cancel).await;
+    let off = worker
+        .task(dispatch("users.add", json!({"username": "alice"}), MINUTE), &cancel)
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(off.outcome, Outcome::Rejected);
     assert_eq!(off.message.as_deref(), Some("\"users.add\" is not an action in the catalog"));
 
-    let bad = worker.task(dispatch("test.write", json!({"name": "../etc"}), MINUTE), &cancel).await;
+    let bad = worker
+        .task(dispatch("test.write", json!({"name": "../etc"}), MINUTE), &cancel)
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(bad.outcome, Outcome::Rejected);
     assert!(bad.message.as_deref().unwrap().starts_with("name \"../etc\" is not a valid share name"), "{bad:?}");
 
-    let extra = worker.task(dispatch("test.fail", json!({"now": true}), MINUTE), &cancel).await;
+    let extra = worker
+        .task(dispatch("test.fail", json!({"now": true}), MINUTE), &cancel)
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(extra.outcome, Outcome::Rejected);
 
-    let late = worker.task(dispatch("test.write", json!({"name": "late"}), Duration::ZERO), &cancel).await;
+    let late = worker
+        .task(dispatch("test.write", json!({"name": "late"}), Duration::ZERO), &cancel)
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(late.outcome, Outcome::TimedOut);
 
     assert!(!marker.exists(), "nothing was spawned");
@@ -173,7 +186,10 @@ async fn a_failing_playbook_is_failed_with_the_task_and_message() {
     require_ansible();
     let fx = Fixture::new();
     let worker = fx.worker();
-    let result = worker.task(dispatch("test.fail", json!({}), MINUTE), &CancellationToken::new()).await;
+    let result = worker
+        .task(dispatch("test.fail", json!({}), MINUTE), &CancellationToken::new())
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::Failed);
     let message = result.message.unwrap();
     assert!(
@@ -192,7 +208,10 @@ async fn a_missing_ansible_playbook_fails_the_task() {
     let fx = Fixture::new();
     let mut worker = fx.worker();
     worker.runner.ansible_playbook = fx.tmp.path().join("no-such-ansible-playbook");
-    let result = worker.task(dispatch("test.write", json!({"name": "x"}), MINUTE), &CancellationToken::new()).await;
+    let result = worker
+        .task(dispatch("test.write", json!({"name": "x"}), MINUTE), &CancellationToken::new())
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::Failed);
     assert!(result.message.unwrap().starts_with("cannot start "));
 }
@@ -204,7 +223,10 @@ async fn the_deadline_stops_the_playbook() {
     let fx = Fixture::new();
     let worker = fx.worker();
     let started = Instant::now();
-    let result = worker.task(dispatch("test.slow", json!({}), Duration::from_secs(6)), &CancellationToken::new()).await;
+    let result = worker
+        .task(dispatch("test.slow", json!({}), Duration::from_secs(6)), &CancellationToken::new())
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::TimedOut, "{:?}", result.message);
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     assert!(no_sleep_left(&fx), "the playbook's processes were stopped");
@@ -217,7 +239,10 @@ async fn the_task_timeout_caps_a_generous_deadline() {
     let fx = Fixture::new();
     let mut worker = fx.worker();
     worker.task_timeout = Duration::from_secs(6);
-    let result = worker.task(dispatch("test.slow", json!({}), MINUTE * 60), &CancellationToken::new()).await;
+    let result = worker
+        .task(dispatch("test.slow", json!({}), MINUTE * 60), &CancellationToken::new())
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::TimedOut);
 }
 
@@ -246,7 +271,7 @@ async fn shutdown_kills_the_playbook_and_reports_it_failed() {
         stop.cancel();
     });
     let started = Instant::now();
-    let result = worker.task(d.clone(), &cancel).await;
+    let result = worker.task(d.clone(), &cancel).await.expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::Failed);
     assert_eq!(result.message.as_deref(), Some(SHUTDOWN_MESSAGE));
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -287,7 +312,8 @@ async fn a_shipped_catalog_action_runs_in_a_sandbox() {
             dispatch("dns.record.add", json!({"hostname": "printer.home", "ip": "192.168.1.50"}), MINUTE),
             &CancellationToken::new(),
         )
-        .await;
+        .await
+        .expect("a catalog task ends with a result");
     assert_eq!(result.outcome, Outcome::Succeeded, "{:?}", result.message);
     let records = std::fs::read_to_string(fx.root.join("etc/dnsmasq.d/hearth-records.conf")).unwrap();
     assert!(records.contains("host-record=printer.home,192.168.1.50"), "{records}");
