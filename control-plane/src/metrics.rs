@@ -46,6 +46,8 @@ pub struct Metrics {
     /// failed (`degraded`), and how long they took.
     pub assistant_answers: IntCounterVec,
     pub assistant_duration: HistogramVec,
+    /// Bytes of agent builds sent to appliances (`GET /agent/v1/artifacts/{sha256}`).
+    pub artifact_bytes_served: IntCounter,
 }
 
 impl Metrics {
@@ -95,6 +97,10 @@ impl Metrics {
                 &["backend", "degraded"],
             )?,
             assistant_duration,
+            artifact_bytes_served: counter(
+                "hearth_artifact_bytes_served_total",
+                "Bytes of agent builds sent to appliances (whole downloads and ranges).",
+            )?,
             mqtt_messages: counter_vec(
                 "hearth_mqtt_messages_total",
                 "MQTT messages received, by payload kind.",

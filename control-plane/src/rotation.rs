@@ -5,7 +5,8 @@
 //!   when the CAs changed (a rotation started or finished here, on another replica or by
 //!   the CLI) it signs new certificates with the new CA, hands out the new bundle and
 //!   issues a CRL with a list per trusted CA; when the API's certificate file changed it
-//!   serves the new one. The MQTT client reads its CA bundle at each handshake
+//!   serves the new one; when either changed, the HTTPS listener accepts client
+//!   certificates from the CAs now in force. The MQTT client reads its CA bundle at each handshake
 //!   (`mqtt::options`), so nothing is restarted.
 //! - [`ask_to_renew`]: during a rotation, connected appliances whose certificate is not
 //!   from the signing CA are asked to renew (`down/cert/renew`), at most
@@ -31,17 +32,50 @@ use crate::ticker::Ticker;
 pub const PKI_WATCH_EVERY: Duration = Duration::from_secs(10);
 const NOTICE_EVERY: Duration = Duration::from_secs(2);
 
-/// The HTTPS listener's certificate, served again when its files change.
+/// The HTTPS listener's TLS configuration, made again (`http::client_cert::server_config`)
+/// when its certificate file changes or the fleet CAs it accepts client certificates from
+/// change (a CA rotation started or finished).
 #[derive(Debug, Clone)]
 pub struct ApiCertificate {
     pub config: axum_server::tls_rustls::RustlsConfig,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// What `config` was made from: the certificate file's contents and the CA bundle.
+    pub served: (Vec<u8>, String),
 }
 
-pub async fn watch_pki(revoker: Arc<Revoker>, api: Option<ApiCertificate>, token: CancellationToken) {
-    let read = |api: &ApiCertificate| std::fs::read(&api.cert).ok();
-    let mut api_cert = api.as_ref().and_then(read);
+impl ApiCertificate {
+    /// Makes the configuration again if the certificate file or the CA bundle changed.
+    fn refresh(&mut self, ca_bundle: &str) {
+        let Ok(cert) = std::fs::read(&self.cert) else { return };
+        let (served_cert, served_bundle) = &self.served;
+        if cert == *served_cert && ca_bundle == served_bundle {
+            return;
+        }
+        let made = std::fs::read(&self.key).map_err(|e| format!("{}: {e}", self.key.display())).and_then(|key| {
+            crate::http::client_cert::server_config(&cert, &key, ca_bundle.as_bytes()).map_err(|e| e.to_string())
+        });
+        match made {
+            Ok(config) => {
+                self.config.reload_from_config(Arc::new(config));
+                tracing::info!(
+                    cert = %self.cert.display(),
+                    certificate_changed = cert != *served_cert,
+                    cas_changed = ca_bundle != served_bundle,
+                    "serving the API's TLS configuration anew"
+                );
+                self.served = (cert, ca_bundle.to_owned());
+            }
+            // The key and the certificate may be caught between their two writes: tried
+            // again at the next tick.
+            Err(e) => {
+                tracing::warn!(error = %e, "the API's certificate or the fleet CAs changed but cannot be loaded yet")
+            }
+        }
+    }
+}
+
+pub async fn watch_pki(revoker: Arc<Revoker>, mut api: Option<ApiCertificate>, token: CancellationToken) {
     let mut ticker = Ticker::new(PKI_WATCH_EVERY, token);
     while ticker.tick().await {
         match revoker.ca().reload() {
@@ -59,17 +93,10 @@ pub async fn watch_pki(revoker: Arc<Revoker>, api: Option<ApiCertificate>, token
             }
             Err(e) => tracing::error!(error = %e, "cannot load the PKI directory again; keeping the CAs loaded"),
         }
-        let Some(api) = &api else { continue };
-        let now = read(api);
-        if now.is_some() && now != api_cert {
-            match api.config.reload_from_pem_file(&api.cert, &api.key).await {
-                Ok(()) => {
-                    tracing::info!(cert = %api.cert.display(), "serving the API's new certificate");
-                    api_cert = now;
-                }
-                // The key and the certificate may be caught between their two writes.
-                Err(e) => tracing::warn!(error = %e, "the API's certificate files changed but cannot be loaded yet"),
-            }
+        // Compared with what is served rather than taken from `reload`: a rotation started
+        // through this replica's API reloaded the CAs already.
+        if let Some(api) = &mut api {
+            api.refresh(revoker.ca().get().chain_pem());
         }
     }
 }

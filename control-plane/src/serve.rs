@@ -417,16 +417,22 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| ServeError::HttpTls(format!("{}: {e}", p.display())));
         let cert = read(config.http_tls_cert())?;
         let key = read(config.http_tls_key())?;
-        let tls = hearth_protocol::tls::server_config(&cert, &key).map_err(|e| ServeError::HttpTls(e.to_string()))?;
+        // Client certificates are asked for (appliances authenticate `/agent/v1/…` with
+        // theirs) but not required; trusted: the fleet CAs in force, both during a rotation.
+        let ca_bundle = revoker.ca().get().chain_pem().to_owned();
+        let tls = crate::http::client_cert::server_config(&cert, &key, ca_bundle.as_bytes())
+            .map_err(|e| ServeError::HttpTls(e.to_string()))?;
         let handle = axum_server::Handle::new();
         let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
         let api = crate::rotation::ApiCertificate {
             config: tls.clone(),
             cert: config.http_tls_cert(),
             key: config.http_tls_key(),
+            served: (cert, ca_bundle),
         };
         spawn_pki_watch(&mut parts, revoker, Some(api), shutdown.clone());
-        let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+        let acceptor = crate::http::client_cert::Acceptor::new(axum_server::tls_rustls::RustlsAcceptor::new(tls));
+        let server = axum_server::from_tcp(listener).acceptor(acceptor).handle(handle.clone());
         let token = shutdown.clone();
         parts.spawn("HTTPS server", async move {
             // At shutdown, in-flight requests get `shutdown_timeout` (as on the plain listener);

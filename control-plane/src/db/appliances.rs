@@ -268,3 +268,34 @@ pub async fn set_sealing_key(
     sqlx::query("UPDATE appliances SET sealing_key = $2 WHERE id = $1").bind(appliance).bind(key).execute(conn).await?;
     Ok(())
 }
+
+/// An appliance as its own certificate-authenticated requests see it (`/agent/v1/…`):
+/// what is stored about it, and whether it may still be served.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Caller {
+    pub id: ApplianceId,
+    pub status: ApplianceStatus,
+    pub agent_version: Option<String>,
+    pub last_seen: Option<OffsetDateTime>,
+    pub revoked: bool,
+    pub tenant_suspended: bool,
+    /// The certificate it called with (by serial) is on the revocation list.
+    pub certificate_revoked: bool,
+}
+
+/// The appliance `id` calling with the certificate whose serial is `serial_hex`; `None` if
+/// there is no such appliance (deleted, or never registered). Runs on the service pool,
+/// scoped by the id the certificate names.
+pub async fn caller(pool: &PgPool, id: ApplianceId, serial_hex: &str) -> Result<Option<Caller>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.status, a.agent_version, a.last_seen, a.revoked_at IS NOT NULL AS revoked,
+                t.status = 'suspended' AS tenant_suspended,
+                EXISTS (SELECT 1 FROM certificate_revocations r WHERE r.serial = $2) AS certificate_revoked
+         FROM appliances a JOIN tenants t ON t.id = a.tenant_id
+         WHERE a.id = $1",
+    )
+    .bind(id)
+    .bind(serial_hex)
+    .fetch_optional(pool)
+    .await
+}

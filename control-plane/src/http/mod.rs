@@ -22,6 +22,8 @@
 //! | `GET/PUT /api/v1/support/settings` | tenant (owner to change) | whether low-risk proposals wait for confirmation |
 //! | `GET /support` | anyone (the page signs in) | the customers' chat page |
 //! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
+//! | `GET /agent/v1/artifacts/{sha256}` | an appliance's client certificate (HTTPS listener only) | an agent build's bytes, in ranges (see [`agent`]) |
+//! | `GET /agent/v1/self` | an appliance's client certificate (HTTPS listener only) | what is stored about the calling appliance |
 //!
 //! Every response carries `x-request-id` (the caller's, if it sent a sane one); the audit
 //! trail records it with every change.
@@ -29,8 +31,10 @@
 
 mod account;
 pub mod admin;
+mod agent;
 mod appliances;
 pub mod auth;
+pub mod client_cert;
 mod desired;
 mod enroll;
 pub mod error;
@@ -96,6 +100,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(account::router())
         .merge(support::router())
         .merge(admin::router())
+        // Outside `/api/v1`: authenticated by the appliance's client certificate alone.
+        .merge(agent::router())
 }
 
 /// The whole API.

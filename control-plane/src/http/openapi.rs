@@ -10,6 +10,8 @@
 //! - `operator_token`: `Authorization: Bearer hearth_ot_…`, an operator of the service.
 //! - `session_token`: `Authorization: Bearer hearth_st_…`, a tenant user's short-lived
 //!   sign-in token.
+//! - `appliance_certificate` (mutual TLS): the appliance's own client certificate, presented
+//!   in the TLS handshake with the control plane's HTTPS listener (`/agent/v1/…`).
 //!
 //! Enrollment authenticates with a one-time token in its body, sign-in with an e-mail
 //! address and a password; health, metrics and these two documentation routes are public.
@@ -96,6 +98,8 @@ use crate::model::{
                                           confirmed by the customer, an event stream, and the chat page"),
         (name = "admin", description = "The service operators' API: tenants, plans, keys, operators, fleet, \
                                         revocation and the audit trail"),
+        (name = "agent", description = "What an appliance's agent fetches for itself (agent builds, what is stored \
+                                        about it), authenticated by its client certificate"),
     )
 )]
 struct ApiDoc;
@@ -104,6 +108,7 @@ struct ApiDoc;
 const TENANT_KEY: &str = "tenant_key";
 const OPERATOR_TOKEN: &str = "operator_token";
 const SESSION_TOKEN: &str = "session_token";
+const APPLIANCE_CERTIFICATE: &str = "appliance_certificate";
 
 struct SecuritySchemes;
 
@@ -126,6 +131,19 @@ impl Modify for SecuritySchemes {
                 .build();
             components.add_security_scheme(name, SecurityScheme::Http(scheme));
         }
+        components.add_security_scheme(
+            APPLIANCE_CERTIFICATE,
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "An appliance's own client certificate (issued at enrollment or renewal, CN = its appliance \
+                     id), presented in the TLS handshake with the control plane's HTTPS listener. The listener asks \
+                     every client for one and accepts clients without, so bearer credentials work as before; a \
+                     plain-HTTP listener behind a TLS-terminating proxy never sees it."
+                        .into(),
+                ),
+                extensions: None,
+            },
+        );
     }
 }
 
@@ -178,9 +196,11 @@ fn add_shared_responses(doc: &mut Document) {
             if !schemes.is_empty() {
                 share(responses, "401", "Unauthorized");
             }
+            // A client certificate is checked in the TLS handshake: no bad-credential limit.
+            let bearer = schemes.iter().any(|s| s != APPLIANCE_CERTIFICATE);
             if customer {
                 share(responses, "429", "RateLimited");
-            } else if !schemes.is_empty() {
+            } else if bearer {
                 share(responses, "429", "TooManyFailures");
             }
             let body = op.request_body.is_some();

@@ -96,6 +96,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/support/settings"),
     ("GET", "/support"),
     ("GET", "/support/chat.js"),
+    ("GET", "/agent/v1/artifacts/{sha256}"),
+    ("GET", "/agent/v1/self"),
 ];
 
 /// The security schemes of the document.
@@ -191,6 +193,8 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         assert_eq!((s["type"].as_str(), s["scheme"].as_str()), (Some("http"), Some("bearer")), "{name}");
         assert!(s["bearerFormat"].as_str().unwrap().starts_with(prefix), "{name}");
     }
+    // Appliances authenticate with their client certificate (OpenAPI's mutual TLS scheme).
+    assert_eq!(schemes["appliance_certificate"]["type"], "mutualTLS");
 
     let mut ids = BTreeSet::new();
     for (method, path, op) in operations(&doc) {
@@ -285,6 +289,8 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "rollout_state",
         "rollout_started",
         "rollout_limit",
+        "client_certificate_required",
+        "range_not_satisfiable",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }
@@ -416,6 +422,10 @@ async fn every_documented_route_is_served_and_answers_as_documented(pool: PgPool
     assert_eq!(answered["DELETE /api/v1/admin/tenants/{id}/keys/{key} operator_token"], 404);
     assert_eq!(answered["GET /api/v1/admin/fleet/summary operator_token"], 200);
     assert_eq!(answered["GET /api/v1/admin/audit operator_token"], 200);
+    // The agent's routes take only an appliance's client certificate, never a bearer credential.
+    assert_eq!(answered["GET /agent/v1/self none"], 401);
+    assert_eq!(answered["GET /agent/v1/self tenant_key"], 401);
+    assert_eq!(answered["GET /agent/v1/artifacts/{sha256} operator_token"], 401);
 
     // Refusals the empty bodies above do not reach, with a body the handler accepts.
     let refusals = [
