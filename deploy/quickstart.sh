@@ -126,6 +126,14 @@ SQL
     HEARTH_SECRETS__KEY=$(cat "$STATE/secrets.key")
     export HEARTH_SECRETS__KEY
     HEARTH_DATABASE__URL=$owner_url "$BIN/hearth-control-plane" migrate
+    # A development key for signing agent builds (a real fleet keeps its key offline):
+    # the control plane accepts uploads it signed, and the demo agent trusts it.
+    if [ ! -f "$STATE/signing/release.pub" ]; then
+        (umask 077; mkdir -p "$STATE/signing")
+        "$BIN/hearth-control-plane" artifact keygen --out "$STATE/signing/release" >/dev/null
+    fi
+    HEARTH_ARTIFACTS__PUBLIC_KEYS="[\"$(cat "$STATE/signing/release.pub")\"]"
+    export HEARTH_ARTIFACTS__PUBLIC_KEYS
 
     if [ ! -f "$STATE/pki/ca.key" ]; then
         say "creating the development PKI in .hearth/pki"
@@ -204,10 +212,21 @@ broker_port = $MQTT_PORT
 ansible_dir = "$ROOT/ansible"
 hearth_root = "$STATE/sandbox"
 manage_services = false
+# Agent updates signed with the development key (.hearth/signing).
+update_public_keys = ["$(cat "$STATE/signing/release.pub")"]
 TOML
     say "starting the demo agent"
     local agent_started; agent_started=$(date -u +%Y-%m-%dT%H:%M:%S)
-    nohup "$BIN/hearth-agent" run --config "$STATE/agent.toml" >"$LOGS/agent.log" 2>&1 &
+    # Started again when it fails, as systemd's Restart=on-failure does for the packaged
+    # agent: an agent update restarts into the new version, and a new version that fails
+    # is started again until the previous one comes back (docs/architecture.md).
+    nohup bash -c 'trap '\''kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0'\'' TERM INT
+        while :; do
+            "$0" run --config "$1" & child=$!
+            wait "$child" && exit 0
+            echo "--- the agent exited ($?); starting it again in 2 s"
+            sleep 2
+        done' "$BIN/hearth-agent" "$STATE/agent.toml" >"$LOGS/agent.log" 2>&1 &
     echo $! >"$RUN/agent.pid"
 
     (umask 077; cat >"$STATE/dev.env" <<ENV

@@ -46,7 +46,7 @@ use crate::spool::{AckTracker, Outbox, Spool, SpoolError};
 use crate::state::{State, StateError};
 use crate::tasks::ledger::{Ledger, LedgerError};
 use crate::tasks::{Job, Worker};
-use crate::update::{self, download::ControlPlane, gate::Gate, install::Updater};
+use crate::update::{self, download::Reach, gate::Gate, install::Updater};
 use hearth_protocol::Receipt;
 
 /// How long a clean shutdown may take (publishing `offline`, then disconnecting).
@@ -118,7 +118,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let state = State::load(&config.state_dir)?;
     // The control plane over HTTPS as this appliance (agent updates and their health gate).
     let control_plane =
-        ControlPlane::new(config.api_url.as_deref().or(state.api_url.as_deref()), &state).map_err(|e| e.to_string());
+        Reach { api_url: config.api_url.clone().or_else(|| state.api_url.clone()), identity: state.clone() };
     // Stops the agent on a signal, or when an agent update has installed a new version to
     // restart into.
     let shutdown = shutdown.child_token();

@@ -407,8 +407,8 @@ pub async fn ca_rotation(pool: &PgPool, config: &Config, command: RotationComman
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
-    /// Create a rollout of a catalog task (`--action`, `--params`) or a configuration overlay
-    /// (`--config`) to the appliances the selector flags match (none: every appliance);
+    /// Create a rollout of a catalog task (`--action`, `--params`), a configuration overlay
+    /// (`--config`) or an agent update (`--update-to VERSION`) to the appliances the selector flags match (none: every appliance);
     /// prints its id and state. The advancer of a running control plane carries it out.
     Create(Box<NewRolloutArgs>),
     /// List rollouts (JSON lines), newest first, optionally in one state.
@@ -433,14 +433,20 @@ pub enum RolloutCommand {
 pub struct NewRolloutArgs {
     pub name: String,
     /// A catalog action, e.g. `dns.forwarder.set`.
-    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    #[arg(long, required_unless_present_any = ["config", "update_to"], conflicts_with_all = ["config", "update_to"])]
     pub action: Option<String>,
     /// The action's parameters, a JSON object.
     #[arg(long, default_value = "{}", requires = "action")]
     pub params: String,
     /// A configuration overlay, a JSON object merged into each desired document.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "update_to")]
     pub config: Option<String>,
+    /// Update the agent to this version (its signed builds must have been uploaded).
+    #[arg(long, value_name = "VERSION")]
+    pub update_to: Option<String>,
+    /// With --update-to: install even where the running version is newer.
+    #[arg(long, requires = "update_to")]
+    pub allow_downgrade: bool,
     /// Only this tenant's appliances (repeat for more).
     #[arg(long)]
     pub tenant: Vec<TenantId>,
@@ -501,6 +507,8 @@ pub async fn rollout(pool: &PgPool, config: &Config, cmd: RolloutCommand) -> any
                 action,
                 params,
                 config: overlay,
+                update_to,
+                allow_downgrade,
                 tenant,
                 plan,
                 label,
@@ -512,10 +520,13 @@ pub async fn rollout(pool: &PgPool, config: &Config, cmd: RolloutCommand) -> any
                 dynamic,
                 start_at,
             } = *args;
-            let payload = match (action, overlay) {
-                (Some(action), _) => json!({ "task": { "action": action, "params": json_arg("params", &params)? } }),
-                (None, Some(c)) => json!({ "config": json_arg("config", &c)? }),
-                (None, None) => anyhow::bail!("give --action or --config"),
+            let payload = match (action, overlay, update_to) {
+                (Some(action), _, _) => json!({ "task": { "action": action, "params": json_arg("params", &params)? } }),
+                (None, Some(c), _) => json!({ "config": json_arg("config", &c)? }),
+                (None, None, Some(v)) => {
+                    json!({ "agent_update": { "version": v, "allow_downgrade": allow_downgrade } })
+                }
+                (None, None, None) => anyhow::bail!("give --action, --config or --update-to"),
             };
             let mut plans = Vec::new();
             for p in &plan {

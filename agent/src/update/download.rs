@@ -47,6 +47,20 @@ pub enum DownloadError {
     Cancelled,
 }
 
+/// What it takes to talk to the control plane as this appliance: its URL (the
+/// configuration's `api_url`, else the one recorded at enrollment) and the identity.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub api_url: Option<String>,
+    pub identity: State,
+}
+
+impl Reach {
+    pub fn client(&self) -> Result<ControlPlane, DownloadError> {
+        ControlPlane::new(self.api_url.as_deref(), &self.identity)
+    }
+}
+
 /// An HTTPS client for the control plane, as this appliance.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::download::ControlPlane;
+use super::download::Reach;
 use super::launch;
 use super::{Layout, Outcome, Trial};
 use crate::spool::Outbox;
@@ -52,7 +52,7 @@ struct Progress {
 pub struct Gate {
     pub state_dir: PathBuf,
     pub trial: Trial,
-    pub control_plane: Result<ControlPlane, String>,
+    pub control_plane: Reach,
     pub ansible_playbook: PathBuf,
     /// `Some(generation)` while connected to the broker.
     pub connected: watch::Receiver<Option<u64>>,
@@ -109,13 +109,11 @@ impl Gate {
             self.roll_back_now(&progress, format!("version {} failed its self-check: {problem}", self.trial.version));
             return;
         }
-        let cp = match &self.control_plane {
-            Ok(cp) => cp.clone(),
-            Err(why) => {
-                self.roll_back_now(
-                    &progress,
-                    format!("version {} cannot reach the control plane: {why}", self.trial.version),
-                );
+        let cp = match self.control_plane.client() {
+            Ok(cp) => cp,
+            Err(e) => {
+                let reason = format!("version {} cannot reach the control plane: {e}", self.trial.version);
+                self.roll_back_now(&progress, reason);
                 return;
             }
         };

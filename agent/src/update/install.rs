@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::download::{ControlPlane, DownloadError};
+use super::download::{DownloadError, Reach};
 use super::{Layout, Trial};
 
 /// Runs `agent.update` tasks.
@@ -27,8 +27,9 @@ pub struct Updater {
     pub keys: Vec<VerifyingKey>,
     pub window_s: u64,
     pub max_bytes: u64,
-    /// The control plane over HTTPS as this appliance, or why there is none.
-    pub control_plane: Result<ControlPlane, String>,
+    /// How to reach the control plane over HTTPS as this appliance (the client is made
+    /// when an update needs it, not at every start).
+    pub control_plane: Reach,
     /// Cancelled once a new version is installed: the agent stops and restarts into it.
     pub restart: CancellationToken,
 }
@@ -74,9 +75,9 @@ impl Updater {
         if let Some(t) = &st.trial {
             return Step::Done(Outcome::Rejected, format!("version {} is still on trial", t.version));
         }
-        let cp = match &self.control_plane {
+        let cp = match self.control_plane.client() {
             Ok(cp) => cp,
-            Err(why) => return Step::Done(Outcome::Failed, why.clone()),
+            Err(e) => return Step::Done(Outcome::Failed, e.to_string()),
         };
         info!(version = %manifest.version, size = manifest.size, "downloading the agent build");
         let part = match cp.download(&manifest, &self.layout.downloads_dir(), cancel).await {

@@ -85,6 +85,14 @@ pub async fn get(conn: &mut PgConnection, sha256: &str) -> Result<Option<Artifac
         .await
 }
 
+/// The builds of one version (one per architecture).
+pub async fn of_version(conn: &mut PgConnection, version: &str) -> Result<Vec<Artifact>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM agent_artifacts WHERE version = $1 ORDER BY arch"))
+        .bind(version)
+        .fetch_all(conn)
+        .await
+}
+
 /// Every build, newest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<Artifact>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM agent_artifacts ORDER BY created_at DESC, sha256"))

@@ -646,6 +646,10 @@ pub struct Execution {
     pub finished_at: Option<OffsetDateTime>,
     /// Whether the appliance is online now (a pending execution of an offline one waits).
     pub online: bool,
+    /// An agent update's last step so far: `received`, `downloaded`, `switched`, then
+    /// `committed` or `rolled_back` (the message says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_step: Option<String>,
 }
 
 /// One page of a rollout's executions in wave order, after the `after` appliance.
@@ -664,7 +668,11 @@ pub async fn executions(
     }
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT e.ordinal, e.appliance_id, e.tenant_id, e.wave, e.state, e.attempts, e.task_id, e.config_version,
-                e.message, e.not_before, e.started_at, e.finished_at, a.status = 'online' AS online
+                e.message, e.not_before, e.started_at, e.finished_at, a.status = 'online' AS online,
+                (SELECT te.kind FROM task_events te JOIN tasks t ON t.id = te.task_id
+                 WHERE te.task_id = e.task_id AND t.action = 'agent.update'
+                   AND te.kind IN ('received', 'downloaded', 'switched', 'committed', 'rolled_back')
+                 ORDER BY te.seq DESC LIMIT 1) AS update_step
          FROM rollout_executions e JOIN appliances a ON a.id = e.appliance_id
          WHERE e.rollout_id = $1 AND ($2::text IS NULL OR e.state = $2) AND ($3::int IS NULL OR e.ordinal > $3)
          ORDER BY e.ordinal LIMIT $4",

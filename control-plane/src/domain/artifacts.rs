@@ -4,7 +4,7 @@
 //! `hearth-control-plane artifact sign` runs offline, on the operator's machine.
 
 use hearth_protocol::artifact::{self, ArtifactError, SignedManifest};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::config::ArtifactsConfig;
 use crate::db::artifacts::{self as store, Artifact, Stored};
@@ -68,4 +68,20 @@ pub async fn upload(
 /// Every build, newest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<Artifact>, sqlx::Error> {
     store::list(pool).await
+}
+
+/// The signed manifests of a version's builds (one per architecture uploaded): what an
+/// agent update rollout sends, and what each agent checks against its own keys.
+pub async fn signed_builds(conn: &mut PgConnection, version: &str) -> Result<Vec<SignedManifest>, sqlx::Error> {
+    let builds = store::of_version(conn, version).await?;
+    Ok(builds
+        .into_iter()
+        .filter_map(|a| match serde_json::from_str::<SignedManifest>(&a.signature) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(sha256 = %a.sha256, error = %e, "a stored build's manifest does not read; leaving it out");
+                None
+            }
+        })
+        .collect())
 }

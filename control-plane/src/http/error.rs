@@ -235,6 +235,9 @@ impl From<RolloutError> for ApiError {
             RolloutError::State { .. } => ApiError::Conflict { code: "rollout_state", message },
             RolloutError::Started { .. } => ApiError::Conflict { code: "rollout_started", message },
             RolloutError::Limit { .. } => ApiError::Conflict { code: "rollout_limit", message },
+            RolloutError::OperatorOnly => {
+                ApiError::Refused { status: StatusCode::FORBIDDEN, code: "operator_only", message }
+            }
             RolloutError::Database(e) => ApiError::Database(e),
         }
     }

@@ -42,7 +42,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "Created (`scheduled`; the advancer starts it at `start_at`)", body = RolloutView),
         (status = 400, response = BadRequest),
-        (status = 403, response = TenantForbidden),
+        (status = 403, description = "`tenant_suspended`, `wrong_credential` (as every customer endpoint), or \
+                                      `operator_only`: an `agent_update` payload (only an operator updates agents)",
+         body = ErrorBody),
         (status = 409, description = "`rollout_limit`: the plan's active rollouts are all in use", body = ErrorBody),
         (status = 422, description = "`invalid_body` (`details.param` names the field: `selector…`, `policy…`, \
                                       `payload.config`, `name`), `invalid_params` (the task's action or a \

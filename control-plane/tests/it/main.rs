@@ -5,6 +5,7 @@
 
 mod admin;
 mod agent_tasks;
+mod agent_update;
 mod api;
 mod artifacts;
 mod assistant;

@@ -289,6 +289,7 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "rollout_state",
         "rollout_started",
         "rollout_limit",
+        "operator_only",
         "client_certificate_required",
         "range_not_satisfiable",
     ] {

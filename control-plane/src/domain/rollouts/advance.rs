@@ -28,6 +28,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use hearth_protocol::artifact::{AgentUpdate, UPDATE_ACTION};
+
 use super::{parse_row, progress, Payload, Policy};
 use crate::config::TasksConfig;
 use crate::db::audit::{Actor, Recorder};
@@ -141,7 +143,7 @@ async fn advance(conn: &mut PgConnection, mut r: Rollout, cfg: &TasksConfig) -> 
     let attempts = 1 + policy.retries.max as i32;
     let backoff = policy.retries.backoff_s as f64;
     match payload {
-        Payload::Task(_) => store::sync_tasks(conn, r.id, attempts, backoff).await?,
+        Payload::Task(_) | Payload::AgentUpdate(_) => store::sync_tasks(conn, r.id, attempts, backoff).await?,
         Payload::Config(_) => store::sync_configs(conn, r.id, attempts, backoff, policy.timeout_s() as f64).await?,
     };
     let counts = store::counts(conn, r.id).await?;
@@ -237,6 +239,16 @@ async fn start(
             let ids: Vec<_> = ready.iter().map(|a| a.0).collect();
             let params = Value::Object(t.params.clone());
             store::start_tasks(conn, r.id, &ids, &t.action, &params, policy.timeout_s() as f64).await
+        }
+        Payload::AgentUpdate(u) => {
+            let ids: Vec<_> = ready.iter().map(|a| a.0).collect();
+            let params = serde_json::to_value(AgentUpdate {
+                version: u.version.clone(),
+                builds: u.builds.clone(),
+                allow_downgrade: u.allow_downgrade,
+            })
+            .unwrap_or_default();
+            store::start_tasks(conn, r.id, &ids, UPDATE_ACTION, &params, policy.timeout_s() as f64).await
         }
         Payload::Config(overlay) => {
             let overlay = Value::Object(overlay.clone());

@@ -69,6 +69,25 @@ pub struct TaskPayload {
     pub params: Map<String, Value>,
 }
 
+/// A new agent version for each appliance ([`crate::update`]-style self-update on the
+/// agent): operators only. The control plane sends the version's signed builds (one per
+/// architecture, resolved when the rollout is created or its payload changed); each agent
+/// takes its own, checks it with the keys of its own configuration, installs it beside the
+/// running one and commits only after its health gate — or rolls back and says why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentUpdatePayload {
+    /// The version to install (builds of it must have been uploaded).
+    pub version: String,
+    /// Install even where the running version is newer.
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// The version's signed builds, filled in by the control plane (ignored on input).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>, read_only)]
+    pub builds: Vec<hearth_protocol::artifact::SignedManifest>,
+}
+
 /// What a rollout carries: exactly one of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -79,6 +98,8 @@ pub enum Payload {
     /// defaults, under the appliance's own overrides); done when the appliance reports the
     /// version applied. No secrets (they belong to a tenant's defaults or overrides).
     Config(Map<String, Value>),
+    /// Update the agent itself (operators only).
+    AgentUpdate(AgentUpdatePayload),
 }
 
 impl Payload {
@@ -86,7 +107,26 @@ impl Payload {
         match self {
             Payload::Task(_) => "task",
             Payload::Config(_) => "config",
+            Payload::AgentUpdate(_) => "agent_update",
         }
+    }
+
+    /// An agent update's builds, looked up for its version; refused for a tenant.
+    async fn resolve(mut self, conn: &mut PgConnection, who: Who) -> Result<Payload, RolloutError> {
+        if let Payload::AgentUpdate(u) = &mut self {
+            if matches!(who, Who::Tenant(_)) {
+                return Err(RolloutError::OperatorOnly);
+            }
+            u.builds = crate::domain::artifacts::signed_builds(conn, &u.version).await?;
+            if u.builds.is_empty() {
+                return Err(Invalid::new(
+                    "payload.agent_update.version",
+                    format!("no build of version {} has been uploaded (`artifact upload`)", u.version),
+                )
+                .into());
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -246,6 +286,8 @@ pub enum RolloutError {
     Started { what: &'static str },
     #[error("the plan allows {max} active rollouts; finish or cancel one first")]
     Limit { max: i32 },
+    #[error("only an operator can roll out an agent update")]
+    OperatorOnly,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -363,6 +405,11 @@ impl Payload {
                 let Value::Object(overlay) = doc else { unreachable!("built as an object above") };
                 Ok(Payload::Config(overlay))
             }
+            Payload::AgentUpdate(u) => {
+                hearth_protocol::artifact::Version::parse(&u.version)
+                    .map_err(|e| Invalid::new("payload.agent_update.version", e.to_string()))?;
+                Ok(Payload::AgentUpdate(AgentUpdatePayload { builds: Vec::new(), ..u }))
+            }
         }
     }
 }
@@ -432,6 +479,7 @@ pub async fn create(
     let payload = new.payload.check()?;
     let policy = new.policy.validate(tasks)?;
     let mut tx = who.begin(pool).await?;
+    let payload = payload.resolve(&mut tx, who).await?;
     if let Who::Tenant(t) = who {
         let foreign = store::foreign_appliances(&mut tx, t, &new.selector.appliances).await?;
         if let Some(a) = foreign.first() {
@@ -611,6 +659,10 @@ pub async fn update(
     if r.state.is_final() {
         return Err(RolloutError::State { state: r.state, action: "a change" });
     }
+    let payload = match payload {
+        Some(p) => Some(p.resolve(&mut tx, who).await?),
+        None => None,
+    };
     let (_, old_payload, old_policy) = parse_row(&r);
     let started = r.started_at.is_some();
     if started && payload.as_ref().is_some_and(|p| *p != old_payload) {
