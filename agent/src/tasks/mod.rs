@@ -143,7 +143,9 @@ impl Worker {
             }
             match job {
                 Job::Task(d) => {
-                    if self.task(d, &cancel).await.is_none() {
+                    let switched = self.task(d, &cancel).await.is_none()
+                        && self.updater.as_ref().is_some_and(|u| u.restart.is_cancelled());
+                    if switched {
                         // An agent update switched: the agent restarts into the new version.
                         return;
                     }

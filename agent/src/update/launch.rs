@@ -124,18 +124,21 @@ fn decide(
         None => Launch::RunHere,
         Some(path) if path.is_file() => Launch::Exec(path),
         Some(path) => {
-            let reason = format!("the new version's binary is missing ({})", path.display());
             if st.trial.is_some() {
-                st.roll_back(reason);
+                st.roll_back(format!("the new version's binary is missing ({})", path.display()));
             } else {
                 error!(binary = %path.display(), "the current agent binary is missing; running the installed one");
+                st.current = Slot::Installed;
+                st.current_version = None;
             }
-            if layout.binary(st.current).is_some_and(|p| p.is_file()) {
-                return Launch::Exec(layout.binary(st.current).unwrap_or(path));
+            match layout.binary(st.current) {
+                Some(previous) if previous.is_file() => Launch::Exec(previous),
+                _ => {
+                    st.current = Slot::Installed;
+                    st.current_version = None;
+                    Launch::RunHere
+                }
             }
-            st.current = Slot::Installed;
-            st.current_version = None;
-            Launch::RunHere
         }
     }
 }
