@@ -27,12 +27,12 @@ use crate::support::*;
 const A: &str = "1.0.0";
 const B: &str = "1.1.0";
 
-fn key() -> SigningKey {
+fn signing_key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
 }
 
 fn public_key() -> String {
-    art::encode_key(key().verifying_key().as_bytes())
+    art::encode_key(signing_key().verifying_key().as_bytes())
 }
 
 /// The build directory of the test binary (`<target>/debug/deps/it-…` → `<target>`).
@@ -74,7 +74,7 @@ fn builds() -> &'static (PathBuf, PathBuf) {
 /// Signs `bytes` as `version` with the test key and stores it as an operator's upload.
 async fn upload(pool: &PgPool, version: &str, bytes: &[u8]) -> art::SignedManifest {
     let arch = Arch::this().expect("a supported architecture");
-    let signed = art::sign(&key(), Manifest::of(bytes, version, arch).expect("manifest"));
+    let signed = art::sign(&signing_key(), Manifest::of(bytes, version, arch).expect("manifest"));
     let cfg = ArtifactsConfig { public_keys: vec![public_key()], max_bytes: 256 << 20 };
     let actor = Actor::cli();
     artifacts::upload(pool, &cfg, bytes, &signed, Recorder::new(&actor, None)).await.expect("stored");
@@ -87,6 +87,35 @@ fn config(pki: &Pki, broker: &Broker) -> Config {
     c.artifacts.max_bytes = 256 << 20;
     c.tasks.rollout_interval_ms = 200;
     c
+}
+
+/// A control plane with its broker, an operator token and one customer.
+struct Stack {
+    pki: Pki,
+    _broker: Broker,
+    cp: ControlPlane,
+    admin: String,
+    tenant: TenantId,
+    key: String,
+}
+
+impl Stack {
+    async fn start(pool: &PgPool) -> Stack {
+        builds();
+        let pki = Pki::new();
+        let broker = Broker::start(&pki);
+        let cp = ControlPlane::start(pool.clone(), config(&pki, &broker), &pki).await;
+        let admin = operator(pool, "admin").await;
+        let (tenant, key) = tenant(pool, "household").await;
+        Stack { pki, _broker: broker, cp, admin, tenant, key }
+    }
+
+    /// An appliance running build A, once it reports A.
+    async fn device(&self, pool: &PgPool, name: &str, window_s: u64) -> Device {
+        let d = Device::start(&self.cp, &self.pki, pool, self.tenant, name, window_s).await;
+        running_version(pool, &d, A).await;
+        d
+    }
 }
 
 /// One appliance running the installed binary (a copy of build A) under a supervisor that
@@ -243,44 +272,38 @@ fn execution(executions: &[Value], id: ApplianceId) -> &Value {
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn an_update_rolls_out_in_waves_commits_and_keeps_tasks(pool: PgPool) {
     let (_, build_b) = builds();
-    let pki = Pki::new();
-    let broker = Broker::start(&pki);
-    let cp = ControlPlane::start(pool.clone(), config(&pki, &broker), &pki).await;
-    let admin = operator(&pool, "admin").await;
-    let (tenant, key) = tenant(&pool, "household").await;
+    let s = Stack::start(&pool).await;
+    let (cp, admin, key) = (&s.cp, s.admin.as_str(), s.key.as_str());
     let mut boxes = Vec::new();
     for n in 0..3 {
-        boxes.push(Device::start(&cp, &pki, &pool, tenant, &format!("box-{n}"), 60).await);
-    }
-    for b in &boxes {
-        running_version(&pool, b, A).await;
+        boxes.push(s.device(&pool, &format!("box-{n}"), 60).await);
     }
     // A task before the update: its record stays on the appliance across the update.
-    let before = create_task(&cp, &key, boxes[0].id, "printer.home").await;
-    task_succeeds(&cp, &key, &before).await;
+    let before = create_task(cp, key, boxes[0].id, "printer.home").await;
+    task_succeeds(cp, key, &before).await;
 
     let bytes = std::fs::read(build_b).expect("build B");
     upload(&pool, B, &bytes).await;
     // A tenant cannot roll out an agent update, not even to its own appliances.
     let body = json!({"name": "agent 1.1.0", "payload": {"agent_update": {"version": B}},
                       "policy": {"waves": {"count": [1, 3]}}});
-    let (status, e) = cp.call("POST", "/api/v1/rollouts", &key, Some(body.clone())).await;
+    let (status, e) = cp.call("POST", "/api/v1/rollouts", key, Some(body.clone())).await;
     assert_eq!((status, e["error"]["code"].as_str()), (403, Some("operator_only")), "{e}");
     // A version nobody uploaded is refused up front.
     let (status, e) = cp
         .call(
             "POST",
             "/api/v1/admin/rollouts",
-            &admin,
+            admin,
             Some(json!({"name": "x", "payload": {"agent_update": {"version": "9.9.9"}}})),
         )
         .await;
     assert_eq!((status, e["error"]["details"]["param"].as_str()), (422, Some("payload.agent_update.version")), "{e}");
 
     let started = Instant::now();
-    let id = rollout(&cp, &admin, body).await;
+    let id = rollout(cp, admin, body).await;
     let refs: Vec<&Device> = boxes.iter().collect();
-    let (r, executions) = finished(&cp, &admin, &id, &refs).await;
+    let (r, executions) = finished(cp, admin, &id, &refs).await;
     let took = started.elapsed();
     assert_eq!(r["state"], "succeeded", "{r:#}");
     assert_eq!(r["progress"]["succeeded"], 3, "{r:#}");
@@ -300,39 +323,34 @@ async fn an_update_rolls_out_in_waves_commits_and_keeps_tasks(pool: PgPool) {
     }
     // The whole story is in the task's log: received, downloaded, switched, committed.
     let task = executions[0]["task_id"].as_str().expect("task id");
-    let (_, events) = cp.get(&format!("/api/v1/tasks/{task}"), &key).await;
+    let (_, events) = cp.get(&format!("/api/v1/tasks/{task}"), key).await;
     let kinds: Vec<&str> =
         events["events"].as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, ["received", "downloaded", "switched", "committed"], "{events:#}");
     // The fleet counts versions.
-    let (_, summary) = cp.get("/api/v1/admin/fleet/summary", &admin).await;
+    let (_, summary) = cp.get("/api/v1/admin/fleet/summary", admin).await;
     assert_eq!(summary["agent_versions"], json!([{"version": B, "appliances": 3}]), "{summary:#}");
 
     // The task done before the update is still on record, and the new version runs tasks.
     assert!(boxes[0].appliance.state.path().join(format!("tasks/{before}.json")).exists(), "ledger kept");
-    let after = create_task(&cp, &key, boxes[0].id, "nas.home").await;
-    task_succeeds(&cp, &key, &after).await;
+    let after = create_task(cp, key, boxes[0].id, "nas.home").await;
+    task_succeeds(cp, key, &after).await;
     // Same version again: nothing to do.
-    let again = rollout(&cp, &admin, json!({"name": "again", "payload": {"agent_update": {"version": B}}})).await;
-    let (r, executions) = finished(&cp, &admin, &again, &refs).await;
+    let again = rollout(cp, admin, json!({"name": "again", "payload": {"agent_update": {"version": B}}})).await;
+    let (r, executions) = finished(cp, admin, &again, &refs).await;
     assert_eq!(r["state"], "succeeded", "{r:#}");
     assert!(executions[0]["message"].as_str().unwrap_or_default().contains("already running"), "{executions:#?}");
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn a_build_that_exits_at_start_ends_in_the_old_version(pool: PgPool) {
-    builds();
-    let pki = Pki::new();
-    let broker = Broker::start(&pki);
-    let cp = ControlPlane::start(pool.clone(), config(&pki, &broker), &pki).await;
-    let admin = operator(&pool, "admin").await;
-    let (tenant, _) = tenant(&pool, "household").await;
-    let b = Device::start(&cp, &pki, &pool, tenant, "box", 60).await;
-    running_version(&pool, &b, A).await;
+    let s = Stack::start(&pool).await;
+    let (cp, admin) = (&s.cp, s.admin.as_str());
+    let b = s.device(&pool, "box", 60).await;
     // A signed build that exits at once, whatever it is asked: a crash loop.
     upload(&pool, "2.0.0", &std::fs::read("/usr/bin/false").expect("/usr/bin/false")).await;
-    let id = rollout(&cp, &admin, json!({"name": "broken", "payload": {"agent_update": {"version": "2.0.0"}}})).await;
-    let (r, executions) = finished(&cp, &admin, &id, &[&b]).await;
+    let id = rollout(cp, admin, json!({"name": "broken", "payload": {"agent_update": {"version": "2.0.0"}}})).await;
+    let (r, executions) = finished(cp, admin, &id, &[&b]).await;
     let e = execution(&executions, b.id);
     assert_eq!((e["state"].as_str(), e["update_step"].as_str()), (Some("failed"), Some("rolled_back")), "{r:#}\n{e:#}");
     let message = e["message"].as_str().unwrap_or_default();
@@ -348,13 +366,9 @@ async fn a_build_that_exits_at_start_ends_in_the_old_version(pool: PgPool) {
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn a_version_that_cannot_reach_the_broker_is_rolled_back_after_its_window(pool: PgPool) {
     let (_, build_b) = builds();
-    let pki = Pki::new();
-    let broker = Broker::start(&pki);
-    let cp = ControlPlane::start(pool.clone(), config(&pki, &broker), &pki).await;
-    let admin = operator(&pool, "admin").await;
-    let (tenant, _) = tenant(&pool, "household").await;
-    let b = Device::start(&cp, &pki, &pool, tenant, "box", 10).await;
-    running_version(&pool, &b, A).await;
+    let s = Stack::start(&pool).await;
+    let (cp, admin) = (&s.cp, s.admin.as_str());
+    let b = s.device(&pool, "box", 10).await;
     upload(&pool, B, &std::fs::read(build_b).expect("build B")).await;
 
     // The configuration the new version starts with points at a port nobody listens on;
@@ -363,7 +377,7 @@ async fn a_version_that_cannot_reach_the_broker_is_rolled_back_after_its_window(
     let good = std::fs::read_to_string(&config_path).expect("config");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     std::fs::write(&config_path, format!("{good}broker_port = {closed}\n")).expect("config");
-    let id = rollout(&cp, &admin, json!({"name": "cut off", "payload": {"agent_update": {"version": B}}})).await;
+    let id = rollout(cp, admin, json!({"name": "cut off", "payload": {"agent_update": {"version": B}}})).await;
     eventually(Duration::from_secs(60), "the new version running", || async {
         b.running_binary().filter(|p| p.ends_with("update/slots/a/hearth-agent")).map(|_| ())
     })
@@ -371,7 +385,7 @@ async fn a_version_that_cannot_reach_the_broker_is_rolled_back_after_its_window(
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::write(&config_path, &good).expect("config");
 
-    let (r, executions) = finished(&cp, &admin, &id, &[&b]).await;
+    let (r, executions) = finished(cp, admin, &id, &[&b]).await;
     let e = execution(&executions, b.id);
     assert_eq!((e["state"].as_str(), e["update_step"].as_str()), (Some("failed"), Some("rolled_back")), "{r:#}\n{e:#}");
     let message = e["message"].as_str().unwrap_or_default();
@@ -387,13 +401,9 @@ async fn a_version_that_cannot_reach_the_broker_is_rolled_back_after_its_window(
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn the_agent_refuses_what_its_own_keys_do_not_vouch_for(pool: PgPool) {
     let (_, build_b) = builds();
-    let pki = Pki::new();
-    let broker = Broker::start(&pki);
-    let cp = ControlPlane::start(pool.clone(), config(&pki, &broker), &pki).await;
-    let admin = operator(&pool, "admin").await;
-    let (tenant, _) = tenant(&pool, "household").await;
-    let b = Device::start(&cp, &pki, &pool, tenant, "box", 60).await;
-    running_version(&pool, &b, A).await;
+    let s = Stack::start(&pool).await;
+    let (cp, admin) = (&s.cp, s.admin.as_str());
+    let b = s.device(&pool, "box", 60).await;
     let bytes = std::fs::read(build_b).expect("build B");
     let signed = upload(&pool, B, &bytes).await;
 
@@ -403,8 +413,8 @@ async fn the_agent_refuses_what_its_own_keys_do_not_vouch_for(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("tamper");
-    let id = rollout(&cp, &admin, json!({"name": "tampered", "payload": {"agent_update": {"version": B}}})).await;
-    let (_, executions) = finished(&cp, &admin, &id, &[&b]).await;
+    let id = rollout(cp, admin, json!({"name": "tampered", "payload": {"agent_update": {"version": B}}})).await;
+    let (_, executions) = finished(cp, admin, &id, &[&b]).await;
     let e = execution(&executions, b.id);
     assert_eq!(e["state"], "rejected", "{e:#}");
     let message = e["message"].as_str().unwrap_or_default();
@@ -419,16 +429,16 @@ async fn the_agent_refuses_what_its_own_keys_do_not_vouch_for(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("forge");
-    let id = rollout(&cp, &admin, json!({"name": "forged", "payload": {"agent_update": {"version": B}}})).await;
-    let (_, executions) = finished(&cp, &admin, &id, &[&b]).await;
+    let id = rollout(cp, admin, json!({"name": "forged", "payload": {"agent_update": {"version": B}}})).await;
+    let (_, executions) = finished(cp, admin, &id, &[&b]).await;
     let e = execution(&executions, b.id);
     assert_eq!(e["state"], "rejected", "{e:#}");
     assert!(e["message"].as_str().unwrap_or_default().contains("not one of the trusted keys"), "{e:#}");
 
     // An older version without the rollout allowing a downgrade.
     upload(&pool, "0.9.0", &std::fs::read("/usr/bin/true").expect("/usr/bin/true")).await;
-    let id = rollout(&cp, &admin, json!({"name": "older", "payload": {"agent_update": {"version": "0.9.0"}}})).await;
-    let (_, executions) = finished(&cp, &admin, &id, &[&b]).await;
+    let id = rollout(cp, admin, json!({"name": "older", "payload": {"agent_update": {"version": "0.9.0"}}})).await;
+    let (_, executions) = finished(cp, admin, &id, &[&b]).await;
     let e = execution(&executions, b.id);
     assert_eq!(e["state"], "rejected", "{e:#}");
     assert!(e["message"].as_str().unwrap_or_default().contains("a downgrade must be allowed"), "{e:#}");
