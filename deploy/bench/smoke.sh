@@ -16,6 +16,7 @@ args_for() {
         reconnect-storm.sh) echo "--appliances 20 --down 1 --ramp 100 --timeout 60 --heartbeat-interval-s 2" ;;
         api.sh) echo "--appliances 20 --tenants 4 --duration 2 --connections 4 --threads 1" ;;
         agent-footprint.sh) echo "--smoke" ;;
+        agent-update.sh) echo "--smoke" ;;
         renewal-storm.sh) echo "--appliances 20 --ramp 100 --settle 2 --timeout 60 --heartbeat-interval-s 2" ;;
         rollout.sh) echo "--appliances 20 --ramp 100 --settle 2 --baseline 2 --timeout 60 --heartbeat-interval-s 2 --failure-share 1.0 --min-finished 2" ;;
         chat.sh) echo "--tenants 4 --conversations 40 --duration 2 --seq-duration 1 --connections 4 --threads 1" ;;

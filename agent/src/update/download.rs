@@ -119,6 +119,12 @@ impl ControlPlane {
     ) -> Result<PathBuf, DownloadError> {
         crate::state::create_dir(dir).map_err(|e| DownloadError::Client(e.to_string()))?;
         let path = dir.join(format!("{}.part", m.sha256));
+        // Only one download is kept to resume: an earlier, abandoned one goes.
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path() != path {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let mut last = None;
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
