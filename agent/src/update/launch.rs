@@ -7,8 +7,8 @@
 //!   window, the trial is rolled back (the previous binary is current again, the reason is
 //!   kept to be reported) — so a new version that crashes at start, or hangs, ends in the
 //!   old one;
-//! - the installed binary changed since a slot became current (a package upgraded by hand):
-//!   the installed binary runs again, and a trial in progress is rolled back;
+//! - the installed binary's file changed since a slot became current (a package upgraded by
+//!   hand): the installed binary runs again, and a trial in progress is rolled back;
 //! - then, if a slot is current, `exec`s its binary with the same arguments (same process,
 //!   so the supervisor sees one service); a binary that cannot be executed is rolled back.
 //!
@@ -56,15 +56,15 @@ pub fn prepare(state_dir: &Path) -> Launch {
             return Launch::RunHere;
         }
     };
-    let installed_sha256 = match std::fs::File::open(&exe).and_then(hearth_protocol::artifact::digest_reader) {
-        Ok((sha, _, _)) => Some(sha),
+    let installed_id = match std::fs::metadata(&exe) {
+        Ok(m) => Some(file_id(&m)),
         Err(e) => {
             warn!(error = %e, binary = %exe.display(), "cannot read the installed binary");
             None
         }
     };
     let before = st.clone();
-    let launch = decide(&mut st, &layout, &exe, installed_sha256, OffsetDateTime::now_utc());
+    let launch = decide(&mut st, &layout, &exe, installed_id, OffsetDateTime::now_utc());
     if st != before {
         if let Err(e) = layout.save(&st) {
             error!(error = %e, "cannot record the update state; running the installed binary");
@@ -79,16 +79,16 @@ fn decide(
     st: &mut UpdateState,
     layout: &Layout,
     exe: &Path,
-    installed_sha256: Option<String>,
+    installed_id: Option<String>,
     now: OffsetDateTime,
 ) -> Launch {
     st.installed_path = Some(exe.to_path_buf());
     if st.current == Slot::Installed && st.trial.is_none() {
-        st.installed_sha256 = installed_sha256;
+        st.installed_id = installed_id;
         return Launch::RunHere;
     }
-    if let (Some(recorded), Some(now_sha)) = (&st.installed_sha256, &installed_sha256) {
-        if recorded != now_sha {
+    if let (Some(recorded), Some(now_id)) = (&st.installed_id, &installed_id) {
+        if recorded != now_id {
             warn!(
                 version = crate::VERSION,
                 "the installed binary was replaced (a package upgrade by hand?); running it"
@@ -99,12 +99,12 @@ fn decide(
             ));
             st.current = Slot::Installed;
             st.current_version = None;
-            st.installed_sha256 = installed_sha256;
+            st.installed_id = installed_id;
             return Launch::RunHere;
         }
     }
-    if st.installed_sha256.is_none() {
-        st.installed_sha256 = installed_sha256;
+    if st.installed_id.is_none() {
+        st.installed_id = installed_id;
     }
     if let Some(trial) = st.trial.as_mut() {
         trial.starts += 1;
@@ -141,6 +141,14 @@ fn decide(
             }
         }
     }
+}
+
+/// What identifies the installed binary's file: a package upgrade writes a new file
+/// (another inode, size or modification time). Cheap enough for every start, unlike a
+/// digest of the whole binary.
+fn file_id(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}:{}:{}:{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
 }
 
 /// Replaces this process with `binary`, passing this process's arguments. Returns only if
@@ -217,7 +225,7 @@ mod tests {
         UpdateState {
             current: Slot::A,
             current_version: Some("1.1.0".into()),
-            installed_sha256: Some("aa".into()),
+            installed_id: Some("aa".into()),
             trial: Some(Trial {
                 task_id: TaskId::new(),
                 from: Slot::Installed,
@@ -250,7 +258,7 @@ mod tests {
             decide(&mut st, &layout, Path::new("/usr/bin/hearth-agent"), Some("aa".into()), now),
             Launch::RunHere
         );
-        assert_eq!(st.installed_sha256.as_deref(), Some("aa"));
+        assert_eq!(st.installed_id.as_deref(), Some("aa"));
         assert_eq!(st.installed_path.as_deref(), Some(Path::new("/usr/bin/hearth-agent")));
     }
 
@@ -302,7 +310,7 @@ mod tests {
         assert!(matches!(decide(&mut st, &layout, Path::new("/x"), Some("aa".into()), now), Launch::Exec(_)));
         assert_eq!(decide(&mut st, &layout, Path::new("/x"), Some("bb".into()), now), Launch::RunHere);
         assert_eq!(st.current, Slot::Installed);
-        assert_eq!(st.installed_sha256.as_deref(), Some("bb"));
+        assert_eq!(st.installed_id.as_deref(), Some("bb"));
     }
 
     #[test]

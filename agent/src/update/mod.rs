@@ -152,10 +152,11 @@ pub struct UpdateState {
     /// The version the current slot holds (`None` for the installed binary: its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,
-    /// SHA-256 of the installed binary when a slot became current: a package upgraded by
-    /// hand changes it, and then the installed binary runs again.
+    /// The installed binary's file (device, inode, size, modification time) when a slot
+    /// became current: a package upgraded by hand changes it, and then the installed binary
+    /// runs again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub installed_sha256: Option<String>,
+    pub installed_id: Option<String>,
     /// The installed binary's path, recorded at each start: restarts go through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_path: Option<PathBuf>,

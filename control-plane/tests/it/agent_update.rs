@@ -340,6 +340,19 @@ async fn an_update_rolls_out_in_waves_commits_and_keeps_tasks(pool: PgPool) {
     let (r, executions) = finished(cp, admin, &again, &refs).await;
     assert_eq!(r["state"], "succeeded", "{r:#}");
     assert!(executions[0]["message"].as_str().unwrap_or_default().contains("already running"), "{executions:#?}");
+
+    // A package upgraded by hand: the installed binary is replaced (here by build A again)
+    // and the service started anew; that binary runs, not the updated slot.
+    let d = &mut boxes[0];
+    d.stop();
+    let installed = d.dir.path().join("bin/hearth-agent");
+    std::fs::remove_file(&installed).expect("remove");
+    std::fs::copy(&builds().0, &installed).expect("reinstall build A");
+    d.stop.store(false, Ordering::SeqCst);
+    d.supervise();
+    running_version(&pool, d, A).await;
+    assert_eq!(d.running_binary().as_deref(), Some(installed.as_path()));
+    assert!(d.update_state().contains("current = \"installed\""), "{}", d.update_state());
 }
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
