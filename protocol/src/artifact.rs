@@ -28,8 +28,7 @@ use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-use ed25519_dalek::{Signer, Verifier};
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -203,6 +202,58 @@ pub enum ArtifactError {
     BadKey(String),
 }
 
+/// An Ed25519 public key (32 bytes). Its point is checked when a signature is verified: a
+/// key that is not a curve point verifies nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VerifyingKey([u8; 32]);
+
+impl VerifyingKey {
+    pub fn from_bytes(bytes: &[u8; 32]) -> VerifyingKey {
+        VerifyingKey(*bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifyingKey({})", key_id(self))
+    }
+}
+
+/// An Ed25519 signing key, from its 32-byte seed (the secret key file holds the seed).
+pub struct SigningKey {
+    seed: [u8; 32],
+    pair: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    pub fn from_bytes(seed: &[u8; 32]) -> SigningKey {
+        // A 32-byte seed is always a valid key: the call cannot fail for this length.
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed).expect("a 32-byte Ed25519 seed");
+        SigningKey { seed: *seed, pair }
+    }
+
+    /// The seed, as written to the secret key file.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.seed
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        let mut public = [0u8; 32];
+        public.copy_from_slice(self.pair.public_key().as_ref());
+        VerifyingKey(public)
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({}, secret not shown)", key_id(&self.verifying_key()))
+    }
+}
+
 /// A short name for a public key: the first 8 bytes of its SHA-256, hex.
 pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
@@ -212,7 +263,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
 pub fn public_key(text: &str) -> Result<VerifyingKey, ArtifactError> {
     let bytes = B64.decode(text.trim()).map_err(|e| ArtifactError::BadKey(e.to_string()))?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| ArtifactError::BadKey("not 32 bytes".into()))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| ArtifactError::BadKey(e.to_string()))
+    Ok(VerifyingKey::from_bytes(&bytes))
 }
 
 /// A signing key from its base64 text (the secret key file's content).
@@ -229,11 +280,11 @@ pub fn encode_key(bytes: &[u8; 32]) -> String {
 
 /// Signs a manifest.
 pub fn sign(key: &SigningKey, manifest: Manifest) -> SignedManifest {
-    let signature = key.sign(manifest.statement().as_bytes());
+    let signature = key.pair.sign(manifest.statement().as_bytes());
     SignedManifest {
         format: FORMAT.into(),
         key_id: key_id(&key.verifying_key()),
-        signature: B64.encode(signature.to_bytes()),
+        signature: B64.encode(signature.as_ref()),
         manifest,
     }
 }
@@ -249,8 +300,11 @@ pub fn verify(signed: &SignedManifest, trusted: &[VerifyingKey]) -> Result<(), A
         .find(|k| key_id(k) == signed.key_id)
         .ok_or_else(|| ArtifactError::UnknownKey(signed.key_id.chars().take(32).collect()))?;
     let bytes = B64.decode(&signed.signature).map_err(|_| ArtifactError::BadSignature)?;
-    let bytes: [u8; 64] = bytes.try_into().map_err(|_| ArtifactError::BadSignature)?;
-    key.verify(signed.manifest.statement().as_bytes(), &Signature::from_bytes(&bytes))
+    if bytes.len() != 64 {
+        return Err(ArtifactError::BadSignature);
+    }
+    UnparsedPublicKey::new(&ED25519, key.as_bytes())
+        .verify(signed.manifest.statement().as_bytes(), &bytes)
         .map_err(|_| ArtifactError::BadSignature)
 }
 
@@ -428,5 +482,23 @@ mod tests {
         assert_eq!(signing_key(&encode_key(&k.to_bytes())).unwrap().to_bytes(), k.to_bytes());
         assert!(public_key("not base64!").is_err());
         assert_eq!(key_id(&k.verifying_key()).len(), 16);
+    }
+
+    #[test]
+    fn keys_are_plain_ed25519_as_in_rfc_8032() {
+        // RFC 8032, section 7.1, test 1: the seed gives the published public key.
+        let seed: [u8; 32] = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let public = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap();
+        assert_eq!(SigningKey::from_bytes(&seed).verifying_key().as_bytes().as_slice(), public.as_slice());
+        // A key that is not a curve point verifies nothing.
+        let signed = sign(&key(1), Manifest::of(&elf(Arch::X86_64, 100), "1.0.0", Arch::X86_64).unwrap());
+        let mut not_a_point = [0xffu8; 32];
+        not_a_point[31] = 0x7f;
+        let bogus = VerifyingKey::from_bytes(&not_a_point);
+        let relabelled = SignedManifest { key_id: key_id(&bogus), ..signed };
+        assert_eq!(verify(&relabelled, &[bogus]), Err(ArtifactError::BadSignature));
     }
 }

@@ -152,11 +152,20 @@ fn file_id(m: &std::fs::Metadata) -> String {
 }
 
 /// Replaces this process with `binary`, passing this process's arguments. Returns only if
-/// that fails.
+/// that fails. "Text file busy" is retried for a moment: a process forked while the binary
+/// was being written holds the write descriptor until it execs in turn.
 pub fn exec(binary: &Path) -> std::io::Error {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     info!(binary = %binary.display(), "starting");
-    std::process::Command::new(binary).args(args).exec()
+    let mut attempts = 0;
+    loop {
+        let err = std::process::Command::new(binary).args(&args).exec();
+        attempts += 1;
+        if err.kind() != std::io::ErrorKind::ExecutableFileBusy || attempts >= 20 {
+            return err;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Runs [`prepare`] and execs what it picks; a binary that cannot be executed is rolled

@@ -118,6 +118,22 @@ impl Stack {
     }
 }
 
+/// Spawns, retrying "Text file busy": a binary just copied by this test process can be held
+/// open for writing for a moment by a child another test thread forked meanwhile.
+fn spawn_retrying_busy(
+    mut spawn: impl FnMut() -> std::io::Result<std::process::Child>,
+) -> std::io::Result<std::process::Child> {
+    for _ in 0..50 {
+        match spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => return other,
+        }
+    }
+    spawn()
+}
+
 /// One appliance running the installed binary (a copy of build A) under a supervisor that
 /// starts it again whenever it fails, like systemd's `Restart=on-failure`.
 struct Device {
@@ -167,15 +183,17 @@ impl Device {
         self.supervisor = Some(std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
-                let mut child = Command::new(&installed)
-                    .args(["run", "--config"])
-                    .arg(&config)
-                    .env("RUST_LOG", "info")
-                    .stdin(Stdio::null())
-                    .stdout(out.try_clone().expect("log"))
-                    .stderr(out)
-                    .spawn()
-                    .expect("start the agent");
+                let mut child = spawn_retrying_busy(|| {
+                    Command::new(&installed)
+                        .args(["run", "--config"])
+                        .arg(&config)
+                        .env("RUST_LOG", "info")
+                        .stdin(Stdio::null())
+                        .stdout(out.try_clone().expect("log"))
+                        .stderr(out.try_clone().expect("log"))
+                        .spawn()
+                })
+                .expect("start the agent");
                 *pid.lock().unwrap() = Some(child.id());
                 let status = child.wait().expect("wait");
                 *pid.lock().unwrap() = None;
