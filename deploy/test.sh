@@ -4,7 +4,8 @@
 # catalog action in a sandbox root, idempotency: ansible/tests/run.sh), then
 # `cargo test --workspace`. Every database test gets its own fresh database; broker tests
 # start their own Mosquitto with mutual TLS; task tests run the real agent and real
-# ansible-playbook against sandbox roots. Extra arguments go to cargo test.
+# ansible-playbook against sandbox roots; webhook tests verify signatures with a pinned
+# third-party library in a virtualenv. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +14,15 @@ export DATABASE_URL
 echo "test.sh: PostgreSQL at ${DATABASE_URL##*@}; Mosquitto $(mosquitto -h 2>/dev/null | head -n1 | awk '{print $3}')" >&2
 
 ansible/tests/run.sh
+
+# The webhook tests check every delivery's signature with the Standard Webhooks reference
+# library from PyPI (pinned), not with Hearth's own code.
+WEBHOOK_VENV=target/webhook-receiver
+if ! "$WEBHOOK_VENV/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
+    python3 -m venv "$WEBHOOK_VENV" >&2 || { apt-get install -y -qq python3-venv >&2 && python3 -m venv "$WEBHOOK_VENV" >&2; }
+    "$WEBHOOK_VENV/bin/pip" install -q --disable-pip-version-check "standardwebhooks==1.3.0" >&2
+fi
+HEARTH_WEBHOOK_PYTHON=$(pwd)/$WEBHOOK_VENV/bin/python
+export HEARTH_WEBHOOK_PYTHON
 
 cargo test --workspace --locked "$@"

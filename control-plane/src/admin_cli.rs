@@ -83,6 +83,8 @@ pub enum PlanCommand {
         mqtt_burst: Option<i32>,
         #[arg(long)]
         rollouts_active: Option<i32>,
+        #[arg(long)]
+        webhook_endpoints: Option<i32>,
     },
     /// List plans (JSON lines).
     List,
@@ -254,6 +256,7 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
             mqtt_per_minute,
             mqtt_burst,
             rollouts_active,
+            webhook_endpoints,
         } => {
             let d = Quotas::from(config.limits);
             let quotas = Quotas {
@@ -264,6 +267,7 @@ pub async fn plan(pool: &PgPool, config: &Config, cmd: PlanCommand) -> anyhow::R
                 mqtt_per_minute: mqtt_per_minute.unwrap_or(d.mqtt_per_minute),
                 mqtt_burst: mqtt_burst.unwrap_or(d.mqtt_burst),
                 rollouts_active: rollouts_active.unwrap_or(d.rollouts_active),
+                webhook_endpoints: webhook_endpoints.unwrap_or(d.webhook_endpoints),
             };
             let actor = Actor::cli();
             let new = NewPlan { name: name.clone(), quotas };

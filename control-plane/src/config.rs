@@ -32,6 +32,68 @@ pub struct Config {
     pub assistant: crate::assistant::AssistantConfig,
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// Events and their webhook delivery (docs/architecture.md, "Events and webhooks").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// How long one delivery attempt may take, connection included.
+    #[serde(default = "WebhooksConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Requests one replica sends to one endpoint at once.
+    #[serde(default = "WebhooksConfig::default_per_endpoint_concurrency")]
+    pub per_endpoint_concurrency: u32,
+    /// Requests one replica has in flight in all.
+    #[serde(default = "WebhooksConfig::default_concurrency")]
+    pub concurrency: u32,
+    /// Development only: `http://` URLs to a loopback address are accepted.
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// Receivers in private, loopback and link-local ranges are accepted (an on-premises
+    /// receiver, tests). Off: such addresses are refused after DNS resolution.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Events older than this are deleted (with their delivery log).
+    #[serde(default = "WebhooksConfig::default_retention_days")]
+    pub retention_days: u32,
+    /// Scale of the retry schedule (1.0: 5 s … 8 h, about a day in all); tests shrink it.
+    #[serde(default = "WebhooksConfig::default_retry_scale")]
+    pub retry_scale: f64,
+}
+
+impl WebhooksConfig {
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+    fn default_per_endpoint_concurrency() -> u32 {
+        4
+    }
+    fn default_concurrency() -> u32 {
+        64
+    }
+    fn default_retention_days() -> u32 {
+        30
+    }
+    fn default_retry_scale() -> f64 {
+        1.0
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            timeout_ms: Self::default_timeout_ms(),
+            per_endpoint_concurrency: Self::default_per_endpoint_concurrency(),
+            concurrency: Self::default_concurrency(),
+            allow_http_loopback: false,
+            allow_private: false,
+            retention_days: Self::default_retention_days(),
+            retry_scale: Self::default_retry_scale(),
+        }
+    }
 }
 
 /// Signed agent builds (`hearth-control-plane artifact …`).
@@ -121,6 +183,8 @@ pub struct LimitsConfig {
     pub mqtt_burst: u32,
     /// Fleet rollouts a tenant may have active at once.
     pub rollouts_active: u32,
+    /// Webhook endpoints a tenant may register.
+    pub webhook_endpoints: u32,
     /// How often a tenant's quotas are read again from its plan, and the MQTT ingest's
     /// rates of appliances on a plan (seconds): a plan change applies within this time,
     /// without a restart.
@@ -315,11 +379,13 @@ impl Default for Config {
                 mqtt_per_minute: 120,
                 mqtt_burst: 30,
                 rollouts_active: 5,
+                webhook_endpoints: 10,
                 refresh_s: 10,
             },
             log: LogConfig { format: "text".into() },
             assistant: Default::default(),
             artifacts: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -450,6 +516,23 @@ impl Config {
                 return invalid("artifacts.public_keys", "HEARTH_ARTIFACTS__PUBLIC_KEYS", &e.to_string());
             }
         }
+        let w = &self.webhooks;
+        if !(100..=60_000).contains(&w.timeout_ms) {
+            return invalid("webhooks.timeout_ms", "HEARTH_WEBHOOKS__TIMEOUT_MS", "must be between 100 and 60000");
+        }
+        if !(1..=64).contains(&w.per_endpoint_concurrency) || !(1..=1024).contains(&w.concurrency) {
+            return invalid(
+                "webhooks.per_endpoint_concurrency / webhooks.concurrency",
+                "HEARTH_WEBHOOKS__…",
+                "must be 1 to 64 per endpoint and 1 to 1024 in all",
+            );
+        }
+        if !(1..=3650).contains(&w.retention_days) {
+            return invalid("webhooks.retention_days", "HEARTH_WEBHOOKS__RETENTION_DAYS", "must be 1 to 3650 days");
+        }
+        if !(w.retry_scale > 0.0 && w.retry_scale <= 10.0) {
+            return invalid("webhooks.retry_scale", "HEARTH_WEBHOOKS__RETRY_SCALE", "must be above 0 and at most 10");
+        }
         if self.artifacts.max_bytes == 0 || self.artifacts.max_bytes > 1 << 30 {
             return invalid("artifacts.max_bytes", "HEARTH_ARTIFACTS__MAX_BYTES", "must be between 1 and 1073741824");
         }
@@ -503,6 +586,7 @@ impl Config {
             l.mqtt_per_minute,
             l.mqtt_burst,
             l.rollouts_active,
+            l.webhook_endpoints,
             l.refresh_s,
         ]
         .contains(&0)

@@ -6,10 +6,11 @@
 //!   due configuration documents once, from any replica, and times tasks out), [`renewal`]
 //!   (answers appliances' certificate renewal requests), [`rotation`] (a fleet CA rotation
 //!   at run time: the PKI watch and asking appliances to renew), [`presence`] (the sweeper
-//!   that marks silent appliances offline).
+//!   that marks silent appliances offline), [`events`] (the event sequencer, the alert
+//!   sweep, retention), [`deliver`] (the webhook deliverer).
 //! - Rules: [`domain`], one module per capability (tasks, support chat, tenants, accounts,
 //!   operators, plans, audit, appliances and revocation, enrollment, certificate renewal,
-//!   CA rotation, desired configuration),
+//!   CA rotation, desired configuration, rollouts, events, webhooks),
 //!   each with its operations and its error enum; [`assistant`], the support assistant's
 //!   engine (catalog-validated proposals; Ollama or rules).
 //! - Storage: [`db`], PostgreSQL access, migrations, tenant-scoped transactions (RLS).
@@ -26,8 +27,10 @@ pub mod assistant;
 pub mod broker_config;
 pub mod config;
 pub mod db;
+pub mod deliver;
 pub mod dispatch;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod limits;

@@ -48,6 +48,13 @@ pub struct Metrics {
     pub assistant_duration: HistogramVec,
     /// Bytes of agent builds sent to appliances (`GET /agent/v1/artifacts/{sha256}`).
     pub artifact_bytes_served: IntCounter,
+    /// Events given their position (and their deliveries queued) by this replica.
+    pub events_sequenced: IntCounter,
+    /// Webhook delivery attempts by outcome: `delivered`, `retried`, `failed` (gave up),
+    /// `gone` (410: the endpoint is disabled).
+    pub webhook_attempts: IntCounterVec,
+    /// Webhook requests this replica has in flight.
+    pub webhook_in_flight: IntGauge,
 }
 
 impl Metrics {
@@ -101,6 +108,17 @@ impl Metrics {
                 "hearth_artifact_bytes_served_total",
                 "Bytes of agent builds sent to appliances (whole downloads and ranges).",
             )?,
+            events_sequenced: counter(
+                "hearth_events_sequenced_total",
+                "Events given their cursor position (and their webhook deliveries queued) by this replica.",
+            )?,
+            webhook_attempts: counter_vec(
+                "hearth_webhook_attempts_total",
+                "Webhook delivery attempts by outcome: delivered, retried, failed (gave up, the endpoint disabled), \
+                 gone (the receiver answered 410).",
+                &["outcome"],
+            )?,
+            webhook_in_flight: gauge("hearth_webhook_in_flight", "Webhook requests this replica has in flight.")?,
             mqtt_messages: counter_vec(
                 "hearth_mqtt_messages_total",
                 "MQTT messages received, by payload kind.",

@@ -56,6 +56,8 @@ pub enum ServeError {
     Crl(#[from] RevocationError),
     #[error(transparent)]
     Assistant(#[from] crate::assistant::AssistantError),
+    #[error("webhooks: {0}")]
+    Webhooks(String),
     #[error("the {part} stopped unexpectedly: {reason}")]
     PartStopped { part: &'static str, reason: String },
 }
@@ -358,6 +360,45 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         }
     });
 
+    // Events: the sequencer, the alert rules, retention; webhook delivery.
+    let delivery_wake = Arc::new(tokio::sync::Notify::new());
+    parts.spawn("event sequencer", {
+        let (pool, wake, metrics, token) = (pool.clone(), delivery_wake.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            crate::events::sequencer(pool, wake, metrics, token).await;
+            Ok(())
+        }
+    });
+    parts.spawn("alert sweeper", {
+        let (pool, token) = (pool.clone(), shutdown.clone());
+        // A certificate is warned about when a renewal is clearly late: within a week of
+        // its end, or the last quarter of a shorter lifetime.
+        let within = std::cmp::min(time::Duration::days(7), config.appliance_cert_lifetime() / 4);
+        async move {
+            crate::events::alert_sweeper(pool, within, token).await;
+            Ok(())
+        }
+    });
+    parts.spawn("event retention", {
+        let (pool, days, token) = (pool.clone(), config.webhooks.retention_days, shutdown.clone());
+        async move {
+            crate::events::retention(pool, days, token).await;
+            Ok(())
+        }
+    });
+    parts.spawn("webhook deliverer", {
+        let deliverer = crate::deliver::Deliverer {
+            pool: pool.clone(),
+            key: config.secret_key(),
+            cfg: config.webhooks.clone(),
+            http: crate::deliver::client(&config.webhooks).map_err(|e| ServeError::Webhooks(e.to_string()))?,
+            metrics: metrics.clone(),
+            wake: delivery_wake,
+        };
+        let token = shutdown.clone();
+        async move { deliverer.run(token).await.map_err(|e| ServeError::Webhooks(e.to_string())) }
+    });
+
     // HTTP.
     let domain = Services {
         pool,
@@ -377,6 +418,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         assistant: Arc::new(crate::assistant::Assistant::new(&config.assistant)?),
         assistant_config: config.assistant.clone(),
         metrics: metrics.clone(),
+        webhooks: config.webhooks.clone(),
     };
     parts.spawn("CA rotation notices", {
         let (pool, revoker, client) = (domain.pool.clone(), domain.revoker.clone(), client.clone());

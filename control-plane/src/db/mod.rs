@@ -15,6 +15,7 @@ pub mod audit;
 pub mod certificates;
 pub mod desired;
 pub mod enrollment;
+pub mod events;
 pub mod operators;
 pub mod plans;
 pub mod presence;
@@ -24,6 +25,7 @@ pub mod support;
 pub mod tasks;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -40,6 +40,9 @@ pub struct Quotas {
     /// waiting for approval); default 5.
     #[serde(default = "Quotas::default_rollouts_active")]
     pub rollouts_active: i32,
+    /// Webhook endpoints the tenant may register; default 10.
+    #[serde(default = "Quotas::default_webhook_endpoints")]
+    pub webhook_endpoints: i32,
 }
 
 impl From<LimitsConfig> for Quotas {
@@ -53,6 +56,7 @@ impl From<LimitsConfig> for Quotas {
             mqtt_per_minute: n(l.mqtt_per_minute),
             mqtt_burst: n(l.mqtt_burst),
             rollouts_active: n(l.rollouts_active),
+            webhook_endpoints: n(l.webhook_endpoints),
         }
     }
 }
@@ -60,6 +64,10 @@ impl From<LimitsConfig> for Quotas {
 impl Quotas {
     fn default_rollouts_active() -> i32 {
         5
+    }
+
+    fn default_webhook_endpoints() -> i32 {
+        10
     }
 
     /// The first quota that is not positive, for a clear refusal.
@@ -72,6 +80,7 @@ impl Quotas {
             ("mqtt_per_minute", self.mqtt_per_minute),
             ("mqtt_burst", self.mqtt_burst),
             ("rollouts_active", self.rollouts_active),
+            ("webhook_endpoints", self.webhook_endpoints),
         ]
         .into_iter()
         .find(|(_, v)| *v <= 0)
@@ -80,13 +89,13 @@ impl Quotas {
 }
 
 const COLUMNS: &str = "id, name, api_per_minute, api_burst, assistant_per_hour, assistant_burst, mqtt_per_minute, \
-                       mqtt_burst, rollouts_active, created_at, updated_at";
+                       mqtt_burst, rollouts_active, webhook_endpoints, created_at, updated_at";
 
 pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<Plan, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO plans (id, name, api_per_minute, api_burst, assistant_per_hour, assistant_burst,
-                            mqtt_per_minute, mqtt_burst, rollouts_active)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+                            mqtt_per_minute, mqtt_burst, rollouts_active, webhook_endpoints)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
     ))
     .bind(PlanId::new())
     .bind(name)
@@ -97,6 +106,7 @@ pub async fn create(conn: &mut PgConnection, name: &str, q: &Quotas) -> Result<P
     .bind(q.mqtt_per_minute)
     .bind(q.mqtt_burst)
     .bind(q.rollouts_active)
+    .bind(q.webhook_endpoints)
     .fetch_one(conn)
     .await
 }
@@ -105,7 +115,7 @@ pub async fn update(conn: &mut PgConnection, id: PlanId, name: &str, q: &Quotas)
     sqlx::query_as(&format!(
         "UPDATE plans SET name = $2, api_per_minute = $3, api_burst = $4, assistant_per_hour = $5,
                           assistant_burst = $6, mqtt_per_minute = $7, mqtt_burst = $8, rollouts_active = $9,
-                          updated_at = now()
+                          webhook_endpoints = $10, updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -117,6 +127,7 @@ pub async fn update(conn: &mut PgConnection, id: PlanId, name: &str, q: &Quotas)
     .bind(q.mqtt_per_minute)
     .bind(q.mqtt_burst)
     .bind(q.rollouts_active)
+    .bind(q.webhook_endpoints)
     .fetch_optional(conn)
     .await
 }
@@ -143,7 +154,7 @@ pub async fn quotas_for(
 ) -> Result<(Option<String>, Quotas), sqlx::Error> {
     let row: Option<(String, Quotas)> = sqlx::query_as::<_, PlanQuotas>(
         "SELECT p.name, p.api_per_minute, p.api_burst, p.assistant_per_hour, p.assistant_burst, p.mqtt_per_minute,
-                p.mqtt_burst, p.rollouts_active
+                p.mqtt_burst, p.rollouts_active, p.webhook_endpoints
          FROM tenants t JOIN plans p ON p.id = t.plan_id WHERE t.id = $1",
     )
     .bind(tenant)

@@ -31,6 +31,9 @@
 //!   waves, with gates, abort criteria and retries; the advancer that moves them.
 //! - [`desired`]: desired configuration — tenant defaults, per-appliance overrides, drift;
 //!   merging, validation and secrets sealed at rest.
+//! - [`events`]: the event log read with a cursor, the event types and their data, the
+//!   tenants' alert rules; [`webhooks`]: webhook endpoints (secrets, rotation, the delivery
+//!   log, replay), their URL rules and Standard Webhooks signatures.
 //!
 //! Arrows point one way: `http` → `domain` → `db` → `model`. A domain module may call
 //! another (the support chat queues tasks through [`tasks`]); `db` never calls up.
@@ -43,6 +46,7 @@ pub mod ca_rotation;
 pub mod certificates;
 pub mod desired;
 pub mod enrollment;
+pub mod events;
 pub mod labels;
 pub mod operators;
 pub mod plans;
@@ -50,6 +54,7 @@ pub mod rollouts;
 pub mod support;
 pub mod tasks;
 pub mod tenants;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -88,6 +93,20 @@ pub struct Services {
     pub assistant: Arc<Assistant>,
     pub assistant_config: AssistantConfig,
     pub metrics: Arc<Metrics>,
+    /// Webhook delivery settings (which receivers are allowed).
+    pub webhooks: crate::config::WebhooksConfig,
+}
+
+impl Services {
+    /// What the webhook endpoint operations need.
+    pub fn webhooks(&self) -> webhooks::Context<'_> {
+        webhooks::Context {
+            pool: &self.pool,
+            key: self.secrets.as_ref(),
+            allow: webhooks::target::Allow::from(&self.webhooks),
+            limits: self.limits,
+        }
+    }
 }
 
 /// Wakes the dispatcher at once (a task was queued, a configuration changed, an appliance

@@ -58,6 +58,7 @@ pub struct PlanChanges {
     pub mqtt_per_minute: Option<i32>,
     pub mqtt_burst: Option<i32>,
     pub rollouts_active: Option<i32>,
+    pub webhook_endpoints: Option<i32>,
 }
 
 /// Every quota must be at least 1.
@@ -97,6 +98,7 @@ pub async fn update(pool: &PgPool, id: PlanId, changes: PlanChanges, audit: Reco
         mqtt_per_minute: changes.mqtt_per_minute.unwrap_or(q.mqtt_per_minute),
         mqtt_burst: changes.mqtt_burst.unwrap_or(q.mqtt_burst),
         rollouts_active: changes.rollouts_active.unwrap_or(q.rollouts_active),
+        webhook_endpoints: changes.webhook_endpoints.unwrap_or(q.webhook_endpoints),
     };
     check_quotas(&quotas)?;
     let name = changes.name.as_deref().unwrap_or(&before.name);

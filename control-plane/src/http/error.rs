@@ -32,12 +32,14 @@ use crate::domain::ca_rotation::RotationError;
 use crate::domain::desired::secrets::SecretError;
 use crate::domain::desired::DesiredError;
 use crate::domain::enrollment::EnrollError;
+use crate::domain::events::EventError;
 use crate::domain::operators::OperatorError;
 use crate::domain::plans::PlanError;
 use crate::domain::rollouts::RolloutError;
 use crate::domain::support::SupportError;
 use crate::domain::tasks::TaskError;
 use crate::domain::tenants::TenantError;
+use crate::domain::webhooks::WebhookError;
 use crate::domain::Invalid;
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +241,38 @@ impl From<RolloutError> for ApiError {
                 ApiError::Refused { status: StatusCode::FORBIDDEN, code: "operator_only", message }
             }
             RolloutError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+// domain::events and domain::webhooks
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        match e {
+            EventError::Invalid(e) => e.into(),
+            EventError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        let message = e.to_string();
+        match e {
+            WebhookError::NotFound => ApiError::NotFound("webhook endpoint"),
+            WebhookError::DeliveryNotFound => ApiError::NotFound("delivery"),
+            WebhookError::Invalid(e) => e.into(),
+            WebhookError::Limit { limit } => ApiError::Unprocessable {
+                code: "webhook_limit",
+                message,
+                details: serde_json::json!({ "param": "webhook_endpoints", "limit": limit }),
+            },
+            WebhookError::NoKey => {
+                ApiError::Unprocessable { code: "secrets_unavailable", message, details: serde_json::json!({}) }
+            }
+            WebhookError::Secret => ApiError::Internal(message),
+            WebhookError::Database(e) => ApiError::Database(e),
         }
     }
 }

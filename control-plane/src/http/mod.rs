@@ -38,6 +38,7 @@ pub mod client_cert;
 mod desired;
 mod enroll;
 pub mod error;
+mod events;
 mod health;
 mod inventory;
 pub mod openapi;
@@ -46,6 +47,7 @@ mod rollouts;
 mod shared;
 pub mod support;
 mod tasks;
+mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -95,6 +97,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(appliances::router())
         .merge(tasks::router())
         .merge(rollouts::router())
+        .merge(events::router())
+        .merge(webhooks::router())
         .merge(desired::router())
         .merge(inventory::router())
         .merge(account::router())

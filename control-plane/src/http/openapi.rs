@@ -34,6 +34,11 @@ use super::error::{
     TenantForbidden, TooManyFailures, Unauthorized, Unavailable, UnsupportedMediaType, INVALID_TEXT,
 };
 use super::AppState;
+use crate::domain::events::payloads::{
+    CertificateData, ConfigData, DriftAlertData, EndpointDisabledData, OfflineAlertData, PresenceData, QuotaData,
+    ResolvedData, RolloutData, TaskData, TenantData,
+};
+use crate::domain::events::{self, EventView};
 use crate::domain::support::StreamEvent;
 use crate::model::{
     ActorKind, ApplianceStatus, FleetStatus, MessageRole, OperatorRole, Presence, ProposalStatus, TaskStatus,
@@ -66,7 +71,20 @@ use crate::model::{
             UserRole,
             ActorKind,
             // What the support chat's event stream sends as each event's `data`.
-            StreamEvent
+            StreamEvent,
+            // Events: the body of every webhook, and each type's `data` (the `webhooks` section).
+            EventView,
+            PresenceData,
+            TaskData,
+            ConfigData,
+            CertificateData,
+            RolloutData,
+            TenantData,
+            QuotaData,
+            EndpointDisabledData,
+            OfflineAlertData,
+            DriftAlertData,
+            ResolvedData
         ),
         responses(
             Unauthorized,
@@ -92,6 +110,8 @@ use crate::model::{
         (name = "tasks", description = "Catalog tasks run on an appliance"),
         (name = "rollouts", description = "Fleet rollouts over the tenant's own appliances: a task or a configuration overlay, in waves"),
         (name = "config", description = "Desired configuration: tenant defaults and per-appliance overrides"),
+        (name = "events", description = "The tenant's events (a cursor), alert rules and webhook endpoints \
+                                          (Standard Webhooks; see the `webhooks` section for each event's data)"),
         (name = "inventory", description = "The appliances as an Ansible dynamic inventory"),
         (name = "account", description = "A customer's sign-in, account, members and API keys"),
         (name = "support", description = "The support chat: conversations with the assistant, proposed tasks \
@@ -166,10 +186,61 @@ pub fn document() -> Document {
     doc
 }
 
-/// The served JSON, built once.
+/// The served JSON, built once: the document and its `webhooks` section.
 fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| serde_json::to_string(&document()).expect("the OpenAPI document serialises"))
+    JSON.get_or_init(|| {
+        let mut doc = serde_json::to_value(document()).expect("the OpenAPI document serialises");
+        doc["webhooks"] = webhooks();
+        serde_json::to_string(&doc).expect("the OpenAPI document serialises")
+    })
+}
+
+/// OpenAPI 3.1's `webhooks`: what a registered endpoint receives, one entry per event type
+/// — a `POST` of [`EventView`] whose `data` is the type's own schema, with the Standard
+/// Webhooks headers. (utoipa has no model for this section, so it is written as JSON.)
+fn webhooks() -> serde_json::Value {
+    use serde_json::json;
+    let header = |name: &str, description: &str| {
+        json!({"name": name, "in": "header", "required": true, "description": description,
+               "schema": {"type": "string"}})
+    };
+    let parameters = json!([
+        header("webhook-id", "The event's id (`evt_…`), the same on every attempt: de-duplicate by it."),
+        header("webhook-timestamp", "Unix seconds when this attempt was signed; refuse old ones (replay)."),
+        header(
+            "webhook-signature",
+            "`v1,` + base64(HMAC-SHA256(the secret's bytes after `whsec_`, `{webhook-id}.{webhook-timestamp}.{body}`)); \
+             during a secret rotation two signatures, space-separated: accept either."
+        ),
+    ]);
+    let mut hooks = serde_json::Map::new();
+    for kind in events::TYPES {
+        let data = events::payloads::schema_of(kind).expect("every type has its data schema");
+        hooks.insert(
+            (*kind).to_string(),
+            json!({"post": {
+                "operationId": format!("webhook_{}", kind.replace('.', "_")),
+                "summary": format!("The `{kind}` event"),
+                "tags": ["events"],
+                "parameters": parameters,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"allOf": [
+                    {"$ref": "#/components/schemas/EventView"},
+                    {"type": "object", "properties": {
+                        "type": {"const": kind},
+                        "data": {"$ref": format!("#/components/schemas/{data}")}
+                    }}
+                ]}}}},
+                "responses": {
+                    "2XX": {"description": "Received: the delivery is done."},
+                    "410": {"description": "Gone: the endpoint is disabled at once."},
+                    "default": {"description": "Anything else, a timeout or a closed connection: tried again \
+                                                (5 s, 30 s, 2 min, … about a day), then the endpoint is disabled."}
+                }
+            }}),
+        );
+    }
+    serde_json::Value::Object(hooks)
 }
 
 /// Responses that whole classes of operations share are declared here once instead of on

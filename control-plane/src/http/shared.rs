@@ -217,3 +217,80 @@ pub mod rollouts {
         let _ = out.send(end).await;
     }
 }
+
+// Events and webhooks: the tenant's (`/api/v1/events`, `/api/v1/webhooks`) and the
+// operators' (`/api/v1/admin/events`, `/api/v1/admin/webhooks`) routes share their query
+// shapes; both call `domain::events` and `domain::webhooks`.
+
+pub mod events {
+    use hearth_protocol::{ApplianceId, TenantId};
+    use serde::Deserialize;
+    use utoipa::IntoParams;
+
+    pub use super::page_size as limit;
+    use crate::db::events::Filter;
+
+    #[derive(Debug, Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    pub struct EventQuery {
+        /// Events after this position (the `next` of the previous page; 0 or absent: from
+        /// the oldest kept).
+        pub after: Option<i64>,
+        /// One type (`task.failed`) or a category (`task.*`).
+        #[serde(rename = "type")]
+        #[param(rename = "type")]
+        pub kind: Option<String>,
+        pub appliance_id: Option<ApplianceId>,
+        /// Page size, 1 to 1000 (default 100).
+        pub limit: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    pub struct AdminEventQuery {
+        pub after: Option<i64>,
+        #[serde(rename = "type")]
+        #[param(rename = "type")]
+        pub kind: Option<String>,
+        pub appliance_id: Option<ApplianceId>,
+        /// Only this tenant's events.
+        pub tenant_id: Option<TenantId>,
+        pub limit: Option<i64>,
+    }
+
+    impl EventQuery {
+        pub fn filter(&self) -> Filter {
+            Filter {
+                after: self.after.unwrap_or(0),
+                kind: self.kind.clone(),
+                appliance: self.appliance_id,
+                tenant: None,
+            }
+        }
+    }
+
+    impl AdminEventQuery {
+        pub fn filter(&self) -> Filter {
+            Filter {
+                after: self.after.unwrap_or(0),
+                kind: self.kind.clone(),
+                appliance: self.appliance_id,
+                tenant: self.tenant_id,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize, IntoParams)]
+    #[serde(deny_unknown_fields)]
+    #[into_params(parameter_in = Query)]
+    pub struct DeliveryQuery {
+        /// Only deliveries in this state: `pending`, `delivered`, `failed`.
+        pub state: Option<String>,
+        /// Older than this delivery (the `next_before` of the previous page).
+        pub before: Option<i64>,
+        /// Page size, 1 to 1000 (default 100).
+        pub limit: Option<i64>,
+    }
+}

@@ -43,7 +43,12 @@ fn kind_of(template: &str, param: &str) -> String {
 async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
     let pki = Pki::new();
     let broker = Broker::start(&pki);
-    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let mut config = test_config(&pki, &broker);
+    config.secrets.key = Some(hearth_control_plane::secret::Secret::new(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        [3u8; 32],
+    )));
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
     let (a, key_a) = tenant(&pool, "tenant-a").await;
     let (b, key_b) = tenant(&pool, "tenant-b").await;
     let (box_a, _) = appliance(&pool, a, "a-box").await;
@@ -89,6 +94,16 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         .await;
     assert_eq!(status, 201, "{rollout}");
     let rollout_a = rollout["id"].as_str().expect("rollout id").to_string();
+    let (status, hook) = cp
+        .call(
+            "POST",
+            "/api/v1/webhooks",
+            &key_a,
+            Some(json!({"url": "https://hooks.example.com/a", "event_types": ["*"], "description": "a-hook"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let webhook_a = hook["endpoint"]["id"].as_str().expect("webhook id").to_string();
 
     // A's id of each kind, and an id of that kind that does not exist.
     let ids: BTreeMap<&str, (String, String)> = [
@@ -99,6 +114,9 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         ("conversations", (conversation_a.clone(), hearth_protocol::ConversationId::new().to_string())),
         ("proposal", (proposal_a.clone(), hearth_protocol::ProposalId::new().to_string())),
         ("rollouts", (rollout_a.clone(), hearth_protocol::RolloutId::new().to_string())),
+        ("webhooks", (webhook_a.clone(), uuid::Uuid::new_v4().to_string())),
+        // A's webhook with any delivery id answers as a webhook that does not exist.
+        ("delivery", ("1".to_string(), "1".to_string())),
         // A verb, not an id: the same for both.
         ("action", ("pause".to_string(), "pause".to_string())),
     ]
@@ -153,6 +171,9 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         "/api/v1/account",
         "/api/v1/support/conversations",
         "/api/v1/rollouts",
+        "/api/v1/webhooks",
+        "/api/v1/events",
+        "/api/v1/alert-rules",
     ] {
         let (status, body) = cp.call("GET", path, &key_b, None).await;
         assert_eq!(status, 200, "{path}");
@@ -165,6 +186,8 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
             key_a_id.clone(),
             conversation_a.clone(),
             rollout_a.clone(),
+            webhook_a.clone(),
+            "a-hook".into(),
         ] {
             assert!(!text.contains(&a_thing), "{path} shows {a_thing}: {text}");
         }
@@ -268,6 +291,23 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("rollout rows");
+
+    sqlx::query(
+        "WITH ep AS (INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret_enc, created_by)
+                     VALUES (gen_random_uuid(), $1, 'https://hooks.example.com/a', '{*}', 'x', 'test') RETURNING id),
+              d AS (INSERT INTO webhook_deliveries (endpoint_id, event_seq, tenant_id, position)
+                    SELECT ep.id, e.seq, $1, 1 FROM ep, events e WHERE e.tenant_id = $1 LIMIT 1 RETURNING 1),
+              r AS (INSERT INTO alert_rules (tenant_id, offline_minutes, drift_minutes, task_failed)
+                    VALUES ($1, 10, 30, true) RETURNING 1),
+              q AS (INSERT INTO quota_notices (tenant_id, quota) VALUES ($1, 'webhook_endpoints') RETURNING 1)
+         INSERT INTO alerts (appliance_id, kind, tenant_id) SELECT $2, 'appliance_offline', $1
+         FROM d, r, q",
+    )
+    .bind(a)
+    .bind(box_a)
+    .execute(&pool)
+    .await
+    .expect("events and webhook rows");
 
     let tables: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, c.relrowsecurity FROM pg_class c

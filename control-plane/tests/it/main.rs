@@ -28,3 +28,4 @@ mod supervision;
 mod support;
 mod support_chat;
 mod tasks;
+mod webhooks;

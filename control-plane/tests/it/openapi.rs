@@ -98,6 +98,26 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/support/chat.js"),
     ("GET", "/agent/v1/artifacts/{sha256}"),
     ("GET", "/agent/v1/self"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/alert-rules"),
+    ("PUT", "/api/v1/alert-rules"),
+    ("POST", "/api/v1/webhooks"),
+    ("GET", "/api/v1/webhooks"),
+    ("GET", "/api/v1/webhooks/{id}"),
+    ("PATCH", "/api/v1/webhooks/{id}"),
+    ("DELETE", "/api/v1/webhooks/{id}"),
+    ("POST", "/api/v1/webhooks/{id}/rotate-secret"),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"),
+    ("POST", "/api/v1/webhooks/{id}/deliveries/{delivery}/replay"),
+    ("GET", "/api/v1/admin/events"),
+    ("POST", "/api/v1/admin/webhooks"),
+    ("GET", "/api/v1/admin/webhooks"),
+    ("GET", "/api/v1/admin/webhooks/{id}"),
+    ("PATCH", "/api/v1/admin/webhooks/{id}"),
+    ("DELETE", "/api/v1/admin/webhooks/{id}"),
+    ("POST", "/api/v1/admin/webhooks/{id}/rotate-secret"),
+    ("GET", "/api/v1/admin/webhooks/{id}/deliveries"),
+    ("POST", "/api/v1/admin/webhooks/{id}/deliveries/{delivery}/replay"),
 ];
 
 /// The security schemes of the document.
@@ -292,6 +312,7 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "operator_only",
         "client_certificate_required",
         "range_not_satisfiable",
+        "webhook_limit",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }

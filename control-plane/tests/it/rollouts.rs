@@ -491,6 +491,17 @@ async fn a_tenant_rolls_out_configuration_to_its_own_appliances_only(pool: PgPoo
     let r = create(&cp, "/api/v1/rollouts", &key, later.clone()).await;
     let (status, e) = cp.call("POST", "/api/v1/rollouts", &key, Some(later.clone())).await;
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("rollout_limit")), "{e}");
+    // …and tells the tenant, once an hour however often it is hit.
+    cp.call("POST", "/api/v1/rollouts", &key, Some(later.clone())).await;
+    let told = eventually(Duration::from_secs(5), "quota.exhausted", || async {
+        let (_, page) = cp.get("/api/v1/events?type=quota.exhausted", &key).await;
+        page["events"].as_array().filter(|e| !e.is_empty()).cloned()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, page) = cp.get("/api/v1/events?type=quota.exhausted", &key).await;
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(told[0]["data"]["quota"], "rollouts_active");
     // The tenant changes and steers its own: before the start, even the payload.
     let path = format!("/api/v1/rollouts/{}", r["id"].as_str().expect("id"));
     let other = json!({"task": {"action": TASK, "params": {"hostname": "nas.home", "ip": "192.168.1.51"}}});

@@ -57,9 +57,18 @@ impl SecretKey {
     }
 
     fn seal(&self, tenant: TenantId, plain: &str) -> Result<String, SecretError> {
+        self.seal_text(&tenant.to_string(), plain)
+    }
+
+    fn open(&self, tenant: TenantId, sealed: &str) -> Result<String, SecretError> {
+        self.open_text(&tenant.to_string(), sealed)
+    }
+
+    /// Encrypts `plain` bound to `aad` (what it belongs to: a tenant, a webhook endpoint),
+    /// so the ciphertext cannot be moved to another owner. Base64 of nonce ‖ ciphertext.
+    pub fn seal_text(&self, aad: &str, plain: &str) -> Result<String, SecretError> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = tenant.to_string();
         let ct = self
             .0
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: aad.as_bytes() })
@@ -69,13 +78,13 @@ impl SecretKey {
         Ok(STANDARD.encode(out))
     }
 
-    fn open(&self, tenant: TenantId, sealed: &str) -> Result<String, SecretError> {
+    /// Decrypts what [`SecretKey::seal_text`] sealed for the same `aad`.
+    pub fn open_text(&self, aad: &str, sealed: &str) -> Result<String, SecretError> {
         let bytes = STANDARD.decode(sealed).map_err(|_| SecretError::Decrypt)?;
         if bytes.len() < 12 {
             return Err(SecretError::Decrypt);
         }
         let (nonce, ct) = bytes.split_at(12);
-        let aad = tenant.to_string();
         let plain = self
             .0
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })

@@ -491,7 +491,11 @@ pub async fn create(
         }
         let (_, quotas) = plans::quotas_for(&mut tx, t, limits).await?;
         if store::count_active(&mut tx, t).await? >= quotas.rollouts_active as i64 {
-            return Err(RolloutError::Limit { max: quotas.rollouts_active });
+            drop(tx);
+            let e = RolloutError::Limit { max: quotas.rollouts_active };
+            let limit = i64::from(quotas.rollouts_active);
+            super::events::quota_exhausted(pool, t, "rollouts_active", limit, &e.to_string()).await;
+            return Err(e);
         }
     }
     if !new.dynamic && store::count_matching(&mut tx, &new.selector.target(who.tenant())).await? == 0 {

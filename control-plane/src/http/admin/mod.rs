@@ -26,6 +26,7 @@
 //! are merged, not nested.
 
 mod artifacts;
+mod events;
 mod fleet;
 mod operators;
 mod pki;
@@ -45,6 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(pki::router())
         .merge(rollouts::router())
         .merge(artifacts::router())
+        .merge(events::router())
 }
 
 // One page-size rule for every list (`http::shared::page_size`).
