@@ -111,7 +111,9 @@ impl Deliverer {
         let me = Arc::new(self);
         let lease = Duration::from_millis(me.cfg.timeout_ms) * 3 + Duration::from_secs(30);
         let mut busy: HashMap<Uuid, i32> = HashMap::new();
-        let mut running: JoinSet<Uuid> = JoinSet::new();
+        let mut running: JoinSet<()> = JoinSet::new();
+        // Which endpoint each attempt is for, so its slot is given back even if it panicked.
+        let mut endpoint_of: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         let mut failures = 0u32;
         loop {
             let room = me.cfg.concurrency as i64 - running.len() as i64;
@@ -121,13 +123,11 @@ impl Deliverer {
                     Ok(claimed) => {
                         failures = 0;
                         for c in claimed {
-                            *busy.entry(c.endpoint_id).or_default() += 1;
+                            let endpoint = c.endpoint_id;
+                            *busy.entry(endpoint).or_default() += 1;
                             let me = me.clone();
-                            running.spawn(async move {
-                                let endpoint = c.endpoint_id;
-                                me.attempt(c).await;
-                                endpoint
-                            });
+                            let handle = running.spawn(async move { me.attempt(c).await });
+                            endpoint_of.insert(handle.id(), endpoint);
                         }
                     }
                     Err(e) => {
@@ -139,8 +139,17 @@ impl Deliverer {
             }
             let pause = if failures > 0 { Duration::from_secs(u64::from(failures.min(5))) } else { IDLE_POLL };
             tokio::select! {
-                done = running.join_next(), if !running.is_empty() => {
-                    if let Some(Ok(endpoint)) = done {
+                done = running.join_next_with_id(), if !running.is_empty() => {
+                    // A panicked attempt leaves its lease to expire; it is tried again then.
+                    let id = match done {
+                        Some(Ok((id, ()))) => Some(id),
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "a webhook attempt panicked");
+                            Some(e.id())
+                        }
+                        None => None,
+                    };
+                    if let Some(endpoint) = id.and_then(|id| endpoint_of.remove(&id)) {
                         if let Some(n) = busy.get_mut(&endpoint) {
                             *n -= 1;
                             if *n <= 0 {
@@ -148,7 +157,7 @@ impl Deliverer {
                             }
                         }
                     }
-                    // A panicked attempt leaves its lease to expire; it is tried again then.
+                    me.metrics.webhook_in_flight.set(running.len() as i64);
                 }
                 _ = me.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
