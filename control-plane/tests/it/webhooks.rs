@@ -584,3 +584,29 @@ async fn alert_rules_raise_once_per_outage_resolve_and_stay_quiet_for_blips(pool
         payloads::check(e["type"].as_str().unwrap(), &e["data"]).unwrap_or_else(|err| panic!("{e}: {err}"));
     }
 }
+
+/// The cursor's promise: an event that commits after a later-inserted one still gets a
+/// position after every position a reader may already have seen.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn an_event_committed_late_is_numbered_after_what_readers_have_seen(pool: PgPool) {
+    use hearth_control_plane::db::events::{self as store, NewEvent};
+    let (tenant, _) = tenant(&pool, "household").await;
+    let event =
+        |n: i32| NewEvent { kind: "quota.exhausted", tenant: Some(tenant), appliance: None, data: json!({"n": n}) };
+    // The first event's transaction is still open when the second commits.
+    let mut slow = pool.begin().await.expect("tx");
+    store::record(&mut slow, &event(1)).await.expect("first");
+    let mut fast = pool.begin().await.expect("tx");
+    store::record(&mut fast, &event(2)).await.expect("second");
+    fast.commit().await.expect("commit");
+    assert_eq!(store::sequence(&pool, 100).await.expect("sequence"), 1, "only the committed one");
+    let seen = store::list(&mut pool.acquire().await.unwrap(), &Default::default(), 100).await.expect("list");
+    assert_eq!(seen.len(), 1);
+    let cursor = seen[0].position;
+    slow.commit().await.expect("commit");
+    store::sequence(&pool, 100).await.expect("sequence");
+    let filter = store::Filter { after: cursor, ..Default::default() };
+    let after = store::list(&mut pool.acquire().await.unwrap(), &filter, 100).await.expect("list");
+    assert_eq!(after.len(), 1, "the late event is after the reader's cursor");
+    assert_eq!(after[0].data["n"], 1);
+}
