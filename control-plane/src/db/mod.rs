@@ -109,6 +109,25 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Whose rows a read or change of a resource that operators and tenants share (rollouts,
+/// webhook endpoints) may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Operators: every row.
+    Fleet,
+    /// A tenant: its own (inside its tenant transaction).
+    Tenant(TenantId),
+}
+
+impl Scope {
+    pub fn tenant(self) -> Option<TenantId> {
+        match self {
+            Scope::Fleet => None,
+            Scope::Tenant(t) => Some(t),
+        }
+    }
+}
+
 /// Begins a transaction confined to `tenant` by row-level security: it assumes the role
 /// `hearth_tenant` and sets `hearth.tenant_id`, both local to the transaction. Queries in
 /// it still filter by tenant themselves; RLS is the second wall.

@@ -70,23 +70,7 @@ pub async fn insert(conn: &mut PgConnection, r: NewRow<'_>) -> Result<Rollout, s
     .await
 }
 
-/// Whose rollouts a read or change may see.
-#[derive(Debug, Clone, Copy)]
-pub enum Scope {
-    /// Operators: every rollout.
-    Fleet,
-    /// A tenant: its own (inside its tenant transaction).
-    Tenant(TenantId),
-}
-
-impl Scope {
-    fn tenant(self) -> Option<TenantId> {
-        match self {
-            Scope::Fleet => None,
-            Scope::Tenant(t) => Some(t),
-        }
-    }
-}
+pub use super::Scope;
 
 pub async fn get(conn: &mut PgConnection, scope: Scope, id: RolloutId) -> Result<Option<Rollout>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM rollouts WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"))

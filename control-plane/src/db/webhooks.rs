@@ -9,22 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Whose endpoints: an operator's view (every endpoint, or the fleet-wide ones) or a
-/// tenant's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Fleet,
-    Tenant(TenantId),
-}
-
-impl Scope {
-    fn tenant(self) -> Option<TenantId> {
-        match self {
-            Scope::Fleet => None,
-            Scope::Tenant(t) => Some(t),
-        }
-    }
-}
+pub use super::Scope;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Endpoint {
