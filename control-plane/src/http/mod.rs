@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -119,7 +119,25 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.request_timeout, timeout))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(close_after_refused_body))
         .with_state(state)
+}
+
+/// An error answer to a request that carried a body says `Connection: close`. A refusal
+/// often comes before the body was read (a wrong credential, a rate limit, a body too
+/// large), and the server cannot reuse a connection with unread body bytes on it: without
+/// the header a client would send its next request on a connection about to close, and a
+/// non-idempotent one (POST, PATCH) fails instead of being retried.
+async fn close_after_refused_body(req: Request, next: Next) -> Response {
+    // HTTP/2 has no connection header (a stream is reset instead).
+    let http1 = req.version() <= Version::HTTP_11;
+    let has_body = req.headers().get(header::TRANSFER_ENCODING).is_some()
+        || req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
+    let mut response = next.run(req).await;
+    if http1 && has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The request's id: the caller's `x-request-id` if it is short and plain, else a new one.

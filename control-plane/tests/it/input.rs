@@ -394,3 +394,37 @@ async fn the_document_describes_the_refusals_and_the_events_sent(pool: PgPool) {
         assert_eq!(resolve(v)["type"], "object", "{v}");
     }
 }
+
+/// A request refused before its body was read leaves unread bytes on the connection, which
+/// the server then closes: the answer says `Connection: close`, so an HTTP/1.1 client opens
+/// a new connection for its next request instead of failing a POST on the closing one
+/// (schemathesis met this as "Network Error" on the request after a 401).
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_refused_request_with_a_body_closes_its_connection_and_the_next_one_works(pool: PgPool) {
+    let (cp, pki, _broker) = start(&pool).await;
+    let (_, key) = tenant(&pool, "household").await;
+    let http1 = reqwest::Client::builder()
+        .use_preconfigured_tls(hearth_protocol::tls::client_config(&pki.read("ca.crt")).expect("tls"))
+        .http1_only()
+        .build()
+        .expect("client");
+    let url = format!("{}/api/v1/admin/plans/{}", cp.url, uuid::Uuid::new_v4());
+    for _ in 0..5 {
+        let r =
+            http1.patch(&url).bearer_auth(&key).json(&json!({"name": "x".repeat(100)})).send().await.expect("patch");
+        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(r.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
+        // The next non-idempotent request, on whatever connection the client picks, works.
+        let r = http1
+            .post(format!("{}/api/v1/appliances/{}/tasks", cp.url, uuid::Uuid::new_v4()))
+            .bearer_auth(&key)
+            .json(&json!({"action": "appliance.reboot"}))
+            .send()
+            .await
+            .expect("the next POST gets an answer");
+        assert_eq!(r.status().as_u16(), 404);
+    }
+    // An answer without a body to refuse keeps the connection.
+    let r = http1.get(format!("{}/api/v1/appliances", cp.url)).bearer_auth(&key).send().await.expect("get");
+    assert!(r.headers().get("connection").is_none());
+}
