@@ -88,8 +88,9 @@ pub struct EndpointChanges {
     pub url: Option<String>,
     pub description: Option<String>,
     pub event_types: Option<Vec<String>>,
-    /// `true` re-enables a disabled endpoint (its queue resumes where it stopped); `false`
-    /// pauses it (events are no longer queued for it).
+    /// `true` re-enables a disabled endpoint (its queue resumes where it stopped; events of
+    /// the time it was disabled were not queued, read them with `GET …/events?after=`);
+    /// `false` pauses it (events are no longer queued for it).
     pub enabled: Option<bool>,
 }
 
