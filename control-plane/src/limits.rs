@@ -47,7 +47,7 @@ use crate::db::plans::{self, Quotas};
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// Which limit decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitKind {
     /// Tenant API requests (per minute).
     Api,
@@ -65,7 +65,7 @@ impl LimitKind {
             LimitKind::Mqtt => "mqtt",
         }
     }
-    fn period(self) -> &'static str {
+    pub fn period(self) -> &'static str {
         match self {
             LimitKind::Assistant => "hour",
             LimitKind::Api | LimitKind::Mqtt => "minute",
@@ -329,7 +329,13 @@ pub struct RateLimits {
     pub quotas: QuotaCache,
     /// The MQTT rates of appliances on a plan (the rest get the defaults).
     pub mqtt_rates: ApplianceRates,
+    /// When each tenant was last told `quota.exhausted` for a limit by this replica (the
+    /// database dedups across replicas; this keeps a flood of refusals off the database).
+    told: std::sync::Mutex<std::collections::HashMap<(TenantId, LimitKind), Instant>>,
 }
+
+/// A tenant is told that a limit refused it at most this often.
+pub const TELL_EXHAUSTED_EVERY: Duration = Duration::from_secs(3600);
 
 /// Keys unused for this long are forgotten (a returning tenant or appliance starts with a
 /// full bucket, which is what an idle one has anyway).
@@ -343,6 +349,21 @@ impl RateLimits {
             mqtt: Limiters::new(LimitKind::Mqtt),
             quotas: QuotaCache::new(defaults),
             mqtt_rates: ApplianceRates::new(defaults),
+            told: Default::default(),
+        }
+    }
+
+    /// Whether a refusal of `tenant` by `kind` should be told as `quota.exhausted`: the
+    /// first in [`TELL_EXHAUSTED_EVERY`] on this replica.
+    pub fn first_refusal(&self, tenant: TenantId, kind: LimitKind) -> bool {
+        let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match told.get(&(tenant, kind)) {
+            Some(at) if now.duration_since(*at) < TELL_EXHAUSTED_EVERY => false,
+            _ => {
+                told.insert((tenant, kind), now);
+                true
+            }
         }
     }
 
@@ -369,6 +390,7 @@ impl RateLimits {
     /// Periodic housekeeping (the serve loop calls it every minute).
     pub fn evict(&self) -> usize {
         self.quotas.evict_stale();
+        self.told.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, at| at.elapsed() < TELL_EXHAUSTED_EVERY);
         self.api.evict_idle(IDLE_EVICTION)
             + self.assistant.evict_idle(IDLE_EVICTION)
             + self.mqtt.evict_idle(IDLE_EVICTION)

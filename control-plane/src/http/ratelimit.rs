@@ -20,6 +20,8 @@ use super::auth::{bearer, Caller};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::{tenants, users};
+use hearth_protocol::TenantId;
+
 use crate::limits::Decision;
 
 pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -50,7 +52,7 @@ pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next)
         Err(e) => return ApiError::Database(e).into_response(),
     };
     if decision.retry_after.is_some() {
-        return refusal(&s, &decision);
+        return refusal(&s, tenant, &decision);
     }
     let mut r = next.run(req).await;
     // A handler that applied a tighter limit (the assistant's) already described it.
@@ -62,20 +64,27 @@ pub(super) async fn enforce(State(s): State<AppState>, req: Request, next: Next)
 
 /// The `429 rate_limited` answer to a refused decision, with `Retry-After` and the limit's
 /// headers; counted in `hearth_rate_limited_total{kind}`.
-pub(super) fn refusal(s: &AppState, decision: &Decision) -> Response {
+pub(super) fn refusal(s: &AppState, tenant: TenantId, decision: &Decision) -> Response {
     s.metrics.rate_limited.with_label_values(&[decision.kind.as_str()]).inc();
     let wait = decision.retry_after.unwrap_or_default();
     let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let mut r = ApiError::Refused {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        code: "rate_limited",
-        message: format!(
-            "too many requests: this account's {} limit is {}; try again in {secs} s",
-            decision.kind.as_str(),
-            decision.policy()
-        ),
+    let message = format!(
+        "too many requests: this account's {} limit is {}; try again in {secs} s",
+        decision.kind.as_str(),
+        decision.policy()
+    );
+    // The first refusal of the hour is told to the tenant (`quota.exhausted`), off the
+    // request's path.
+    if s.rate_limits.first_refusal(tenant, decision.kind) {
+        let (pool, quota) =
+            (s.domain.pool.clone(), format!("{}_per_{}", decision.kind.as_str(), decision.kind.period()));
+        let (limit, told) = (i64::from(decision.rate.per_period), message.clone());
+        tokio::spawn(async move {
+            crate::domain::events::quota_exhausted(&pool, tenant, &quota, limit, &told).await;
+        });
     }
-    .into_response();
+    let mut r =
+        ApiError::Refused { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message }.into_response();
     r.headers_mut().insert(RETRY_AFTER, secs.into());
     describe(&mut r, decision);
     r

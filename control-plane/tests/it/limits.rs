@@ -107,6 +107,17 @@ async fn a_hammering_tenant_is_throttled_and_another_is_not(pool: PgPool) {
         (account["quotas"]["api_per_minute"].as_i64(), account["quotas"]["api_burst"].as_i64()),
         (Some(600), Some(50))
     );
+    // The tenant was told once, not once per refusal (quota.exhausted).
+    let told = eventually(Duration::from_secs(5), "quota.exhausted", || async {
+        let (_, page) = cp.call("GET", "/api/v1/events?type=quota.exhausted", &key_a, None).await;
+        page["events"].as_array().filter(|e| !e.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0]["data"]["quota"].as_str(), told[0]["data"]["limit"].as_i64()),
+        (Some("api_per_minute"), Some(60))
+    );
 }
 
 async fn heartbeat_seq(pool: &PgPool, id: ApplianceId) -> (String, Option<i64>) {

@@ -184,7 +184,7 @@ async fn post_message(
     // connection of its own, which must not wait while this request holds one.
     let decision = s.rate_limits.check_assistant(&s.domain.pool, tenant).await?;
     if decision.retry_after.is_some() {
-        return Ok(ratelimit::refusal(&s, &decision));
+        return Ok(ratelimit::refusal(&s, tenant, &decision));
     }
     let exchange =
         support::post_message(&s.domain, tenant, id, text, Recorder::new(&caller.actor(), Some(&rid.0))).await?;
