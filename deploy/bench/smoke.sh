@@ -20,6 +20,7 @@ args_for() {
         renewal-storm.sh) echo "--appliances 20 --ramp 100 --settle 2 --timeout 60 --heartbeat-interval-s 2" ;;
         rollout.sh) echo "--appliances 20 --ramp 100 --settle 2 --baseline 2 --timeout 60 --heartbeat-interval-s 2 --failure-share 1.0 --min-finished 2" ;;
         chat.sh) echo "--tenants 4 --conversations 40 --duration 2 --seq-duration 1 --connections 4 --threads 1" ;;
+        webhooks.sh) echo "--appliances 20 --ramp 100 --heartbeat-interval-s 2 --offline-after-s 6 --settle 2 --window 5 --steady 3 --timeout 60" ;;
         *) return 1 ;;
     esac
 }

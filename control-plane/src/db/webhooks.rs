@@ -263,6 +263,9 @@ pub async fn claim(
          FROM leased l JOIN webhook_endpoints ep ON ep.id = l.endpoint_id JOIN events e ON e.seq = l.event_seq
          ORDER BY e.position",
     )
+    // Planned with its parameters each time (an unnamed statement): a generic plan cannot
+    // see the per-endpoint LIMIT nor how many deliveries are due after a storm.
+    .persistent(false)
     .bind(limit)
     .bind(per_endpoint)
     .bind(busy_ids)
