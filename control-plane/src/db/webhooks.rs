@@ -247,8 +247,10 @@ pub async fn claim(
              LIMIT $1
          ),
          locked AS (
-             SELECT d.id FROM webhook_deliveries d JOIN cand USING (id)
-             WHERE d.state = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())
+             -- By primary key: never a scan of every pending delivery.
+             SELECT d.id FROM webhook_deliveries d
+             WHERE d.id = ANY (ARRAY(SELECT id FROM cand))
+               AND d.state = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())
              FOR UPDATE OF d SKIP LOCKED
          ),
          leased AS (
