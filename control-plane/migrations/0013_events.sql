@@ -98,10 +98,6 @@ CREATE INDEX webhook_deliveries_order_idx ON webhook_deliveries (endpoint_id, or
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_log_idx ON webhook_deliveries (endpoint_id, id DESC);
 CREATE INDEX webhook_deliveries_event_idx ON webhook_deliveries (event_seq);
--- A queue that grows by thousands in a second (an offline storm) and drains: its statistics
--- must follow, or the deliverer's claim is planned for the empty table it was.
-ALTER TABLE webhook_deliveries SET (autovacuum_analyze_threshold = 500, autovacuum_analyze_scale_factor = 0.02,
-                                    autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0.05);
 
 -- quota.exhausted is told at most once an hour per tenant and quota.
 CREATE TABLE quota_notices (
