@@ -213,23 +213,37 @@ start_sink() {
     wait_port "$port" || die "the $mode receiver did not start (see $WORK/sink-$mode.log)"
 }
 # stop_sink → the endpoint disabled at once (its queue is no longer claimed), then deleted
-# (the delete waits for any claim holding its deliveries: retried until it went through,
-# DELETE_S the seconds it took), then the receiver stopped.
+# with one DELETE. That DELETE waits for any claim holding the endpoint's deliveries and may
+# outlast the API's request timeout: then it is not sent again (each timed-out request keeps
+# a pool connection until its statement ends) but the endpoint's row is watched until it is
+# gone, for up to --timeout s. DELETE_CODE the answer, DELETE_S the seconds until the
+# endpoint was gone (null: still there; it stays disabled and the next mode goes on); then
+# the receiver stopped.
 DELETE_S=null
+DELETE_CODE=null
 stop_sink() {
     local code t0 deadline
     if [ -n "$ENDPOINT" ]; then
         t0=$(now_ms); deadline=$((t0 + TIMEOUT * 1000))
         code=$(api -X PATCH -o /dev/null -w '%{http_code}' -d '{"enabled":false}' "https://localhost:$API_PORT/api/v1/webhooks/$ENDPOINT") || true
         [ "$code" = 200 ] || say "PATCH {\"enabled\":false} of endpoint $ENDPOINT answered $code"
-        while :; do
-            code=$(api -X DELETE -o /dev/null -w '%{http_code}' "https://localhost:$API_PORT/api/v1/webhooks/$ENDPOINT") || true
-            case $code in 204 | 404) break ;; esac
-            say "DELETE of endpoint $ENDPOINT answered $code after $(( ($(now_ms) - t0) / 1000 )) s; again"
-            [ "$(now_ms)" -lt "$deadline" ] || die "endpoint $ENDPOINT could not be deleted within ${TIMEOUT} s"
-            sleep 1
-        done
-        DELETE_S=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN {printf "%.1f", (b - a) / 1000}')
+        DELETE_CODE=$(api -X DELETE -o /dev/null -w '%{http_code}' "https://localhost:$API_PORT/api/v1/webhooks/$ENDPOINT") || true
+        DELETE_CODE=$((10#${DELETE_CODE:-0})) # 0: no answer
+        case $DELETE_CODE in
+            204 | 404) ;;
+            *)
+                say "DELETE of endpoint $ENDPOINT answered $DELETE_CODE after $(( ($(now_ms) - t0) / 1000 )) s; watching for the endpoint to be gone"
+                while [ "$(sql "SELECT count(*) FROM webhook_endpoints WHERE id = '$ENDPOINT'")" != 0 ]; do
+                    if [ "$(now_ms)" -ge "$deadline" ]; then
+                        say "endpoint $ENDPOINT still there ${TIMEOUT} s after the DELETE; it stays disabled"
+                        break
+                    fi
+                    sleep 1
+                done
+                ;;
+        esac
+        [ "$(sql "SELECT count(*) FROM webhook_endpoints WHERE id = '$ENDPOINT'")" != 0 ] \
+            || DELETE_S=$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN {printf "%.1f", (b - a) / 1000}')
         ENDPOINT=""
     fi
     if [ -n "$SINK_PID" ]; then
@@ -293,7 +307,7 @@ sink_n() { local v; v=$(sink_get "$1" "$2"); case $v in '' | null) echo 0 ;; *) 
 run_mode() {
     local mode=$1 port t_stop t_off t_restart t_end off n deadline load c0 c1 c2 pd0 pd1 pd2 pb0 pb1 sk0 sk1 b0 b1
     local off_s back_s wa ta wb tb st="$WORK/sink-$mode.json" window_end
-    DELETE_S=null
+    DELETE_S=null DELETE_CODE=null
     case $mode in
         a) say "mode a: no webhook endpoint" ;;
         b) start_sink fast "$SINK_PORT" "$st"; say "mode b: endpoint $ENDPOINT → fast receiver on 127.0.0.1:$SINK_PORT" ;;
@@ -392,7 +406,7 @@ run_mode() {
         PG_DOWN=$(cpu_s 0 "$(pg_delta "$pd0" "$pd1")") PG_SPAN=$(cpu_s 0 "$(pg_delta "$pd0" "$pd2")") \
         PG_BG_SPAN=$(cpu_s 0 "$(pg_delta "$pb0" "$pb1")") SIM_SPAN=$(cpu_s "$b0" "$b1") SINK_SPAN=$(cpu_s "$sk0" "$sk1") \
         M_WIN=$m_win M_ALL=$m_all M_STEADY=$m_steady S_OFFERED=$((ws1 - ws0)) S_OFFERED_MS=$((ts1 - ts0)) \
-        S_SECS=$(awk -v a="$s0" -v b="$s1" 'BEGIN {printf "%.1f", (b - a) / 1000}') DELETE_S=$DELETE_S PG=$pg SINK_STATS=$sink N=$APPLIANCES python3 - >"$WORK/mode-$mode.json" <<'PY'
+        S_SECS=$(awk -v a="$s0" -v b="$s1" 'BEGIN {printf "%.1f", (b - a) / 1000}') DELETE_S=$DELETE_S DELETE_CODE=$DELETE_CODE PG=$pg SINK_STATS=$sink N=$APPLIANCES python3 - >"$WORK/mode-$mode.json" <<'PY'
 import json, os
 e = os.environ
 sink, pg, mw, ma = json.loads(e["SINK_STATS"]), json.loads(e["PG"]), json.loads(e["M_WIN"]), json.loads(e["M_ALL"])
@@ -408,7 +422,7 @@ ms["stored_over_offered"] = round(ms["stored_per_s"] / ms["offered_per_s"], 3) i
 ms["window_s"] = num("S_SECS")
 r = {"mode": e["MODE"], "load1": num("LOAD"), "all_offline_s": num("OFF_S"), "back_online_s": num("BACK_S"),
      "window_s": round((int(e["T_END"]) - int(e["T_RESTART"])) / 1000, 1), "ingest": mw, "steady": ms,
-     "endpoint_delete_s": num("DELETE_S"),
+     "endpoint_delete_s": num("DELETE_S"), "endpoint_delete_http": num("DELETE_CODE"),
      "attempts": ma["attempts"], "events_sequenced": ma["events_sequenced"], "pg": pg,
      "cpu_s": {"cp_down": num("CP_DOWN"), "pg_down": num("PG_DOWN"), "cp": num("CP_SPAN"), "pg": num("PG_SPAN"),
                "pg_bg": num("PG_BG_SPAN"), "sim": num("SIM_SPAN"), "sink": num("SINK_SPAN")},
@@ -538,7 +552,9 @@ print(f"ingest ratios, {a['window_s']} s from the restart: b/a {ratios['b_over_a
 print(f"ingest ratios, steady: b/a {steady_ratios['b_over_a']}; c/a {steady_ratios['c_over_a']}")
 for m in (b, c):
     if m.get("endpoint_delete_s") is not None:
-        print(f"mode {m['mode']}: disabling and deleting the endpoint took {m['endpoint_delete_s']} s")
+        print(f"mode {m['mode']}: disabling and deleting the endpoint took {m['endpoint_delete_s']} s (DELETE answered {m['endpoint_delete_http']})")
+    elif m.get("endpoint_delete_http") is not None:
+        print(f"mode {m['mode']}: the endpoint was NOT deleted (DELETE answered {m['endpoint_delete_http']}); left disabled")
 print(f"CPU-s per 1,000 deliveries (mode b, {dl} delivered stop → window end): control plane {cpu_per_1k['cp']}, PostgreSQL {cpu_per_1k['pg']}; "
       f"net of mode a: control plane {cpu_per_1k['cp_net_of_a']}, PostgreSQL {cpu_per_1k['pg_net_of_a']}")
 print(f"control plane log: {e['CP_LOG_LINES']} WARN/ERROR lines, {e['CP_LOG_UNEXPECTED']} of them other than \"MQTT connection lost\" (the broker down)")
