@@ -1,5 +1,9 @@
 //! Measures the heartbeat batch write: N appliances, heartbeats written in batches of B
-//! with the same statement the ingest uses, R rounds. Prints the figures and one JSON line.
+//! with the same statement the ingest uses, R rounds. Besides the time it reports what does
+//! not depend on the machine's speed or load: the CPU-seconds PostgreSQL's backend spent per
+//! 1,000 heartbeats (utime + stime of the backend process, from /proc: the server must run
+//! on this machine), the WAL bytes written per heartbeat, and the share of the updates that
+//! were HOT (no index touched). Prints the figures and one JSON line.
 //!
 //! ```sh
 //! deploy/bench/ingest-batch.sh --appliances 10000 --batch 500 --rounds 10
@@ -60,6 +64,11 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
         .execute(&pool)
         .await?;
 
+    // One connection for the heartbeat rounds, so one backend process does all the work.
+    let mut writer = pool.acquire().await?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *writer).await?;
+    let before = PgCost::read(&mut writer, backend).await?;
+
     let boot = BootId::new();
     let mut timings = Vec::new();
     let started = Instant::now();
@@ -83,14 +92,20 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
                 })
                 .collect();
             let t = Instant::now();
-            let out = presence::write_batch(&pool, &updates).await?;
+            let out = presence::write_batch(&mut *writer, &updates).await?;
             timings.push(t.elapsed().as_secs_f64() * 1000.0);
             anyhow::ensure!(out.updated as usize == chunk.len(), "batch updated {} of {}", out.updated, chunk.len());
         }
     }
     let total = started.elapsed().as_secs_f64();
+    let after = PgCost::read(&mut writer, backend).await?;
+    drop(writer);
     timings.sort_by(f64::total_cmp);
     let rows = appliances * rounds;
+    let cpu_per_1000 = (after.cpu_s - before.cpu_s) / rows as f64 * 1000.0;
+    let wal_per_hb = (after.wal_bytes - before.wal_bytes) as f64 / rows as f64;
+    let upd = after.updates - before.updates;
+    let hot_share = if upd > 0 { (after.hot_updates - before.hot_updates) as f64 / upd as f64 } else { 0.0 };
     let (p50, p99, max) = (percentile(&timings, 0.5), percentile(&timings, 0.99), timings[timings.len() - 1]);
     println!("appliances {appliances}, batch {batch}, rounds {rounds}: {} batches", timings.len());
     println!("batch write: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
@@ -99,9 +114,14 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
         rows as f64 / total
     );
     println!(
-        "{{\"bench\":\"ingest_batch\",\"appliances\":{appliances},\"batch\":{batch},\"rounds\":{rounds},\"batches\":{},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"heartbeats_per_s\":{:.0}}}",
+        "PostgreSQL: {cpu_per_1000:.4} CPU-s per 1,000 heartbeats (backend {backend}), {wal_per_hb:.0} WAL bytes per heartbeat, {:.1} % of {upd} updates HOT",
+        hot_share * 100.0
+    );
+    println!(
+        "{{\"bench\":\"ingest_batch\",\"appliances\":{appliances},\"batch\":{batch},\"rounds\":{rounds},\"batches\":{},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"heartbeats_per_s\":{:.0},\"pg_cpu_s_per_1000\":{cpu_per_1000:.5},\"wal_bytes_per_heartbeat\":{wal_per_hb:.0},\"hot_update_share\":{hot_share:.3},\"load1\":{}}}",
         timings.len(),
-        rows as f64 / total
+        rows as f64 / total,
+        load1()
     );
 
     // Task events: one task per appliance (up to 1000), events stored with the ingest's
@@ -149,4 +169,48 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
         events.len() as f64 / secs
     );
     Ok(())
+}
+
+/// What PostgreSQL spent so far: the backend's CPU, the WAL position, the appliances table's
+/// update counters (flushed to the statistics first).
+struct PgCost {
+    cpu_s: f64,
+    wal_bytes: i64,
+    updates: i64,
+    hot_updates: i64,
+}
+
+impl PgCost {
+    async fn read(conn: &mut sqlx::PgConnection, backend: i32) -> anyhow::Result<PgCost> {
+        sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await?;
+        let (wal_bytes,): (i64,) =
+            sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8").fetch_one(&mut *conn).await?;
+        let (updates, hot_updates): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'appliances'",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(PgCost { cpu_s: process_cpu_s(backend)?, wal_bytes, updates, hot_updates })
+    }
+}
+
+/// utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat, in clock ticks
+/// of 1/100 s on Linux).
+fn process_cpu_s(pid: i32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| {
+        anyhow::anyhow!("reading /proc/{pid}/stat: {e} (PostgreSQL must run on this machine to measure its CPU)")
+    })?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ")": field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "null".into())
 }
