@@ -1,7 +1,7 @@
 //! Writes of appliance state from MQTT: the ingest batch (latest heartbeat plus presence
 //! transitions, one statement for the whole batch) and the offline sweep.
 //!
-//! Both take row locks in id order (`ORDER BY id FOR UPDATE`) so that concurrent batches
+//! Both take row locks in id order (`ORDER BY id FOR [NO KEY] UPDATE`) so that concurrent batches
 //! from several replicas cannot deadlock; the sweep skips rows a batch holds (`SKIP
 //! LOCKED`) since a batch holding them is about to prove them alive.
 
@@ -66,7 +66,9 @@ prev AS (
             AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = a.tenant_id AND tn.status = 'active')) AS accepted
     FROM appliances a JOIN ev ON ev.id = a.id
     ORDER BY a.id
-    FOR UPDATE OF a
+    -- NO KEY UPDATE: the id is not changed, so rows referencing the appliance (a task or a
+    -- presence event inserted meanwhile) need not wait for the batch.
+    FOR NO KEY UPDATE OF a
 ),
 upd AS (
     UPDATE appliances a SET
