@@ -11,7 +11,8 @@
 #
 # The blocks run one after another in one bash (`set -euo pipefail`), from the repository's
 # root, so a variable one block sets is there for the next, as for a reader who pastes them
-# into one terminal. The first command that fails stops the check with its README line.
+# into one terminal. The first command that fails stops the check with its README line;
+# all of it stops after READMECHECK_TIMEOUT_S seconds (900), naming the block it was in.
 #
 # The quickstart's database outlives its runs, so before the blocks run, what an earlier
 # run of this check created under the names the README uses (plans "family" and "starter",
@@ -73,7 +74,7 @@ while i < len(lines):
             skips += 1
         else:
             runs += 1
-            out.append(f"__readme_block={start}")
+            out.append(f"__readme_block={start}; echo {start} >>\"$__readme_at\"")
             where.append(0)
             out.append(f"printf '\\n==> {name}:%s\\n' {start} >&2")
             where.append(0)
@@ -98,10 +99,11 @@ UPDATE appliances SET name = name || '-' || id
  WHERE name = 'kitchen' AND tenant_id = '$HEARTH_TENANT_ID';
 SQL
 
-# The runner: the blocks with the error trap in front; BASH_LINENO maps back to the README.
+# The runner: the blocks with the error trap in front; LINENO maps back to the README.
 {
-    echo 'set -euo pipefail'
-    echo "__readme_lines=$WORK/lines"
+    # What a block started in the background (an agent) is stopped when the blocks end.
+    echo 'set -euo pipefail; trap '\''kill $(jobs -p) 2>/dev/null || true'\'' EXIT'
+    echo "__readme_lines=$WORK/lines __readme_at=$WORK/at"
     # shellcheck disable=SC2016
     echo 'trap '\''__rc=$?; __at=$(sed -n "$((LINENO - 3))p" "$__readme_lines"); printf "\\nreadme-check: FAILED at '"$(basename "$README")"':${__at:-$__readme_block} (block at line $__readme_block), exit %s\\n" "$__rc" >&2; exit $__rc'\'' ERR'
     cat "$WORK/blocks.sh"
@@ -109,8 +111,11 @@ SQL
 started=$SECONDS
 # Run from the repository's root, with nothing of this script's environment but dev.env's
 # (the README's blocks source it themselves).
-if env -i HOME="$HOME" PATH="$PATH" TERM="${TERM:-dumb}" bash "$WORK/run.sh"; then
+# A block that waits for something that never comes is stopped after READMECHECK_TIMEOUT_S.
+if env -i HOME="$HOME" PATH="$PATH" TERM="${TERM:-dumb}" timeout "${READMECHECK_TIMEOUT_S:-900}" bash "$WORK/run.sh"; then
     echo "readme-check: every block marked to run in $(basename "$README") passed ($((SECONDS - started)) s)" >&2
 else
+    rc=$?
+    [ "$rc" = 124 ] && echo "readme-check: stopped after ${READMECHECK_TIMEOUT_S:-900} s (block at line $(tail -n1 "$WORK/at" 2>/dev/null || echo '?'))" >&2
     exit 1
 fi
