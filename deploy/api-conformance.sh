@@ -17,7 +17,8 @@ MAX_EXAMPLES=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --max-examples) MAX_EXAMPLES="$2"; shift 2 ;;
-        *) echo "api-conformance.sh: unknown argument $1" >&2; exit 2 ;;
+        -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;;
+        *) echo "api-conformance.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 : "${HEARTH_API_URL:?set HEARTH_API_URL (. .hearth/dev.env)}"

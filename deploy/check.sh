@@ -8,7 +8,7 @@
 #   deploy/check.sh --no-deb                          skip building the .deb (and the unit
 #                                                     check that runs against its contents)
 #
-# Checks: the compose files parse as the Compose specification and hang together (setup
+# Checks: every script in deploy/ answers --help; the compose files parse as the Compose specification and hang together (setup
 # renders the broker configuration mosquitto runs, HEARTH_* settings exist in
 # control-plane/src/config.rs); the Dockerfiles' stages and COPY sources exist; every
 # kustomize overlay builds and passes the Kubernetes schemas (kubernetes-validate --strict;
@@ -384,8 +384,25 @@ check_packaged_config() { # the default agent.toml loads with the packaged agent
     ! grep -q 'agent.toml' <<<"$out" && grep -qi 'enroll' <<<"$out"
 }
 
+# Every script in deploy/ answers --help with its usage and does nothing else. A script
+# without a --help case is not run (it might start something): that alone fails the check.
+check_help() {
+    local f out bad=0
+    while IFS= read -r f; do
+        if ! grep -q -- '--help' "$f"; then
+            echo "${f#"$ROOT"/}: no --help case"; bad=1; continue
+        fi
+        if ! out=$(timeout 20 "$(head -n1 "$f" | grep -q '^#!/bin/sh' && echo sh || echo bash)" "$f" --help 2>&1) \
+            || [ -z "$out" ]; then
+            echo "${f#"$ROOT"/}: --help failed or printed nothing: ${out:0:300}"; bad=1
+        fi
+    done < <(find "$DEPLOY" -name '*.sh' -not -path '*/node_modules/*' | sort)
+    return $bad
+}
+
 # ---- run --------------------------------------------------------------------------------
 cd "$ROOT"
+check "shell: every script in deploy/ answers --help" check_help
 check "compose: compose.yaml and compose.gpu.yaml are valid Compose files and consistent" check_compose
 check "settings: HEARTH_* names in compose and k8s are control plane settings" check_settings
 check "docker: multi-stage Dockerfiles, COPY sources exist" check_dockerfiles

@@ -14,6 +14,7 @@
 # internal listener on loopback, for the control plane only).
 # HEARTH_BUILD_PROFILE=dev builds a debug build instead of release (faster to compile).
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=$ROOT/.hearth
@@ -232,6 +233,8 @@ TOML
     (umask 077; cat >"$STATE/dev.env" <<ENV
 # Written by deploy/quickstart.sh. Source it: . .hearth/dev.env
 export HEARTH_API_URL=https://localhost:$API_PORT
+# The binaries this run built (\$HEARTH_BIN/hearth-control-plane, \$HEARTH_BIN/hearth-agent).
+export HEARTH_BIN=$BIN
 export HEARTH_TENANT_ID=$TENANT_ID
 export HEARTH_TENANT_KEY=$TENANT_KEY
 export HEARTH_OPERATOR_TOKEN=$OPERATOR_TOKEN
@@ -282,10 +285,10 @@ Support chat: https://localhost:$API_PORT/support (the certificate is the develo
   curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/appliances
   curl --cacert \$HEARTH_CA_CERT \$HEARTH_API_URL/metrics | grep ^hearth_
   # run a catalog task on the demo appliance (in its sandbox, .hearth/sandbox) and follow it
-  curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" -H 'Content-Type: application/json' \
-      -d '{"action": "dns.record.add", "params": {"hostname": "printer.home", "ip": "192.168.1.50"}}' \
-      \$HEARTH_API_URL/api/v1/appliances/\$HEARTH_DEMO_APPLIANCE_ID/tasks
-  curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/tasks/<id>
+  TASK=\$(curl -s --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" -H 'Content-Type: application/json' \\
+      -d '{"action": "dns.record.add", "params": {"hostname": "printer.home", "ip": "192.168.1.50"}}' \\
+      \$HEARTH_API_URL/api/v1/appliances/\$HEARTH_DEMO_APPLIANCE_ID/tasks | sed 's/.*"id":"\\([^"]*\\)".*/\\1/')
+  curl --cacert \$HEARTH_CA_CERT -H "Authorization: Bearer \$HEARTH_TENANT_KEY" \$HEARTH_API_URL/api/v1/tasks/\$TASK
   # watch what the demo appliance sends, with the control plane's identity on the internal listener
   mosquitto_sub --cafile \$HEARTH_CA_CERT --cert \$HEARTH_CONTROL_PLANE_CERT --key \$HEARTH_CONTROL_PLANE_KEY \\
       -h \$HEARTH_MQTT_HOST -p \$HEARTH_MQTT_SERVICE_PORT -t "hearth/v1/\$HEARTH_DEMO_APPLIANCE_ID/up/#" -v

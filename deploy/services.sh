@@ -8,6 +8,7 @@
 #
 #   ADMIN_URL=$(deploy/services.sh)
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 
 log() { echo "services: $*" >&2; }
 

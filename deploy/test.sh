@@ -7,6 +7,7 @@
 # ansible-playbook against sandbox roots; webhook tests verify signatures with a pinned
 # third-party library in a virtualenv. Extra arguments go to cargo test.
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 
 DATABASE_URL=$(deploy/services.sh)

@@ -33,6 +33,7 @@ use crate::revocation::Revoker;
 pub enum TenantCommand {
     /// Create a tenant; prints its id and its first API key (shown once).
     Create {
+        /// The tenant's name (the household or customer; need not be unique).
         name: String,
         /// Plan name (default: none, the configured `limits.*` apply).
         #[arg(long)]
@@ -40,23 +41,34 @@ pub enum TenantCommand {
     },
     /// List tenants (JSON lines), optionally those whose name contains TEXT.
     List {
-        #[arg(long)]
+        /// Only tenants whose name contains this text (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
         search: Option<String>,
     },
     /// Suspend a tenant: its keys, sign-ins and appliances are refused until reactivated.
-    Suspend { id: TenantId },
+    Suspend {
+        /// The tenant's id (`tenant_id=` of `tenant create`, `id` of `tenant list`).
+        id: TenantId,
+    },
     /// Reactivate a suspended tenant.
-    Activate { id: TenantId },
+    Activate {
+        /// The tenant's id.
+        id: TenantId,
+    },
     /// Put a tenant on a plan (`--none`: the configured default quotas).
     SetPlan {
+        /// The tenant's id.
         id: TenantId,
+        /// The plan's name (see `plan list`).
         #[arg(required_unless_present = "none")]
         plan: Option<String>,
+        /// Take the tenant off any plan: the configured `limits.*` apply.
         #[arg(long, conflicts_with = "plan")]
         none: bool,
     },
     /// Delete a tenant and everything it owns; its appliances are revoked first (CRL).
     Delete {
+        /// The tenant's id.
         id: TenantId,
         /// Required: this cannot be undone.
         #[arg(long)]
@@ -68,21 +80,32 @@ pub enum TenantCommand {
 pub enum PlanCommand {
     /// Create a plan; quotas not given take the configured `limits.*` defaults.
     Create {
+        /// The plan's name, unique (tenants are put on it by name).
         name: String,
+        /// API requests a minute per tenant, sustained.
         #[arg(long)]
         api_per_minute: Option<i32>,
+        /// API requests a tenant may make at once, above the sustained rate.
         #[arg(long)]
         api_burst: Option<i32>,
+        /// Support assistant messages an hour per tenant, sustained.
         #[arg(long)]
         assistant_per_hour: Option<i32>,
+        /// Support assistant messages at once, above the sustained rate.
         #[arg(long)]
         assistant_burst: Option<i32>,
+        /// MQTT messages a minute per appliance that count against its allowance
+        /// (heartbeats, configuration and certificate requests; status messages and task
+        /// traffic never count).
         #[arg(long)]
         mqtt_per_minute: Option<i32>,
+        /// Such MQTT messages an appliance may send at once.
         #[arg(long)]
         mqtt_burst: Option<i32>,
+        /// Rollouts a tenant may have scheduled, running, paused or waiting at once.
         #[arg(long)]
         rollouts_active: Option<i32>,
+        /// Webhook endpoints a tenant may register.
         #[arg(long)]
         webhook_endpoints: Option<i32>,
     },
@@ -94,19 +117,24 @@ pub enum PlanCommand {
 pub enum KeyCommand {
     /// Issue an API key for a tenant (shown once).
     Issue {
+        /// The tenant's id.
         #[arg(long)]
         tenant: TenantId,
+        /// A name for the key, to tell it from the tenant's others.
         #[arg(default_value = "default")]
         name: String,
     },
     /// Revoke one of a tenant's API keys.
     Revoke {
+        /// The tenant's id.
         #[arg(long)]
         tenant: TenantId,
+        /// The key's id (`key_id=` of `key issue`, `id` of `key list`).
         id: ApiKeyId,
     },
     /// List a tenant's API keys (JSON lines; prefixes only).
     List {
+        /// The tenant's id.
         #[arg(long)]
         tenant: TenantId,
     },
@@ -116,8 +144,10 @@ pub enum KeyCommand {
 pub enum UserCommand {
     /// Create a tenant user; the password is read from the first line of standard input.
     Create {
+        /// The tenant's id.
         #[arg(long)]
         tenant: TenantId,
+        /// The user's e-mail address, which they sign in with.
         #[arg(long)]
         email: String,
         /// owner or member.
@@ -130,6 +160,7 @@ pub enum UserCommand {
 pub enum OperatorCommand {
     /// Issue an operator token (shown once) with a role: admin, support or viewer.
     Create {
+        /// Who the token is for (shown in the audit trail).
         name: String,
         /// admin, support or viewer.
         #[arg(long, default_value = "admin")]
@@ -138,7 +169,10 @@ pub enum OperatorCommand {
     /// List operator tokens (JSON lines).
     List,
     /// Revoke an operator token.
-    Revoke { id: OperatorId },
+    Revoke {
+        /// The token's id (`operator_id=` of `operator create`, `id` of `operator list`).
+        id: OperatorId,
+    },
 }
 
 fn json_line<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -417,24 +451,41 @@ pub enum RolloutCommand {
     Create(Box<NewRolloutArgs>),
     /// List rollouts (JSON lines), newest first, optionally in one state.
     List {
+        /// Only rollouts in this state.
         #[arg(long)]
         state: Option<RolloutState>,
     },
     /// One rollout with its progress (JSON).
-    Show { id: RolloutId },
+    Show {
+        /// The rollout's id (`id=` of `rollout create`).
+        id: RolloutId,
+    },
     /// Start nothing new (what runs finishes).
-    Pause { id: RolloutId },
+    Pause {
+        /// The rollout's id.
+        id: RolloutId,
+    },
     /// Continue a paused rollout.
-    Resume { id: RolloutId },
+    Resume {
+        /// The rollout's id.
+        id: RolloutId,
+    },
     /// Open the next wave of a rollout waiting for approval.
-    Approve { id: RolloutId },
+    Approve {
+        /// The rollout's id.
+        id: RolloutId,
+    },
     /// Stop for good: what has not reached an appliance is cancelled.
-    Cancel { id: RolloutId },
+    Cancel {
+        /// The rollout's id.
+        id: RolloutId,
+    },
 }
 
 /// `rollout create`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct NewRolloutArgs {
+    /// The rollout's name, for people (need not be unique).
     pub name: String,
     /// A catalog action, e.g. `dns.forwarder.set`.
     #[arg(long, required_unless_present_any = ["config", "update_to"], conflicts_with_all = ["config", "update_to"])]
@@ -598,7 +649,8 @@ pub enum ArtifactCommand {
     /// Make an Ed25519 signing key: PREFIX.key (secret, 0600; keep it offline) and PREFIX.pub
     /// (for `artifacts.public_keys` and the agents' `update_public_keys`).
     Keygen {
-        #[arg(long)]
+        /// PREFIX: the files written are PREFIX.key and PREFIX.pub.
+        #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
     /// Sign an agent build offline (no database, no configuration): writes BUILD.sig.json.
@@ -612,6 +664,7 @@ pub enum ArtifactCommand {
         /// x86_64 or aarch64 (checked against the build's ELF header).
         #[arg(long)]
         arch: String,
+        /// The agent binary to sign.
         build: PathBuf,
         /// Default: BUILD.sig.json.
         #[arg(long)]
@@ -619,6 +672,7 @@ pub enum ArtifactCommand {
     },
     /// Upload a signed build (checked against `artifacts.public_keys`); prints its sha256.
     Upload {
+        /// The signed agent binary (its signature beside it, BUILD.sig.json).
         build: PathBuf,
         /// Default: BUILD.sig.json.
         #[arg(long)]

@@ -132,7 +132,8 @@ impl Default for ArtifactsConfig {
 pub struct AuthConfig {
     /// How long a tenant user's sign-in token is valid.
     pub session_ttl_s: u64,
-    /// Failed sign-ins for one address from one source after which that source must wait…
+    /// Failed sign-ins for one address from one source after which that source must wait
+    /// (each of these is answered 401; the next attempt, 429)…
     pub max_failed_logins: u32,
     /// …and how long that source's failures take to be forgotten entirely (one more try
     /// every `lockout_s / max_failed_logins` seconds once at the limit). Other sources are

@@ -58,12 +58,14 @@ enum Command {
         /// The public listener, for appliances.
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
+        /// The public listener's port.
         #[arg(long, default_value_t = broker_config::DEFAULT_PUBLIC_PORT)]
         port: u16,
         /// The internal listener, for the control plane only (trusts only the service CA);
         /// bind it to an address appliances cannot reach.
         #[arg(long, default_value = "127.0.0.1")]
         service_bind: String,
+        /// The internal listener's port.
         #[arg(long, default_value_t = broker_config::DEFAULT_SERVICE_PORT)]
         service_port: u16,
         /// The user Mosquitto runs as when started as root (default: the current user).
@@ -170,8 +172,10 @@ impl From<PkiCommand> for admin_cli::RotationCommand {
 enum ApplianceCommand {
     /// Register an appliance; prints its id and a one-time enrollment token (shown once).
     Create {
+        /// The tenant it belongs to (`tenant_id=` of `tenant create`).
         #[arg(long)]
         tenant: TenantId,
+        /// Its name, unique within the tenant.
         name: String,
         /// How long the enrollment token stays valid, in hours.
         #[arg(long, default_value_t = 24)]
@@ -179,11 +183,15 @@ enum ApplianceCommand {
     },
     /// Revoke an appliance: its certificate goes on the CRL, the broker is told, its
     /// connection is dropped. Not reversible.
-    Revoke { id: ApplianceId },
+    Revoke {
+        /// The appliance's id (`appliance_id=` of `appliance create`).
+        id: ApplianceId,
+    },
     /// A new one-time enrollment token for an existing appliance (one offline past its
     /// certificate's expiry): `hearth-agent enroll --force` with it keeps the appliance's
     /// id, tenant and configuration, and revokes the certificates it held before.
     Reenroll {
+        /// The appliance's id.
         id: ApplianceId,
         /// How long the enrollment token stays valid, in hours.
         #[arg(long, default_value_t = 24)]
@@ -192,6 +200,7 @@ enum ApplianceCommand {
     /// Replace an appliance's labels (operators' `fleet/` ones included); prints them, one
     /// `key=value` a line. No label clears them all.
     Label {
+        /// The appliance's id.
         id: ApplianceId,
         /// `key=value`, as many as needed.
         labels: Vec<String>,
@@ -200,17 +209,21 @@ enum ApplianceCommand {
     /// certificate from the fleet CA (`pki.dir`), written to one bundle file (0600) for
     /// `hearth-fleet-sim`. Either into one existing tenant or spread over new tenants.
     BulkCreate {
+        /// Register them all in this existing tenant.
         #[arg(long, required_unless_present = "tenants", conflicts_with = "tenants")]
         tenant: Option<TenantId>,
         /// Create this many tenants (each with an API key, in the bundle) and spread the
         /// appliances over them.
         #[arg(long)]
         tenants: Option<usize>,
+        /// How many appliances to register.
         #[arg(long)]
         count: usize,
         /// Appliance names are <prefix>-000001, …
         #[arg(long, default_value = "sim")]
         prefix: String,
+        /// The bundle file to write (0600): ids, keys and certificates, for
+        /// `hearth-fleet-sim run --bundle`.
         #[arg(long)]
         out: PathBuf,
     },
@@ -448,4 +461,39 @@ fn print_token(r: &domain::appliances::RegisteredAppliance) -> anyhow::Result<()
     let expires = r.expires_at.format(&time::format_description::well_known::Rfc3339)?;
     println!("appliance_id={}\nenrollment_token={}\nexpires_at={expires}", r.appliance_id, r.enrollment_token);
     Ok(())
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// Every argument (option or positional) and subcommand under `cmd` with no help line,
+    /// as "command path: argument".
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = if path.is_empty() { cmd.get_name().to_string() } else { format!("{path} {}", cmd.get_name()) };
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path}: {}", arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"))));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{path} {}: no description", sub.get_name()));
+            }
+            undocumented(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_a_help_line() {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "without a help line (add a doc comment):\n{}", missing.join("\n"));
+    }
 }

@@ -5,6 +5,7 @@
 #
 #   deploy/bench/smoke.sh
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 cd "$(dirname "$0")"
 export HEARTH_BENCH_PROFILE=${HEARTH_BENCH_PROFILE:-dev}
 

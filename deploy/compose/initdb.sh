@@ -5,6 +5,7 @@
 #                   assumes hearth_service or hearth_tenant (docs/architecture.md)
 #   hearth_service, hearth_tenant   the roles the row-level security policies name
 set -eu
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 psql -v ON_ERROR_STOP=1 --username postgres --dbname postgres \
      -v pw="$HEARTH_DB_PASSWORD" -v app_pw="$HEARTH_DB_APP_PASSWORD" <<'SQL'
 CREATE ROLE hearth_tenant NOLOGIN;

@@ -3,6 +3,7 @@
 # service with the control plane's tools image). Idempotent: the PKI and the secrets key are
 # made once and kept; the broker configuration is rendered again on every start.
 set -eu
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 PKI=/hearth/pki
 BROKER=/hearth/broker
 CP=/hearth/control-plane

@@ -6,6 +6,7 @@
 #
 # Installs Debian's chromium and the pinned playwright-core (npm ci) when missing.
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SHOT=${1:-$ROOT/target/e2e/support-chat.png}

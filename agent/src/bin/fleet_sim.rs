@@ -40,8 +40,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Broker {
+    /// The broker's host name (it must be in the broker certificate's names).
     #[arg(long, default_value = "localhost")]
     host: String,
+    /// The broker's port: its public listener for `run`, its internal one for `count`.
     #[arg(long, default_value_t = 8883)]
     port: u16,
 }
@@ -78,10 +80,14 @@ struct RunArgs {
     /// Progress on stderr every this many seconds (0: never).
     #[arg(long, default_value_t = 5)]
     progress_every: u64,
+    /// Each connection's MQTT keep-alive in seconds (default: the agent's, 30).
     #[arg(long)]
     keep_alive_s: Option<u64>,
+    /// First reconnect backoff in milliseconds, doubled per failed attempt with full
+    /// jitter (default: the agent's, 1000).
     #[arg(long)]
     backoff_initial_ms: Option<u64>,
+    /// Largest reconnect backoff in milliseconds (default: the agent's, 60000).
     #[arg(long)]
     backoff_max_ms: Option<u64>,
     /// Every appliance asks for a new certificate this many seconds after the start (a
@@ -321,4 +327,39 @@ fn raise_open_files_limit() -> u64 {
         let _ = setrlimit(Resource::Nofile, limit);
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// Every argument (option or positional) and subcommand under `cmd` with no help line,
+    /// as "command path: argument".
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = if path.is_empty() { cmd.get_name().to_string() } else { format!("{path} {}", cmd.get_name()) };
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path}: {}", arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"))));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{path} {}: no description", sub.get_name()));
+            }
+            undocumented(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_has_a_help_line() {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "without a help line (add a doc comment):\n{}", missing.join("\n"));
+    }
 }

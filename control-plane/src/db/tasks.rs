@@ -181,8 +181,15 @@ pub async fn time_out(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(r.rows_affected())
 }
 
-/// Stores task events (once each; only for a task of the appliance that sent them) and
-/// marks their tasks running. Returns how many events were new.
+/// The most events stored for one task (seq 1 to this). Task events take nothing from an
+/// appliance's MQTT allowance (see `ingest::consumer`), so this is what bounds what one
+/// task can write; a playbook of the catalog sends a few dozen. Events past it are
+/// receipted like the rest, so the agent stops sending them, and not stored.
+pub const MAX_EVENTS_PER_TASK: i64 = 10_000;
+
+/// Stores task events (once each; only for a task of the appliance that sent them, and at
+/// most [`MAX_EVENTS_PER_TASK`] per task) and marks their tasks running. Returns how many
+/// events were new.
 pub async fn store_events(conn: &mut PgConnection, events: &[(ApplianceId, TaskEvent)]) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
         return Ok(0);
@@ -212,6 +219,7 @@ pub async fn store_events(conn: &mut PgConnection, events: &[(ApplianceId, TaskE
              INSERT INTO task_events (task_id, seq, tenant_id, kind, task, message, at)
              SELECT ev.task_id, ev.seq, t.tenant_id, ev.kind, ev.task, ev.message, ev.at
              FROM ev JOIN tasks t ON t.id = ev.task_id AND t.appliance_id = ev.appliance_id
+             WHERE ev.seq BETWEEN 0 AND $8
              ON CONFLICT (task_id, seq) DO NOTHING
              RETURNING task_id
          ),
@@ -228,6 +236,7 @@ pub async fn store_events(conn: &mut PgConnection, events: &[(ApplianceId, TaskE
     .bind(names)
     .bind(messages)
     .bind(ats)
+    .bind(MAX_EVENTS_PER_TASK)
     .fetch_one(conn)
     .await?;
     Ok(stored as u64)

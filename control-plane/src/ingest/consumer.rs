@@ -179,32 +179,42 @@ pub async fn run_consumer(
     tracing::info!("MQTT consumer stopped");
 }
 
-/// Whether a message on this channel is dropped when its appliance is over its MQTT limit.
+/// Whether a message on this channel counts against its appliance's MQTT allowance
+/// (`mqtt_per_minute`/`mqtt_burst`) and is dropped when the appliance is over it.
 ///
-/// Dropped: what the appliance sends of its own accord and sends again anyway — heartbeats
-/// (the next one carries the same facts), status messages (a heartbeat also proves it
-/// online; a dropped last will is made up for by the sweeper after `presence.offline_after`)
-/// and configuration requests (asked again on the next connection, and the dispatcher sends
-/// a changed configuration anyway). Kept: task events, task results and configuration
-/// reports. They answer something the control plane sent, so the control plane bounds how
-/// many there are, and dropping one would lose a task's outcome (the agent keeps them
-/// spooled until receipted, but would send them again into the same limit). They still
-/// take a token when there is one, so they count against the appliance's bucket.
-fn dropped_when_throttled(channel: UpChannel) -> bool {
+/// Counted, and dropped over the allowance: what the appliance sends of its own accord and
+/// sends again anyway — heartbeats (the next one carries the same facts), configuration
+/// requests (asked again on the next connection, and the dispatcher sends a changed
+/// configuration anyway) and certificate requests (asked again until answered).
+///
+/// Never counted, never dropped:
+/// - status messages (`online`, `offline`, and the broker's last will): presence is what
+///   the fleet view shows, a dropped `offline` left an appliance "online" until the sweeper
+///   noticed (`presence.offline_after`), and there are at most a few per connection (each
+///   costs the sender a TLS handshake at the broker; the writer keeps the latest per
+///   appliance and batch);
+/// - task events, task results and configuration reports: they answer a task or a
+///   configuration the control plane sent, the agent keeps each spooled until the receipt
+///   for it arrives (so a dropped one would come back, into the same limit), and counting
+///   them would let a long task drain the allowance and drop the heartbeats that keep the
+///   appliance online. They are bounded where they are stored instead: only the
+///   appliance's own tasks' events, once per (task, seq), at most
+///   `db::tasks::MAX_EVENTS_PER_TASK` per task.
+fn counted_against_allowance(channel: UpChannel) -> bool {
     match channel {
-        UpChannel::Heartbeat | UpChannel::Status | UpChannel::ConfigRequest | UpChannel::CertRequest => true,
-        UpChannel::TaskEvent(_) | UpChannel::TaskResult(_) | UpChannel::ConfigApplied => false,
+        UpChannel::Heartbeat | UpChannel::ConfigRequest | UpChannel::CertRequest => true,
+        UpChannel::Status | UpChannel::TaskEvent(_) | UpChannel::TaskResult(_) | UpChannel::ConfigApplied => false,
     }
 }
 
 /// How often a throttled appliance is logged at most.
 const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The per-appliance MQTT limit as the consumer applies it: every message takes a token
-/// from its appliance's bucket ([`RateLimits::check_mqtt`], no database access); over the
-/// limit, what [`dropped_when_throttled`] says goes is counted in
+/// The per-appliance MQTT limit as the consumer applies it: every message that
+/// [`counted_against_allowance`] takes a token from its appliance's bucket
+/// ([`RateLimits::check_mqtt`], no database access); over the limit it is counted in
 /// `hearth_rate_limited_total{kind="mqtt"}` and dropped, and the appliance is logged at most
-/// once per [`THROTTLE_LOG_EVERY`].
+/// once per [`THROTTLE_LOG_EVERY`]. Every other message passes without touching the bucket.
 struct Throttle {
     limits: Arc<RateLimits>,
     dropped: prometheus::IntCounter,
@@ -221,8 +231,11 @@ impl Throttle {
 
     /// Whether a message of `appliance` on `channel` goes on to be decoded and ingested.
     fn admit(&mut self, appliance: ApplianceId, channel: UpChannel) -> bool {
+        if !counted_against_allowance(channel) {
+            return true;
+        }
         let decision = self.limits.check_mqtt(&appliance);
-        if decision.allowed() || !dropped_when_throttled(channel) {
+        if decision.allowed() {
             return true;
         }
         self.dropped.inc();
@@ -243,7 +256,7 @@ impl Throttle {
         tracing::warn!(
             %appliance,
             limit = %decision.policy(),
-            "appliance over its MQTT rate limit: its heartbeats, status messages and configuration requests \
+            "appliance over its MQTT rate limit: its heartbeats, configuration and certificate requests \
              are dropped until it slows down (logged at most once a minute per appliance)"
         );
     }
@@ -325,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn over_the_limit_what_the_appliance_sends_again_is_dropped_and_answers_are_kept() {
+    fn over_the_limit_what_the_appliance_sends_unasked_is_dropped_and_presence_and_answers_are_kept() {
         let m = Metrics::new().unwrap();
         let limits = Arc::new(RateLimits::new(crate::config::Config::default().limits));
         let (a, b) = (ApplianceId::new(), ApplianceId::new());
@@ -333,13 +346,25 @@ mod tests {
         let mut t = Throttle::new(limits.clone(), &m);
         let task = hearth_protocol::TaskId::new();
 
+        // A long task and its presence messages take nothing from the allowance…
+        for _ in 0..50 {
+            assert!(t.admit(a, UpChannel::TaskEvent(task)));
+        }
+        for channel in [UpChannel::Status, UpChannel::TaskResult(task), UpChannel::ConfigApplied, UpChannel::Status] {
+            assert!(t.admit(a, channel), "{channel:?} is kept");
+        }
+        // …so the heartbeats after it still get the whole burst.
         assert!(t.admit(a, UpChannel::Heartbeat));
-        assert!(t.admit(a, UpChannel::TaskEvent(task)), "takes the last token");
-        // The bucket is empty now.
-        for channel in [UpChannel::Heartbeat, UpChannel::Status, UpChannel::ConfigRequest, UpChannel::Heartbeat] {
+        assert!(t.admit(a, UpChannel::ConfigRequest), "takes the last token");
+        // The bucket is empty now: what the appliance sends unasked is dropped…
+        for channel in [UpChannel::Heartbeat, UpChannel::ConfigRequest, UpChannel::CertRequest, UpChannel::Heartbeat] {
             assert!(!t.admit(a, channel), "{channel:?} is dropped");
         }
-        for channel in [UpChannel::TaskEvent(task), UpChannel::TaskResult(task), UpChannel::ConfigApplied] {
+        // …and status messages (the last will among them), task traffic and configuration
+        // reports still pass.
+        for channel in
+            [UpChannel::Status, UpChannel::TaskEvent(task), UpChannel::TaskResult(task), UpChannel::ConfigApplied]
+        {
             assert!(t.admit(a, channel), "{channel:?} is kept");
         }
         assert!(t.admit(b, UpChannel::Heartbeat), "another appliance has its own bucket");

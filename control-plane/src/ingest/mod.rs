@@ -7,14 +7,17 @@
 //!                                   count, drop bad and throttled)
 //! ```
 //!
-//! Every message takes a token from its appliance's bucket (`limits::RateLimits::check_mqtt`:
-//! the tenant's plan's `mqtt_per_minute`/`mqtt_burst` or `limits.mqtt_*`, looked up in
-//! memory, never in PostgreSQL), before its payload is decoded. Over the limit, heartbeats,
-//! status messages and configuration requests are dropped and counted
-//! (`hearth_rate_limited_total{kind="mqtt"}`); task events, task results and configuration
-//! reports are kept, since they answer the control plane and carry a task's outcome (see
-//! `consumer::dropped_when_throttled`). The excess of a flooding appliance thus never takes
-//! room in the channel, the writer or PostgreSQL, and other appliances are not slowed.
+//! What an appliance sends of its own accord — heartbeats, configuration requests,
+//! certificate requests — takes a token from its appliance's bucket
+//! (`limits::RateLimits::check_mqtt`: the tenant's plan's `mqtt_per_minute`/`mqtt_burst` or
+//! `limits.mqtt_*`, looked up in memory, never in PostgreSQL) before its payload is decoded,
+//! and over the limit is dropped and counted (`hearth_rate_limited_total{kind="mqtt"}`).
+//! Status messages (`online`, `offline`, the last will), task events, task results and
+//! configuration reports take no token and are never dropped: presence must not wait for
+//! the sweeper because a task used up the allowance, and task traffic answers what the
+//! control plane sent (see `consumer::counted_against_allowance`). The excess of a flooding
+//! appliance thus never takes room in the channel, the writer or PostgreSQL, and other
+//! appliances are not slowed.
 //!
 //! The consumer applies backpressure: when the writer falls behind, the channel fills and
 //! the consumer stops reading from the broker, which buffers (QoS 1) rather than us

@@ -3,7 +3,9 @@
 //! key on health, metrics or the docs is never refused; a plan
 //! change applies without a restart. Per appliance on the MQTT ingest: a flooding
 //! appliance's excess heartbeats are counted and dropped before they reach the writer,
-//! while another appliance's heartbeat is stored at once.
+//! while another appliance's heartbeat is stored at once; a long task takes nothing from
+//! the allowance, and the `offline` after it (the agent's own or its last will) is never
+//! dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -239,4 +241,112 @@ async fn a_flooding_appliance_is_throttled_and_another_is_not(pool: PgPool) {
         text.lines().filter(|l| l.starts_with("hearth_rate_limited_total")).all(|l| !l.contains(&a.to_string())),
         "{text}"
     );
+}
+
+/// Polls the database (the API's own limit, 120 a minute on the README's plan, is not what
+/// this measures) until the appliance is `status`; returns how long that took.
+async fn time_to_status(pool: &PgPool, id: ApplianceId, status: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(timeout, &format!("appliance {status}"), || async {
+        (heartbeat_seq(pool, id).await.0 == status).then_some(())
+    })
+    .await;
+    started.elapsed()
+}
+
+/// The README's example plan (`family`): 60 MQTT messages a minute, a burst of 10.
+const README_PLAN: &str = r#"{"api_per_minute": 120, "api_burst": 20, "assistant_per_hour": 30,
+    "assistant_burst": 3, "mqtt_per_minute": 60, "mqtt_burst": 10}"#;
+
+/// Runs `users.add` (the catalog's longest playbook) on the real agent and returns the
+/// finished task (polled in the database, then read once through the API).
+async fn long_task(cp: &ControlPlane, pool: &PgPool, key: &str, id: ApplianceId, username: &str) -> serde_json::Value {
+    let (status, task) = cp
+        .call(
+            "POST",
+            &format!("/api/v1/appliances/{id}/tasks"),
+            key,
+            Some(json!({"action": "users.add",
+                        "params": {"username": username, "full_name": "Emma Example", "groups": ["family", "media"]}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let task_id = task["id"].as_str().expect("id").to_string();
+    eventually(Duration::from_secs(90), "the task finished", || async {
+        let (status,): (String,) = sqlx::query_as("SELECT status::text FROM tasks WHERE id = $1::uuid")
+            .bind(&task_id)
+            .fetch_one(pool)
+            .await
+            .expect("task row");
+        matches!(status.as_str(), "succeeded" | "failed" | "rejected" | "timed_out").then_some(())
+    })
+    .await;
+    let (status, done) = cp.get(&format!("/api/v1/tasks/{task_id}"), key).await;
+    assert_eq!(status, 200, "{done}");
+    done
+}
+
+/// Task events used to take from the appliance's MQTT allowance, and status messages were
+/// dropped over it: after a 30-event task on the README's example plan the agent's
+/// `offline` was thrown away and the appliance stayed "online" until the sweeper noticed.
+/// Here the sweeper waits 90 s (the default), so only the status message — the agent's
+/// own `offline` on a clean stop, the broker's last will on a crash — can make the
+/// appliance offline within seconds; and the task's events take nothing from the allowance.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn after_a_long_task_on_a_small_plan_a_stopped_agent_is_offline_at_once(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let mut config = test_config(&pki, &broker);
+    config.limits.refresh_s = 1;
+    config.presence.offline_after_s = 90.0;
+    config.presence.sweep_interval_s = 1.0;
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let admin = operator(&pool, "admin").await;
+    let (t, key) = tenant(&pool, "The Smiths").await;
+    put_on_plan(&cp, &admin, t, "family", serde_json::from_str(README_PLAN).unwrap()).await;
+    let agent = Appliance::enroll(&cp, &pki, &pool, t, "hall").await;
+    // The plan is in the ingest's rates after two refresh periods.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A clean stop after the task: the agent's own `offline`. Heartbeats every second use
+    // the whole allowance (60 a minute) on their own.
+    let (stop, running) = agent.start();
+    time_to_status(&pool, agent.id, "online", Duration::from_secs(15)).await;
+    let done = long_task(&cp, &pool, &key, agent.id, "emma").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let events = done["events"].as_array().expect("events").len();
+    assert!(events >= 30, "a long task: {events} events");
+    // The task's events took nothing from the allowance: no heartbeat was dropped either.
+    let throttled = metric(&cp.metrics().await, r#"hearth_rate_limited_total{kind="mqtt"}"#).unwrap_or(0.0);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .expect("the agent stops in time")
+        .expect("joined")
+        .expect("the agent stops cleanly");
+    let took = time_to_status(&pool, agent.id, "offline", Duration::from_secs(30)).await;
+    eprintln!("a {events}-event task, then a clean stop: offline after {took:?}");
+    assert!(took < Duration::from_secs(5), "offline {took:?} after a clean stop (the sweeper would take 90 s)");
+    let (status, detail) = cp.get(&format!("/api/v1/appliances/{}", agent.id), &key).await;
+    assert_eq!(status, 200, "{detail}");
+    let history = detail["presence_history"].as_array().expect("presence history");
+    let last = history.last().expect("a transition");
+    assert_eq!(
+        (last["status"].as_str(), last["reason"].as_str()),
+        (Some("offline"), Some("status_message")),
+        "{detail:#}"
+    );
+
+    // A crash after the task: the broker's last will. The agent's task is dropped without
+    // a word, so its connection just closes.
+    let (_stop, running) = agent.start();
+    time_to_status(&pool, agent.id, "online", Duration::from_secs(15)).await;
+    let done = long_task(&cp, &pool, &key, agent.id, "oscar").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    running.abort();
+    let _ = running.await;
+    let took = time_to_status(&pool, agent.id, "offline", Duration::from_secs(30)).await;
+    eprintln!("a long task, then a crash: offline after {took:?} (the last will)");
+    assert!(took < Duration::from_secs(5), "offline {took:?} after a crash (the sweeper would take 90 s)");
+    assert_eq!(throttled, 0.0, "a heartbeat a second and a long task fit the plan: nothing was dropped");
 }

@@ -7,6 +7,12 @@
 # HEARTH_BENCH_PROFILE=dev uses a debug build (faster to compile; the smoke test uses it);
 # the default is release, which is what figures must come from.
 
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    # Run, not sourced: say what it is (also for --help) and do nothing else.
+    sed -n '1,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"
+    case "${1:-}" in -h | --help) exit 0 ;; *) exit 2 ;; esac
+fi
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PROFILE=${HEARTH_BENCH_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
