@@ -158,8 +158,8 @@ const VERBS_BEFORE_NAME: &[&str] =
 
 /// Words between an explicit name anchor ("username", "login name") and its value.
 const EXPLICIT_SKIP: &[&str] = &[
-    "should", "be", "is", "will", "must", "would", "shall", "of", "the", "name", "names", ":", "=", "to", "as",
-    "id", "could",
+    "should", "be", "is", "will", "must", "would", "shall", "of", "the", "name", "names", ":", "=", "to", "as", "id",
+    "could",
 ];
 
 /// A value given explicitly: "username should be nanny1", "login name: opa", "call the
@@ -235,12 +235,8 @@ fn full_name(toks: &[Tok]) -> Option<String> {
         return Some(name);
     }
     // An aside in parentheses of capitalised words: "for our au pair (Sofia Rossi)".
-    let words: Vec<&str> = toks
-        .iter()
-        .skip_while(|t| !t.paren)
-        .take_while(|t| t.paren)
-        .map(|t| t.raw.as_str())
-        .collect();
+    let words: Vec<&str> =
+        toks.iter().skip_while(|t| !t.paren).take_while(|t| t.paren).map(|t| t.raw.as_str()).collect();
     let capitalised = |w: &&str| w.chars().next().is_some_and(char::is_uppercase) || PARTICLES.contains(w);
     (words.len() >= 2 && words.len() <= 6 && words.iter().all(capitalised)).then(|| words.join(" "))
 }

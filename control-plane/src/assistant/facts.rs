@@ -27,8 +27,20 @@ pub(crate) fn topics(words: &str) -> Vec<Topic> {
     let mut t = Vec::new();
     if (device || has(&["everything", "all"]))
         && has(&[
-            "ok", "okay", "alright", "all right", "fine", "healthy", "health", "doing", "problem", "problems",
-            "issues", "wrong", "good shape", "everything",
+            "ok",
+            "okay",
+            "alright",
+            "all right",
+            "fine",
+            "healthy",
+            "health",
+            "doing",
+            "problem",
+            "problems",
+            "issues",
+            "wrong",
+            "good shape",
+            "everything",
         ])
         && !has(&["set up", "setup"])
     {
@@ -106,10 +118,8 @@ pub(crate) fn answer(ctx: &Context, topics: &[Topic], only: Option<&ApplianceFac
 /// Status, disk, memory and uptime of one appliance, its recent tasks in words, and a
 /// verdict: fine, or what needs attention.
 fn health(a: &ApplianceFacts, tasks: &[TaskFacts], now: OffsetDateTime, lang: Lang) -> String {
-    let mut parts: Vec<String> = [Topic::Status, Topic::Disk, Topic::Memory, Topic::Uptime]
-        .iter()
-        .map(|t| sentence(a, *t, now, lang))
-        .collect();
+    let mut parts: Vec<String> =
+        [Topic::Status, Topic::Disk, Topic::Memory, Topic::Uptime].iter().map(|t| sentence(a, *t, now, lang)).collect();
     let mut worries = Vec::new();
     if a.status != "online" {
         worries.push(lang.pick("it is not online", "es ist nicht online", "no está en línea"));
@@ -123,7 +133,7 @@ fn health(a: &ApplianceFacts, tasks: &[TaskFacts], now: OffsetDateTime, lang: La
         for t in &mine {
             let when = ago(now - t.at, lang);
             let words = super::vet::task_words(&t.action, &t.params, &t.status, lang);
-            parts.push(format!("- {words} ({when})"));
+            parts.push(format!("- {} ({when})", words.trim_end_matches('.')));
         }
         if mine.iter().any(|t| matches!(t.status.as_str(), "failed" | "timed_out")) {
             worries.push(lang.pick(
@@ -193,8 +203,12 @@ fn sentence_other(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime, lang: L
             (None, false) => format!("Todavía no tengo datos de memoria de «{name}»."),
         },
         Topic::Address => match (a.addresses.as_slice(), de) {
-            ([], true) => format!("Die Adresse von „{name}“ kenne ich nicht; im Heimnetz ist es meist als „{name}“ erreichbar."),
-            ([], false) => format!("No conozco la dirección de «{name}»; en su red suele responder a su nombre, «{name}»."),
+            ([], true) => {
+                format!("Die Adresse von „{name}“ kenne ich nicht; im Heimnetz ist es meist als „{name}“ erreichbar.")
+            }
+            ([], false) => {
+                format!("No conozco la dirección de «{name}»; en su red suele responder a su nombre, «{name}».")
+            }
             (list, true) => format!("„{name}“ hat die Adresse {}.", list.join(", ")),
             (list, false) => format!("«{name}» tiene la dirección {}.", list.join(", ")),
         },

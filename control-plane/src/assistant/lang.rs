@@ -230,7 +230,9 @@ fn separable(toks: &mut Vec<Tok>) {
         if let Some((_, particle, english)) = hit {
             // The clause ends at punctuation or at "und"/"dann".
             let mut end = i;
-            while end + 1 < toks.len() && toks[end].trail.is_none() && !["und", "dann"].contains(&toks[end + 1].low.as_str())
+            while end + 1 < toks.len()
+                && toks[end].trail.is_none()
+                && !["und", "dann"].contains(&toks[end + 1].low.as_str())
             {
                 end += 1;
             }
@@ -240,7 +242,13 @@ fn separable(toks: &mut Vec<Tok>) {
                 if let (Some(c), Some(prev)) = (trail, toks.get_mut(end - 1)) {
                     prev.trail.get_or_insert(c);
                 }
-                toks[i] = Tok { raw: (*english).into(), low: (*english).into(), quoted: false, trail: toks[i].trail, paren: false };
+                toks[i] = Tok {
+                    raw: (*english).into(),
+                    low: (*english).into(),
+                    quoted: false,
+                    trail: toks[i].trail,
+                    paren: false,
+                };
             }
         }
         i += 1;
@@ -260,12 +268,18 @@ mod tests {
 
     #[test]
     fn german_and_spanish_requests_become_english_words_with_values_kept() {
-        assert_eq!(english("Lege bitte einen Benutzer namens jonas an"), (Lang::De, "add please a user named jonas".into()));
+        assert_eq!(
+            english("Lege bitte einen Benutzer namens jonas an"),
+            (Lang::De, "add please a user named jonas".into())
+        );
         assert_eq!(english("Starte die Box neu"), (Lang::De, "restart the box".into()));
         assert_eq!(english("Erstelle eine Freigabe namens Fotos").1, "create a share named fotos");
         let toks = to_english(tokenize("Erstelle eine Freigabe namens Fotos"), Lang::De);
         assert_eq!(toks.last().map(|t| t.raw.as_str()), Some("Fotos"));
-        assert_eq!(english("Crea una carpeta compartida llamada Fotos"), (Lang::Es, "create a share named fotos".into()));
+        assert_eq!(
+            english("Crea una carpeta compartida llamada Fotos"),
+            (Lang::Es, "create a share named fotos".into())
+        );
         assert_eq!(english("¿Está mi equipo en línea?"), (Lang::Es, "is my box online".into()));
         assert_eq!(english("Reinicia el servidor de correo").1, "restart the mail server");
     }

@@ -381,5 +381,11 @@ fn model_answer(ctx: &Context, said: ollama::ModelAnswer) -> Answer {
             }
         },
     };
-    Answer { reply, proposals: proposal.into_iter().collect(), language: Lang::En, backend_used: Backend::Ollama, degraded: false }
+    Answer {
+        reply,
+        proposals: proposal.into_iter().collect(),
+        language: Lang::En,
+        backend_used: Backend::Ollama,
+        degraded: false,
+    }
 }

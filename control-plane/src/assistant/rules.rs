@@ -129,7 +129,10 @@ fn read(ctx: &Context, turns: &[Turn], depth: usize) -> Understood {
         }
     }
     if off_catalog(&words) {
-        return reply(lang, format!("{} {}", lang.pick(NOT_POSSIBLE_EN, NOT_POSSIBLE_DE, NOT_POSSIBLE_ES), capabilities_in(lang)));
+        return reply(
+            lang,
+            format!("{} {}", lang.pick(NOT_POSSIBLE_EN, NOT_POSSIBLE_DE, NOT_POSSIBLE_ES), capabilities_in(lang)),
+        );
     }
     // A statement of a problem ("my internet is slow") is a question too.
     if !facts::topics(&words).is_empty() || knowledge::best_match(toks.iter().map(|t| t.low.as_str())).is_some() {
@@ -212,7 +215,12 @@ fn plan(segments: &[Vec<Tok>], found: &[Option<&'static str>], appliance: Option
                 };
                 let schema = &Catalog::embedded().action(prev.action).map(|a| a.params.clone()).unwrap_or_default();
                 let own = Step { action: prev.action, params: extract::params(schema, seg, &words), appliance: None };
-                if prev.missing().is_none() && own.missing().is_none() && !verb_led(seg) && !own.params.is_empty() {
+                // Only a part with values of its own shape (host names, addresses) is a
+                // further step; one that restates a name ("…, username should be x")
+                // completes the step before, where an explicit value wins.
+                let values =
+                    seg.iter().any(|t| is_hostname_like(&t.raw) || is_ip_like(&t.raw) || is_email_like(&t.raw));
+                if prev.missing().is_none() && own.missing().is_none() && !verb_led(seg) && values {
                     let action = prev.action;
                     merged.push(seg.clone());
                     steps.push(Step { action, params: own.params, appliance: appliance.clone() });
@@ -261,9 +269,22 @@ fn no_longer_needed(words: &str) -> bool {
     has(
         words,
         &[
-            "don't need", "do not need", "dont need", "no longer need", "no longer needed", "not needed", "isn't needed",
-            "aren't needed", "don't use", "do not use", "no longer use", "can go", "not used", "isn't used",
-            "no longer", "not need",
+            "don't need",
+            "do not need",
+            "dont need",
+            "no longer need",
+            "no longer needed",
+            "not needed",
+            "isn't needed",
+            "aren't needed",
+            "don't use",
+            "do not use",
+            "no longer use",
+            "can go",
+            "not used",
+            "isn't used",
+            "no longer",
+            "not need",
         ],
     )
 }
@@ -577,7 +598,11 @@ fn answer_question(ctx: &Context, toks: &[Tok], words: &str, lang: Lang) -> Stri
         return facts::answer(ctx, &topics, mentioned_appliance(ctx, toks, words), lang);
     }
     if let Some(article) = knowledge::best_match(toks.iter().map(|t| t.low.as_str())) {
-        let note = lang.pick("", "(Dieser Artikel ist nur auf Englisch verfügbar.)\n\n", "(Este artículo solo está disponible en inglés.)\n\n");
+        let note = lang.pick(
+            "",
+            "(Dieser Artikel ist nur auf Englisch verfügbar.)\n\n",
+            "(Este artículo solo está disponible en inglés.)\n\n",
+        );
         return format!("{note}**{}**\n\n{}", article.title, article.body);
     }
     let tail = lang.pick(
@@ -599,8 +624,22 @@ fn wifi(words: &str, lang: Lang) -> Option<String> {
     let about = has(
         words,
         &[
-            "password", "passwords", "pwd", "passwort", "contraseña", "clave", "connect", "join", "network name",
-            "key", "code", "ssid", "name", "change", "reset", "forgot",
+            "password",
+            "passwords",
+            "pwd",
+            "passwort",
+            "contraseña",
+            "clave",
+            "connect",
+            "join",
+            "network name",
+            "key",
+            "code",
+            "ssid",
+            "name",
+            "change",
+            "reset",
+            "forgot",
         ],
     );
     if !(wifi && about) {
@@ -693,7 +732,10 @@ fn small_talk(toks: &[Tok], words: &str, lang: Lang) -> Option<String> {
         );
     }
     if has(words, &["no", "nope", "cancel", "never mind", "nevermind", "stop"]) {
-        return Some(lang.pick("All right, I won't do anything.", "In Ordnung, ich mache nichts.", "De acuerdo, no haré nada.").into());
+        return Some(
+            lang.pick("All right, I won't do anything.", "In Ordnung, ich mache nichts.", "De acuerdo, no haré nada.")
+                .into(),
+        );
     }
     None
 }

@@ -184,7 +184,9 @@ pub(crate) fn task_words(action: &str, params: &Map<String, Value>, status: &str
     match status {
         "succeeded" => outcome(action, params, true, lang),
         "failed" | "timed_out" => outcome(action, params, false, lang),
-        "cancelled" => format!("{} — {}", describe(action, params, lang), lang.pick("cancelled", "abgebrochen", "cancelada")),
+        "cancelled" => {
+            format!("{} — {}", describe(action, params, lang), lang.pick("cancelled", "abgebrochen", "cancelada"))
+        }
         _ => format!("{} — {}", describe(action, params, lang), lang.pick("in progress", "läuft noch", "en curso")),
     }
 }
@@ -359,7 +361,9 @@ fn summary(
                 let state = if target.status == "never_seen" { "not connected yet" } else { "offline" };
                 format!(" “{name}” is {state} right now; the task will run when it is back online.")
             }
-            Lang::De => format!(" „{name}“ ist gerade nicht verbunden; die Aufgabe läuft, sobald es wieder online ist."),
+            Lang::De => {
+                format!(" „{name}“ ist gerade nicht verbunden; die Aufgabe läuft, sobald es wieder online ist.")
+            }
             Lang::Es => format!(" «{name}» no está conectado ahora; la tarea se hará cuando vuelva a estar en línea."),
         });
     }
@@ -388,8 +392,7 @@ pub(crate) fn capabilities() -> String {
 
 /// [`capabilities`] in `lang`.
 pub(crate) fn capabilities_in(lang: Lang) -> String {
-    let list: Vec<String> =
-        Catalog::embedded().actions.iter().map(|a| format!("- {}", description(a, lang))).collect();
+    let list: Vec<String> = Catalog::embedded().actions.iter().map(|a| format!("- {}", description(a, lang))).collect();
     let head = lang.pick("Here is what I can do for you:", "Das kann ich für Sie tun:", "Esto es lo que puedo hacer:");
     format!("{head}\n{}", list.join("\n"))
 }

@@ -290,21 +290,21 @@ async fn context(
 ) -> Result<Context, sqlx::Error> {
     let boxes = appliances::list(conn, tenant, None, MAX_APPLIANCES).await?;
     let facts: Vec<ApplianceFacts> = boxes.iter().filter(|a| a.revoked_at.is_none()).map(facts).collect();
-    let mut recent = Vec::new();
-    for a in facts.iter().take(RECENT_TASK_APPLIANCES) {
-        for t in db::tasks::list_for_appliance(conn, tenant, a.id, RECENT_TASKS).await? {
-            recent.push(TaskFacts {
-                appliance_id: t.appliance_id,
-                action: t.action,
-                params: match t.params {
-                    Value::Object(m) => m,
-                    _ => serde_json::Map::new(),
-                },
-                status: t.status.to_string(),
-                at: t.finished_at.unwrap_or(t.created_at),
-            });
-        }
-    }
+    let ids: Vec<ApplianceId> = facts.iter().take(RECENT_TASK_APPLIANCES).map(|a| a.id).collect();
+    let recent = db::tasks::recent_for_appliances(conn, tenant, &ids, RECENT_TASKS)
+        .await?
+        .into_iter()
+        .map(|t| TaskFacts {
+            appliance_id: t.appliance_id,
+            action: t.action,
+            params: match t.params {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+            status: t.status.to_string(),
+            at: t.finished_at.unwrap_or(t.created_at),
+        })
+        .collect();
     let mut ctx = Context::new(facts, &svc.assistant_config);
     ctx.current_appliance = current;
     ctx.recent_tasks = recent;

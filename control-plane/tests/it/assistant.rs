@@ -281,6 +281,9 @@ async fn questions_get_the_models_answer_without_a_task() {
     let ctx = Context::new(vec![kitchen()], &config);
     stand_in.then(model_says("Open File Explorer and type \\\\kitchen in the address bar.", Value::Null));
     let answer = ask(&a, &ctx, "How do I access my files from Windows?").await;
-    assert_eq!((answer.backend_used, answer.degraded, answer.proposals.first().cloned()), (Backend::Ollama, false, None));
+    assert_eq!(
+        (answer.backend_used, answer.degraded, answer.proposals.first().cloned()),
+        (Backend::Ollama, false, None)
+    );
     assert!(answer.reply.contains("File Explorer"), "{}", answer.reply);
 }

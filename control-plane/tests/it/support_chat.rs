@@ -522,7 +522,8 @@ async fn a_request_of_several_steps_is_a_plan_confirmed_together_or_step_by_step
     let rows = body["proposals"].as_array().unwrap();
     assert!(rows.iter().all(|p| p["status"] == "confirmed" && p["task_id"].is_string()), "{body:#}");
     let (_, tasks) = cp.get(&format!("/api/v1/appliances/{box_id}/tasks"), &key).await;
-    let mut actions: Vec<&str> = tasks["tasks"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap()).collect();
+    let mut actions: Vec<&str> =
+        tasks["tasks"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap()).collect();
     actions.reverse();
     assert_eq!(actions, ["users.add", "shares.add"]);
     let (status, body) = cp.call("POST", &confirm_all, &key, None).await;
