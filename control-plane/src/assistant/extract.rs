@@ -170,7 +170,7 @@ pub(crate) fn explicit_username(toks: &[Tok]) -> Option<String> {
     }
     for w in toks.windows(2) {
         if w[0].low == "user" && w[0].trail.is_none() && ["name", "id"].contains(&w[1].low.as_str()) {
-            if let Some(t) = after(&toks[..], &[w[1].low.as_str()], EXPLICIT_SKIP) {
+            if let Some(t) = after(toks, &[w[1].low.as_str()], EXPLICIT_SKIP) {
                 return Some(t.low.clone());
             }
         }
