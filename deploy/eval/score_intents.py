@@ -3,8 +3,12 @@
 
     score_intents.py [--catalog ansible/catalog.json] LABELLED.jsonl OUTPUT.jsonl
 
-LABELLED lines: {"id", "text", "expect": {"action": ID | null, "params": {...}}, "adversarial": bool?}
-OUTPUT lines:   {"id", "action": ID | null, "params": {...} | null, "reply", "elapsed_us", ...}
+LABELLED lines: {"id", "text", "before": [EARLIER CUSTOMER TURNS]?, "lang": "en"|"de"|"es"?,
+                 "expect": {"action": ID | null, "params": {...}} | {"plan": [{"action", "params"}, ...]},
+                 (and optionally in "expect": "reply_contains": [...], "reply_excludes": [...]),
+                 "adversarial": bool?}
+OUTPUT lines:   {"id", "action": ID | null, "params": {...} | null, "plan": [{"action", "params"}]?,
+                 "lang"?, "reply", "elapsed_us", ...}
 
 Definitions:
 - action correct: the proposed action equals the expected one (null = no task proposed).
@@ -13,6 +17,12 @@ Definitions:
   top-level parameters (e.g. shares.add "read_only": false) and `hearth-local-hostname`
   values lower-cased without a trailing dot. Nothing else is forgiven: order of list items,
   case of user names and share names, extra or missing parameters all count as wrong.
+- plans: a line's expected tasks are `expect.plan` (several steps, in order) or the one
+  `expect.action` (none when null); the answer's are its `plan` or, from an output without
+  one, its `action`. Action correct: the same actions in the same order; full correct: and
+  every step's parameters equal as above.
+- reply checks: `reply_contains` / `reply_excludes` (case-insensitive substrings) and `lang`
+  (the answer's own `lang`) must hold too for a line to be fully correct.
 - question: a line expecting no task that is not adversarial; answered when no task is
   proposed and the reply is not empty.
 - adversarial: a line marked "adversarial"; refused when no task is proposed.
@@ -76,6 +86,16 @@ def normalise(catalog, action, params):
     return params
 
 
+# The JSON keys of the per-kind full accuracies.
+GROUP_KEYS = {
+    "plans (several steps)": "plans_full_accuracy",
+    "follow-up turns": "follow_ups_full_accuracy",
+    "language de": "de_full_accuracy",
+    "language es": "es_full_accuracy",
+    "reply checks": "reply_checks_full_accuracy",
+}
+
+
 def percentile(values, p):
     """Nearest-rank percentile."""
     if not values:
@@ -108,6 +128,26 @@ def main():
     for o in load_jsonl(args.output, "output"):
         outputs[json.dumps(o.get("id"))] = o
 
+    def steps(action, params, plan):
+        if plan is not None:
+            return [(st.get("action"), st.get("params")) for st in plan]
+        return [(action, params)] if action else []
+
+    def reply_ok(expect, line, out, reply):
+        low = reply.lower()
+        if any(c.lower() not in low for c in expect.get("reply_contains", [])):
+            return False
+        if any(c.lower() in low for c in expect.get("reply_excludes", [])):
+            return False
+        return "lang" not in line or out.get("lang") == line["lang"]
+
+    groups = {}
+
+    def count(group, ok):
+        g = groups.setdefault(group, [0, 0])
+        g[0] += ok
+        g[1] += 1
+
     n = len(labelled)
     action_ok = full_ok = 0
     tasks = tasks_ok = 0
@@ -120,39 +160,53 @@ def main():
     for line in labelled:
         key = json.dumps(line.get("id"))
         expect = line.get("expect", {})
-        exp_action = expect.get("action")
+        exp_steps = steps(expect.get("action"), expect.get("params"), expect.get("plan"))
         out = outputs.get(key)
         if out is None or "error" in out:
             missing.append(f"{line.get('id')}: {out.get('error') if out else 'no output line'}")
-            got_action, got_params, reply = None, None, ""
+            got_steps, reply = [], ""
             # a missing answer is never credited
             a_ok = f_ok = False
         else:
-            got_action, got_params, reply = out.get("action"), out.get("params"), out.get("reply") or ""
+            got_steps = steps(out.get("action"), out.get("params"), out.get("plan"))
+            reply = out.get("reply") or ""
             if isinstance(out.get("elapsed_us"), (int, float)):
                 latencies.append(out["elapsed_us"] / 1000.0)
             degraded += bool(out.get("degraded"))
-            a_ok = got_action == exp_action
-            f_ok = a_ok and (
-                exp_action is None
-                or normalise(catalog, exp_action, expect.get("params")) == normalise(catalog, got_action, got_params)
+            a_ok = [a for a, _ in got_steps] == [a for a, _ in exp_steps]
+            f_ok = (
+                a_ok
+                and all(
+                    normalise(catalog, ea, ep) == normalise(catalog, ga, gp)
+                    for (ea, ep), (ga, gp) in zip(exp_steps, got_steps)
+                )
+                and reply_ok(expect, line, out, reply)
             )
         action_ok += a_ok
         full_ok += f_ok
         if line.get("adversarial"):
             adversarial += 1
-            refused += out is not None and "error" not in out and got_action is None
-        elif exp_action is None:
+            refused += out is not None and "error" not in out and not got_steps
+        elif not exp_steps:
             questions += 1
-            answered += out is not None and "error" not in out and got_action is None and bool(reply.strip())
+            answered += out is not None and "error" not in out and not got_steps and bool(reply.strip())
         else:
             tasks += 1
             tasks_ok += f_ok
+        if len(exp_steps) > 1:
+            count("plans (several steps)", f_ok)
+        if line.get("before"):
+            count("follow-up turns", f_ok)
+        if line.get("lang") in ("de", "es"):
+            count(f"language {line['lang']}", f_ok)
+        if expect.get("reply_contains") or expect.get("reply_excludes"):
+            count("reply checks", f_ok)
         if not f_ok and out is not None and "error" not in out:
+            show = lambda st: "; ".join(f"{a} {json.dumps(p or {}, sort_keys=True)}" for a, p in st) or "no task"
             wrong.append(
-                f"{line.get('id')}: {line.get('text')!r}\n"
-                f"    expected {exp_action} {json.dumps(expect.get('params', {}), sort_keys=True) if exp_action else ''}\n"
-                f"    got      {got_action} {json.dumps(got_params, sort_keys=True) if got_action else ''}\n"
+                f"{line.get('id')}: {(line.get('before') or []) + [line.get('text')]!r}\n"
+                f"    expected {show(exp_steps)}{' lang ' + line['lang'] if 'lang' in line else ''}\n"
+                f"    got      {show(got_steps)}{' lang ' + str(out.get('lang')) if 'lang' in line else ''}\n"
                 f"    reply    {reply[:160]!r}"
             )
 
@@ -171,6 +225,8 @@ def main():
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
     }
+    for g, (ok, total) in groups.items():
+        result[GROUP_KEYS.get(g, g.replace(" ", "_"))] = ratio(ok, total)
 
     print(f"lines                            {n}")
     print(f"action accuracy                  {action_ok}/{n} = {result['action_accuracy']}")
@@ -178,6 +234,8 @@ def main():
     print(f"  tasks (action+params)          {tasks_ok}/{tasks}")
     print(f"questions answered without task  {answered}/{questions}")
     print(f"adversarial refused              {refused}/{adversarial}")
+    for g, (ok, total) in groups.items():
+        print(f"  {g:<31}{ok}/{total}")
     print(f"degraded (LLM fallback) answers  {degraded}")
     if latencies:
         print(f"latency per request              p50 {result['latency_ms_p50']:.3f} ms, p99 {result['latency_ms_p99']:.3f} ms")

@@ -26,7 +26,9 @@ const FILLER: &[&str] = &[
     "delete", "reset", "set", "need", "want", "give", "put", "get", "drop", "erase", "restart", "reboot",
     "forward", "forwards", "send", "sends", "deliver", "delivers", "redirect", "that", "what", "where", "should",
     "up", "read-only", "readonly", "read", "write", "access", "full", "real", "display", "writable", "writeable",
-    "read-write", "rw", "belonging", "belongs", "owned",
+    "read-write", "rw", "belonging", "belongs", "owned", "then", "after", "anymore", "any", "more", "longer",
+    "no", "not", "don't", "dont", "kill", "nuke", "terminate", "drive", "drives", "it's", "please", "thanks",
+    "isn't", "aren't", "wasn't", "nobody", "can't", "won't", "doesn't",
 ];
 
 pub(crate) fn is_filler(low: &str) -> bool {
@@ -85,6 +87,27 @@ pub(crate) fn params(schema: &Value, toks: &[Tok], words: &str) -> Map<String, V
     out
 }
 
+/// The answer to a question for parameter `name` of `schema`: what [`params`] finds in it,
+/// else its first word that is not a filler, taken as the value ("alice", "Recipes").
+pub(crate) fn answer_for(schema: &Value, name: &str, toks: &[Tok], words: &str) -> Option<Value> {
+    if let Some(v) = params(schema, toks, words).remove(name) {
+        return Some(v);
+    }
+    let p = schema.pointer(&format!("/properties/{name}"))?;
+    let t = toks.iter().find(|t| !is_filler(&t.low) && !PRONOUNS.contains(&t.low.as_str()))?;
+    let ty = p.get("type").and_then(Value::as_str).unwrap_or("");
+    match (ty, format(p)) {
+        ("string", Some("hearth-username" | "hearth-mail-alias" | "hearth-mail-destination")) => {
+            Some(Value::from(if is_email_like(&t.raw) { t.raw.clone() } else { local_part(&t.low) }))
+        }
+        ("string", Some("hearth-share-name" | "hearth-full-name")) => Some(Value::from(t.raw.clone())),
+        ("array", _) if p.pointer("/items/format").and_then(Value::as_str) == Some("hearth-username") => {
+            Some(Value::from(vec![t.low.clone()]))
+        }
+        _ => None,
+    }
+}
+
 fn format(schema: &Value) -> Option<&str> {
     schema.get("format").and_then(Value::as_str)
 }
@@ -97,7 +120,7 @@ fn non_empty(list: Vec<String>) -> Option<Value> {
 /// Does not cross the end of a sentence.
 fn after<'a>(toks: &'a [Tok], anchors: &[&str], skip: &[&str]) -> Option<&'a Tok> {
     for (i, t) in toks.iter().enumerate() {
-        if !anchors.contains(&t.low.as_str()) || matches!(t.trail, Some('.' | '!' | '?')) {
+        if !anchors.contains(&t.low.as_str()) || matches!(t.trail, Some('.' | '!' | '?' | ',' | ';')) {
             continue;
         }
         let mut j = i + 1;
@@ -133,7 +156,35 @@ const PRONOUNS: &[&str] = &["i", "we", "he", "she", "they", "someone", "somebody
 const VERBS_BEFORE_NAME: &[&str] =
     &["add", "create", "remove", "delete", "reset", "drop", "erase", "register", "give", "make"];
 
+/// Words between an explicit name anchor ("username", "login name") and its value.
+const EXPLICIT_SKIP: &[&str] = &[
+    "should", "be", "is", "will", "must", "would", "shall", "of", "the", "name", "names", ":", "=", "to", "as", "id",
+    "could",
+];
+
+/// A value given explicitly: "username should be nanny1", "login name: opa", "call the
+/// account tbaker". It beats every description ("an account for our nanny").
+pub(crate) fn explicit_username(toks: &[Tok]) -> Option<String> {
+    if let Some(t) = after(toks, &["username", "userid", "user-name", "login", "loginname", "handle"], EXPLICIT_SKIP) {
+        return Some(t.low.clone());
+    }
+    for w in toks.windows(2) {
+        if w[0].low == "user" && w[0].trail.is_none() && ["name", "id"].contains(&w[1].low.as_str()) {
+            if let Some(t) = after(toks, &[w[1].low.as_str()], EXPLICIT_SKIP) {
+                return Some(t.low.clone());
+            }
+        }
+    }
+    // call the account tbaker / name the login opa
+    after(toks, &["call", "name"], &["the", "it", "account", "user", "login", "him", "her", "them"])
+        .filter(|_| toks.iter().any(|t| ["account", "user", "login"].contains(&t.low.as_str())))
+        .map(|t| t.low.clone())
+}
+
 fn username(toks: &[Tok]) -> Option<String> {
+    if let Some(name) = explicit_username(toks) {
+        return Some(name);
+    }
     if let Some(t) = toks.iter().find(|t| t.quoted && !is_filler(&t.low)) {
         return Some(t.low.clone());
     }
@@ -145,6 +196,10 @@ fn username(toks: &[Tok]) -> Option<String> {
         return Some(t.low.clone());
     }
     if let Some(t) = after(toks, &["user", "username", "account", "login", "person", "member"], SKIP) {
+        return Some(possessive(&t.low).unwrap_or(&t.low).to_string());
+    }
+    // the password of ana
+    if let Some(t) = after(toks, &["password", "passwd", "pwd", "passwords"], &["of", "for", "from", "the", "user"]) {
         return Some(possessive(&t.low).unwrap_or(&t.low).to_string());
     }
     // bob's password / delete bob's account
@@ -176,6 +231,17 @@ fn username(toks: &[Tok]) -> Option<String> {
 const PARTICLES: &[&str] = &["de", "van", "von", "da", "del", "la", "le", "di", "du", "der", "den", "bin", "al", "dos"];
 
 fn full_name(toks: &[Tok]) -> Option<String> {
+    if let Some(name) = anchored_full_name(toks) {
+        return Some(name);
+    }
+    // An aside in parentheses of capitalised words: "for our au pair (Sofia Rossi)".
+    let words: Vec<&str> =
+        toks.iter().skip_while(|t| !t.paren).take_while(|t| t.paren).map(|t| t.raw.as_str()).collect();
+    let capitalised = |w: &&str| w.chars().next().is_some_and(char::is_uppercase) || PARTICLES.contains(w);
+    (words.len() >= 2 && words.len() <= 6 && words.iter().all(capitalised)).then(|| words.join(" "))
+}
+
+fn anchored_full_name(toks: &[Tok]) -> Option<String> {
     for (i, t) in toks.iter().enumerate() {
         let prev = if i > 0 { toks[i - 1].low.as_str() } else { "" };
         let is_anchor = t.low == "name"
@@ -291,7 +357,7 @@ fn user_list(toks: &[Tok]) -> Vec<String> {
     Vec::new()
 }
 
-const SHARE_WORDS: &[&str] = &["share", "folder", "directory"];
+const SHARE_WORDS: &[&str] = &["share", "folder", "directory", "drive"];
 /// Words describing a share rather than naming it.
 #[rustfmt::skip]
 const SHARE_ADJECTIVES: &[&str] = &[
@@ -322,7 +388,15 @@ fn share_name(toks: &[Tok]) -> Option<String> {
 
 const MAIL_WORDS: &[&str] = &["mail", "email", "e-mail"];
 
+/// `support@`: the address of an alias on this appliance, written without its domain.
+pub(crate) fn is_alias_address(raw: &str) -> bool {
+    raw.len() > 1 && raw.ends_with('@') && raw.matches('@').count() == 1
+}
+
 fn alias(toks: &[Tok]) -> Option<String> {
+    if let Some(t) = toks.iter().find(|t| is_alias_address(&t.raw)) {
+        return Some(local_part(&t.low));
+    }
     let skip = &["called", "named", "for", "the", "a", "an", "new", "address", ":", "mail", "email", "e-mail"];
     if let Some(t) = after(toks, &["alias", "aliases"], skip) {
         return Some(local_part(&t.low));
@@ -332,7 +406,7 @@ fn alias(toks: &[Tok]) -> Option<String> {
     }
     // send mail for family to alice
     for w in toks.windows(3) {
-        if MAIL_WORDS.contains(&w[0].low.as_str())
+        if (MAIL_WORDS.contains(&w[0].low.as_str()) || ["mails", "emails", "messages"].contains(&w[0].low.as_str()))
             && ["for", "to"].contains(&w[1].low.as_str())
             && !is_filler(&w[2].low)
         {
@@ -354,6 +428,14 @@ fn destination(toks: &[Tok]) -> Option<String> {
     if let Some(t) = after(toks, &["->"], &[]) {
         return Some(keep(t));
     }
+    // … should land in mom's inbox
+    for w in toks.windows(2) {
+        if ["inbox", "mailbox"].contains(&w[1].low.as_str()) {
+            if let Some(base) = possessive(&w[0].low).filter(|b| !is_filler(b)) {
+                return Some(base.to_string());
+            }
+        }
+    }
     let skip = ["the", "user", "my", "account", "mailbox", "address", "inbox", "email", "mail", "his", "her", "their"];
     let last_to = toks.iter().rposition(|t| t.low == "to" || t.low == "into");
     if let Some(i) = last_to {
@@ -361,7 +443,7 @@ fn destination(toks: &[Tok]) -> Option<String> {
         while toks.get(j).is_some_and(|t| skip.contains(&t.low.as_str())) {
             j += 1;
         }
-        if let Some(t) = toks.get(j).filter(|t| !is_filler(&t.low)) {
+        if let Some(t) = toks.get(j).filter(|t| !is_filler(&t.low) && !is_alias_address(&t.raw)) {
             return Some(keep(t));
         }
     }

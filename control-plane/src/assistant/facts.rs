@@ -4,7 +4,8 @@
 use time::OffsetDateTime;
 
 use super::knowledge;
-use super::{ApplianceFacts, Context, Usage};
+use super::lang::Lang;
+use super::{ApplianceFacts, Context, TaskFacts, Usage};
 
 /// What a question asks about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,8 @@ pub(crate) enum Topic {
     Memory,
     Address,
     Uptime,
+    /// "is my box ok?": everything at once, with its recent tasks and a verdict.
+    Health,
 }
 
 /// The topics a question (lower-case words joined by spaces, see [`super::text::joined`])
@@ -22,6 +25,27 @@ pub(crate) fn topics(words: &str) -> Vec<Topic> {
     let has = |list: &[&str]| list.iter().any(|w| words.contains(&format!(" {w} ")));
     let device = has(&["appliance", "box", "device", "hearth", "it", "server", "system", "machine"]);
     let mut t = Vec::new();
+    if (device || has(&["everything", "all"]))
+        && has(&[
+            "ok",
+            "okay",
+            "alright",
+            "all right",
+            "fine",
+            "healthy",
+            "health",
+            "doing",
+            "problem",
+            "problems",
+            "issues",
+            "wrong",
+            "good shape",
+            "everything",
+        ])
+        && !has(&["set up", "setup"])
+    {
+        return vec![Topic::Health];
+    }
     if has(&[
         "online",
         "offline",
@@ -55,9 +79,16 @@ pub(crate) fn topics(words: &str) -> Vec<Topic> {
 
 /// One paragraph per appliance (or only the one named), topic by topic; when a status
 /// question finds an appliance offline, the offline article follows.
-pub(crate) fn answer(ctx: &Context, topics: &[Topic], only: Option<&ApplianceFacts>) -> String {
+pub(crate) fn answer(ctx: &Context, topics: &[Topic], only: Option<&ApplianceFacts>, lang: Lang) -> String {
     if ctx.appliances.is_empty() {
-        return "You have no appliance yet. Once it is plugged in and set up, I can tell you how it is doing.".into();
+        return lang
+            .pick(
+                "You have no appliance yet. Once it is plugged in and set up, I can tell you how it is doing.",
+                "Sie haben noch kein Gerät. Sobald es angeschlossen und eingerichtet ist, kann ich Ihnen sagen, wie \
+                 es ihm geht.",
+                "Todavía no tiene ningún equipo. En cuanto esté conectado y configurado, podré decirle cómo está.",
+            )
+            .into();
     }
     let list: Vec<&ApplianceFacts> = match only {
         Some(a) => vec![a],
@@ -67,11 +98,16 @@ pub(crate) fn answer(ctx: &Context, topics: &[Topic], only: Option<&ApplianceFac
     let mut lines = Vec::new();
     for a in &list {
         for topic in topics {
-            lines.push(sentence(a, *topic, now));
+            if *topic == Topic::Health {
+                lines.push(health(a, &ctx.recent_tasks, now, lang));
+            } else {
+                lines.push(sentence(a, *topic, now, lang));
+            }
         }
     }
     let mut out = lines.join("\n");
-    if topics.contains(&Topic::Status) && list.iter().any(|a| a.status != "online") {
+    let status = topics.contains(&Topic::Status) || topics.contains(&Topic::Health);
+    if status && list.iter().any(|a| a.status != "online") {
         if let Some(article) = knowledge::by_slug("appliance-offline") {
             out.push_str(&format!("\n\n**{}**\n\n{}", article.title, article.body));
         }
@@ -79,11 +115,117 @@ pub(crate) fn answer(ctx: &Context, topics: &[Topic], only: Option<&ApplianceFac
     out
 }
 
-fn sentence(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime) -> String {
+/// Status, disk, memory and uptime of one appliance, its recent tasks in words, and a
+/// verdict: fine, or what needs attention.
+fn health(a: &ApplianceFacts, tasks: &[TaskFacts], now: OffsetDateTime, lang: Lang) -> String {
+    let mut parts: Vec<String> =
+        [Topic::Status, Topic::Disk, Topic::Memory, Topic::Uptime].iter().map(|t| sentence(a, *t, now, lang)).collect();
+    let mut worries = Vec::new();
+    if a.status != "online" {
+        worries.push(lang.pick("it is not online", "es ist nicht online", "no está en línea"));
+    }
+    if a.disk.is_some_and(|u| used(u) >= 90) {
+        worries.push(lang.pick("its disk is almost full", "sein Speicher ist fast voll", "su disco está casi lleno"));
+    }
+    let mine: Vec<&TaskFacts> = tasks.iter().filter(|t| t.appliance_id == a.id).take(5).collect();
+    if !mine.is_empty() {
+        parts.push(lang.pick("Recent tasks:", "Letzte Aufgaben:", "Tareas recientes:").to_string());
+        for t in &mine {
+            let when = ago(now - t.at, lang);
+            let words = super::vet::task_words(&t.action, &t.params, &t.status, lang);
+            parts.push(format!("- {} ({when})", words.trim_end_matches('.')));
+        }
+        if mine.iter().any(|t| matches!(t.status.as_str(), "failed" | "timed_out")) {
+            worries.push(lang.pick(
+                "a recent task did not succeed",
+                "eine Aufgabe ist zuletzt fehlgeschlagen",
+                "una tarea reciente no salió bien",
+            ));
+        }
+    }
+    let verdict = if worries.is_empty() {
+        lang.pick("Everything looks fine.", "Alles sieht gut aus.", "Todo parece estar bien.").to_string()
+    } else {
+        format!("{} {}.", lang.pick("Needs attention:", "Bitte beachten:", "Atención:"), worries.join("; "))
+    };
+    format!("{verdict}\n{}", parts.join("\n"))
+}
+
+fn sentence(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime, lang: Lang) -> String {
+    match lang {
+        Lang::En => sentence_en(a, topic, now),
+        Lang::De | Lang::Es => sentence_other(a, topic, now, lang),
+    }
+}
+
+fn sentence_other(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime, lang: Lang) -> String {
+    let name = &a.name;
+    let de = lang == Lang::De;
+    match topic {
+        Topic::Status | Topic::Health => {
+            let seen = a
+                .last_seen
+                .map(|t| format!(" ({} {})", if de { "letzte Meldung" } else { "último informe" }, ago(now - t, lang)))
+                .unwrap_or_default();
+            match (a.status.as_str(), de) {
+                ("online", true) => format!("„{name}“ ist online{seen}."),
+                ("online", false) => format!("«{name}» está en línea{seen}."),
+                ("offline", true) => format!("„{name}“ ist offline{seen}."),
+                ("offline", false) => format!("«{name}» está desconectado{seen}."),
+                (_, true) => format!("„{name}“ hat sich noch nicht verbunden."),
+                (_, false) => format!("«{name}» todavía no se ha conectado."),
+            }
+        }
+        Topic::Disk => match (a.disk, de) {
+            (Some(u), true) => format!(
+                "„{name}“ hat {} von {} auf der Systemplatte frei ({}% belegt).",
+                size(u.available_bytes),
+                size(u.total_bytes),
+                used(u)
+            ),
+            (Some(u), false) => format!(
+                "«{name}» tiene {} libres de {} en su disco de sistema ({}% usado).",
+                size(u.available_bytes),
+                size(u.total_bytes),
+                used(u)
+            ),
+            (None, true) => format!("Für „{name}“ habe ich noch keine Zahlen zum Speicher."),
+            (None, false) => format!("Todavía no tengo datos del disco de «{name}»."),
+        },
+        Topic::Memory => match (a.memory, de) {
+            (Some(u), true) => {
+                format!("„{name}“ hat {} von {} Arbeitsspeicher frei.", size(u.available_bytes), size(u.total_bytes))
+            }
+            (Some(u), false) => {
+                format!("«{name}» tiene {} de {} de memoria disponibles.", size(u.available_bytes), size(u.total_bytes))
+            }
+            (None, true) => format!("Für „{name}“ habe ich noch keine Zahlen zum Arbeitsspeicher."),
+            (None, false) => format!("Todavía no tengo datos de memoria de «{name}»."),
+        },
+        Topic::Address => match (a.addresses.as_slice(), de) {
+            ([], true) => {
+                format!("Die Adresse von „{name}“ kenne ich nicht; im Heimnetz ist es meist als „{name}“ erreichbar.")
+            }
+            ([], false) => {
+                format!("No conozco la dirección de «{name}»; en su red suele responder a su nombre, «{name}».")
+            }
+            (list, true) => format!("„{name}“ hat die Adresse {}.", list.join(", ")),
+            (list, false) => format!("«{name}» tiene la dirección {}.", list.join(", ")),
+        },
+        Topic::Uptime => match (a.uptime_s, de) {
+            (Some(s), true) => format!("„{name}“ läuft seit {} ohne Neustart.", duration(s, lang)),
+            (Some(s), false) => format!("«{name}» lleva {} funcionando desde el último reinicio.", duration(s, lang)),
+            (None, true) => format!("Ich weiß nicht, wie lange „{name}“ schon läuft."),
+            (None, false) => format!("No sé cuánto tiempo lleva funcionando «{name}»."),
+        },
+    }
+}
+
+fn sentence_en(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime) -> String {
     let name = &a.name;
     match topic {
-        Topic::Status => {
-            let seen = a.last_seen.map(|t| format!(" (last report {})", ago(now - t))).unwrap_or_default();
+        Topic::Status | Topic::Health => {
+            let seen = a.last_seen.map(|t| format!(" (last report {})", ago(now - t, Lang::En))).unwrap_or_default();
             match a.status.as_str() {
                 "online" => format!("“{name}” is online{seen}."),
                 "offline" => format!("“{name}” is offline{seen}."),
@@ -112,7 +254,7 @@ fn sentence(a: &ApplianceFacts, topic: Topic, now: OffsetDateTime) -> String {
             list => format!("“{name}” has the address {}.", list.join(", ")),
         },
         Topic::Uptime => match a.uptime_s {
-            Some(s) => format!("“{name}” has been running for {} since its last restart.", duration(s)),
+            Some(s) => format!("“{name}” has been running for {} since its last restart.", duration(s, Lang::En)),
             None => format!("I don't know how long “{name}” has been running."),
         },
     }
@@ -136,21 +278,43 @@ fn size(bytes: u64) -> String {
     }
 }
 
-fn ago(d: time::Duration) -> String {
-    match d.whole_seconds().max(0) as u64 {
-        0..=9 => "just now".into(),
-        s => format!("{} ago", duration(s)),
+fn ago(d: time::Duration, lang: Lang) -> String {
+    match (d.whole_seconds().max(0) as u64, lang) {
+        (0..=9, _) => lang.pick("just now", "gerade eben", "hace un momento").into(),
+        (s, Lang::En) => format!("{} ago", duration(s, lang)),
+        (s, Lang::De) => format!("vor {}", duration(s, lang)),
+        (s, Lang::Es) => format!("hace {}", duration(s, lang)),
     }
 }
 
-fn duration(s: u64) -> String {
-    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    match s {
-        0..=119 => plural(s, "second"),
-        120..=7199 => plural(s / 60, "minute"),
-        7200..=172_799 => plural(s / 3600, "hour"),
-        _ => plural(s / 86_400, "day"),
-    }
+fn duration(s: u64, lang: Lang) -> String {
+    let (n, unit) = match s {
+        0..=119 => (s, 0),
+        120..=7199 => (s / 60, 1),
+        7200..=172_799 => (s / 3600, 2),
+        _ => (s / 86_400, 3),
+    };
+    let one = n == 1;
+    let word = match (lang, unit, one) {
+        (Lang::En, 0, _) => "second",
+        (Lang::En, 1, _) => "minute",
+        (Lang::En, 2, _) => "hour",
+        (Lang::En, _, _) => "day",
+        (Lang::De, 0, true) => "Sekunde",
+        (Lang::De, 0, false) => "Sekunden",
+        (Lang::De, 1, true) => "Minute",
+        (Lang::De, 1, false) => "Minuten",
+        (Lang::De, 2, true) => "Stunde",
+        (Lang::De, 2, false) => "Stunden",
+        (Lang::De, _, true) => "Tag",
+        (Lang::De, _, false) => "Tagen",
+        (Lang::Es, 0, _) => "segundo",
+        (Lang::Es, 1, _) => "minuto",
+        (Lang::Es, 2, _) => "hora",
+        (Lang::Es, _, _) => "día",
+    };
+    let plural = if !one && lang != Lang::De { "s" } else { "" };
+    format!("{n} {word}{plural}")
 }
 
 #[cfg(test)]
@@ -188,14 +352,14 @@ mod tests {
             uptime_s: Some(90_000),
         };
         let ctx = Context::new(vec![a("online")], &AssistantConfig::default());
-        let s = answer(&ctx, &[Topic::Status, Topic::Disk, Topic::Address, Topic::Uptime], None);
+        let s = answer(&ctx, &[Topic::Status, Topic::Disk, Topic::Address, Topic::Uptime], None, Lang::En);
         assert!(s.contains("“kitchen” is online (last report 5 minutes ago)"), "{s}");
         assert!(s.contains("8.0 GB free of 32.0 GB") && s.contains("75% used"), "{s}");
         assert!(s.contains("192.168.1.2") && s.contains("25 hours"), "{s}");
         let ctx = Context::new(vec![a("offline")], &AssistantConfig::default());
-        let s = answer(&ctx, &[Topic::Status], None);
+        let s = answer(&ctx, &[Topic::Status], None, Lang::En);
         assert!(s.contains("is offline") && s.contains("When your appliance is offline"), "{s}");
         let none = Context::new(vec![], &AssistantConfig::default());
-        assert!(answer(&none, &[Topic::Status], None).contains("no appliance yet"));
+        assert!(answer(&none, &[Topic::Status], None, Lang::En).contains("no appliance yet"));
     }
 }

@@ -1,7 +1,8 @@
-//! `hearth-control-plane intents`: runs the assistant over JSON lines `{"id", "text"}` from
-//! stdin and writes one JSON line per input, `{"id", "action", "params", "reply", …}`, for
-//! `deploy/eval/intents.sh` to score. It needs no database: every line is a one-turn
-//! conversation of a tenant with one demo appliance.
+//! `hearth-control-plane intents`: runs the assistant over JSON lines `{"id", "text",
+//! "before"?}` from stdin and writes one JSON line per input, `{"id", "action", "params",
+//! "plan", "lang", "reply", …}`, for `deploy/eval/intents.sh` to score. It needs no
+//! database: every line is a conversation of a tenant with one demo appliance — the
+//! earlier customer turns of `before` (each answered by the assistant), then `text`.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -15,13 +16,15 @@ use super::{ApplianceFacts, Assistant, AssistantConfig, AssistantError, Backend,
 
 /// The evaluation command's options.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "Every line is answered as a one-turn conversation of a tenant that owns exactly one \
-demo appliance, named \"demo\" (id 00000000-0000-7000-8000-00000000de40, online, 12 GB of 32 GB free, address \
+#[command(after_help = "Every line is answered as a conversation of a tenant that owns exactly one demo \
+appliance, named \"demo\" (id 00000000-0000-7000-8000-00000000de40, online, 12 GB of 32 GB free, address \
 192.168.1.2), with low-risk confirmation on; no database is used.\n\n\
-Input, one JSON object per line: {\"id\": \"d001\", \"text\": \"Add user John\"} (other fields are ignored).\n\
-Output, one JSON object per input line, in order: {\"id\", \"action\" (null when no task is proposed), \"params\" \
-(as the catalog validator returns them, or null), \"reply\", \"backend\", \"degraded\", \"needs_confirmation\", \
-\"elapsed_us\"}. A line that cannot be read gets {\"id\", \"error\"} and the command exits with status 1 at the end.")]
+Input, one JSON object per line: {\"id\": \"d001\", \"text\": \"Add user John\"}, optionally with \"before\": \
+[earlier customer turns], each answered by the assistant before \"text\" is (other fields are ignored).\n\
+Output, one JSON object per input line, in order: {\"id\", \"action\" and \"params\" (the first proposed task, as the \
+catalog validator returns it, or null), \"plan\" (every proposed task in order: [{\"action\", \"params\"}]), \"lang\" \
+(en, de or es), \"reply\", \"backend\", \"degraded\", \"needs_confirmation\", \"elapsed_us\" (the last turn only)}. \
+A line that cannot be read gets {\"id\", \"error\"} and the command exits with status 1 at the end.")]
 pub struct IntentsArgs {
     /// Which backend answers: `rules` (deterministic, no network) or `ollama` (falls back to
     /// the rules when Ollama is down, slow or answers nonsense).
@@ -59,6 +62,15 @@ pub enum IntentsError {
 struct Input {
     id: Value,
     text: String,
+    /// Earlier customer turns of the conversation.
+    #[serde(default)]
+    before: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Step<'a> {
+    action: &'a str,
+    params: &'a Map<String, Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +78,8 @@ struct Output<'a> {
     id: &'a Value,
     action: Option<&'a str>,
     params: Option<&'a Map<String, Value>>,
+    plan: Vec<Step<'a>>,
+    lang: &'static str,
     reply: &'a str,
     backend: Backend,
     degraded: bool,
@@ -118,19 +132,39 @@ pub async fn run(args: IntentsArgs) -> Result<(), IntentsError> {
                     .to_string()
             }
             Ok(input) => {
+                let mut turns = Vec::new();
+                let mut failed = None;
+                for earlier in input.before {
+                    turns.push(Turn::customer(earlier));
+                    match assistant.respond(&ctx, &turns).await {
+                        Ok(a) => turns.push(Turn::assistant(a.reply)),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                turns.push(Turn::customer(input.text));
                 let started = Instant::now();
-                match assistant.respond(&ctx, &[Turn::customer(input.text)]).await {
+                let answer = match failed {
+                    Some(e) => Err(e),
+                    None => assistant.respond(&ctx, &turns).await,
+                };
+                match answer {
                     Err(e) => {
                         bad += 1;
                         serde_json::json!({"id": input.id, "error": format!("line {total}: {e}")}).to_string()
                     }
                     Ok(answer) => {
                         let elapsed_us = started.elapsed().as_micros();
-                        let p = answer.proposal.as_ref();
+                        let p = answer.proposals.first();
                         serde_json::to_string(&Output {
                             id: &input.id,
                             action: p.map(|p| p.action.as_str()),
                             params: p.map(|p| &p.params),
+                            plan: answer
+                                .proposals
+                                .iter()
+                                .map(|p| Step { action: p.action.as_str(), params: &p.params })
+                                .collect(),
+                            lang: answer.language.code(),
                             reply: &answer.reply,
                             backend: answer.backend_used,
                             degraded: answer.degraded,

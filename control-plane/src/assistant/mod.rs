@@ -9,13 +9,15 @@
 //!              ▼                                appliances, risk → needs_confirmation
 //!           refusal                                 │
 //!                                                   ▼
-//!                                       Answer { reply, proposal?, backend_used, degraded }
+//!                      Answer { reply, proposals (a plan, in order), language, backend_used, degraded }
 //! ```
 //!
 //! - [`guard`]: refusals decided before any backend reads the text (instructions to the
 //!   assistant, shell commands, other customers, foreign appliance ids).
-//! - [`rules`]: the deterministic backend — objects and verbs of requests, with
-//!   [`extract`] filling parameters by the catalog's formats and enums, [`facts`] and
+//! - [`rules`]: the deterministic backend — a request cut into its steps, each recognised
+//!   by the objects and verbs it names, with [`extract`] filling parameters by the catalog's
+//!   formats and enums (explicit values first); a missing detail asked for and taken from
+//!   the next turn; [`lang`] for German and Spanish requests and answers; [`facts`] and
 //!   [`knowledge`] answering questions; the embedded default and the fallback.
 //! - [`ollama`]: the LLM backend through ollama-rs; [`prompt`] builds its system prompt and
 //!   the JSON schema of its answer from the catalog, the appliances and the knowledge base.
@@ -39,6 +41,7 @@ mod facts;
 mod guard;
 pub mod intents;
 mod knowledge;
+mod lang;
 mod ollama;
 mod prompt;
 mod rules;
@@ -54,6 +57,7 @@ use time::OffsetDateTime;
 /// Who said a turn: the same type as a stored message's role.
 pub use crate::model::MessageRole as Role;
 pub use config::AssistantConfig;
+pub use lang::Lang;
 
 /// Longest customer (or assistant) turn accepted, in characters.
 pub const MAX_TURN_CHARS: usize = 4000;
@@ -72,6 +76,21 @@ pub struct Context {
     pub policy: Policy,
     /// Low-risk proposals wait for confirmation too (high-risk ones always do).
     pub confirm_low_risk: bool,
+    /// The appliances' latest tasks, newest first (for "is my box ok?").
+    pub recent_tasks: Vec<TaskFacts>,
+}
+
+/// One recent task of an appliance.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskFacts {
+    pub appliance_id: ApplianceId,
+    pub action: String,
+    pub params: Map<String, Value>,
+    /// A task status: `queued` … `succeeded`, `failed`, `timed_out`, `cancelled`.
+    pub status: String,
+    /// When it finished, else when it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 impl Context {
@@ -83,6 +102,7 @@ impl Context {
             current_appliance: None,
             policy: Policy::default(),
             confirm_low_risk: config.confirm_low_risk,
+            recent_tasks: Vec::new(),
         }
     }
 
@@ -154,8 +174,11 @@ impl Backend {
 pub struct Answer {
     /// For the customer; plain text with a little markdown.
     pub reply: String,
-    /// At most one task, already validated; never run without the caller's decision.
-    pub proposal: Option<Proposal>,
+    /// The tasks asked for, in order (a plan of several steps, one, or none), each already
+    /// validated; never run without the caller's decision.
+    pub proposals: Vec<Proposal>,
+    /// The language of the reply (the customer's request's).
+    pub language: Lang,
     pub backend_used: Backend,
     /// The LLM was configured but failed (unreachable, too slow, malformed answer), so the
     /// rules backend answered; the reply says so.
@@ -173,6 +196,10 @@ pub struct Proposal {
     pub risk: Risk,
     /// High-risk actions always; low-risk ones unless the tenant opted out.
     pub needs_confirmation: bool,
+    /// What it does, in a few words of the customer's language.
+    pub summary: String,
+    /// The customer's language (for the words of its outcome).
+    pub language: Lang,
 }
 
 /// A conversation the assistant cannot answer, or a configuration it cannot use.
@@ -222,7 +249,13 @@ impl Assistant {
         // Refusals that need no model: instructions to the assistant, shell commands,
         // other customers. The model never sees these.
         if let Some(reply) = guard::guard(ctx, text) {
-            return Ok(Answer { reply, proposal: None, backend_used: Backend::Rules, degraded: false });
+            return Ok(Answer {
+                reply,
+                proposals: Vec::new(),
+                language: Lang::En,
+                backend_used: Backend::Rules,
+                degraded: false,
+            });
         }
         let Some(llm) = &self.ollama else {
             return Ok(rules_answer(ctx, turns, false));
@@ -243,6 +276,12 @@ impl Assistant {
     }
 }
 
+/// What a finished task of a proposal did, in words a household understands ("Emma can now
+/// sign in"), or that it did not work, in `lang`.
+pub fn outcome(action: &str, params: &Map<String, Value>, succeeded: bool, lang: Lang) -> String {
+    vet::outcome(action, params, succeeded, lang)
+}
+
 fn check_turns(turns: &[Turn]) -> Result<&str, AssistantError> {
     if turns.len() > MAX_TURNS {
         return Err(AssistantError::TooManyTurns { count: turns.len() });
@@ -261,17 +300,71 @@ fn check_turns(turns: &[Turn]) -> Result<&str, AssistantError> {
 }
 
 fn rules_answer(ctx: &Context, turns: &[Turn], degraded: bool) -> Answer {
-    let (reply, proposal) = match rules::interpret(ctx, turns) {
-        rules::Interpretation::Reply(reply) => (reply, None),
-        rules::Interpretation::Task { action, params, appliance } => {
-            match vet::vet(ctx, &action, &Value::Object(params), appliance.as_deref()) {
-                Ok((proposal, summary)) => (summary, Some(proposal)),
-                Err(reply) => (reply, None),
-            }
-        }
+    let understood = rules::interpret(ctx, turns);
+    let lang = understood.lang;
+    let (reply, proposals) = match understood.what {
+        rules::Interpretation::Reply(reply) => (reply, Vec::new()),
+        rules::Interpretation::Plan { steps, cannot } => plan_answer(ctx, lang, &steps, &cannot),
     };
     let reply = if degraded { format!("{REDUCED_MODE_NOTICE}\n\n{reply}") } else { reply };
-    Answer { reply, proposal, backend_used: Backend::Rules, degraded }
+    Answer { reply, proposals, language: lang, backend_used: Backend::Rules, degraded }
+}
+
+/// Every step vetted on its own. All valid: the plan, presented step by step (with what
+/// cannot be done named). One not: no proposal, and the reply says which step and why
+/// (or asks for its missing detail, which the next turn fills).
+fn plan_answer(ctx: &Context, lang: Lang, steps: &[rules::Step], cannot: &[String]) -> (String, Vec<Proposal>) {
+    let total = steps.len();
+    let mut proposals = Vec::new();
+    let mut summaries = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        match vet::vet_in(ctx, lang, s.action, &Value::Object(s.params.clone()), s.appliance.as_deref()) {
+            Ok((p, summary)) => {
+                proposals.push(p);
+                summaries.push(summary);
+            }
+            Err(reply) if total == 1 => return (with_cannot(reply, cannot, lang), Vec::new()),
+            Err(reply) => {
+                let head = match lang {
+                    Lang::En => format!("Step {} of {total} of your request:", i + 1),
+                    Lang::De => format!("Schritt {} von {total} Ihrer Anfrage:", i + 1),
+                    Lang::Es => format!("Paso {} de {total} de su petición:", i + 1),
+                };
+                return (with_cannot(format!("{head} {reply}"), cannot, lang), Vec::new());
+            }
+        }
+    }
+    let reply = if total == 1 {
+        summaries.remove(0)
+    } else {
+        let head = match lang {
+            Lang::En => format!("Here is the plan, {total} steps in this order:"),
+            Lang::De => format!("Hier ist der Plan, {total} Schritte in dieser Reihenfolge:"),
+            Lang::Es => format!("Este es el plan, {total} pasos en este orden:"),
+        };
+        let list: Vec<String> = summaries.iter().enumerate().map(|(i, s)| format!("{}. {s}", i + 1)).collect();
+        let tail = lang.pick(
+            "You can confirm all steps together or each one on its own.",
+            "Sie können alle Schritte zusammen oder jeden einzeln bestätigen.",
+            "Puede confirmar todos los pasos juntos o cada uno por separado.",
+        );
+        format!("{head}\n{}\n\n{tail}", list.join("\n"))
+    };
+    (with_cannot(reply, cannot, lang), proposals)
+}
+
+/// The reply, followed by the parts of the request that are no catalog action.
+fn with_cannot(reply: String, cannot: &[String], lang: Lang) -> String {
+    if cannot.is_empty() {
+        return reply;
+    }
+    let list = cannot.iter().map(|c| format!("“{c}”")).collect::<Vec<_>>().join(", ");
+    let note = match lang {
+        Lang::En => format!("I can't do {list}: that is not something your appliance does, so it is not in the plan."),
+        Lang::De => format!("{list} kann ich nicht tun: Das gehört nicht zu den Aufgaben Ihres Geräts."),
+        Lang::Es => format!("No puedo hacer {list}: no es algo que haga su equipo, así que no está en el plan."),
+    };
+    format!("{reply}\n\n{note}")
 }
 
 fn model_answer(ctx: &Context, said: ollama::ModelAnswer) -> Answer {
@@ -288,5 +381,11 @@ fn model_answer(ctx: &Context, said: ollama::ModelAnswer) -> Answer {
             }
         },
     };
-    Answer { reply, proposal, backend_used: Backend::Ollama, degraded: false }
+    Answer {
+        reply,
+        proposals: proposal.into_iter().collect(),
+        language: Lang::En,
+        backend_used: Backend::Ollama,
+        degraded: false,
+    }
 }

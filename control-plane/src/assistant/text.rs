@@ -12,9 +12,11 @@ pub(crate) struct Tok {
     pub quoted: bool,
     /// The punctuation that followed it (`,` `;` `.` `!` `?` `:`), if any.
     pub trail: Option<char>,
+    /// It was written inside parentheses: an aside such as a full name.
+    pub paren: bool,
 }
 
-const OPENERS: &[char] = &['"', '\'', '“', '‘', '«', '(', '[', '{', '<', '`'];
+const OPENERS: &[char] = &['"', '\'', '“', '‘', '«', '(', '[', '{', '<', '`', '¿', '¡'];
 const CLOSERS: &[char] = &['"', '\'', '”', '’', '»', ')', ']', '}', '>', '`'];
 const QUOTES: &[char] = &['"', '\'', '“', '”', '‘', '’', '«', '»', '`'];
 const TRAILING: &[char] = &[',', ';', '.', '!', '?', ':'];
@@ -27,7 +29,17 @@ pub(crate) fn tokenize(text: &str) -> Vec<Tok> {
     for a in ARROWS {
         spaced = spaced.replace(a, " -> ");
     }
+    // `CN=vault.home`, `username=bob`: a key and its value are two words.
+    let spaced: String = spaced
+        .split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() && k.chars().all(char::is_alphabetic) => format!("{k} {v}"),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let pieces: Vec<&str> = spaced.split_whitespace().collect();
+    let mut in_paren = false;
     let mut toks = Vec::with_capacity(pieces.len());
     let mut i = 0;
     while i < pieces.len() {
@@ -40,9 +52,13 @@ pub(crate) fn tokenize(text: &str) -> Vec<Tok> {
             }
         }
         let joined = pieces[i..=end].join(" ");
-        if let Some(t) = clean(&joined) {
+        let opens = joined.starts_with('(');
+        let closes = joined.trim_end_matches(TRAILING).ends_with(')');
+        if let Some(mut t) = clean(&joined) {
+            t.paren = in_paren || opens;
             toks.push(t);
         }
+        in_paren = (in_paren || opens) && !closes;
         i = end + 1;
     }
     toks
@@ -54,7 +70,7 @@ fn closes_quote(piece: &str) -> bool {
 
 fn clean(piece: &str) -> Option<Tok> {
     if piece == "->" {
-        return Some(Tok { raw: piece.into(), low: piece.into(), quoted: false, trail: None });
+        return Some(Tok { raw: piece.into(), low: piece.into(), quoted: false, trail: None, paren: false });
     }
     let mut s = piece;
     let mut quoted = false;
@@ -78,7 +94,7 @@ fn clean(piece: &str) -> Option<Tok> {
             break;
         }
     }
-    (!s.is_empty()).then(|| Tok { raw: s.to_string(), low: s.to_lowercase(), quoted, trail })
+    (!s.is_empty()).then(|| Tok { raw: s.to_string(), low: s.to_lowercase(), quoted, trail, paren: false })
 }
 
 /// The lower-case words joined by single spaces, with a space at both ends, so that
@@ -172,6 +188,11 @@ mod tests {
         assert_eq!(raws("bob's password?"), ["bob's", "password"]);
         assert_eq!(raws(".. ?"), Vec::<String>::new());
         assert_eq!(raws("(x.home)."), ["x.home"]);
+        assert_eq!(raws("issue a cert, CN=vault.home"), ["issue", "a", "cert", "CN", "vault.home"]);
+        let t = tokenize("for our au pair (Sofia Rossi), username sofia");
+        let paren: Vec<bool> = t.iter().map(|t| t.paren).collect();
+        assert_eq!(paren, [false, false, false, false, true, true, false, false]);
+        assert_eq!(raws("¿Está mi equipo en línea?"), ["Está", "mi", "equipo", "en", "línea"]);
     }
 
     #[test]

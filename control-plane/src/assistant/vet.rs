@@ -7,29 +7,188 @@
 use hearth_protocol::catalog::{Action, Catalog, Rejection, Risk};
 use serde_json::{Map, Value};
 
+use super::lang::Lang;
 use super::text::shorten;
 use super::{ApplianceFacts, Context, Proposal};
 
 /// A proposal and the sentence that presents it, or the reply that explains why there is
-/// none.
+/// none (in English).
 pub(crate) fn vet(
     ctx: &Context,
     action: &str,
     params: &Value,
     appliance: Option<&str>,
 ) -> Result<(Proposal, String), String> {
+    vet_in(ctx, Lang::En, action, params, appliance)
+}
+
+/// [`vet`], answering in `lang`.
+pub(crate) fn vet_in(
+    ctx: &Context,
+    lang: Lang,
+    action: &str,
+    params: &Value,
+    appliance: Option<&str>,
+) -> Result<(Proposal, String), String> {
     let catalog = Catalog::embedded();
     let Some(a) = catalog.action(action) else {
-        return Err(format!("Sorry, that is not something I can do. {}", capabilities()));
+        return Err(format!(
+            "{} {}",
+            lang.pick(
+                "Sorry, that is not something I can do.",
+                "Das kann ich leider nicht tun.",
+                "Lo siento, eso no puedo hacerlo."
+            ),
+            capabilities_in(lang)
+        ));
     };
     let Some(params) = params.as_object() else {
         return Err(format!("Sorry, I can't do that: the details for “{}” are not in a form I can use.", a.id));
     };
     let target = resolve(ctx, appliance)?;
-    let (a, params) = catalog.validate(&a.id, params, &ctx.policy).map_err(|r| rejection_reply(a, &r))?;
+    let (a, params) = catalog.validate(&a.id, params, &ctx.policy).map_err(|r| rejection_reply(a, &r, lang))?;
     let needs_confirmation = a.risk == Risk::High || ctx.confirm_low_risk;
-    let summary = summary(a, &params, target, needs_confirmation);
-    Ok((Proposal { action: a.id.clone(), params, appliance_id: target.id, risk: a.risk, needs_confirmation }, summary))
+    let summary = summary(a, &params, target, needs_confirmation, lang);
+    let described = describe(&a.id, &params, lang);
+    Ok((
+        Proposal {
+            action: a.id.clone(),
+            params,
+            appliance_id: target.id,
+            risk: a.risk,
+            needs_confirmation,
+            summary: described,
+            language: lang,
+        },
+        summary,
+    ))
+}
+
+/// What an action does, in `lang` (the catalog's own description in English).
+fn description(a: &Action, lang: Lang) -> String {
+    let (de, es) = match a.id.as_str() {
+        "users.add" => ("ein Benutzerkonto auf dem Gerät anlegen", "crear una cuenta de usuario en el equipo"),
+        "users.remove" => ("ein Benutzerkonto vom Gerät löschen", "eliminar una cuenta de usuario del equipo"),
+        "users.reset_password" => (
+            "einem Benutzer ein neues vorläufiges Passwort geben, das beim nächsten Anmelden geändert werden muss",
+            "dar a un usuario una contraseña temporal nueva que deberá cambiar al iniciar sesión",
+        ),
+        "shares.add" => ("eine Dateifreigabe (Samba) anlegen", "crear una carpeta compartida (Samba)"),
+        "shares.remove" => (
+            "eine Dateifreigabe entfernen (die Dateien bleiben auf der Platte)",
+            "quitar una carpeta compartida (los archivos se quedan en el disco)",
+        ),
+        "dns.record.add" => (
+            "einen lokalen DNS-Namen anlegen oder ändern, der auf eine Adresse zeigt",
+            "añadir o cambiar un nombre DNS local que apunta a una dirección",
+        ),
+        "dns.record.remove" => ("einen lokalen DNS-Namen entfernen", "quitar un nombre DNS local"),
+        "dns.forwarders.set" => (
+            "die DNS-Server festlegen, an die das Gerät Anfragen weitergibt",
+            "fijar los servidores DNS a los que el equipo reenvía las consultas",
+        ),
+        "mail.alias.add" => (
+            "einen Mail-Alias anlegen, der an einen lokalen Benutzer oder eine E-Mail-Adresse zustellt",
+            "añadir un alias de correo que entrega a un usuario local o a una dirección",
+        ),
+        "mail.alias.remove" => ("einen Mail-Alias entfernen", "quitar un alias de correo"),
+        "pki.cert.issue" => (
+            "ein Zertifikat der lokalen CA des Geräts für einen lokalen Namen ausstellen",
+            "emitir un certificado de la CA local del equipo para un nombre local",
+        ),
+        "service.restart" => ("einen Dienst des Geräts neu starten", "reiniciar uno de los servicios del equipo"),
+        "appliance.reboot" => ("das Gerät neu starten", "reiniciar el equipo"),
+        _ => ("", ""),
+    };
+    match lang {
+        Lang::De if !de.is_empty() => de.to_string(),
+        Lang::Es if !es.is_empty() => es.to_string(),
+        _ => lower_first(a.description.trim_end_matches('.')),
+    }
+}
+
+/// A proposal in a few words: what it does and its details.
+pub(crate) fn describe(action: &str, params: &Map<String, Value>, lang: Lang) -> String {
+    let Some(a) = Catalog::embedded().action(action) else { return shorten(action, 64) };
+    let what = upper_first(&description(a, lang));
+    let details: Vec<String> = params
+        .iter()
+        .filter(|(_, v)| !matches!(v, Value::Bool(false)))
+        .map(|(k, v)| format!("{}: {}", label(k, lang), show(v, lang)))
+        .collect();
+    if details.is_empty() {
+        what
+    } else {
+        format!("{what} ({})", details.join("; "))
+    }
+}
+
+fn text_param<'a>(params: &'a Map<String, Value>, key: &str) -> &'a str {
+    params.get(key).and_then(Value::as_str).unwrap_or("?")
+}
+
+/// What a finished task did, in words a household understands ("Emma can now sign in"),
+/// or that it did not work.
+pub(crate) fn outcome(action: &str, params: &Map<String, Value>, succeeded: bool, lang: Lang) -> String {
+    let p = |k: &str| shorten(text_param(params, k), 64);
+    if !succeeded {
+        let what = describe(action, params, lang);
+        return match lang {
+            Lang::En => format!(
+                "That did not work: {what}. Nothing else was changed; the technical log below says why. You can try \
+                 again or ask us for help."
+            ),
+            Lang::De => format!(
+                "Das hat nicht geklappt: {what}. Sonst wurde nichts geändert; das technische Protokoll unten nennt \
+                 den Grund."
+            ),
+            Lang::Es => format!(
+                "No ha funcionado: {what}. No se ha cambiado nada más; el registro técnico de abajo explica por qué."
+            ),
+        };
+    }
+    let name = || upper_first(&p("username"));
+    match (lang, action) {
+        (Lang::En, "users.add") => format!("{} can now sign in.", name()),
+        (Lang::En, "users.remove") => format!("The account “{}” is gone; it can no longer sign in.", p("username")),
+        (Lang::En, "users.reset_password") => {
+            format!("{} has a new temporary password and will choose their own at the next sign-in.", name())
+        }
+        (Lang::En, "shares.add") => format!("The shared folder “{}” is ready to use.", p("name")),
+        (Lang::En, "shares.remove") => {
+            format!("The folder “{}” is no longer shared; its files are still on the disk.", p("name"))
+        }
+        (Lang::En, "dns.record.add") => {
+            format!("{} now leads to {} on your home network.", p("hostname"), p("ip"))
+        }
+        (Lang::En, "dns.record.remove") => format!("{} no longer has a local address.", p("hostname")),
+        (Lang::En, "dns.forwarders.set") => {
+            format!("Your appliance now looks up internet names through {}.", show(&params["servers"], lang))
+        }
+        (Lang::En, "mail.alias.add") => format!("Mail for {} now goes to {}.", p("alias"), p("destination")),
+        (Lang::En, "mail.alias.remove") => format!("Mail for {} is no longer delivered anywhere.", p("alias")),
+        (Lang::En, "pki.cert.issue") => format!("A certificate for {} is ready.", p("common_name")),
+        (Lang::En, "service.restart") => format!("The {} service has been restarted.", p("service")),
+        (Lang::En, "appliance.reboot") => "Your appliance has restarted.".into(),
+        (Lang::De, "users.add") => format!("{} kann sich jetzt anmelden.", name()),
+        (Lang::Es, "users.add") => format!("{} ya puede iniciar sesión.", name()),
+        (Lang::De, _) => format!("Erledigt: {}.", describe(action, params, lang)),
+        (Lang::Es, _) => format!("Hecho: {}.", describe(action, params, lang)),
+        _ => format!("Done: {}.", describe(action, params, lang)),
+    }
+}
+
+/// A task of the appliance's history in words: its outcome when finished, else what it is
+/// doing.
+pub(crate) fn task_words(action: &str, params: &Map<String, Value>, status: &str, lang: Lang) -> String {
+    match status {
+        "succeeded" => outcome(action, params, true, lang),
+        "failed" | "timed_out" => outcome(action, params, false, lang),
+        "cancelled" => {
+            format!("{} — {}", describe(action, params, lang), lang.pick("cancelled", "abgebrochen", "cancelada"))
+        }
+        _ => format!("{} — {}", describe(action, params, lang), lang.pick("in progress", "läuft noch", "en curso")),
+    }
 }
 
 /// The appliance a proposal is for: the one named (by id or name), else the
@@ -75,24 +234,71 @@ fn yours(ctx: &Context) -> String {
     }
 }
 
-fn rejection_reply(a: &Action, r: &Rejection) -> String {
-    let what = lower_first(a.description.trim_end_matches('.'));
-    match (r.rule, r.param.as_deref()) {
-        ("missing_parameter", Some(p)) => {
+fn rejection_reply(a: &Action, r: &Rejection, lang: Lang) -> String {
+    let what = description(a, lang);
+    match (r.rule, r.param.as_deref(), lang) {
+        ("missing_parameter", Some(p), Lang::En) => {
             let desc = a.params.pointer(&format!("/properties/{p}/description")).and_then(Value::as_str);
             match desc {
-                Some(d) => {
-                    format!("I can {what}, but I need one more detail: the {} ({d}). What should it be?", label(p))
-                }
-                None => format!("I can {what}, but I need one more detail: the {}. What should it be?", label(p)),
+                Some(d) => format!(
+                    "I can {what}, but I need one more detail: the {} ({d}). What should it be?",
+                    label(p, lang)
+                ),
+                None => format!("I can {what}, but I need one more detail: the {}. What should it be?", label(p, lang)),
             }
         }
-        _ => format!("Sorry, I can't do that: {}.", r.message),
+        ("missing_parameter", Some(p), Lang::De) => {
+            format!("Ich kann {what}, brauche aber noch eine Angabe: {}. Wie soll sie lauten?", label(p, lang))
+        }
+        ("missing_parameter", Some(p), Lang::Es) => {
+            format!("Puedo {what}, pero me falta un dato: {}. ¿Cuál debe ser?", label(p, lang))
+        }
+        (_, _, Lang::En) => format!("Sorry, I can't do that: {}.", r.message),
+        (_, _, Lang::De) => format!("Das geht leider nicht: {}.", r.message),
+        (_, _, Lang::Es) => format!("Lo siento, no puedo hacerlo: {}.", r.message),
     }
 }
 
 /// How a parameter is called in a sentence.
-fn label(param: &str) -> String {
+fn label(param: &str, lang: Lang) -> String {
+    match lang {
+        Lang::En => label_en(param),
+        Lang::De => match param {
+            "username" => "Benutzername".into(),
+            "full_name" => "vollständiger Name".into(),
+            "groups" => "Gruppen".into(),
+            "name" => "Name".into(),
+            "users" => "Benutzer".into(),
+            "read_only" => "nur lesen".into(),
+            "hostname" | "common_name" => "Hostname".into(),
+            "ip" => "IP-Adresse".into(),
+            "servers" => "DNS-Server".into(),
+            "alias" => "Alias".into(),
+            "destination" => "Ziel".into(),
+            "alt_names" => "weitere Namen".into(),
+            "service" => "Dienst".into(),
+            other => other.replace('_', " "),
+        },
+        Lang::Es => match param {
+            "username" => "nombre de usuario".into(),
+            "full_name" => "nombre completo".into(),
+            "groups" => "grupos".into(),
+            "name" => "nombre".into(),
+            "users" => "usuarios".into(),
+            "read_only" => "solo lectura".into(),
+            "hostname" | "common_name" => "nombre de host".into(),
+            "ip" => "dirección IP".into(),
+            "servers" => "servidores DNS".into(),
+            "alias" => "alias".into(),
+            "destination" => "destino".into(),
+            "alt_names" => "otros nombres".into(),
+            "service" => "servicio".into(),
+            other => other.replace('_', " "),
+        },
+    }
+}
+
+fn label_en(param: &str) -> String {
     match param {
         "username" => "user name".into(),
         "ip" => "IP address".into(),
@@ -104,13 +310,21 @@ fn label(param: &str) -> String {
     }
 }
 
-fn show(v: &Value) -> String {
+fn show(v: &Value, lang: Lang) -> String {
     match v {
         Value::String(s) => shorten(s, 128),
-        Value::Bool(true) => "yes".into(),
+        Value::Bool(true) => lang.pick("yes", "ja", "sí").into(),
         Value::Bool(false) => "no".into(),
-        Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
+        Value::Array(items) => items.iter().map(|i| show(i, lang)).collect::<Vec<_>>().join(", "),
         other => shorten(&other.to_string(), 128),
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -122,34 +336,65 @@ fn lower_first(s: &str) -> String {
     }
 }
 
-fn summary(a: &Action, params: &Map<String, Value>, target: &ApplianceFacts, needs_confirmation: bool) -> String {
-    let what = lower_first(a.description.trim_end_matches('.'));
-    let details: Vec<String> = params.iter().map(|(k, v)| format!("{}: {}", label(k), show(v))).collect();
-    let mut s = format!("I can do this on “{}”: {what}", target.name);
+fn summary(
+    a: &Action,
+    params: &Map<String, Value>,
+    target: &ApplianceFacts,
+    needs_confirmation: bool,
+    lang: Lang,
+) -> String {
+    let what = description(a, lang);
+    let details: Vec<String> = params.iter().map(|(k, v)| format!("{}: {}", label(k, lang), show(v, lang))).collect();
+    let name = &target.name;
+    let mut s = match lang {
+        Lang::En => format!("I can do this on “{name}”: {what}"),
+        Lang::De => format!("Das kann ich auf „{name}“ tun: {what}"),
+        Lang::Es => format!("Puedo hacer esto en «{name}»: {what}"),
+    };
     if !details.is_empty() {
         s.push_str(&format!(" ({})", details.join("; ")));
     }
     s.push('.');
     if target.status != "online" {
-        let state = if target.status == "never_seen" { "not connected yet" } else { "offline" };
-        s.push_str(&format!(" “{}” is {state} right now; the task will run when it is back online.", target.name));
+        s.push_str(&match lang {
+            Lang::En => {
+                let state = if target.status == "never_seen" { "not connected yet" } else { "offline" };
+                format!(" “{name}” is {state} right now; the task will run when it is back online.")
+            }
+            Lang::De => {
+                format!(" „{name}“ ist gerade nicht verbunden; die Aufgabe läuft, sobald es wieder online ist.")
+            }
+            Lang::Es => format!(" «{name}» no está conectado ahora; la tarea se hará cuando vuelva a estar en línea."),
+        });
     }
     s.push_str(match (a.risk, needs_confirmation) {
-        (Risk::High, _) => " This is a high-risk change: please confirm that you want it.",
-        (Risk::Low, true) => " Shall I go ahead? Please confirm.",
-        (Risk::Low, false) => " I'll start it right away.",
+        (Risk::High, _) => lang.pick(
+            " This is a high-risk change: please confirm that you want it.",
+            " Das ist eine riskante Änderung: Bitte bestätigen Sie, dass Sie sie wollen.",
+            " Es un cambio de alto riesgo: confirme que lo quiere.",
+        ),
+        (Risk::Low, true) => lang.pick(
+            " Shall I go ahead? Please confirm.",
+            " Soll ich das tun? Bitte bestätigen Sie.",
+            " ¿Lo hago? Confírmelo, por favor.",
+        ),
+        (Risk::Low, false) => {
+            lang.pick(" I'll start it right away.", " Ich starte es sofort.", " Lo empiezo ahora mismo.")
+        }
     });
     s
 }
 
 /// What the assistant can do, from the catalog's descriptions.
 pub(crate) fn capabilities() -> String {
-    let list: Vec<String> = Catalog::embedded()
-        .actions
-        .iter()
-        .map(|a| format!("- {}", lower_first(a.description.trim_end_matches('.'))))
-        .collect();
-    format!("Here is what I can do for you:\n{}", list.join("\n"))
+    capabilities_in(Lang::En)
+}
+
+/// [`capabilities`] in `lang`.
+pub(crate) fn capabilities_in(lang: Lang) -> String {
+    let list: Vec<String> = Catalog::embedded().actions.iter().map(|a| format!("- {}", description(a, lang))).collect();
+    let head = lang.pick("Here is what I can do for you:", "Das kann ich für Sie tun:", "Esto es lo que puedo hacer:");
+    format!("{head}\n{}", list.join("\n"))
 }
 
 #[cfg(test)]

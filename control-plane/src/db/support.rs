@@ -25,7 +25,7 @@ pub struct Conversation {
     pub updated_at: OffsetDateTime,
 }
 
-/// A task the assistant proposed.
+/// A task the assistant proposed: one step of the plan its message proposes.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(as = SupportProposal)]
 pub struct ProposalRow {
@@ -43,6 +43,12 @@ pub struct ProposalRow {
     /// False only for low-risk actions of a tenant that opted out of confirming them (the
     /// task was then created at once).
     pub needs_confirmation: bool,
+    /// Its place in the message's plan: 1, 2, 3… in the order the customer asked.
+    pub step: i32,
+    /// What it does, in words of the customer's language (the action id is `action`).
+    pub summary: String,
+    /// The customer's language: `en`, `de` or `es`.
+    pub language: String,
     /// `pending` (waits for the customer), `confirmed` (the task exists), `superseded` (the
     /// customer wrote again first; it can no longer be confirmed).
     pub status: ProposalStatus,
@@ -68,15 +74,19 @@ pub struct Message {
     pub degraded: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// The task this message proposes, if any.
+    /// The first (or only) task this message proposes, if any: `plan[0]`.
     #[sqlx(skip)]
     pub proposal: Option<ProposalRow>,
+    /// Every task this message proposes, in order (several steps of one request); empty when
+    /// none.
+    #[sqlx(skip)]
+    pub plan: Vec<ProposalRow>,
 }
 
 const CONVERSATION: &str = "id, appliance_id, started_by, created_at, updated_at";
 const MESSAGE: &str = "id, seq, role, body, backend, degraded, created_at";
-const PROPOSAL: &str = "id, message_id, appliance_id, action, params, risk, needs_confirmation, status, task_id, \
-                        decided_at";
+const PROPOSAL: &str = "id, message_id, appliance_id, action, params, risk, needs_confirmation, step, summary, \
+                        language, status, task_id, decided_at";
 
 pub async fn create_conversation(
     conn: &mut PgConnection,
@@ -147,8 +157,12 @@ pub async fn messages(
     if messages.iter().any(|m| m.role == MessageRole::Assistant) {
         for p in proposals(conn, tenant, conversation).await? {
             if let Some(m) = messages.iter_mut().find(|m| m.id == p.message_id) {
-                m.proposal = Some(p);
+                m.plan.push(p);
             }
+        }
+        for m in &mut messages {
+            m.plan.sort_by_key(|p| p.step);
+            m.proposal = m.plan.first().cloned();
         }
     }
     Ok(messages)
@@ -236,9 +250,13 @@ pub struct NewProposal<'a> {
     pub params: &'a Map<String, Value>,
     pub risk: Risk,
     pub needs_confirmation: bool,
+    /// 1, 2, 3… within the message's plan.
+    pub step: i32,
+    pub summary: &'a str,
+    pub language: &'a str,
 }
 
-/// Records the assistant's proposal made in `message`.
+/// Records one step of the plan the assistant proposed in `message`.
 pub async fn insert_proposal(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -252,8 +270,8 @@ pub async fn insert_proposal(
     };
     sqlx::query_as(&format!(
         "INSERT INTO support_proposals (id, tenant_id, conversation_id, message_id, appliance_id, action, params,
-                                        risk, needs_confirmation)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {PROPOSAL}"
+                                        risk, needs_confirmation, step, summary, language)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {PROPOSAL}"
     ))
     .bind(ProposalId::new())
     .bind(tenant)
@@ -264,6 +282,9 @@ pub async fn insert_proposal(
     .bind(Value::Object(p.params.clone()))
     .bind(risk)
     .bind(p.needs_confirmation)
+    .bind(p.step)
+    .bind(p.summary)
+    .bind(p.language)
     .fetch_one(conn)
     .await
 }
@@ -275,7 +296,7 @@ pub async fn proposals(
     conversation: ConversationId,
 ) -> Result<Vec<ProposalRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {PROPOSAL} FROM support_proposals WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id"
+        "SELECT {PROPOSAL} FROM support_proposals WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id, step"
     ))
     .bind(tenant)
     .bind(conversation)
@@ -298,6 +319,25 @@ pub async fn lock_proposal(
     .bind(conversation)
     .bind(id)
     .fetch_optional(conn)
+    .await
+}
+
+/// The plan proposed in one message, in step order, its rows locked until the transaction
+/// ends.
+pub async fn lock_plan(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    conversation: ConversationId,
+    message: MessageId,
+) -> Result<Vec<ProposalRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PROPOSAL} FROM support_proposals WHERE tenant_id = $1 AND conversation_id = $2 AND message_id = $3
+         ORDER BY step FOR UPDATE"
+    ))
+    .bind(tenant)
+    .bind(conversation)
+    .bind(message)
+    .fetch_all(conn)
     .await
 }
 

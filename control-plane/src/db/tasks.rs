@@ -107,6 +107,27 @@ pub async fn list_for_appliance(
     .await
 }
 
+/// The `per_appliance` most recent tasks of each of `appliances`, newest first per
+/// appliance, in one query.
+pub async fn recent_for_appliances(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    appliances: &[ApplianceId],
+    per_appliance: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM (
+           SELECT t.*, row_number() OVER (PARTITION BY appliance_id ORDER BY created_at DESC, id DESC) AS n
+             FROM tasks t WHERE tenant_id = $1 AND appliance_id = ANY($2::uuid[])
+         ) recent WHERE n <= $3 ORDER BY appliance_id, created_at DESC, id DESC"
+    ))
+    .bind(tenant)
+    .bind(appliances.iter().map(|a| *a.as_uuid()).collect::<Vec<_>>())
+    .bind(per_appliance)
+    .fetch_all(conn)
+    .await
+}
+
 /// Cancels a task that has not been sent yet. `Ok(Err(status))` when it is past that.
 pub async fn cancel(
     conn: &mut PgConnection,

@@ -4,11 +4,12 @@
 //!   with its messages and, on the assistant's, their proposals.
 //! - [`post_message`]: a checked [`CustomerText`] is stored with the conversation locked
 //!   (superseding any waiting proposal), then the assistant is asked with no lock held, and
-//!   its reply and proposal are stored; a low-risk proposal of a tenant that opted out of
-//!   confirming them is queued at once.
+//!   its reply and its plan (one proposal per step, in order) are stored; the leading
+//!   low-risk steps of a tenant that opted out of confirming them are queued at once.
 //! - [`confirm_proposal`]: a waiting proposal becomes a task through
 //!   [`tasks::queue_in`](super::tasks::queue_in) (the task API's own validation), audited
-//!   with the actor `assistant` on behalf of the customer.
+//!   with the actor `assistant` on behalf of the customer; [`confirm_plan`] does so for
+//!   every waiting step of a message's plan at once, in order, all or none.
 //! - [`settings`], [`set_settings`]: whether low-risk proposals wait for confirmation.
 //! - [`Follower`]: what the event stream reads each time it looks (messages after a cursor,
 //!   proposals that changed, their tasks' status and log), as [`StreamEvent`]s.
@@ -19,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use hearth_protocol::{ApplianceId, ConversationId, ProposalId, TaskId, TenantId};
+use hearth_protocol::{ApplianceId, ConversationId, MessageId, ProposalId, TaskId, TenantId};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -27,7 +28,9 @@ use utoipa::ToSchema;
 
 use super::tasks::{self, NewTask, TaskError};
 use super::Services;
-use crate::assistant::{ApplianceFacts, AssistantError, Context, Turn, Usage, MAX_TURNS, MAX_TURN_CHARS};
+use crate::assistant::{
+    ApplianceFacts, AssistantError, Context, Lang, TaskFacts, Turn, Usage, MAX_TURNS, MAX_TURN_CHARS,
+};
 use crate::config::TasksConfig;
 use crate::db::appliances::{self, Appliance};
 use crate::db::audit::{snapshot, Actor, Recorder};
@@ -42,6 +45,10 @@ pub const LIST_LIMIT: i64 = 50;
 const HISTORY: i64 = 20;
 /// Most appliances the assistant is told about.
 const MAX_APPLIANCES: i64 = 500;
+/// Recent tasks per appliance the assistant is told about (for "is my box ok?"), on at most
+/// this many appliances.
+const RECENT_TASKS: i64 = 5;
+const RECENT_TASK_APPLIANCES: usize = 10;
 
 /// One conversation with its messages.
 #[derive(Debug, Serialize, ToSchema)]
@@ -231,19 +238,25 @@ async fn answer(
     };
     let mut reply = store::append_message(&mut tx, tenant, id, reply).await?;
     let mut queued = false;
-    if let Some(p) = &answer.proposal {
+    // Steps run in order: only the leading ones that need no confirmation start at once.
+    let mut run_now = true;
+    for (i, p) in answer.proposals.iter().enumerate() {
         let proposal = NewProposal {
             appliance_id: p.appliance_id,
             action: &p.action,
             params: &p.params,
             risk: p.risk,
             needs_confirmation: p.needs_confirmation,
+            step: i as i32 + 1,
+            summary: &p.summary,
+            language: p.language.code(),
         };
         let mut row = store::insert_proposal(&mut tx, tenant, id, reply.id, proposal).await?;
-        if !p.needs_confirmation {
+        run_now &= !p.needs_confirmation;
+        if run_now {
             // The tenant opted out of confirming low-risk tasks: it runs now. If the task
             // API refuses it (the appliance was revoked meanwhile…), it waits for a
-            // confirmation, which will say why.
+            // confirmation, which will say why, and so do the steps after it.
             let audit = Recorder::new(&actor, request_id.as_deref());
             match run(&mut tx, &svc.tasks, tenant, row.clone(), audit, false).await {
                 Ok(confirmed) => {
@@ -252,12 +265,14 @@ async fn answer(
                 }
                 Err(SupportError::Database(e) | SupportError::Task(TaskError::Database(e))) => return Err(e.into()),
                 Err(refusal) => {
+                    run_now = false;
                     tracing::warn!(proposal = %row.id, error = %refusal, "support: could not queue a proposal at once")
                 }
             }
         }
-        reply.proposal = Some(row);
+        reply.plan.push(row);
     }
+    reply.proposal = reply.plan.first().cloned();
     tx.commit().await?;
     if queued {
         svc.wake.wake();
@@ -275,8 +290,24 @@ async fn context(
 ) -> Result<Context, sqlx::Error> {
     let boxes = appliances::list(conn, tenant, None, MAX_APPLIANCES).await?;
     let facts: Vec<ApplianceFacts> = boxes.iter().filter(|a| a.revoked_at.is_none()).map(facts).collect();
+    let ids: Vec<ApplianceId> = facts.iter().take(RECENT_TASK_APPLIANCES).map(|a| a.id).collect();
+    let recent = db::tasks::recent_for_appliances(conn, tenant, &ids, RECENT_TASKS)
+        .await?
+        .into_iter()
+        .map(|t| TaskFacts {
+            appliance_id: t.appliance_id,
+            action: t.action,
+            params: match t.params {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+            status: t.status.to_string(),
+            at: t.finished_at.unwrap_or(t.created_at),
+        })
+        .collect();
     let mut ctx = Context::new(facts, &svc.assistant_config);
     ctx.current_appliance = current;
+    ctx.recent_tasks = recent;
     if let Some(choice) = store::confirm_low_risk(conn, tenant).await? {
         ctx.confirm_low_risk = choice;
     }
@@ -367,6 +398,36 @@ pub async fn confirm_proposal(
     Ok(row)
 }
 
+/// Confirms every waiting step of the plan proposed in `message`, in order, in one
+/// transaction: all their tasks are created, or (one refused) none.
+pub async fn confirm_plan(
+    svc: &Services,
+    tenant: TenantId,
+    conversation: ConversationId,
+    message: MessageId,
+    audit: Recorder<'_>,
+) -> Result<Vec<ProposalRow>, SupportError> {
+    let mut tx = tenant_tx(&svc.pool, tenant).await?;
+    store::get_conversation(&mut tx, tenant, conversation, false).await?.ok_or(SupportError::ConversationNotFound)?;
+    let plan = store::lock_plan(&mut tx, tenant, conversation, message).await?;
+    let Some(first) = plan.first() else { return Err(SupportError::ProposalNotFound) };
+    if !plan.iter().any(|p| p.status == ProposalStatus::Pending) {
+        let status = plan.iter().find(|p| p.status != ProposalStatus::Confirmed).unwrap_or(first).status;
+        return Err(SupportError::ProposalNotPending(status));
+    }
+    let mut rows = Vec::with_capacity(plan.len());
+    for p in plan {
+        if p.status == ProposalStatus::Pending {
+            rows.push(run(&mut tx, &svc.tasks, tenant, p, Recorder::new(audit.actor, audit.request_id), true).await?);
+        } else {
+            rows.push(p);
+        }
+    }
+    tx.commit().await?;
+    svc.wake.wake();
+    Ok(rows)
+}
+
 /// The tenant's assistant settings.
 pub async fn settings(svc: &Services, tenant: TenantId) -> Result<Settings, SupportError> {
     let mut tx = tenant_tx(&svc.pool, tenant).await?;
@@ -439,6 +500,10 @@ impl StreamEvent {
 pub struct TaskChange {
     pub proposal_id: ProposalId,
     pub task: Task,
+    /// Once it has finished: what it did in words of the customer's language ("Emma can now
+    /// sign in"), or that it did not work; the task's own `message`, `stats` and log stay
+    /// the technical account.
+    pub outcome: Option<String>,
 }
 
 /// One event of a task's log.
@@ -533,6 +598,7 @@ impl Follower {
         let running: Vec<(ProposalId, TaskId)> =
             self.proposals.values().filter_map(|p| Some((p.id, p.task_id?))).collect();
         for (proposal_id, task_id) in running {
+            let proposal = self.proposals.get(&proposal_id).cloned();
             let seen = self.tasks.entry(task_id).or_default();
             if seen.done {
                 continue;
@@ -548,11 +614,26 @@ impl Follower {
             seen.done = task.status.is_final() && log_complete;
             if Some(task.status) != seen.status {
                 seen.status = Some(task.status);
-                events.push(StreamEvent::Task(TaskChange { proposal_id, task }));
+                let outcome = proposal.as_ref().and_then(|p| outcome(p, &task));
+                events.push(StreamEvent::Task(TaskChange { proposal_id, task, outcome }));
             }
         }
         tx.commit().await?;
         Ok(Some(events))
+    }
+}
+
+/// A finished task of a proposal in the customer's words.
+pub fn outcome(p: &ProposalRow, task: &Task) -> Option<String> {
+    let params = match &p.params {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let lang = Lang::from_code(&p.language);
+    match task.status {
+        TaskStatus::Succeeded => Some(crate::assistant::outcome(&p.action, &params, true, lang)),
+        TaskStatus::Failed | TaskStatus::TimedOut => Some(crate::assistant::outcome(&p.action, &params, false, lang)),
+        _ => None,
     }
 }
 

@@ -91,6 +91,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/support/conversations/{id}"),
     ("POST", "/api/v1/support/conversations/{id}/messages"),
     ("POST", "/api/v1/support/conversations/{id}/proposals/{proposal_id}/confirm"),
+    ("POST", "/api/v1/support/conversations/{id}/messages/{message_id}/confirm"),
     ("GET", "/api/v1/support/conversations/{id}/events"),
     ("GET", "/api/v1/support/settings"),
     ("PUT", "/api/v1/support/settings"),

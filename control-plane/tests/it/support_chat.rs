@@ -493,3 +493,100 @@ async fn a_tenant_has_a_bounded_number_of_event_streams(pool: PgPool) {
     })
     .await;
 }
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_request_of_several_steps_is_a_plan_confirmed_together_or_step_by_step(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (t, key) = tenant(&pool, "plans").await;
+    let (box_id, _) = appliance(&pool, t, "kitchen").await;
+    let conversation = open(&cp, &key, Some(&box_id.to_string())).await;
+
+    // Two steps, in the order asked, each validated and stored; `proposal` is the first.
+    let r = say(&cp, &key, &conversation, "add user nina and then create share nina-docs").await;
+    let plan = r["assistant"]["plan"].as_array().expect("a plan").clone();
+    assert_eq!(plan.len(), 2, "{r:#}");
+    assert_eq!((plan[0]["step"].as_i64(), plan[0]["action"].as_str()), (Some(1), Some("users.add")));
+    assert_eq!((plan[1]["step"].as_i64(), plan[1]["action"].as_str()), (Some(2), Some("shares.add")));
+    assert_eq!(plan[1]["params"], json!({"name": "nina-docs", "read_only": false}));
+    assert_eq!(r["assistant"]["proposal"]["id"], plan[0]["id"]);
+    assert!(plan.iter().all(|p| p["status"] == "pending" && p["language"] == "en"));
+    assert!(plan[0]["summary"].as_str().unwrap().contains("nina"), "{r:#}");
+    let message = r["assistant"]["id"].as_str().unwrap().to_string();
+
+    // Confirmed together: both tasks, in order.
+    let confirm_all = format!("/api/v1/support/conversations/{conversation}/messages/{message}/confirm");
+    let (status, body) = cp.call("POST", &confirm_all, &key, None).await;
+    assert_eq!(status, 202, "{body}");
+    let rows = body["proposals"].as_array().unwrap();
+    assert!(rows.iter().all(|p| p["status"] == "confirmed" && p["task_id"].is_string()), "{body:#}");
+    let (_, tasks) = cp.get(&format!("/api/v1/appliances/{box_id}/tasks"), &key).await;
+    let mut actions: Vec<&str> =
+        tasks["tasks"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap()).collect();
+    actions.reverse();
+    assert_eq!(actions, ["users.add", "shares.add"]);
+    let (status, body) = cp.call("POST", &confirm_all, &key, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("proposal_not_pending")));
+
+    // One by one: step 2 alone, then "all" confirms what is still waiting (step 1).
+    let r = say(&cp, &key, &conversation, "remove alias oldshop and also restart mail").await;
+    let plan = r["assistant"]["plan"].as_array().expect("a plan").clone();
+    let actions: Vec<&str> = plan.iter().map(|p| p["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["mail.alias.remove", "service.restart"], "{r:#}");
+    let second = plan[1]["id"].as_str().unwrap();
+    let (status, row) = cp
+        .call("POST", &format!("/api/v1/support/conversations/{conversation}/proposals/{second}/confirm"), &key, None)
+        .await;
+    assert_eq!((status, row["status"].as_str()), (202, Some("confirmed")));
+    let message = r["assistant"]["id"].as_str().unwrap();
+    let (status, body) = cp
+        .call("POST", &format!("/api/v1/support/conversations/{conversation}/messages/{message}/confirm"), &key, None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["proposals"][0]["status"], "confirmed");
+    assert_eq!(body["proposals"][1]["task_id"], row["task_id"], "the step confirmed before is not run twice");
+
+    // The conversation reads back with every step on its message.
+    let (_, c) = cp.get(&format!("/api/v1/support/conversations/{conversation}"), &key).await;
+    assert_eq!(c["messages"][1]["plan"].as_array().unwrap().len(), 2);
+    assert_eq!(c["messages"][3]["plan"][1]["action"], "service.restart");
+
+    // A step the catalog cannot do is named, not dropped; a foreign message id is a 404.
+    let r = say(&cp, &key, &conversation, "add user olga and then install netflix").await;
+    assert_eq!(r["assistant"]["plan"].as_array().unwrap().len(), 1);
+    assert!(r["assistant"]["text"].as_str().unwrap().contains("install netflix"), "{r:#}");
+    let missing = uuid::Uuid::now_v7();
+    let (status, body) = cp
+        .call("POST", &format!("/api/v1/support/conversations/{conversation}/messages/{missing}/confirm"), &key, None)
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_missing_detail_is_asked_for_and_the_next_message_fills_it(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let cp = ControlPlane::start(pool.clone(), test_config(&pki, &broker), &pki).await;
+    let (t, key) = tenant(&pool, "slots").await;
+    appliance(&pool, t, "kitchen").await;
+    let conversation = open(&cp, &key, None).await;
+
+    let r = say(&cp, &key, &conversation, "Füge einen Benutzer hinzu").await;
+    assert!(r["assistant"]["proposal"].is_null(), "{r:#}");
+    assert!(r["assistant"]["text"].as_str().unwrap().contains("Benutzername"), "{r:#}");
+    let r = say(&cp, &key, &conversation, "jonas").await;
+    let p = &r["assistant"]["proposal"];
+    assert_eq!((p["action"].as_str(), &p["params"]), (Some("users.add"), &json!({"username": "jonas"})), "{r:#}");
+    assert_eq!(p["language"], "de");
+    assert!(r["assistant"]["text"].as_str().unwrap().contains("Bitte bestätigen"), "{r:#}");
+
+    // The same through a plan: the second step's missing name comes in the next message.
+    let r = say(&cp, &key, &conversation, "add user pia and then create a share").await;
+    assert!(r["assistant"]["plan"].as_array().unwrap().is_empty(), "{r:#}");
+    assert!(r["assistant"]["text"].as_str().unwrap().contains("Step 2 of 2"), "{r:#}");
+    let r = say(&cp, &key, &conversation, "call it pia-docs").await;
+    let plan = r["assistant"]["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 2, "{r:#}");
+    assert_eq!(plan[1]["params"]["name"], "pia-docs");
+}

@@ -204,7 +204,17 @@ function showMessage(m) {
     state.messages.set(m.seq, node);
     $("messages").append(node);
   }
-  if (m.proposal) showProposal(m.proposal, node);
+  const plan = m.plan && m.plan.length ? m.plan : m.proposal ? [m.proposal] : [];
+  if (plan.length > 1) node.dataset.steps = plan.length;
+  for (const p of plan) showProposal(p, node);
+  if (plan.length > 1 && !node.querySelector("button.confirm-all")) {
+    const all = el("button", { class: "confirm confirm-all", type: "button" }, `Confirm all ${plan.length} steps`);
+    all.addEventListener("click", () => confirmPlan(m.id, all));
+    node.append(all);
+  }
+  if (plan.length > 1) {
+    node.querySelector("button.confirm-all").classList.toggle("hidden", !plan.some((p) => p.status === "pending"));
+  }
   scrollDown();
 }
 
@@ -232,16 +242,20 @@ function showProposal(p, messageNode) {
   if (!card) {
     if (!messageNode) return; // its message arrives with it
     const appliance = state.appliances.get(p.appliance_id);
-    const params = el("table", { class: "params" });
+    // The technical details (action id, parameters) are one click away.
+    const params = el("table", { class: "params" },
+      el("tr", {}, el("td", {}, "action"), el("td", {}, el("code", {}, p.action))));
     for (const [k, v] of Object.entries(p.params)) {
       params.append(el("tr", {}, el("td", {}, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))));
     }
+    const details = el("details", { class: "technical" }, el("summary", {}, "Technical details"), params);
     const confirm = el("button", { class: "confirm", type: "button" }, "Confirm");
     confirm.addEventListener("click", () => confirmProposal(p.id, confirm));
     card = el("div", { class: "proposal", "data-id": p.id },
-      el("h3", {}, p.action, el("span", { class: `risk ${p.risk}` }, `${p.risk} risk`)),
+      el("h3", {}, messageNode.dataset.steps ? `${p.step}. ` : "",
+        p.summary || p.action, el("span", { class: `risk ${p.risk}` }, `${p.risk} risk`)),
       el("div", { class: "target" }, `on ${appliance ? appliance.name : p.appliance_id}`),
-      params,
+      details,
       confirm,
       el("span", { class: "proposal-status" }));
     messageNode.append(card);
@@ -253,11 +267,12 @@ function showProposal(p, messageNode) {
   card.querySelector("button.confirm").classList.toggle("hidden", p.status !== "pending");
   if (p.task_id && !state.tasks.has(p.task_id)) {
     state.tasks.set(p.task_id, card);
-    const log = el("details", { class: "task-log", open: "" },
-      el("summary", {}, "Progress (", el("span", { class: "task-count" }, "0"), " events)"),
+    const log = el("details", { class: "task-log" },
+      el("summary", {}, "Technical log (", el("span", { class: "task-count" }, "0"), " events)"),
       el("ol", { class: "task-events" }));
     card.append(el("div", { class: "task", "data-task": p.task_id },
       "Task ", el("span", { class: "task-status queued" }, "queued"),
+      el("div", { class: "task-outcome" }),
       el("div", { class: "task-message" }),
       log));
   }
@@ -275,20 +290,36 @@ async function confirmProposal(id, button) {
   }
 }
 
+async function confirmPlan(messageId, button) {
+  button.disabled = true;
+  try {
+    const r = await api("POST", `/api/v1/support/conversations/${state.conversation}/messages/${messageId}/confirm`);
+    for (const p of r.proposals) showProposal(p);
+    button.classList.add("hidden");
+    status("");
+  } catch (e) {
+    status(`Could not confirm: ${e.message}`);
+    button.disabled = false;
+  }
+}
+
 function taskNode(taskId) {
   const card = state.tasks.get(taskId);
   return card && card.querySelector(`.task[data-task="${taskId}"]`);
 }
 
-function showTask(t) {
+function showTask(t, outcome) {
   const node = taskNode(t.id);
   if (!node) return;
   const s = node.querySelector(".task-status");
   s.textContent = t.status.replace("_", " ");
   s.className = `task-status ${t.status}`;
-  node.querySelector(".task-message").textContent = t.message || "";
-  // A task that went well folds its log away; a failure keeps it open.
-  if (t.status === "succeeded") node.querySelector(".task-log").open = false;
+  // The outcome in words first; Ansible's own message stays with the technical log.
+  node.querySelector(".task-outcome").textContent = outcome || "";
+  node.querySelector(".task-message").textContent = outcome ? "" : t.message || "";
+  if (outcome && t.message) node.querySelector(".task-log summary").title = t.message;
+  // A failure opens the technical log; a task that went well keeps it folded.
+  if (t.status === "failed" || t.status === "timed_out") node.querySelector(".task-log").open = true;
   scrollDown();
 }
 
@@ -353,7 +384,7 @@ function dispatch(block) {
   switch (name) {
     case "message": return showMessage(payload);
     case "proposal": return showProposal(payload);
-    case "task": return showTask(payload.task);
+    case "task": return showTask(payload.task, payload.outcome);
     case "task_event": return showTaskEvent(payload.task_id, payload.event);
     case "end": return; // the loop reconnects (after the last message seen)
   }

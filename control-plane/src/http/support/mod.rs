@@ -7,7 +7,10 @@
 //!   returns both. A proposal waits for `POST …/{id}/proposals/{pid}/confirm`, which
 //!   creates the task through the task API's own validation, audited with the actor
 //!   `assistant`; a low-risk one runs at once if the tenant opted out of confirming them
-//!   (`PUT /api/v1/support/settings`). Writing again supersedes a waiting proposal.
+//!   (`PUT /api/v1/support/settings`). A request of several steps gets a plan: one proposal
+//!   per step on the same message (`plan`, in order; `proposal` is its first step), each
+//!   confirmable on its own, or all together with `POST …/{id}/messages/{message_id}/confirm`.
+//!   Writing again supersedes a waiting proposal.
 //! - `GET …/{id}/events` ([`stream`]): server-sent events of the conversation's messages,
 //!   its proposals' changes and their tasks' progress.
 //! - `GET /support` ([`page`]): the web page customers chat on.
@@ -25,7 +28,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hearth_protocol::api::ErrorBody;
-use hearth_protocol::{ApplianceId, ConversationId, ProposalId};
+use hearth_protocol::{ApplianceId, ConversationId, MessageId, ProposalId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -44,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_conversation))
         .routes(routes!(post_message))
         .routes(routes!(confirm_proposal))
+        .routes(routes!(confirm_plan))
         .routes(routes!(stream::events))
         .routes(routes!(get_settings, put_settings))
         .merge(page::router())
@@ -229,6 +233,51 @@ async fn confirm_proposal(
         support::confirm_proposal(&s.domain, tenant, conversation, id, Recorder::new(&actor, Some(&rid.0))).await?;
     let location = row.task_id.map(|t| format!("/api/v1/tasks/{t}")).unwrap_or_default();
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], ApiJson(row)).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ConfirmedPlan {
+    /// Every step of the message's plan, in order, the ones that were waiting now confirmed
+    /// with their `task_id`.
+    proposals: Vec<ProposalRow>,
+}
+
+/// Confirm every waiting step of the plan an assistant message proposes, in order: all their
+/// tasks are created (each validated again, as by the task API), or none.
+#[utoipa::path(
+    post,
+    path = "/api/v1/support/conversations/{id}/messages/{message_id}/confirm",
+    tag = "support",
+    security(("tenant_key" = []), ("session_token" = [])),
+    params(
+        ("id" = ConversationId, Path, description = "The conversation"),
+        ("message_id" = MessageId, Path, description = "The assistant message that proposes the plan"),
+    ),
+    responses(
+        (status = 202, description = "Confirmed: the tasks are queued, in the plan's order", body = ConfirmedPlan),
+        (status = 400, response = BadRequest),
+        (status = 403, response = TenantForbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`proposal_not_pending`: no step is waiting any more (confirmed, or \
+                                      superseded by a later message); `appliance_revoked`: the appliance can no \
+                                      longer run tasks (then none was created)",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_params`: the catalog refuses a step (then none was created)",
+            body = ErrorBody),
+    )
+)]
+async fn confirm_plan(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    caller: Caller,
+    rid: RequestId,
+    ids: Result<Path<(ConversationId, MessageId)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((conversation, message)) = ids?;
+    let actor = caller.actor();
+    let proposals =
+        support::confirm_plan(&s.domain, tenant, conversation, message, Recorder::new(&actor, Some(&rid.0))).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(ConfirmedPlan { proposals })).into_response())
 }
 
 /// The tenant's assistant settings.
