@@ -185,11 +185,10 @@ impl PgCost {
         sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await?;
         let (wal_bytes,): (i64,) =
             sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8").fetch_one(&mut *conn).await?;
-        let (updates, hot_updates): (i64, i64) = sqlx::query_as(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'appliances'",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        let (updates, hot_updates): (i64, i64) =
+            sqlx::query_as("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'appliances'")
+                .fetch_one(&mut *conn)
+                .await?;
         Ok(PgCost { cpu_s: process_cpu_s(backend)?, wal_bytes, updates, hot_updates })
     }
 }

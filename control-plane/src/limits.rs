@@ -326,6 +326,8 @@ pub struct RateLimits {
     pub assistant: Limiters<TenantId>,
     /// MQTT messages, per appliance (taken by the ingest's consumer).
     pub mqtt: Limiters<ApplianceId>,
+    /// MQTT status messages, per appliance, at [`PRESENCE_RATE`] (see `ingest::consumer`).
+    pub presence: Limiters<ApplianceId>,
     pub quotas: QuotaCache,
     /// The MQTT rates of appliances on a plan (the rest get the defaults).
     pub mqtt_rates: ApplianceRates,
@@ -333,6 +335,11 @@ pub struct RateLimits {
     /// database dedups across replicas; this keeps a flood of refusals off the database).
     told: std::sync::Mutex<std::collections::HashMap<(TenantId, LimitKind), Instant>>,
 }
+
+/// Status messages of one appliance: an agent sends one or two per connection (`online`,
+/// then `offline` or its last will), so this lets a box on a bad link reconnect every few
+/// seconds for a minute and still bounds one that publishes status in a loop.
+pub const PRESENCE_RATE: Rate = Rate { per_period: 30, burst: 30 };
 
 /// A tenant is told that a limit refused it at most this often.
 pub const TELL_EXHAUSTED_EVERY: Duration = Duration::from_secs(3600);
@@ -347,6 +354,7 @@ impl RateLimits {
             api: Limiters::new(LimitKind::Api),
             assistant: Limiters::new(LimitKind::Assistant),
             mqtt: Limiters::new(LimitKind::Mqtt),
+            presence: Limiters::new(LimitKind::Mqtt),
             quotas: QuotaCache::new(defaults),
             mqtt_rates: ApplianceRates::new(defaults),
             told: Default::default(),
@@ -387,6 +395,12 @@ impl RateLimits {
         self.mqtt.check(appliance, self.mqtt_rates.get(appliance))
     }
 
+    /// One MQTT status message of an appliance, at [`PRESENCE_RATE`], apart from
+    /// [`RateLimits::check_mqtt`]'s allowance.
+    pub fn check_presence(&self, appliance: &ApplianceId) -> Decision {
+        self.presence.check(appliance, PRESENCE_RATE)
+    }
+
     /// Periodic housekeeping (the serve loop calls it every minute).
     pub fn evict(&self) -> usize {
         self.quotas.evict_stale();
@@ -394,6 +408,7 @@ impl RateLimits {
         self.api.evict_idle(IDLE_EVICTION)
             + self.assistant.evict_idle(IDLE_EVICTION)
             + self.mqtt.evict_idle(IDLE_EVICTION)
+            + self.presence.evict_idle(IDLE_EVICTION)
     }
 }
 

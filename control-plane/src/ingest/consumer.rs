@@ -179,42 +179,49 @@ pub async fn run_consumer(
     tracing::info!("MQTT consumer stopped");
 }
 
-/// Whether a message on this channel counts against its appliance's MQTT allowance
-/// (`mqtt_per_minute`/`mqtt_burst`) and is dropped when the appliance is over it.
-///
-/// Counted, and dropped over the allowance: what the appliance sends of its own accord and
-/// sends again anyway — heartbeats (the next one carries the same facts), configuration
-/// requests (asked again on the next connection, and the dispatcher sends a changed
-/// configuration anyway) and certificate requests (asked again until answered).
-///
-/// Never counted, never dropped:
-/// - status messages (`online`, `offline`, and the broker's last will): presence is what
-///   the fleet view shows, a dropped `offline` left an appliance "online" until the sweeper
-///   noticed (`presence.offline_after`), and there are at most a few per connection (each
-///   costs the sender a TLS handshake at the broker; the writer keeps the latest per
-///   appliance and batch);
-/// - task events, task results and configuration reports: they answer a task or a
-///   configuration the control plane sent, the agent keeps each spooled until the receipt
-///   for it arrives (so a dropped one would come back, into the same limit), and counting
-///   them would let a long task drain the allowance and drop the heartbeats that keep the
-///   appliance online. They are bounded where they are stored instead: only the
-///   appliance's own tasks' events, once per (task, seq), at most
-///   `db::tasks::MAX_EVENTS_PER_TASK` per task.
-fn counted_against_allowance(channel: UpChannel) -> bool {
+/// Which bucket a message on this channel takes a token from, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowance {
+    /// The appliance's MQTT allowance (`mqtt_per_minute`/`mqtt_burst`), dropped over it:
+    /// what the appliance sends of its own accord and sends again anyway — heartbeats (the
+    /// next one carries the same facts), configuration requests (asked again on the next
+    /// connection, and the dispatcher sends a changed configuration anyway) and certificate
+    /// requests (asked again until answered).
+    Messages,
+    /// A bucket of its own for status messages (`online`, `offline`, the broker's last
+    /// will): [`crate::limits::PRESENCE_RATE`], far more than an agent sends (one or two
+    /// per connection), dropped over it. Presence is what the fleet view shows: a dropped
+    /// `offline` left an appliance "online" until the sweeper noticed
+    /// (`presence.offline_after`), so status must not compete with heartbeats; but an
+    /// appliance can publish status over and over on one connection, and each transition
+    /// is a row and an event, so it is bounded all the same.
+    Presence,
+    /// None: task events, task results and configuration reports. They answer a task or a
+    /// configuration the control plane sent, the agent keeps each spooled until the receipt
+    /// for it arrives (so a dropped one would come back, into the same limit), and counting
+    /// them would let a long task drain the allowance and drop the heartbeats that keep the
+    /// appliance online. They are bounded where they are stored instead: only the
+    /// appliance's own tasks' events, once per (task, seq), at most
+    /// `db::tasks::MAX_EVENTS_PER_TASK` per task.
+    Unlimited,
+}
+
+fn allowance(channel: UpChannel) -> Allowance {
     match channel {
-        UpChannel::Heartbeat | UpChannel::ConfigRequest | UpChannel::CertRequest => true,
-        UpChannel::Status | UpChannel::TaskEvent(_) | UpChannel::TaskResult(_) | UpChannel::ConfigApplied => false,
+        UpChannel::Heartbeat | UpChannel::ConfigRequest | UpChannel::CertRequest => Allowance::Messages,
+        UpChannel::Status => Allowance::Presence,
+        UpChannel::TaskEvent(_) | UpChannel::TaskResult(_) | UpChannel::ConfigApplied => Allowance::Unlimited,
     }
 }
 
 /// How often a throttled appliance is logged at most.
 const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The per-appliance MQTT limit as the consumer applies it: every message that
-/// [`counted_against_allowance`] takes a token from its appliance's bucket
-/// ([`RateLimits::check_mqtt`], no database access); over the limit it is counted in
+/// The per-appliance MQTT limits as the consumer applies them: a message takes a token from
+/// the bucket its channel's [`allowance`] names ([`RateLimits::check_mqtt`] or
+/// [`RateLimits::check_presence`], no database access); over the limit it is counted in
 /// `hearth_rate_limited_total{kind="mqtt"}` and dropped, and the appliance is logged at most
-/// once per [`THROTTLE_LOG_EVERY`]. Every other message passes without touching the bucket.
+/// once per [`THROTTLE_LOG_EVERY`]. Task traffic passes without touching a bucket.
 struct Throttle {
     limits: Arc<RateLimits>,
     dropped: prometheus::IntCounter,
@@ -231,10 +238,11 @@ impl Throttle {
 
     /// Whether a message of `appliance` on `channel` goes on to be decoded and ingested.
     fn admit(&mut self, appliance: ApplianceId, channel: UpChannel) -> bool {
-        if !counted_against_allowance(channel) {
-            return true;
-        }
-        let decision = self.limits.check_mqtt(&appliance);
+        let decision = match allowance(channel) {
+            Allowance::Messages => self.limits.check_mqtt(&appliance),
+            Allowance::Presence => self.limits.check_presence(&appliance),
+            Allowance::Unlimited => return true,
+        };
         if decision.allowed() {
             return true;
         }
@@ -256,8 +264,9 @@ impl Throttle {
         tracing::warn!(
             %appliance,
             limit = %decision.policy(),
-            "appliance over its MQTT rate limit: its heartbeats, configuration and certificate requests \
-             are dropped until it slows down (logged at most once a minute per appliance)"
+            "appliance over an MQTT rate limit: its heartbeats, configuration and certificate requests \
+             (or, over the presence limit, its status messages) are dropped until it slows down \
+             (logged at most once a minute per appliance)"
         );
     }
 }
@@ -367,8 +376,16 @@ mod tests {
         {
             assert!(t.admit(a, channel), "{channel:?} is kept");
         }
-        assert!(t.admit(b, UpChannel::Heartbeat), "another appliance has its own bucket");
-        assert_eq!(m.rate_limited.with_label_values(&["mqtt"]).get(), 4);
-        assert_eq!(t.logged.len(), 1, "one log line for the throttled appliance");
+        // Status messages have a bucket of their own: an appliance publishing them in a loop
+        // is stopped at it, without touching its heartbeats' allowance.
+        let presence = crate::limits::PRESENCE_RATE.burst as usize;
+        let admitted = (0..presence + 10).filter(|_| t.admit(b, UpChannel::Status)).count();
+        assert_eq!(admitted, presence, "b's whole presence bucket, then nothing");
+        assert!(
+            t.admit(b, UpChannel::Heartbeat),
+            "b's heartbeats are not touched by it: another appliance, another bucket"
+        );
+        assert_eq!(m.rate_limited.with_label_values(&["mqtt"]).get(), 4 + 10);
+        assert_eq!(t.logged.len(), 2, "one log line per throttled appliance");
     }
 }

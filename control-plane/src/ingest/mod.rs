@@ -12,10 +12,11 @@
 //! (`limits::RateLimits::check_mqtt`: the tenant's plan's `mqtt_per_minute`/`mqtt_burst` or
 //! `limits.mqtt_*`, looked up in memory, never in PostgreSQL) before its payload is decoded,
 //! and over the limit is dropped and counted (`hearth_rate_limited_total{kind="mqtt"}`).
-//! Status messages (`online`, `offline`, the last will), task events, task results and
-//! configuration reports take no token and are never dropped: presence must not wait for
-//! the sweeper because a task used up the allowance, and task traffic answers what the
-//! control plane sent (see `consumer::counted_against_allowance`). The excess of a flooding
+//! Status messages (`online`, `offline`, the last will) take a token from a bucket of their
+//! own (`limits::PRESENCE_RATE`): presence must not wait for the sweeper because a task or
+//! heartbeats used up the allowance. Task events, task results and configuration reports
+//! take no token and are never dropped: they answer what the control plane sent (see
+//! `consumer::allowance`). The excess of a flooding
 //! appliance thus never takes room in the channel, the writer or PostgreSQL, and other
 //! appliances are not slowed.
 //!
