@@ -29,11 +29,16 @@ use crate::support::*;
 /// The name the shim serves the model under.
 const MODEL: &str = "smollm2:135m";
 /// The assistant's timeout in these tests: generous, since the tests of the whole binary
-/// share the machine's cores with the model.
-const TIMEOUT_MS: u64 = 30_000;
+/// share the machine's 2 cores with the model, and the first request to a server evaluates
+/// the whole system prompt (about 4,400 tokens: 25 s on an idle 2-core machine, over a
+/// minute under load); later ones reuse it and take seconds.
+const TIMEOUT_MS: u64 = 150_000;
+/// One model at a time: two on 2 cores would each take twice as long.
+static ONE_MODEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Requests from the project's labelled dev set: tasks, questions, and attacks that get
 /// past the guard to the model.
-const DEV_LINES: &[&str] = &["d001", "d008", "d011", "d024", "d026", "d031", "d034", "d037"];
+/// Five, as each answer takes up to a minute or two on 2 busy cores.
+const DEV_LINES: &[&str] = &["d001", "d011", "d024", "d026", "d034"];
 
 /// `deploy/llm/ollama-shim.py` running the model on a free port; killed on drop.
 pub(crate) struct Shim {
@@ -129,6 +134,7 @@ fn assert_valid(action: &str, params: &Value, what: &str) {
 
 #[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
 async fn a_real_model_answers_customers_and_nothing_invalid_comes_out(pool: PgPool) {
+    let _one = ONE_MODEL.lock().await;
     let shim = Shim::start(&[]);
     let pki = Pki::new();
     let broker = Broker::start(&pki);
@@ -271,6 +277,7 @@ fn assistant(url: &str, model: &str, timeout_ms: u64) -> (Assistant, AssistantCo
 
 #[tokio::test]
 async fn unusable_real_output_a_slow_model_and_a_missing_one_fall_back_and_show_reduced_mode() {
+    let _one = ONE_MODEL.lock().await;
     // The real model, cut off after 4 tokens: its JSON never closes.
     let shim = Shim::start(&["--max-tokens", "4"]);
     let (a, config) = assistant(&shim.url, MODEL, TIMEOUT_MS);
