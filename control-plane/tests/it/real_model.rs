@@ -318,3 +318,36 @@ async fn unusable_real_output_a_slow_model_and_a_missing_one_fall_back_and_show_
     assert_eq!((status.mode, status.model_loaded), (Mode::Reduced, Some(false)));
     assert!(status.reason.as_deref().is_some_and(|r| r.contains("ollama pull llama3.2:3b")), "{status:?}");
 }
+
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn without_its_model_the_control_plane_is_ready_and_says_it_is_in_reduced_mode(pool: PgPool) {
+    // Ollama configured, but nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let mut config: Config = test_config(&pki, &broker);
+    config.assistant.ollama_url = Some(format!("http://{dead}"));
+    config.assistant.timeout_ms = 2_000;
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let operator = operator(&pool, "viewer").await;
+
+    let ready = eventually(Duration::from_secs(20), "/readyz: ready, the model checked", || async {
+        let r = cp.http.get(format!("{}/readyz", cp.url)).send().await.ok()?;
+        let status = r.status();
+        let r: Value = r.json().await.ok()?;
+        (status == 200 && !r["assistant"]["checked_at"].is_null()).then_some(r)
+    })
+    .await;
+    assert_eq!(ready["status"], "ok", "the assistant is optional: {ready:#}");
+    let a = &ready["assistant"];
+    assert_eq!(
+        (a["mode"].as_str(), a["model_loaded"].as_bool(), a["model"].as_str()),
+        (Some("reduced"), Some(false), Some("llama3.2:3b"))
+    );
+    assert!(a["reason"].as_str().is_some_and(|r| r.contains("cannot reach Ollama")), "{a:#}");
+    let metrics = cp.metrics().await;
+    assert_eq!(metric(&metrics, "hearth_assistant_reduced_mode"), Some(1.0));
+    assert_eq!(metric(&metrics, "hearth_assistant_model_loaded"), Some(0.0));
+    let (_, summary) = cp.get("/api/v1/admin/fleet/summary", &operator).await;
+    assert_eq!(summary["assistant"]["mode"], "reduced", "{summary:#}");
+}
