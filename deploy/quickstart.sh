@@ -13,6 +13,11 @@
 # the broker's public listener, for appliances) and HEARTH_MQTT_SERVICE_PORT (8884, its
 # internal listener on loopback, for the control plane only).
 # HEARTH_BUILD_PROFILE=dev builds a debug build instead of release (faster to compile).
+# The support assistant's LLM: when an `ollama` binary is installed, its server is started
+# (unless one answers on OLLAMA_HOST already) and pulls HEARTH_ASSISTANT__MODEL
+# (llama3.2:3b) before the control plane starts; without Ollama the rules answer. A
+# HEARTH_ASSISTANT__OLLAMA_URL set by the caller is used as it is. /readyz says whether the
+# model is loaded.
 set -euo pipefail
 case "${1:-}" in -h | --help) sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 
@@ -56,10 +61,39 @@ down() {
     stop_pidfile "agent" "$RUN/agent.pid"
     stop_pidfile "control plane" "$RUN/control-plane.pid"
     stop_pidfile "broker" "$STATE/broker/mosquitto.pid"
+    stop_pidfile "Ollama" "$RUN/ollama.pid"
+}
+
+# The assistant's model, pulled when Ollama is installed (see the header).
+start_ollama() {
+    local model=${HEARTH_ASSISTANT__MODEL:-llama3.2:3b}
+    if [ -n "${HEARTH_ASSISTANT__OLLAMA_URL:-}" ]; then
+        say "the support assistant uses $HEARTH_ASSISTANT__OLLAMA_URL (model $model)"
+        return 0
+    fi
+    if ! command -v ollama >/dev/null 2>&1; then
+        say "Ollama is not installed: the support assistant answers with its rules (install Ollama for the LLM)"
+        return 0
+    fi
+    export OLLAMA_HOST=${OLLAMA_HOST:-127.0.0.1:11434}
+    if ! ollama list >/dev/null 2>&1; then
+        say "starting Ollama on $OLLAMA_HOST"
+        nohup ollama serve >"$LOGS/ollama.log" 2>&1 &
+        echo $! >"$RUN/ollama.pid"
+        for _ in $(seq 1 100); do ollama list >/dev/null 2>&1 && break; sleep 0.2; done
+    fi
+    say "pulling the support assistant's model $model (the first time: a few GB; log in .hearth/logs/ollama-pull.log)"
+    if ! ollama pull "$model" >"$LOGS/ollama-pull.log" 2>&1; then
+        say "warning: could not pull $model: the assistant runs in reduced mode (rules only) until it is there"
+    fi
+    local url=$OLLAMA_HOST
+    case "$url" in http://*) ;; *) url=http://$url ;; esac
+    export HEARTH_ASSISTANT__OLLAMA_URL=$url HEARTH_ASSISTANT__MODEL=$model
 }
 
 status() {
-    for p in "agent:$RUN/agent.pid" "control plane:$RUN/control-plane.pid" "broker:$STATE/broker/mosquitto.pid"; do
+    for p in "agent:$RUN/agent.pid" "control plane:$RUN/control-plane.pid" "broker:$STATE/broker/mosquitto.pid" \
+        "Ollama:$RUN/ollama.pid"; do
         if pid_alive "${p#*:}"; then say "${p%%:*}: running (pid $(cat "${p#*:}"))"; else say "${p%%:*}: stopped"; fi
     done
 }
@@ -151,6 +185,8 @@ SQL
     "$mosquitto" -d -c "$conf"
     wait_port "$MQTT_PORT" && wait_port "$MQTT_SERVICE_PORT" \
         || die "Mosquitto did not start; see $STATE/broker/mosquitto.log"
+
+    start_ollama
 
     say "starting the control plane on https://localhost:$API_PORT"
     nohup "$BIN/hearth-control-plane" serve >"$LOGS/control-plane.log" 2>&1 &

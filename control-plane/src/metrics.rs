@@ -46,6 +46,11 @@ pub struct Metrics {
     /// failed (`degraded`), and how long they took.
     pub assistant_answers: IntCounterVec,
     pub assistant_duration: HistogramVec,
+    /// 1 while an LLM is configured but the rules answer instead (the model is missing,
+    /// unreachable, or its last answer was unusable); set at each scrape.
+    pub assistant_reduced_mode: IntGauge,
+    /// 1 while the configured model is on the Ollama server; set at each scrape.
+    pub assistant_model_loaded: IntGauge,
     /// Bytes of agent builds sent to appliances (`GET /agent/v1/artifacts/{sha256}`).
     pub artifact_bytes_served: IntCounter,
     /// Events given their position (and their deliveries queued) by this replica.
@@ -104,6 +109,15 @@ impl Metrics {
                 &["backend", "degraded"],
             )?,
             assistant_duration,
+            assistant_reduced_mode: gauge(
+                "hearth_assistant_reduced_mode",
+                "1 while the support assistant's LLM is configured but the rules answer instead (model missing, \
+                 Ollama unreachable, or the last answer unusable).",
+            )?,
+            assistant_model_loaded: gauge(
+                "hearth_assistant_model_loaded",
+                "1 while the support assistant's configured model is on the Ollama server.",
+            )?,
             artifact_bytes_served: counter(
                 "hearth_artifact_bytes_served_total",
                 "Bytes of agent builds sent to appliances (whole downloads and ranges).",

@@ -420,6 +420,20 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         metrics: metrics.clone(),
         webhooks: config.webhooks.clone(),
     };
+    // Whether the assistant's model is on the Ollama server: at start, then periodically
+    // (for /readyz, /metrics and the fleet summary; answers update it too).
+    if config.assistant.ollama_url.is_some() {
+        parts.spawn("assistant model check", {
+            let (assistant, token) = (domain.assistant.clone(), shutdown.clone());
+            async move {
+                let mut ticker = Ticker::new(crate::assistant::status::CHECK_EVERY, token);
+                while ticker.tick().await {
+                    assistant.check_model().await;
+                }
+                Ok(())
+            }
+        });
+    }
     parts.spawn("CA rotation notices", {
         let (pool, revoker, client) = (domain.pool.clone(), domain.revoker.clone(), client.clone());
         let (pki, token) = (config.pki.clone(), shutdown.clone());

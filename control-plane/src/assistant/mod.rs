@@ -27,6 +27,8 @@
 //!   appliance of this tenant.
 //! - [`knowledge`]: short articles kept in `control-plane/assistant/knowledge/`, embedded.
 //! - [`intents`]: `hearth-control-plane intents`, the evaluation command.
+//! - [`status`]: whether the configured model is there and answering (reduced mode), for
+//!   `/readyz`, `/metrics` and the operators' fleet summary.
 //!
 //! The engine never creates a task: the caller (`domain::support`, the chat) shows the
 //! proposal and creates the task once the customer confirms (or at once when
@@ -45,6 +47,7 @@ mod lang;
 mod ollama;
 mod prompt;
 mod rules;
+pub mod status;
 mod text;
 mod vet;
 
@@ -58,6 +61,7 @@ use time::OffsetDateTime;
 pub use crate::model::MessageRole as Role;
 pub use config::AssistantConfig;
 pub use lang::Lang;
+pub use status::{AssistantStatus, Mode};
 
 /// Longest customer (or assistant) turn accepted, in characters.
 pub const MAX_TURN_CHARS: usize = 4000;
@@ -222,6 +226,8 @@ pub enum AssistantError {
 #[derive(Debug, Clone)]
 pub struct Assistant {
     ollama: Option<ollama::OllamaBackend>,
+    /// Whether the LLM is usable (see [`status`]).
+    health: std::sync::Arc<status::Health>,
 }
 
 /// Said first in every answer the rules backend gives in place of a failed LLM.
@@ -235,12 +241,42 @@ impl Assistant {
             Some(url) => Some(ollama::OllamaBackend::new(url, &config.model, config.timeout())?),
             None => None,
         };
-        Ok(Assistant { ollama })
+        Ok(Assistant { ollama, health: Default::default() })
     }
 
     /// The rules backend only (no LLM).
     pub fn rules_only() -> Assistant {
-        Assistant { ollama: None }
+        Assistant { ollama: None, health: Default::default() }
+    }
+
+    /// The LLM's state for operators: `rules_only`, `llm` or `reduced` (see [`status`]).
+    pub fn status(&self) -> AssistantStatus {
+        match &self.ollama {
+            None => AssistantStatus {
+                mode: Mode::RulesOnly,
+                model: None,
+                model_loaded: None,
+                reason: None,
+                checked_at: None,
+            },
+            Some(llm) => self.health.status(llm.model()),
+        }
+    }
+
+    /// Asks Ollama whether the configured model is there (`GET /api/tags`, bounded by the
+    /// assistant's timeout) and records the answer for [`Assistant::status`]. Nothing to do
+    /// without an LLM.
+    pub async fn check_model(&self) -> AssistantStatus {
+        if let Some(llm) = &self.ollama {
+            let result = llm.model_listed().await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, model = llm.model(), "assistant: cannot ask Ollama for its models");
+            } else if result == Ok(false) {
+                tracing::warn!(model = llm.model(), "assistant: the model is not on the Ollama server; reduced mode");
+            }
+            self.health.checked(llm.model(), result);
+        }
+        self.status()
     }
 
     /// Answers the conversation's last turn (the customer's).
@@ -267,9 +303,13 @@ impl Assistant {
             .cloned()
             .collect();
         match llm.ask(ctx, &history).await {
-            Ok(said) => Ok(model_answer(ctx, said)),
+            Ok(said) => {
+                self.health.answered();
+                Ok(model_answer(ctx, said))
+            }
             Err(failure) => {
                 tracing::warn!(reason = %failure, "assistant: the LLM failed, the rules backend answers");
+                self.health.fell_back(failure.to_string());
                 Ok(rules_answer(ctx, turns, true))
             }
         }

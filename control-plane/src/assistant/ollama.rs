@@ -107,6 +107,23 @@ impl OllamaBackend {
         };
         parse(&response.message.content)
     }
+
+    /// Whether the configured model is on the server (`GET /api/tags`); `Err` says why the
+    /// server could not be asked.
+    pub async fn model_listed(&self) -> Result<bool, String> {
+        match tokio::time::timeout(self.timeout, self.client.list_local_models()).await {
+            Err(_) => Err(OllamaFailure::Timeout(self.timeout).to_string()),
+            Ok(Err(e)) => Err(failure(e).to_string()),
+            Ok(Ok(models)) => {
+                let names: Vec<String> = models.into_iter().map(|m| m.name).collect();
+                Ok(super::status::listed(&names, &self.model))
+            }
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 /// An error and its causes on one line.

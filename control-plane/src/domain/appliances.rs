@@ -160,6 +160,10 @@ pub struct FleetSummary {
     pub agent_versions: Vec<VersionCount>,
     /// Every tenant's counts, by tenant name.
     pub tenants: Vec<TenantCounts>,
+    /// The support assistant's LLM: `mode` is `reduced` while it is configured but the
+    /// rules answer instead (the model missing, Ollama unreachable, its last answer
+    /// unusable).
+    pub assistant: crate::assistant::AssistantStatus,
 }
 
 /// One appliance of any tenant with its presence history and recent tasks.
@@ -358,6 +362,7 @@ pub async fn fleet_summary(svc: &Services) -> Result<FleetSummary, ApplianceErro
         certificates_expiring: sum(|c| c.certificates_expiring),
         agent_versions: store::counts_by_agent_version(&svc.pool).await?,
         tenants,
+        assistant: svc.assistant.status(),
     })
 }
 

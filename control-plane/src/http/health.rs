@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::assistant::{AssistantStatus, Mode};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
@@ -27,10 +28,14 @@ struct Health {
 /// Each is `ok` or `unavailable`.
 #[derive(Debug, Serialize, ToSchema)]
 struct Readiness {
-    /// `ok` when both dependencies are.
+    /// `ok` when both dependencies are (the assistant's model is not one: without it the
+    /// rules answer).
     status: &'static str,
     database: &'static str,
     broker: &'static str,
+    /// The support assistant's LLM: `mode` (`rules_only`, `llm`, `reduced`), `model`,
+    /// `model_loaded` (the model is on the Ollama server), `reason` when reduced.
+    assistant: AssistantStatus,
 }
 
 /// The process is up.
@@ -39,7 +44,8 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// PostgreSQL answers and the MQTT connection is up.
+/// PostgreSQL answers and the MQTT connection is up. The body also says whether the
+/// assistant's model is loaded; that never makes the control plane unready.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -58,7 +64,8 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let up = |ok| if ok { "ok" } else { "unavailable" };
     let ready = db_ok && broker_ok;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { status: up(ready), database: up(db_ok), broker: up(broker_ok) }))
+    let assistant = s.domain.assistant.status();
+    (status, Json(Readiness { status: up(ready), database: up(db_ok), broker: up(broker_ok), assistant }))
 }
 
 /// Prometheus metrics.
@@ -69,5 +76,8 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain; version=0.0.4", body = String))
 )]
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let assistant = s.domain.assistant.status();
+    s.metrics.assistant_reduced_mode.set(i64::from(assistant.mode == Mode::Reduced));
+    s.metrics.assistant_model_loaded.set(i64::from(assistant.model_loaded == Some(true)));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
 }

@@ -121,10 +121,15 @@ async fn health_readiness_and_metrics(pool: PgPool) {
         let body: Value = r.json().await.ok()?;
         Some((status, body))
     };
-    eventually(Duration::from_secs(10), "ready once the broker connection is up", || async {
+    let (_, body) = eventually(Duration::from_secs(10), "ready once the broker connection is up", || async {
         ready().await.filter(|(s, _)| *s == 200)
     })
     .await;
+    // No LLM configured: the assistant is rules-only by choice, not in reduced mode.
+    assert_eq!(
+        (body["assistant"]["mode"].as_str(), body["assistant"]["model_loaded"].as_bool()),
+        (Some("rules_only"), None)
+    );
 
     cp.get(&format!("/api/v1/appliances/{id}"), &key).await;
     let (status, body) = cp.get("/no/such/route", &key).await;
@@ -138,6 +143,7 @@ async fn health_readiness_and_metrics(pool: PgPool) {
     assert!(text.contains(r#"route="unmatched""#));
     assert!(!text.contains(&id.to_string()), "metrics must not be labelled by raw ids");
     assert_eq!(metric(&text, "hearth_mqtt_connected"), Some(1.0));
+    assert_eq!(metric(&text, "hearth_assistant_reduced_mode"), Some(0.0));
 
     // The broker goes away: not ready, and the body says which dependency is missing.
     drop(broker);

@@ -23,6 +23,7 @@ mod isolation;
 mod labels;
 mod limits;
 mod openapi;
+mod real_model;
 mod rollouts;
 mod supervision;
 mod support;
