@@ -83,6 +83,7 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         .await;
     assert_eq!(status, 201, "{exchange}");
     let proposal_a = exchange["assistant"]["proposal"]["id"].as_str().expect("a proposal").to_string();
+    let message_a = exchange["assistant"]["id"].as_str().expect("the answer's id").to_string();
     let (status, rollout) = cp
         .call(
             "POST",
@@ -113,6 +114,7 @@ async fn tenant_b_cannot_reach_anything_of_tenant_a(pool: PgPool) {
         ("keys", (key_a_id.clone(), hearth_protocol::ApiKeyId::new().to_string())),
         ("conversations", (conversation_a.clone(), hearth_protocol::ConversationId::new().to_string())),
         ("proposal", (proposal_a.clone(), hearth_protocol::ProposalId::new().to_string())),
+        ("message", (message_a.clone(), hearth_protocol::MessageId::new().to_string())),
         ("rollouts", (rollout_a.clone(), hearth_protocol::RolloutId::new().to_string())),
         ("webhooks", (webhook_a.clone(), uuid::Uuid::new_v4().to_string())),
         // A's webhook with any delivery id answers as a webhook that does not exist.
