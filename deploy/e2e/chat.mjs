@@ -51,10 +51,15 @@ try {
   const pending = page.locator('.proposal[data-status="pending"]').last();
   await pending.waitFor();
   const card = page.locator(`.proposal[data-id="${await pending.getAttribute("data-id")}"]`);
+  // The card says what will happen in words; the action id and parameters are one click away.
   const title = await card.locator("h3").innerText();
+  if (!title.includes("printer.home") || !title.includes("192.168.1.50")) {
+    throw new Error(`unexpected proposal: ${title}`);
+  }
+  await card.locator("details.technical summary").click();
   const params = await card.locator("table.params").innerText();
-  if (!title.includes("dns.record.add") || !params.includes("printer.home") || !params.includes("192.168.1.50")) {
-    throw new Error(`unexpected proposal: ${title} / ${params}`);
+  if (!params.includes("dns.record.add") || !params.includes("printer.home") || !params.includes("192.168.1.50")) {
+    throw new Error(`unexpected technical details: ${params}`);
   }
   if ((await page.locator(".task").count()) !== 0) throw new Error("a task started before confirmation");
 
