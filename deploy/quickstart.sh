@@ -12,6 +12,7 @@
 # the stack with curl and mosquitto_sub). Ports: HEARTH_API_PORT (8443), HEARTH_MQTT_PORT (8883,
 # the broker's public listener, for appliances) and HEARTH_MQTT_SERVICE_PORT (8884, its
 # internal listener on loopback, for the control plane only).
+# HEARTH_DB_NAME (hearth) names the database, for a second stack beside the first.
 # HEARTH_BUILD_PROFILE=dev builds a debug build instead of release (faster to compile).
 # The support assistant's LLM: when an `ollama` binary is installed, its server is started
 # (unless one answers on OLLAMA_HOST already) and pulls HEARTH_ASSISTANT__MODEL
@@ -31,7 +32,7 @@ MQTT_SERVICE_PORT=${HEARTH_MQTT_SERVICE_PORT:-8884}
 PROFILE=${HEARTH_BUILD_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
-DB_NAME=hearth
+DB_NAME=${HEARTH_DB_NAME:-hearth}
 # The tables' owner runs the migrations; the control plane logs in as APP_USER, which owns
 # nothing and reads nothing until it assumes hearth_service or hearth_tenant (see
 # docs/architecture.md, "Database and tenancy").
