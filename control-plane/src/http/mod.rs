@@ -21,6 +21,7 @@
 //! | `POST/GET /api/v1/support/conversations…`, `…/messages`, `…/proposals/{id}/confirm`, `…/events` | tenant | the support chat (see [`support`]) |
 //! | `GET/PUT /api/v1/support/settings` | tenant (owner to change) | whether low-risk proposals wait for confirmation |
 //! | `GET /support` | anyone (the page signs in) | the customers' chat page |
+//! | `POST /api/v1/console/login`, `GET …/session`, `POST …/logout`, `…/password`, `…/totp…` | operator account | the web console's sign-in: a session cookie, its CSRF token, password and TOTP (see [`console_session`]) |
 //! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
 //! | `GET /agent/v1/artifacts/{sha256}` | an appliance's client certificate (HTTPS listener only) | an agent build's bytes, in ranges (see [`agent`]) |
 //! | `GET /agent/v1/self` | an appliance's client certificate (HTTPS listener only) | what is stored about the calling appliance |
@@ -35,6 +36,7 @@ mod agent;
 mod appliances;
 pub mod auth;
 pub mod client_cert;
+mod console_session;
 mod desired;
 mod enroll;
 pub mod error;
@@ -102,6 +104,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(desired::router())
         .merge(inventory::router())
         .merge(account::router())
+        .merge(console_session::router())
         .merge(support::router())
         .merge(admin::router())
         // Outside `/api/v1`: authenticated by the appliance's client certificate alone.
