@@ -17,7 +17,8 @@ use crate::ticker::Ticker;
 
 /// Marks offline, every `every`, the appliances not seen for `offline_after` — once this
 /// replica has been able to hear the fleet for that long: since it started, since its MQTT
-/// connection (`mqtt_connected`) was last down and since PostgreSQL last failed it. Silence
+/// connection (`mqtt_connected`) was last down, since PostgreSQL last failed the sweeper and
+/// since its ingest writer last failed a batch and had not stored one since. Silence
 /// nobody could store (every replica down, the broker or the database away) is not the
 /// appliances' silence: sweeping right after such an outage marked the whole fleet offline
 /// and online again a moment later (found by the fault suite, deploy/faults, `pg-outage`
@@ -32,9 +33,23 @@ pub async fn run_sweeper(
 ) {
     let mut ticker = Ticker::new(every, shutdown);
     let mut deaf_at = Instant::now();
+    // The writer's failed batches and its stored ones (the batch time is observed on success).
+    let mut errors = metrics.ingest_batch_errors.get();
+    let mut stored_at_error: Option<u64> = None;
     while ticker.tick().await {
         if !mqtt_connected.load(Ordering::Relaxed) {
             deaf_at = Instant::now();
+        }
+        let (e, stored) = (metrics.ingest_batch_errors.get(), metrics.ingest_batch_seconds.get_sample_count());
+        if e != errors {
+            errors = e;
+            stored_at_error = Some(stored);
+        }
+        match stored_at_error {
+            // Failing and nothing stored since: heartbeats wait in the writer's retry.
+            Some(s) if s == stored => deaf_at = Instant::now(),
+            Some(_) => stored_at_error = None,
+            None => {}
         }
         if deaf_at.elapsed() >= offline_after {
             match presence::sweep(&pool, offline_after).await {
