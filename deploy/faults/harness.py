@@ -438,7 +438,11 @@ class Run:
         for k in ("tasks", "presence", "config", "ready"):
             if k not in done:
                 failures.append(f"{k} did not recover within {a.recover_timeout} s")
-        bound = a.heartbeat + a.sweep
+        # A heartbeat interval plus a sweep, plus the reconnect backoff's ceiling (5 s here)
+        # where the fault dropped connections.
+        bound = a.heartbeat + a.sweep + (5 if expected_offline else 0)
+        if "presence" in done and done["presence"] > bound:
+            failures.append(f"presence right only {done['presence']:.1f} s after healing (bound {bound:g} s)")
         figures.update(fault_s=round(t_heal - t_inject, 1), heal_s=round(t_heal - t_heal_start, 1),
                        recovery_s=round(max(done.values()), 1) if len(done) == 4 else None,
                        recovered={k: round(v, 1) for k, v in done.items()}, presence_bound_s=bound)
