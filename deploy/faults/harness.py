@@ -344,7 +344,7 @@ class Run:
             time.sleep(0.5)
         return done
 
-    def check(self, name, ids, t_inject, t_heal, t_end, expected_offline, expected_failed):
+    def check(self, name, ids, t_inject, t_heal, t_end, expected_offline, expected_failed, expected_incomplete):
         """The invariants over the scenario's tasks and window; returns (figures, failures)."""
         failures = []
         idlist = ",".join(ids) or "00000000-0000-0000-0000-000000000000"
@@ -369,8 +369,9 @@ class Run:
         failed = [r for r in rows if r["status"] in ("failed", "rejected") and r["id"] not in expected_failed]
         if failed:
             failures.append(f"{len(failed)} tasks failed: " + "; ".join(f"{r['id']}: {r['message']}" for r in failed[:3]))
-        if incomplete:
-            failures.append(f"{len(incomplete)} results without exactly their events: {incomplete[:3]}")
+        unexpected = [i for i in incomplete if i not in expected_incomplete]
+        if unexpected:
+            failures.append(f"{len(unexpected)} results without all their events: {unexpected[:3]}")
         # The agents' own records: each task at most one `running task`, and a done record.
         ran_twice = []
         unrecorded = []
@@ -434,7 +435,8 @@ class Run:
         t_end = time.time()
         figures, failures = self.check(name, ids, t_inject, t_heal, t_end,
                                        "all" if expected_offline == "all" else set(expected_offline),
-                                       set(ctx.get("expected_failed", [])))
+                                       set(ctx.get("expected_failed", [])),
+                                       set(ctx.get("expected_incomplete", [])))
         for k in ("tasks", "presence", "config", "ready"):
             if k not in done:
                 failures.append(f"{k} did not recover within {a.recover_timeout} s")
@@ -666,12 +668,13 @@ class Run:
             self._restart_agent(ag, offset)
             t0 = time.time()
             ids = []
-            while time.time() < t0 + a.fault + 10:
+            # Two tasks and a configuration change (each a real playbook run) while skewed.
+            for _ in range(2):
                 t = self.load.task(ag.appliance_id)
                 if t:
                     ids.append(t)
-                self.load.config(ag.appliance_id)
-                time.sleep(5)
+            self.load.config(ag.appliance_id)
+            time.sleep(max(0.0, t0 + a.fault + 10 - time.time()))
             status = self.pg.psql(f"SELECT status || '|' || coalesce(extract(epoch FROM now() - last_seen)::int, -1) "
                                   f"FROM appliances WHERE id = '{ag.appliance_id}'")
             return dict(task_ids=ids, during=status)
@@ -718,7 +721,9 @@ class Run:
             if pid:
                 with open(f"/proc/{pid}/status") as f:
                     rss = int(next(l for l in f if l.startswith("VmRSS")).split()[1]) // 1024
-            return dict(task_ids=ids, alive=pid is not None, rss_mib=rss, starts=ag.starts)
+            # Events that cannot be spooled are dropped and logged (the agent's bounded
+            # behaviour); their tasks' logs may stay incomplete, which is reported, not failed.
+            return dict(task_ids=ids, alive=pid is not None, rss_mib=rss, starts=ag.starts, expected_incomplete=ids)
 
         def heal(ctx):
             os.remove(filler)
@@ -746,11 +751,12 @@ class Run:
             getattr(self, "s_" + n.replace("-", "_"))()
 
     def report(self):
-        cols = ["scenario", "injected", "tasks", "lost", "ran_twice", "recovery_s", "api_error_pct", "api_p99_ms",
-                "ok"]
+        cols = ["scenario", "injected", "tasks", "lost", "ran_twice", "incomplete", "phantom", "recovery_s",
+                "api_error_pct", "api_p99_ms", "ok"]
         print()
-        print("| fault | injected | tasks | lost | ran twice | recovery s | API errors % | API p99 ms | invariants |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| fault | injected | tasks | lost | ran twice | logs incomplete | phantom transitions | recovery s "
+              "| API errors % | API p99 ms | invariants |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in self.results:
             vals = [r.get(c) for c in cols]
             vals[-1] = "ok" if r["ok"] else "FAILED: " + "; ".join(r["failures"])
@@ -781,9 +787,9 @@ def main():
         ("sweep", 2, 2, "presence.sweep_interval_s"),
         ("ramp", 100, 100, "simulated connections per second"),
         ("task-rate", 5, 2, "tasks per second on simulated appliances"),
-        ("agent-task-every", 8, 8, "seconds between tasks on real agents"),
+        ("agent-task-every", 20, 20, "seconds between tasks on real agents (each a real playbook run)"),
         ("config-every", 2, 2, "seconds between configuration changes (simulated)"),
-        ("agent-config-every", 30, 30, "seconds between configuration changes (real agents)"),
+        ("agent-config-every", 60, 60, "seconds between configuration changes (real agents)"),
         ("chat-every", 5, 5, "seconds between support-chat posts"),
         ("read-rate", 10, 5, "reads per second"),
         ("before", 5, 3, "seconds of load before each fault"),
@@ -793,7 +799,7 @@ def main():
         ("pg-delay", 200, 100, "milliseconds added per packet in slow-pg"),
         ("spool-fs-kib", 512, 512, "size of the disk-full agent's spool file system, KiB"),
         ("settle", 10, 4, "seconds after recovery in which a flap still counts"),
-        ("recover-timeout", 300, 120, "seconds to wait for recovery"),
+        ("recover-timeout", 300, 180, "seconds to wait for recovery"),
     ]:
         p.add_argument("--" + name, type=float, default=None, help=f"{h} (full {full}, --small {small})")
         p.set_defaults(**{"_" + name.replace("-", "_"): (full, small)})
