@@ -25,6 +25,13 @@ case "${1:-}" in
         exec python3 "$ROOT/deploy/faults/harness.py" --help
         ;;
 esac
+# libfaketime for the clock scenarios (Debian's package), installed when missing, as the
+# benchmarks install wrk.
+if ! command -v faketime >/dev/null; then
+    echo "faults: installing faketime" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >&2 \
+        || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >&2; }
+fi
 PROFILE=${HEARTH_BUILD_PROFILE:-dev}
 export HEARTH_BUILD_PROFILE=$PROFILE
 (cd "$ROOT" && cargo build --quiet --locked --profile "$PROFILE" -p hearth-control-plane -p hearth-agent --bins) >&2
