@@ -33,8 +33,16 @@ pub fn options(cfg: &Config) -> Result<MqttOptions, MqttSetupError> {
 
     let mut opts = MqttOptions::new(cfg.mqtt_client_id(), cfg.mqtt.host.clone(), cfg.mqtt.port);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
-    // A persistent session: QoS 1 messages published while we reconnect wait at the broker.
-    opts.set_clean_session(false);
+    // A clean session. Replicas share `up` traffic through a shared subscription, and a
+    // broker keeps handing a disconnected member with a persistent session its share:
+    // QoS 0 heartbeats dropped, QoS 1 messages queued for a replica that may never come back
+    // under that client id (a killed pod's successor has another name), so one dead replica
+    // made 1/N of the fleet's heartbeats vanish and appliances flap offline (found by the
+    // fault suite, deploy/faults, `replica-kill`). With a clean session the broker forgets a
+    // gone replica at once and the survivors get everything; what it held unacknowledged is
+    // not lost: agents send task events, results and configuration reports again until the
+    // control plane's receipt names them (docs/architecture.md, "Tasks").
+    opts.set_clean_session(true);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s));
     let max = hearth_protocol::codec::MAX_PAYLOAD_BYTES + 1024;
     opts.set_max_packet_size(max, max);

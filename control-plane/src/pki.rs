@@ -563,7 +563,11 @@ fn leaf_params(cn: &str, days: i64) -> CertificateParams {
     p.distinguished_name = dn(cn);
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+    // Backdated an hour, as the CAs are: an appliance whose clock is behind by minutes
+    // (no RTC, NTP not synced yet) must still accept a broker or API certificate issued
+    // moments ago, e.g. right after a rotation (fault suite, deploy/faults, `clock-behind`).
+    // Appliance certificates get their own, shorter backdating in `issue`.
+    p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
     p.not_after = OffsetDateTime::now_utc() + Duration::days(days);
     p.serial_number = Some(random_serial());
     p.use_authority_key_identifier_extension = true;

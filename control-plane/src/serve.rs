@@ -306,10 +306,10 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         }
     });
     parts.spawn("presence sweeper", {
-        let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
+        let (pool, metrics, token, connected) = (pool.clone(), metrics.clone(), shutdown.clone(), connected.clone());
         let (after, every) = (config.offline_after(), config.sweep_interval());
         async move {
-            run_sweeper(pool, metrics, after, every, token).await;
+            run_sweeper(pool, metrics, after, every, connected, token).await;
             Ok(())
         }
     });

@@ -44,6 +44,12 @@ use crate::update::install::{Step, Updater};
 /// the control plane times tasks out at their deadline).
 pub const LEDGER_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
+/// How often finished tasks whose result could not be put in the spool (its file system
+/// full) are spooled again while the agent runs. Before, only the next start did, so a
+/// task finished on a full disk stayed `running` at the control plane until its deadline
+/// although space came back (found by the fault suite, deploy/faults, `disk-full`).
+pub const UNREPORTED_RETRY: Duration = Duration::from_secs(10);
+
 /// Something for the worker to do.
 pub enum Job {
     Task(TaskDispatch),
@@ -126,6 +132,8 @@ impl Worker {
     /// failed ("agent shutting down").
     pub async fn run(mut self, initial: Vec<Job>, mut jobs: mpsc::Receiver<Job>, cancel: CancellationToken) {
         let mut initial = initial.into_iter();
+        let mut retry = tokio::time::interval_at(Instant::now() + UNREPORTED_RETRY, UNREPORTED_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let job = match initial.next() {
                 Some(j) => j,
@@ -136,6 +144,10 @@ impl Worker {
                         Some(j) => j,
                         None => return,
                     },
+                    _ = retry.tick() => {
+                        self.report_unreported();
+                        continue;
+                    }
                 },
             };
             if cancel.is_cancelled() {
@@ -341,6 +353,26 @@ impl Worker {
 
     fn report(&self, record: &mut Record, result: &TaskResult) {
         report(&self.ledger, &self.outbox, record, result)
+    }
+
+    /// Spools the results of finished tasks that are not in the spool yet.
+    fn report_unreported(&self) {
+        let records = match self.ledger.all() {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(error = %e, "cannot read the task ledger to report finished tasks");
+                return;
+            }
+        };
+        for mut record in records {
+            if record.state != TaskState::Done || record.reported {
+                continue;
+            }
+            if let Some(result) = record.result.clone() {
+                info!(task = %record.task_id, "spooling a finished task's result again");
+                self.report(&mut record, &result);
+            }
+        }
     }
 }
 
