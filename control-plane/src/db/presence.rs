@@ -1,6 +1,12 @@
 //! Writes of appliance state from MQTT: the ingest batch (latest heartbeat plus presence
 //! transitions, one statement for the whole batch) and the offline sweep.
 //!
+//! What a heartbeat costs PostgreSQL (deploy/bench/ingest-batch.sh): its update is HOT (no
+//! indexed column changes: migration 0015), and its jsonb metrics, whose parsing was about a
+//! third of the statement's CPU, are sent only when due (at most every
+//! `ingest.metrics_every_s` per appliance, see `ingest::batch::MetricsSchedule`);
+//! `last_seen`, `heartbeat_seq` and `heartbeat_at` are written every time.
+//!
 //! Both take row locks in id order (`ORDER BY id FOR [NO KEY] UPDATE`) so that concurrent batches
 //! from several replicas cannot deadlock; the sweep skips rows a batch holds (`SKIP
 //! LOCKED`) since a batch holding them is about to prove them alive.
@@ -17,7 +23,9 @@ pub struct HeartbeatRow {
     pub agent_version: String,
     pub boot_id: BootId,
     pub seq: u64,
-    pub metrics: serde_json::Value,
+    /// The heartbeat's facts, when they are due to be written (`None`: keep the stored
+    /// ones; see `ingest.metrics_every_s`).
+    pub metrics: Option<serde_json::Value>,
     pub sent_at: OffsetDateTime,
 }
 
@@ -54,7 +62,7 @@ const WRITE_BATCH: &str = r#"
 WITH ev AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::jsonb[], $6::timestamptz[],
                          $7::text[], $8::uuid[], $9::text[], $10::bool[])
-        AS t(id, agent_version, boot_id, seq, metrics, metrics_at, p_status, p_session, p_reason, seen)
+        AS t(id, agent_version, boot_id, seq, metrics, sent_at, p_status, p_session, p_reason, seen)
 ),
 prev AS (
     -- Revoked appliances and suspended tenants' appliances are refused: nothing of theirs is
@@ -76,7 +84,8 @@ upd AS (
         boot_id       = COALESCE(ev.boot_id, a.boot_id),
         heartbeat_seq = COALESCE(ev.seq, a.heartbeat_seq),
         metrics       = COALESCE(ev.metrics, a.metrics),
-        metrics_at    = COALESCE(ev.metrics_at, a.metrics_at),
+        metrics_at    = CASE WHEN ev.metrics IS NULL THEN a.metrics_at ELSE ev.sent_at END,
+        heartbeat_at  = COALESCE(ev.sent_at, a.heartbeat_at),
         last_seen     = CASE WHEN ev.seen THEN now() ELSE a.last_seen END,
         status        = CASE WHEN x.applies THEN ev.p_status ELSE a.status END,
         status_since  = CASE WHEN x.applies AND ev.p_status IS DISTINCT FROM prev.old_status
@@ -119,7 +128,7 @@ pub async fn write_batch<'e>(
     let mut boots = Vec::with_capacity(n);
     let mut seqs = Vec::with_capacity(n);
     let mut metrics = Vec::with_capacity(n);
-    let mut metrics_at = Vec::with_capacity(n);
+    let mut sent_at = Vec::with_capacity(n);
     let mut p_status = Vec::with_capacity(n);
     let mut p_session = Vec::with_capacity(n);
     let mut p_reason = Vec::with_capacity(n);
@@ -130,8 +139,8 @@ pub async fn write_batch<'e>(
         versions.push(hb.map(|h| h.agent_version.clone()));
         boots.push(hb.map(|h| *h.boot_id.as_uuid()));
         seqs.push(hb.map(|h| i64::try_from(h.seq).unwrap_or(i64::MAX)));
-        metrics.push(hb.map(|h| h.metrics.clone()));
-        metrics_at.push(hb.map(|h| h.sent_at));
+        metrics.push(hb.and_then(|h| h.metrics.clone()));
+        sent_at.push(hb.map(|h| h.sent_at));
         p_status.push(u.presence.map(|p| if p.online { Presence::Online } else { Presence::Offline }.as_str()));
         p_session.push(u.presence.and_then(|p| p.session).map(|s| *s.as_uuid()));
         p_reason.push(u.presence.map(|p| p.reason));
@@ -143,7 +152,7 @@ pub async fn write_batch<'e>(
         .bind(boots)
         .bind(seqs)
         .bind(metrics)
-        .bind(metrics_at)
+        .bind(sent_at)
         .bind(p_status)
         .bind(p_session)
         .bind(p_reason)
