@@ -6,8 +6,14 @@
 //! were HOT (no index touched). Prints the figures and one JSON line.
 //!
 //! ```sh
-//! deploy/bench/ingest-batch.sh --appliances 10000 --batch 500 --rounds 10
+//! deploy/bench/ingest-batch.sh --appliances 10000 --batch 500 --rounds 10 [--metrics-every K]
 //! ```
+//!
+//! `--metrics-every K`: each appliance's heartbeats carry their metrics (jsonb) once every K
+//! rounds, as the ingest writer sends them when K heartbeats come per
+//! `ingest.metrics_every_s` (default 2: the shipped 30 s heartbeat and 60 s metrics; 1: every
+//! heartbeat, the worst case; 60: one heartbeat a second). Builds from before the schedule
+//! existed ignore it and send them every time.
 //!
 //! Needs DATABASE_URL pointing at a PostgreSQL superuser; creates and drops its own
 //! database.
@@ -34,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let appliances = arg("--appliances", 10_000);
     let batch = arg("--batch", 500).max(1);
     let rounds = arg("--rounds", 10).max(1);
+    let metrics_every = arg("--metrics-every", 2).max(1);
     let admin =
         std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("set DATABASE_URL to a PostgreSQL superuser URL"))?;
 
@@ -44,12 +51,12 @@ async fn main() -> anyhow::Result<()> {
         Some((base, _)) => format!("{base}/{name}"),
         None => anyhow::bail!("DATABASE_URL has no database part"),
     };
-    let result = run(&url, appliances, batch, rounds).await;
+    let result = run(&url, appliances, batch, rounds, metrics_every).await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await?;
     result
 }
 
-async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyhow::Result<()> {
+async fn run(url: &str, appliances: usize, batch: usize, rounds: usize, metrics_every: usize) -> anyhow::Result<()> {
     let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
     db::migrate(&pool).await?;
     let tenant = TenantId::new();
@@ -82,9 +89,11 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
                         agent_version: "0.1.0".into(),
                         boot_id: boot,
                         seq: round as u64,
-                        metrics: serde_json::json!({"uptime_s": round, "load": [0.1, 0.2, 0.3],
+                        metrics: (round % metrics_every == 1 % metrics_every).then(|| {
+                            serde_json::json!({"uptime_s": round, "load": [0.1, 0.2, 0.3],
                             "memory": {"total_bytes": 2u64 << 30, "available_bytes": 1u64 << 30},
-                            "root_fs": {"total_bytes": 32u64 << 30, "available_bytes": 20u64 << 30}}),
+                            "root_fs": {"total_bytes": 32u64 << 30, "available_bytes": 20u64 << 30}})
+                        }),
                         sent_at: time::OffsetDateTime::now_utc(),
                     }),
                     presence: Some(presence::PresenceChange { online: true, session: None, reason: "heartbeat" }),
@@ -107,7 +116,10 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
     let upd = after.updates - before.updates;
     let hot_share = if upd > 0 { (after.hot_updates - before.hot_updates) as f64 / upd as f64 } else { 0.0 };
     let (p50, p99, max) = (percentile(&timings, 0.5), percentile(&timings, 0.99), timings[timings.len() - 1]);
-    println!("appliances {appliances}, batch {batch}, rounds {rounds}: {} batches", timings.len());
+    println!(
+        "appliances {appliances}, batch {batch}, rounds {rounds}, metrics every {metrics_every} rounds: {} batches",
+        timings.len()
+    );
     println!("batch write: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     println!(
         "throughput: {:.0} heartbeats/s written ({rows} in {total:.2} s, one statement per batch)",
@@ -118,7 +130,7 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize) -> anyho
         hot_share * 100.0
     );
     println!(
-        "{{\"bench\":\"ingest_batch\",\"appliances\":{appliances},\"batch\":{batch},\"rounds\":{rounds},\"batches\":{},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"heartbeats_per_s\":{:.0},\"pg_cpu_s_per_1000\":{cpu_per_1000:.5},\"wal_bytes_per_heartbeat\":{wal_per_hb:.0},\"hot_update_share\":{hot_share:.3},\"load1\":{}}}",
+        "{{\"bench\":\"ingest_batch\",\"appliances\":{appliances},\"batch\":{batch},\"rounds\":{rounds},\"metrics_every\":{metrics_every},\"batches\":{},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"max_ms\":{max:.3},\"heartbeats_per_s\":{:.0},\"pg_cpu_s_per_1000\":{cpu_per_1000:.5},\"wal_bytes_per_heartbeat\":{wal_per_hb:.0},\"hot_update_share\":{hot_share:.3},\"load1\":{}}}",
         timings.len(),
         rows as f64 / total,
         load1()

@@ -302,15 +302,27 @@ pub struct PresenceConfig {
     pub sweep_interval_s: f64,
 }
 
+fn default_metrics_every_s() -> u64 {
+    60
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// A batch is written when it holds this many messages…
     pub batch_max: usize,
-    /// …or when its first message has waited this long.
+    /// …or when its first message has waited this long. While a batch is being written the
+    /// next one collects everything that arrives (heartbeats coalesced to the newest per
+    /// appliance), so under load batches grow past `batch_max`.
     pub batch_wait_ms: u64,
-    /// Messages buffered between the MQTT loop and the writer.
+    /// Task events, results and configuration messages pending for the writer before the
+    /// MQTT loop waits for it (heartbeats and status messages coalesce and never wait).
     pub queue: usize,
+    /// A heartbeat's metrics (uptime, load, memory, disk) are written at most this often per
+    /// appliance (seconds), and at once after a reboot or an agent update; `last_seen` and
+    /// the heartbeat's sequence and time are written with every heartbeat. 0: every time.
+    #[serde(default = "default_metrics_every_s")]
+    pub metrics_every_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -354,7 +366,7 @@ impl Default for Config {
                 rotation_notices_per_s: 20.0,
             },
             presence: PresenceConfig { offline_after_s: 90.0, sweep_interval_s: 10.0 },
-            ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000 },
+            ingest: IngestConfig { batch_max: 500, batch_wait_ms: 50, queue: 10_000, metrics_every_s: 60 },
             tasks: TasksConfig {
                 default_deadline_s: 3600,
                 max_deadline_s: 86_400,

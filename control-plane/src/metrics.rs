@@ -13,6 +13,7 @@ pub struct Metrics {
     pub mqtt_decode_errors: IntCounterVec,
     pub mqtt_connected: IntGauge,
     pub heartbeats_ingested: IntCounter,
+    pub heartbeats_superseded: IntCounter,
     pub ingest_unknown_appliances: IntCounter,
     pub ingest_batch_size: Histogram,
     pub ingest_batch_seconds: Histogram,
@@ -144,7 +145,14 @@ impl Metrics {
                 &["kind", "reason"],
             )?,
             mqtt_connected: gauge("hearth_mqtt_connected", "1 while the MQTT connection to the broker is up.")?,
-            heartbeats_ingested: counter("hearth_heartbeats_ingested_total", "Heartbeats written to PostgreSQL.")?,
+            heartbeats_ingested: counter(
+                "hearth_heartbeats_ingested_total",
+                "Heartbeats accounted for by a committed ingest batch: written, or superseded by a newer one of the same appliance that was.",
+            )?,
+            heartbeats_superseded: counter(
+                "hearth_heartbeats_superseded_total",
+                "Heartbeats not written themselves because a newer one of the same appliance arrived before the batch was (included in hearth_heartbeats_ingested_total; not a loss).",
+            )?,
             ingest_unknown_appliances: counter(
                 "hearth_ingest_unknown_appliances_total",
                 "Batched updates refused: appliance ids that do not exist (deleted, never registered), revoked appliances and suspended tenants' appliances.",
@@ -152,7 +160,7 @@ impl Metrics {
             ingest_batch_size: histogram(
                 "hearth_ingest_batch_size",
                 "Appliances written per ingest batch.",
-                vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0],
+                vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0],
             )?,
             ingest_batch_seconds: histogram("hearth_ingest_batch_seconds", "Time to write one ingest batch.", seconds)?,
             ingest_batch_errors: counter(

@@ -240,11 +240,11 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         }
     });
 
-    // MQTT: consumer → channel → writer; the writer's acks go back to the consumer; the
+    // MQTT: consumer → pending batch (coalesced per appliance) → writer; the writer's acks go back to the consumer; the
     // dispatcher publishes through the same client.
     let opts = mqtt::options(config)?;
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
-    let (tx, rx) = tokio::sync::mpsc::channel(config.ingest.queue);
+    let pending = ingest::Pending::new(config.ingest.queue);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     // Unbounded so the consumer never waits for the renewal worker, which waits for room in
     // the MQTT client the consumer drains (a bounded queue would close that circle). What it
@@ -256,7 +256,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     parts.spawn("MQTT consumer", {
         let consumer = ConsumerConfig { share_group: config.mqtt.share_group.clone() };
         let links = ConsumerLinks {
-            tx,
+            pending: pending.clone(),
             acks: ack_rx,
             metrics: metrics.clone(),
             connected: connected.clone(),
@@ -279,7 +279,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             client: client.clone(),
         };
         async move {
-            ingest::run_writer(rx, ctx).await;
+            ingest::run_writer(pending, ctx).await;
             Ok(())
         }
     });

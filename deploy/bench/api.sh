@@ -9,7 +9,11 @@
 # quotas high enough that wrk measures the API, not the limit: HEARTH_LIMITS__API_* below.
 #
 #   deploy/bench/api.sh [--appliances N] [--tenants K] [--duration S] [--connections C]
-#                       [--threads T] [--mqtt-port P] [--api-port P]
+#                       [--threads T] [--rate R] [--mqtt-port P] [--api-port P]
+#
+# --rate R: each connection pauses between its requests (wrk's delay()) so that all of them
+# together send about R requests/s (a little less: each request's own time adds to the
+# pause): latency at a given load rather than at saturation. 0 (default): as fast as they go.
 #
 # Prints a summary and one JSON line last. Its own database (hearth_bench_api) and ports;
 # everything it starts is stopped on exit.
@@ -20,6 +24,7 @@ TENANTS=100
 DURATION=30
 CONNECTIONS=32
 THREADS=2
+RATE=0
 MQTT_PORT=18885
 API_PORT=18445
 while [ $# -gt 0 ]; do
@@ -29,9 +34,10 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --connections) CONNECTIONS=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
         --mqtt-port) MQTT_PORT=$2; shift 2 ;;
         --api-port) API_PORT=$2; shift 2 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -68,8 +74,12 @@ for a in b["appliances"]:
     print(keys[a["tenant_id"]], a["id"])
 PY
 
-cat >"$WORK/bench.lua" <<'LUA'
--- Each request: a random appliance's tenant key; `mode` picks the list or the detail path.
+cat >"$WORK/bench.lua" <<LUA
+-- Each request: a random appliance's tenant key; \`mode\` picks the list or the detail path.
+local pause = $RATE > 0 and math.floor($CONNECTIONS * 1000 / $RATE) or 0
+function delay() return pause end
+LUA
+cat >>"$WORK/bench.lua" <<'LUA'
 local targets = {}
 local mode
 function init(args)
@@ -118,4 +128,4 @@ echo "machine: $MACHINE"
 echo "list:   $LIST"
 echo "detail: $DETAIL"
 echo "control plane RSS after the load: $rss MiB"
-echo "{\"bench\":\"api\",\"appliances\":$APPLIANCES,\"tenants\":$TENANTS,\"duration_s\":$DURATION,\"connections\":$CONNECTIONS,\"profile\":\"$PROFILE\",\"machine\":\"$MACHINE\",\"rls\":true,\"rate_limiting\":true,\"provision_s\":$PROVISION_S,\"cp_rss_mib\":$rss,\"list\":$LIST,\"detail\":$DETAIL}"
+echo "{\"bench\":\"api\",\"appliances\":$APPLIANCES,\"tenants\":$TENANTS,\"duration_s\":$DURATION,\"connections\":$CONNECTIONS,\"rate\":$RATE,\"profile\":\"$PROFILE\",\"machine\":\"$MACHINE\",\"rls\":true,\"rate_limiting\":true,\"provision_s\":$PROVISION_S,\"cp_rss_mib\":$rss,\"list\":$LIST,\"detail\":$DETAIL}"

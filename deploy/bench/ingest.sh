@@ -3,8 +3,11 @@
 # certificate and mutual-TLS connection) → Mosquitto → the control plane → PostgreSQL.
 #
 #   deploy/bench/ingest.sh [--appliances N] [--rates R1,R2,…] [--window S] [--ramp C]
+#                          [--mixed] [--api-connections C] [--api-rate R]
 #                          [--mqtt-port P] [--api-port P]
 #
+# Rates above the fleet size mean sub-second heartbeat intervals (40000 over 10,000
+# appliances: one every 250 ms each); the per-appliance MQTT limit is raised above them.
 # Connections ramp at --ramp per second (200: faster, Mosquitto cannot finish the TLS
 # handshakes within the clients' 5 s connection timeout on a 2-core box); each phase measures
 # only once every appliance is connected and one heartbeat interval has passed.
@@ -12,15 +15,27 @@
 #   ceiling  the control plane stopped; `hearth-fleet-sim count`, a subscriber that only
 #            counts, reads every up message: what the broker (and this box) can deliver.
 #   ingest   the control plane consuming: heartbeats stored per second (its
-#            hearth_heartbeats_ingested_total over the window), heartbeats lost (written by
-#            the simulator − stored, over the whole run), publish→visible-in-PostgreSQL
-#            latency, CPU of the control plane, the broker, PostgreSQL and the simulator,
-#            and the control plane's RSS.
+#            hearth_heartbeats_ingested_total over the window: written, or superseded by a
+#            newer one of the same appliance that was), of them superseded
+#            (hearth_heartbeats_superseded_total: coalesced away under load, not a loss),
+#            heartbeats lost (written by the simulator − ingested, over the whole run),
+#            appliances marked offline for missed heartbeats (a false offline: the fleet is
+#            connected throughout), latency of the newest heartbeat per appliance, CPU of
+#            the control plane, the broker, PostgreSQL and the simulator (the saturated
+#            component is the one nearest a whole core, or both cores together), and the
+#            control plane's RSS.
+# --mixed: during each ingest window, wrk sends GET /api/v1/appliances (the tenant's first
+# page, 100 rows, with its API key: authentication, rate limit, row-level security) to the
+# same control plane, --api-connections at once, each paced to --api-rate requests/s over
+# all (wrk's delay(); 0: as fast as they go), and its requests/s, p50 and p99 are reported
+# beside the ingest's.
 # Latency: a psql session polls a sample of up to 1000 appliances every 100 ms and records,
-# for each new `metrics_at` (the heartbeat's own `sent_at`, stamped by the simulator when it
-# hands the heartbeat to its MQTT client), clock_timestamp() − metrics_at. It is an upper
-# bound: a heartbeat is seen up to one poll (100 ms) after it became visible.
-# "Sustained" = p99 ≤ 1 s and nothing lost. Prints a summary and one JSON line last.
+# for each new `heartbeat_at` (the newest heartbeat's own `sent_at`, stamped by the
+# simulator when it hands the heartbeat to its MQTT client), clock_timestamp() −
+# heartbeat_at. It is an upper bound: a heartbeat is seen up to one poll (100 ms) after it
+# became visible.
+# "Sustained" = p99 ≤ 1 s and nothing lost (superseded heartbeats are not lost). Prints a
+# summary and one JSON line last.
 # Its own database (hearth_bench_ingest) and ports; everything it starts is stopped on exit.
 set -euo pipefail
 
@@ -30,15 +45,21 @@ WINDOW=20
 RAMP=200
 MQTT_PORT=18883
 API_PORT=18443
+MIXED=false
+API_CONNECTIONS=8
+API_RATE=1000
 while [ $# -gt 0 ]; do
     case $1 in
         --appliances) APPLIANCES=$2; shift 2 ;;
         --rates) RATES=$2; shift 2 ;;
         --window) WINDOW=$2; shift 2 ;;
         --ramp) RAMP=$2; shift 2 ;;
+        --mixed) MIXED=true; shift ;;
+        --api-connections) API_CONNECTIONS=$2; shift 2 ;;
+        --api-rate) API_RATE=$2; shift 2 ;;
         --mqtt-port) MQTT_PORT=$2; shift 2 ;;
         --api-port) API_PORT=$2; shift 2 ;;
-        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -46,10 +67,15 @@ BENCH=ingest
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
+$MIXED && ensure_wrk
 build
 MACHINE=$(machine)
 say "machine: $MACHINE"
 setup_stack
+# Sub-second heartbeats are above an appliance's default MQTT allowance; the API's quota is
+# above wrk's load (every request still takes a token).
+export HEARTH_LIMITS__MQTT_PER_MINUTE=10000000 HEARTH_LIMITS__MQTT_BURST=1000000
+export HEARTH_LIMITS__API_PER_MINUTE=10000000 HEARTH_LIMITS__API_BURST=1000000
 start_broker
 bulk_create --tenants 1 --count "$APPLIANCES" --prefix bench
 say "provisioned $APPLIANCES appliances in ${PROVISION_S} s"
@@ -57,9 +83,22 @@ say "provisioned $APPLIANCES appliances in ${PROVISION_S} s"
 psql -qX "$DB_URL" >/dev/null <<SQL
 CREATE UNLOGGED TABLE bench_sample (id uuid PRIMARY KEY);
 INSERT INTO bench_sample SELECT id FROM appliances ORDER BY random() LIMIT 1000;
-CREATE UNLOGGED TABLE bench_seen (id uuid PRIMARY KEY, metrics_at timestamptz);
+CREATE UNLOGGED TABLE bench_seen (id uuid PRIMARY KEY, heartbeat_at timestamptz);
 CREATE UNLOGGED TABLE bench_latency (ms float8);
 SQL
+
+if $MIXED; then
+    API_KEY=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tenants"][0]["api_key"])' "$BUNDLE")
+    cat >"$WORK/list.lua" <<LUA
+-- The tenant's first page of appliances, paced: each connection waits so that all of them
+-- together send about --api-rate requests/s (plus each request's own time: a little less).
+local pause = ${API_RATE} > 0 and math.floor(${API_CONNECTIONS} * 1000 / ${API_RATE}) or 0
+function request()
+    return wrk.format("GET", "/api/v1/appliances", { ["Authorization"] = "Bearer ${API_KEY}" })
+end
+function delay() return pause end
+LUA
+fi
 
 # sim RATE → runs the simulator in the background until stopped (SIM_PID, its final line in
 # $WORK/sim.json, its once-a-second counters in $WORK/timeline.jsonl), then waits until every
@@ -137,21 +176,29 @@ for RATE in "${rate_list[@]}"; do
     load=$(load_avg)
     psql -qX "$DB_URL" -v since="$since" >/dev/null 2>>"$WORK/sampler.log" <<'SQL' &
 WITH cur AS (
-    SELECT a.id, a.metrics_at FROM appliances a JOIN bench_sample s USING (id)
-    WHERE a.metrics_at >= :'since'::timestamptz
+    SELECT a.id, a.heartbeat_at FROM appliances a JOIN bench_sample s USING (id)
+    WHERE a.heartbeat_at >= :'since'::timestamptz
 ), new AS (
-    SELECT c.id, c.metrics_at FROM cur c LEFT JOIN bench_seen s USING (id)
-    WHERE s.metrics_at IS DISTINCT FROM c.metrics_at
+    SELECT c.id, c.heartbeat_at FROM cur c LEFT JOIN bench_seen s USING (id)
+    WHERE s.heartbeat_at IS DISTINCT FROM c.heartbeat_at
 ), up AS (
-    INSERT INTO bench_seen SELECT id, metrics_at FROM new
-    ON CONFLICT (id) DO UPDATE SET metrics_at = EXCLUDED.metrics_at
+    INSERT INTO bench_seen SELECT id, heartbeat_at FROM new
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at
 )
-INSERT INTO bench_latency SELECT extract(epoch FROM clock_timestamp() - metrics_at) * 1000 FROM new
+INSERT INTO bench_latency SELECT extract(epoch FROM clock_timestamp() - heartbeat_at) * 1000 FROM new
 \watch 0.1
 SQL
     SAMPLER_PID=$!
     EXTRA_PIDS+=("$SAMPLER_PID")
+    if $MIXED; then
+        wrk -t1 -c"$API_CONNECTIONS" -d"${WINDOW}s" --latency -s "$WORK/list.lua" "https://localhost:$API_PORT" \
+            >"$WORK/wrk.out" 2>&1 &
+        WRK_PID=$!
+        EXTRA_PIDS+=("$WRK_PID")
+    fi
+    s_0=$(cp_metric hearth_heartbeats_superseded_total)
     sleep "$WINDOW"
+    s_1=$(cp_metric hearth_heartbeats_superseded_total)
     i1=$(cp_metric hearth_heartbeats_ingested_total)
     b=$(now_ms); c1=$(cpu_ticks "$CP_PID"); b1=$(cpu_ticks "$BROKER_PID"); p1=$(pg_ticks); s1=$(cpu_ticks "$SIM_PID")
     secs=$(awk -v a="$a" -v b="$b" 'BEGIN {print (b - a) / 1000}')
@@ -160,10 +207,25 @@ SQL
     stop_sim
     sleep 2 # let the last batch land
     stored_total=$(cp_metric hearth_heartbeats_ingested_total)
+    superseded_total=$(cp_metric hearth_heartbeats_superseded_total)
+    false_offline=$(psql -qXAt "$DB_URL" -c "SELECT count(*) FROM presence_events WHERE reason = 'missed_heartbeats' AND at >= '$since'")
+    api=null
+    if $MIXED; then
+        wait "$WRK_PID" || true
+        out=$(cat "$WORK/wrk.out"); cat "$WORK/wrk.out" >>"$WORK/wrk.log"
+        api_rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+        api_p50=$(wrk_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+        api_p99=$(wrk_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+        api_non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+        api="{\"endpoint\":\"list\",\"connections\":$API_CONNECTIONS,\"target_rps\":$API_RATE,\"rps\":${api_rps:-0},\"p50_ms\":$api_p50,\"p99_ms\":$api_p99,\"non_2xx\":${api_non2xx:-0}}"
+        say "rate $RATE/s: API list alongside: ${api_rps:-0} requests/s, p50 $api_p50 ms, p99 $api_p99 ms, non-2xx ${api_non2xx:-0}"
+    fi
     stop_cp
     written=$(json_get "$SIM" heartbeats_written)
     offered=$(written_rate "$a" "$b")
     stored=$(awk -v a="$i0" -v b="$i1" -v s="$secs" 'BEGIN {printf "%.1f", (b - a) / s}')
+    superseded=$(awk -v a="$s_0" -v b="$s_1" -v s="$secs" 'BEGIN {printf "%.1f", (b - a) / s}')
+    rows=$(awk -v t="$stored" -v u="$superseded" 'BEGIN {printf "%.1f", t - u}')
     lost=$(awk -v w="$written" -v s="$stored_total" 'BEGIN {printf "%d", w - s}')
     read -r p50 p99 samples < <(psql -qXAt -F' ' "$DB_URL" -c \
         "SELECT round(coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), 0)::numeric, 1),
@@ -172,11 +234,12 @@ SQL
     cp_cpu=$(pct "$c0" "$c1" "$secs"); br_cpu=$(pct "$b0" "$b1" "$secs")
     pg_cpu=$(pct "$p0" "$p1" "$secs"); sim_cpu=$(pct "$s0" "$s1" "$secs")
     ratio=$(awk -v s="$stored" -v c="$ceiling" 'BEGIN {printf "%.2f", (c > 0) ? s / c : 0}')
-    sustained=$(awk -v p="$p99" -v l="$lost" -v n="$samples" 'BEGIN {print (n > 0 && p <= 1000 && l <= 0) ? "true" : "false"}')
-    say "rate $RATE/s: stored $stored/s of $offered/s written; ceiling $ceiling/s (ratio $ratio); lost $lost of $written;" \
+    sustained=$(awk -v p="$p99" -v l="$lost" -v n="$samples" -v f="$false_offline" 'BEGIN {print (n > 0 && p <= 1000 && l <= 0 && f == 0) ? "true" : "false"}')
+    say "rate $RATE/s: stored $stored/s of $offered/s written ($superseded/s of them superseded, $rows rows/s written);" \
+        "ceiling $ceiling/s (ratio $ratio); lost $lost of $written (superseded $superseded_total); false offline $false_offline;" \
         "latency p50 ${p50} ms p99 ${p99} ms ($samples samples); CPU: control plane ${cp_cpu}%, broker ${br_cpu}%," \
         "PostgreSQL ${pg_cpu}%, simulator ${sim_cpu}%; control plane RSS ${rss} MiB; load $load"
-    RESULTS+=("{\"rate\":$RATE,\"offered_per_s\":$offered,\"ceiling_per_s\":$ceiling,\"stored_per_s\":$stored,\"ratio\":$ratio,\"written\":$written,\"lost\":$lost,\"p50_ms\":$p50,\"p99_ms\":$p99,\"latency_samples\":$samples,\"cp_cpu_pct\":$cp_cpu,\"broker_cpu_pct\":$br_cpu,\"pg_cpu_pct\":$pg_cpu,\"sim_cpu_pct\":$sim_cpu,\"ceiling_broker_cpu_pct\":$ceiling_broker_cpu,\"cp_rss_mib\":$rss,\"all_connected_s\":$CONNECT_S,\"load1\":$load,\"sustained\":$sustained}")
+    RESULTS+=("{\"rate\":$RATE,\"offered_per_s\":$offered,\"ceiling_per_s\":$ceiling,\"stored_per_s\":$stored,\"ratio\":$ratio,\"superseded_per_s\":$superseded,\"rows_per_s\":$rows,\"written\":$written,\"lost\":$lost,\"superseded\":$superseded_total,\"false_offline\":$false_offline,\"p50_ms\":$p50,\"p99_ms\":$p99,\"latency_samples\":$samples,\"cp_cpu_pct\":$cp_cpu,\"broker_cpu_pct\":$br_cpu,\"pg_cpu_pct\":$pg_cpu,\"sim_cpu_pct\":$sim_cpu,\"ceiling_broker_cpu_pct\":$ceiling_broker_cpu,\"cp_rss_mib\":$rss,\"all_connected_s\":$CONNECT_S,\"load1\":$load,\"sustained\":$sustained,\"api\":$api}")
 done
 
 best=0
@@ -194,5 +257,6 @@ printf '%-8s %-10s %-10s %-10s %-6s %-7s %-9s %-9s %-6s %-6s %-6s %-6s %-8s\n' \
 for r in "${RESULTS[@]}"; do
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-8s %-10s %-10s %-10s %-6s %-7s %-9s %-9s %-6s %-6s %-6s %-6s %-8s" % tuple(r[k] for k in ["rate","offered_per_s","ceiling_per_s","stored_per_s","ratio","lost","p50_ms","p99_ms","cp_cpu_pct","broker_cpu_pct","pg_cpu_pct","sim_cpu_pct","cp_rss_mib"]))' "$r"
 done
-echo "highest sustained rate (p99 ≤ 1 s, nothing lost): $best/s; provisioning $APPLIANCES appliances took ${PROVISION_S} s"
-echo "{\"bench\":\"ingest\",\"appliances\":$APPLIANCES,\"window_s\":$WINDOW,\"profile\":\"$PROFILE\",\"machine\":\"$MACHINE\",\"provision_s\":$PROVISION_S,\"best_sustained_rate\":$best,\"rates\":[$(IFS=,; echo "${RESULTS[*]}")]}"
+$MIXED && for r in "${RESULTS[@]}"; do python3 -c 'import json,sys; r=json.loads(sys.argv[1]); a=r["api"]; print("rate %s: API list %s requests/s (target %s), p50 %s ms, p99 %s ms, non-2xx %s" % (r["rate"], a["rps"], a["target_rps"], a["p50_ms"], a["p99_ms"], a["non_2xx"]))' "$r"; done
+echo "highest sustained rate (p99 ≤ 1 s, nothing lost but superseded, no false offline): $best/s; provisioning $APPLIANCES appliances took ${PROVISION_S} s"
+echo "{\"bench\":\"ingest\",\"appliances\":$APPLIANCES,\"window_s\":$WINDOW,\"mixed\":$MIXED,\"profile\":\"$PROFILE\",\"machine\":\"$MACHINE\",\"provision_s\":$PROVISION_S,\"best_sustained_rate\":$best,\"rates\":[$(IFS=,; echo "${RESULTS[*]}")]}"

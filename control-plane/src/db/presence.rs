@@ -1,9 +1,20 @@
 //! Writes of appliance state from MQTT: the ingest batch (latest heartbeat plus presence
 //! transitions, one statement for the whole batch) and the offline sweep.
 //!
-//! Both take row locks in id order (`ORDER BY id FOR [NO KEY] UPDATE`) so that concurrent batches
-//! from several replicas cannot deadlock; the sweep skips rows a batch holds (`SKIP
-//! LOCKED`) since a batch holding them is about to prove them alive.
+//! What a heartbeat costs PostgreSQL (deploy/bench/ingest-batch.sh): its update is HOT (no
+//! indexed column changes: migration 0015), and its jsonb metrics, whose parsing was about a
+//! third of the statement's CPU, are sent only when due (at most every
+//! `ingest.metrics_every_s` per appliance, see `ingest::batch::MetricsSchedule`);
+//! `last_seen`, `heartbeat_seq` and `heartbeat_at` are written every time.
+//!
+//! The batch is one `UPDATE … FROM UNNEST(…)`: it reads the old presence in its SET
+//! expressions instead of a separate `SELECT … FOR NO KEY UPDATE` of the rows first, which
+//! locked each row with a WAL record of its own and fetched it twice (half the buffer hits,
+//! a sixth less CPU per heartbeat in deploy/bench/ingest-batch.sh). Its rows are locked in
+//! the order of the batch (ids sorted by the writer; the plan is a nested loop over the
+//! array): should two replicas' batches still deadlock, one fails and is retried. The sweep
+//! locks in id order and skips rows a batch holds (`SKIP LOCKED`) since a batch holding them
+//! is about to prove them alive.
 
 use hearth_protocol::{ApplianceId, BootId, SessionId};
 use sqlx::PgPool;
@@ -17,7 +28,9 @@ pub struct HeartbeatRow {
     pub agent_version: String,
     pub boot_id: BootId,
     pub seq: u64,
-    pub metrics: serde_json::Value,
+    /// The heartbeat's facts, when they are due to be written (`None`: keep the stored
+    /// ones; see `ingest.metrics_every_s`).
+    pub metrics: Option<serde_json::Value>,
     pub sent_at: OffsetDateTime,
 }
 
@@ -54,51 +67,44 @@ const WRITE_BATCH: &str = r#"
 WITH ev AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::jsonb[], $6::timestamptz[],
                          $7::text[], $8::uuid[], $9::text[], $10::bool[])
-        AS t(id, agent_version, boot_id, seq, metrics, metrics_at, p_status, p_session, p_reason, seen)
-),
-prev AS (
-    -- Revoked appliances and suspended tenants' appliances are refused: nothing of theirs is
-    -- stored (the writer counts them with the unknown ids). Decided as a column, not as a
-    -- filter of this scan: the filter made the planner pick a plan 4x slower (ingest-batch
-    -- bench: 26,000 → 6,600 heartbeats/s; as a column 27,000).
-    SELECT a.id, a.status AS old_status, a.session_id AS old_session,
-           (a.revoked_at IS NULL
-            AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = a.tenant_id AND tn.status = 'active')) AS accepted
-    FROM appliances a JOIN ev ON ev.id = a.id
-    ORDER BY a.id
-    -- NO KEY UPDATE: the id is not changed, so rows referencing the appliance (a task or a
-    -- presence event inserted meanwhile) need not wait for the batch.
-    FOR NO KEY UPDATE OF a
+        AS t(id, agent_version, boot_id, seq, metrics, sent_at, p_status, p_session, p_reason, seen)
 ),
 upd AS (
+    -- In SET, a.* is the row before the update (locked, and the newest committed version).
+    -- A status applies if it is "online", or an "offline" to the connection that is current: a late last
+    -- will of an older connection must not override a newer "online".
     UPDATE appliances a SET
         agent_version = COALESCE(ev.agent_version, a.agent_version),
         boot_id       = COALESCE(ev.boot_id, a.boot_id),
         heartbeat_seq = COALESCE(ev.seq, a.heartbeat_seq),
         metrics       = COALESCE(ev.metrics, a.metrics),
-        metrics_at    = COALESCE(ev.metrics_at, a.metrics_at),
+        metrics_at    = CASE WHEN ev.metrics IS NULL THEN a.metrics_at ELSE ev.sent_at END,
+        heartbeat_at  = COALESCE(ev.sent_at, a.heartbeat_at),
         last_seen     = CASE WHEN ev.seen THEN now() ELSE a.last_seen END,
-        status        = CASE WHEN x.applies THEN ev.p_status ELSE a.status END,
-        status_since  = CASE WHEN x.applies AND ev.p_status IS DISTINCT FROM prev.old_status
+        status        = CASE WHEN COALESCE(ev.p_status = 'online'
+             OR (ev.p_status = 'offline'
+                 AND (a.session_id IS NULL OR ev.p_session IS NULL OR a.session_id = ev.p_session)), false) THEN ev.p_status ELSE a.status END,
+        status_since  = CASE WHEN COALESCE(ev.p_status = 'online'
+             OR (ev.p_status = 'offline'
+                 AND (a.session_id IS NULL OR ev.p_session IS NULL OR a.session_id = ev.p_session)), false) AND ev.p_status IS DISTINCT FROM a.status
                              THEN now() ELSE a.status_since END,
-        session_id    = CASE WHEN x.applies AND ev.p_session IS NOT NULL
+        session_id    = CASE WHEN COALESCE(ev.p_status = 'online'
+             OR (ev.p_status = 'offline'
+                 AND (a.session_id IS NULL OR ev.p_session IS NULL OR a.session_id = ev.p_session)), false) AND ev.p_session IS NOT NULL
                              THEN ev.p_session ELSE a.session_id END
     FROM ev
-    JOIN prev ON prev.id = ev.id
-    -- An "offline" applies only to the connection that is current: a late last will of
-    -- an older connection must not override a newer "online".
-    CROSS JOIN LATERAL (SELECT COALESCE(
-        ev.p_status = 'online'
-        OR (ev.p_status = 'offline'
-            AND (prev.old_session IS NULL OR ev.p_session IS NULL OR prev.old_session = ev.p_session)),
-        false) AS applies) x
-    WHERE a.id = ev.id AND prev.accepted
-    RETURNING a.id, a.tenant_id, prev.old_status, a.status AS new_status, ev.p_reason
+    -- Revoked appliances and suspended tenants' appliances are refused: nothing of theirs is
+    -- stored (the writer counts them with the unknown ids).
+    WHERE a.id = ev.id AND a.revoked_at IS NULL
+      AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = a.tenant_id AND tn.status = 'active')
+    -- A transition is what set status_since to this transaction's time (one presence
+    -- statement per transaction, so nothing else did).
+    RETURNING a.id, a.tenant_id, a.status AS new_status, ev.p_reason, a.status_since = now() AS changed
 ),
 ins AS (
     INSERT INTO presence_events (tenant_id, appliance_id, status, reason)
     SELECT tenant_id, id, new_status, p_reason FROM upd
-    WHERE new_status IS DISTINCT FROM old_status AND new_status <> 'never_seen'
+    WHERE changed AND new_status <> 'never_seen'
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins)
@@ -119,7 +125,7 @@ pub async fn write_batch<'e>(
     let mut boots = Vec::with_capacity(n);
     let mut seqs = Vec::with_capacity(n);
     let mut metrics = Vec::with_capacity(n);
-    let mut metrics_at = Vec::with_capacity(n);
+    let mut sent_at = Vec::with_capacity(n);
     let mut p_status = Vec::with_capacity(n);
     let mut p_session = Vec::with_capacity(n);
     let mut p_reason = Vec::with_capacity(n);
@@ -130,8 +136,8 @@ pub async fn write_batch<'e>(
         versions.push(hb.map(|h| h.agent_version.clone()));
         boots.push(hb.map(|h| *h.boot_id.as_uuid()));
         seqs.push(hb.map(|h| i64::try_from(h.seq).unwrap_or(i64::MAX)));
-        metrics.push(hb.map(|h| h.metrics.clone()));
-        metrics_at.push(hb.map(|h| h.sent_at));
+        metrics.push(hb.and_then(|h| h.metrics.clone()));
+        sent_at.push(hb.map(|h| h.sent_at));
         p_status.push(u.presence.map(|p| if p.online { Presence::Online } else { Presence::Offline }.as_str()));
         p_session.push(u.presence.and_then(|p| p.session).map(|s| *s.as_uuid()));
         p_reason.push(u.presence.map(|p| p.reason));
@@ -143,7 +149,7 @@ pub async fn write_batch<'e>(
         .bind(boots)
         .bind(seqs)
         .bind(metrics)
-        .bind(metrics_at)
+        .bind(sent_at)
         .bind(p_status)
         .bind(p_session)
         .bind(p_reason)

@@ -1,19 +1,29 @@
-//! The ingest writer: collects messages for up to `batch_wait_ms` or `batch_max` messages
-//! and writes them in one transaction — the latest heartbeat and presence per appliance
-//! (one statement), task events and results, configuration requests and reports. QoS 1
-//! messages are acknowledged to the broker only after that transaction commits.
+//! The ingest writer: takes what [`Pending`] collected — after `batch_wait_ms`, at once when
+//! it holds `batch_max` messages, or everything that arrived while the previous batch was
+//! being written — and writes it in one transaction: the latest heartbeat and presence per
+//! appliance (one statement), task events and results, configuration requests and reports.
+//! QoS 1 messages are acknowledged to the broker only after that transaction commits.
+//!
+//! Overload: the consumer never waits to hand over a heartbeat or a status message. They
+//! go into the pending batch's one entry per appliance, where a newer heartbeat replaces an
+//! older one not yet written (counted in `hearth_heartbeats_superseded_total`). So past the
+//! database's wall the batch grows to at most one row per appliance and each write stores
+//! the newest heartbeat of every appliance heard from meanwhile: nothing queues seconds of
+//! stale data, and `last_seen` stays fresh. Task events, results and configuration
+//! requests and reports are never shed: past `ingest.queue` of them pending, the consumer
+//! waits for the writer (the broker keeps the unacknowledged QoS 1 messages meanwhile).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hearth_protocol::{
-    encode, ApplianceId, ConfigApplied, ConfigRequest, DownChannel, EventRef, Heartbeat, PresenceState, Receipt,
-    Status, TaskEvent, TaskResult, Topic,
+    encode, ApplianceId, BootId, ConfigApplied, ConfigRequest, DownChannel, EventRef, Heartbeat, PresenceState,
+    Receipt, Status, TaskEvent, TaskResult, Topic,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::IngestConfig;
 use crate::db::presence::{self, ApplianceUpdate, HeartbeatRow, PresenceChange};
@@ -47,19 +57,25 @@ pub struct Coalescer {
     config_requests: Vec<(ApplianceId, Option<u64>)>,
     config_applied: Vec<(ApplianceId, ConfigApplied)>,
     acks: Vec<Publish>,
+    /// The acknowledgement of each appliance's pending heartbeat, if sent at QoS 1.
+    heartbeat_acks: HashMap<ApplianceId, Publish>,
     messages: usize,
     heartbeats: u64,
+    /// Heartbeats replaced by a newer one of the same appliance before being written.
+    superseded: u64,
 }
 
 impl Coalescer {
-    pub fn push(&mut self, inbound: Inbound) {
+    /// Adds a message. Returns the acknowledgement of what it made redundant, which may be
+    /// sent at once: that of a QoS 1 heartbeat replaced by this newer one.
+    pub fn push(&mut self, inbound: Inbound) -> Option<Publish> {
         self.messages += 1;
-        self.acks.extend(inbound.ack);
         match inbound.msg {
             Ingested::Heartbeat(id, hb) => {
                 self.heartbeats += 1;
                 let u = self.entry(id);
                 u.seen = true;
+                let replaces = u.heartbeat.is_some();
                 // A heartbeat proves the appliance online; keep an "online" we already have
                 // from a status message, since it names the connection.
                 if !matches!(u.presence, Some(PresenceChange { online: true, .. })) {
@@ -70,7 +86,7 @@ impl Coalescer {
                     boot_id: hb.boot_id,
                     seq: hb.seq,
                     sent_at: hb.sent_at,
-                    metrics: serde_json::json!({
+                    metrics: Some(serde_json::json!({
                         "uptime_s": hb.uptime_s,
                         "load": hb.load,
                         "memory": hb.memory,
@@ -78,8 +94,19 @@ impl Coalescer {
                         "boot_id": hb.boot_id,
                         "seq": hb.seq,
                         "utc_offset_s": hb.utc_offset_s,
-                    }),
+                    })),
                 });
+                if replaces {
+                    self.superseded += 1;
+                }
+                // The acknowledgement of the heartbeat this one replaces (if sent at QoS 1)
+                // may go at once: should this batch be lost, the broker redelivers the newer
+                // one, whose acknowledgement waits for the commit.
+                let older = match inbound.ack {
+                    Some(ack) => self.heartbeat_acks.insert(id, ack),
+                    None => self.heartbeat_acks.remove(&id),
+                };
+                return older;
             }
             Ingested::Status(id, st) => match st.state {
                 PresenceState::Online => {
@@ -99,6 +126,8 @@ impl Coalescer {
             Ingested::ConfigRequest(id, r) => self.config_requests.push((id, r.applied_version)),
             Ingested::ConfigApplied(id, r) => self.config_applied.push((id, r)),
         }
+        self.acks.extend(inbound.ack);
+        None
     }
 
     fn entry(&mut self, id: ApplianceId) -> &mut ApplianceUpdate {
@@ -107,6 +136,17 @@ impl Coalescer {
 
     pub fn messages(&self) -> usize {
         self.messages
+    }
+
+    /// Messages that are never shed nor coalesced: task events and results, configuration
+    /// requests and reports.
+    pub fn kept(&self) -> usize {
+        self.events.len() + self.results.len() + self.config_requests.len() + self.config_applied.len()
+    }
+
+    /// Heartbeats taken in (superseded ones included) and of those, superseded.
+    pub fn heartbeats(&self) -> (u64, u64) {
+        (self.heartbeats, self.superseded)
     }
 
     /// The presence/heartbeat part of the batch, one entry per appliance, in id order (the
@@ -120,7 +160,7 @@ impl Coalescer {
     /// Whether losing this batch would lose something only the appliance knew (anything
     /// sent at QoS 1).
     fn must_not_drop(&self) -> bool {
-        !self.acks.is_empty()
+        !self.acks.is_empty() || !self.heartbeat_acks.is_empty()
     }
 }
 
@@ -138,23 +178,120 @@ pub struct WriterContext {
     pub client: AsyncClient,
 }
 
-/// Runs until every sender is dropped and the channel is drained.
-pub async fn run_writer(mut rx: mpsc::Receiver<Inbound>, ctx: WriterContext) {
-    let wait = Duration::from_millis(ctx.cfg.batch_wait_ms);
-    while let Some(first) = rx.recv().await {
-        let mut batch = Coalescer::default();
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + wait;
-        while batch.messages() < ctx.cfg.batch_max {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(m) => batch.push(m),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+/// The batch being collected, shared by the consumer (which adds to it) and the writer
+/// (which takes all of it at once).
+#[derive(Debug)]
+pub struct Pending {
+    state: Mutex<PendingState>,
+    /// Wakes the writer: something was added, or the consumer is gone.
+    added: Notify,
+    /// Wakes the consumer: the writer took the batch (room for kept messages).
+    taken: Notify,
+    /// Kept messages (see [`Coalescer::kept`]) pending before the consumer waits.
+    keep_max: usize,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    batch: Coalescer,
+    /// When the batch's first message arrived.
+    since: Option<tokio::time::Instant>,
+    closed: bool,
+}
+
+impl Pending {
+    pub fn new(keep_max: usize) -> Arc<Pending> {
+        Arc::new(Pending {
+            state: Mutex::new(PendingState::default()),
+            added: Notify::new(),
+            taken: Notify::new(),
+            keep_max: keep_max.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        // A panic while holding the lock leaves a consistent batch (push and take do not
+        // panic halfway); go on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a message. A heartbeat or a status message never waits; a kept message waits
+    /// while `keep_max` of them are pending. Returns the acknowledgement of a QoS 1
+    /// heartbeat this message superseded, to send at once.
+    pub async fn push(&self, inbound: Inbound) -> Option<Publish> {
+        let kept = !matches!(inbound.msg, Ingested::Heartbeat(..) | Ingested::Status(..));
+        if kept {
+            loop {
+                let taken = self.taken.notified();
+                {
+                    let s = self.lock();
+                    if s.batch.kept() < self.keep_max || s.closed {
+                        break;
+                    }
+                }
+                taken.await;
             }
         }
-        flush(&ctx, batch).await;
+        let redundant = {
+            let mut s = self.lock();
+            s.since.get_or_insert_with(tokio::time::Instant::now);
+            s.batch.push(inbound)
+        };
+        self.added.notify_one();
+        redundant
+    }
+
+    /// No more messages: the writer writes what is pending and returns.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.added.notify_one();
+    }
+
+    /// Waits until a batch is due — `wait` after its first message, or `max` messages, or
+    /// the consumer gone — and takes it; `None` once closed and empty.
+    async fn next(&self, wait: Duration, max: usize) -> Option<Coalescer> {
+        let deadline = loop {
+            {
+                let s = self.lock();
+                match s.since {
+                    Some(since) => break since + wait,
+                    None if s.closed => return None,
+                    None => {}
+                }
+            }
+            self.added.notified().await;
+        };
+        loop {
+            {
+                let s = self.lock();
+                if s.batch.messages() >= max || s.closed {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = self.added.notified() => {}
+            }
+        }
+        let batch = {
+            let mut s = self.lock();
+            s.since = None;
+            std::mem::take(&mut s.batch)
+        };
+        self.taken.notify_one();
+        Some(batch)
+    }
+}
+
+/// Runs until the consumer closes `pending` and what it left is written. Each batch is
+/// everything pending when it is due: under load, what arrived while the previous one was
+/// being written (at most one heartbeat row per appliance), so the batch grows with the
+/// backlog instead of a queue.
+pub async fn run_writer(pending: Arc<Pending>, ctx: WriterContext) {
+    let wait = Duration::from_millis(ctx.cfg.batch_wait_ms);
+    let mut schedule = MetricsSchedule::new(Duration::from_secs(ctx.cfg.metrics_every_s));
+    while let Some(batch) = pending.next(wait, ctx.cfg.batch_max).await {
+        flush(&ctx, batch, &mut schedule).await;
     }
     tracing::debug!("ingest writer drained");
 }
@@ -165,8 +302,68 @@ pub async fn run_writer(mut rx: mpsc::Receiver<Inbound>, ctx: WriterContext) {
 const RETRIES: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(500), Duration::from_secs(2)];
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
-async fn flush(ctx: &WriterContext, batch: Coalescer) {
-    let updates = batch.appliance_updates();
+/// Which heartbeats' metrics are written: an appliance's first one this writer sees, the
+/// first after a reboot, an agent restart (its sequence starts again) or an agent update,
+/// and then one at most every `every`; the others
+/// go without (the statement keeps the stored metrics and their `metrics_at`). Each replica
+/// keeps its own schedule, so with several the metrics are at most fresher.
+#[derive(Debug)]
+pub struct MetricsSchedule {
+    every: Duration,
+    /// When each appliance's metrics were last written, and from which heartbeat.
+    written: HashMap<ApplianceId, Written>,
+    pruned: Instant,
+}
+
+impl MetricsSchedule {
+    pub fn new(every: Duration) -> MetricsSchedule {
+        MetricsSchedule { every, written: HashMap::new(), pruned: Instant::now() }
+    }
+
+    /// Takes out the metrics not due at `now`; returns what to [`Self::record`] once the
+    /// batch is stored.
+    pub fn plan(&self, updates: &mut [ApplianceUpdate], now: Instant) -> Vec<(ApplianceId, Written)> {
+        let mut due = Vec::new();
+        for u in updates {
+            let Some(hb) = u.heartbeat.as_mut() else { continue };
+            let fresh = self.written.get(&u.id).is_some_and(|w| {
+                now.saturating_duration_since(w.at) < self.every
+                    && w.boot == hb.boot_id
+                    && w.seq < hb.seq
+                    && w.version == hb.agent_version
+            });
+            if fresh {
+                hb.metrics = None;
+            } else if hb.metrics.is_some() {
+                due.push((u.id, Written { at: now, boot: hb.boot_id, seq: hb.seq, version: hb.agent_version.clone() }));
+            }
+        }
+        due
+    }
+
+    pub fn record(&mut self, due: Vec<(ApplianceId, Written)>, now: Instant) {
+        self.written.extend(due);
+        // Forget appliances not written for a while (deleted, or heard by another replica).
+        if now.saturating_duration_since(self.pruned) > self.every.max(Duration::from_secs(60)) {
+            let keep = self.every * 2;
+            self.written.retain(|_, w| now.saturating_duration_since(w.at) < keep);
+            self.pruned = now;
+        }
+    }
+}
+
+/// The heartbeat whose metrics were last written for an appliance.
+#[derive(Debug, Clone)]
+pub struct Written {
+    at: Instant,
+    boot: BootId,
+    seq: u64,
+    version: String,
+}
+
+async fn flush(ctx: &WriterContext, batch: Coalescer, schedule: &mut MetricsSchedule) {
+    let mut updates = batch.appliance_updates();
+    let due = schedule.plan(&mut updates, Instant::now());
     let mut attempt = 0;
     loop {
         let started = Instant::now();
@@ -175,7 +372,9 @@ async fn flush(ctx: &WriterContext, batch: Coalescer) {
                 let m = &ctx.metrics;
                 m.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
                 m.ingest_batch_size.observe(updates.len() as f64);
+                schedule.record(due, started);
                 m.heartbeats_ingested.inc_by(batch.heartbeats);
+                m.heartbeats_superseded.inc_by(batch.superseded);
                 m.presence_transitions.inc_by(outcome.presence.transitions);
                 m.task_events_stored.inc_by(outcome.events);
                 let unknown = (updates.len() as u64).saturating_sub(outcome.presence.updated);
@@ -184,7 +383,7 @@ async fn flush(ctx: &WriterContext, batch: Coalescer) {
                     tracing::debug!(unknown, "batch named appliances that do not exist");
                 }
                 send_receipts(&ctx.client, &batch);
-                for p in batch.acks {
+                for p in batch.acks.into_iter().chain(batch.heartbeat_acks.into_values()) {
                     // The MQTT loop is gone only at shutdown; the broker redelivers then.
                     let _ = ctx.acks.send(p);
                 }
@@ -240,12 +439,12 @@ fn send_receipts(client: &AsyncClient, batch: &Coalescer) {
     }
 }
 
-struct Written {
+struct Stored {
     presence: presence::BatchOutcome,
     events: u64,
 }
 
-async fn write(pool: &PgPool, batch: &Coalescer, updates: &[ApplianceUpdate]) -> Result<Written, sqlx::Error> {
+async fn write(pool: &PgPool, batch: &Coalescer, updates: &[ApplianceUpdate]) -> Result<Stored, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let presence = presence::write_batch(&mut *tx, updates).await?;
     let events = tasks::store_events(&mut tx, &batch.events).await?;
@@ -253,7 +452,7 @@ async fn write(pool: &PgPool, batch: &Coalescer, updates: &[ApplianceUpdate]) ->
     desired::applied(&mut tx, &batch.config_applied).await?;
     desired::requested(&mut tx, &batch.config_requests).await?;
     tx.commit().await?;
-    Ok(Written { presence, events })
+    Ok(Stored { presence, events })
 }
 
 #[cfg(test)]
@@ -307,5 +506,109 @@ mod tests {
         assert_eq!(ub.presence.map(|p| p.online), Some(false));
         assert!(ub.seen);
         assert!(updates.windows(2).all(|w| w[0].id < w[1].id), "sorted by id for lock order");
+    }
+
+    fn event(task: hearth_protocol::TaskId, seq: u64) -> TaskEvent {
+        TaskEvent {
+            v: ProtocolVersion,
+            task_id: task,
+            seq,
+            kind: hearth_protocol::TaskEventKind::TaskOk,
+            task: None,
+            message: String::new(),
+            at: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn qos1(topic: &str) -> Publish {
+        Publish::new(topic, QoS::AtLeastOnce, Vec::new())
+    }
+
+    #[tokio::test]
+    async fn pending_coalesces_heartbeats_without_waiting_and_holds_back_only_kept_messages() {
+        let (a, b) = (ApplianceId::new(), ApplianceId::new());
+        let pending = Pending::new(2);
+        // No writer: heartbeats never wait, however many; each appliance keeps its newest.
+        for seq in 1..=1000 {
+            for id in [a, b] {
+                let ack = pending.push(Inbound { msg: Ingested::Heartbeat(id, hb(seq)), ack: None }).await;
+                assert!(ack.is_none());
+            }
+        }
+        // A QoS 1 heartbeat makes the one it replaces redundant: its acknowledgement comes back
+        // to be sent at once; the newest one's waits for the commit.
+        let first = qos1("first");
+        assert!(pending.push(Inbound { msg: Ingested::Heartbeat(a, hb(1001)), ack: Some(first) }).await.is_none());
+        let older = pending.push(Inbound { msg: Ingested::Heartbeat(a, hb(1002)), ack: Some(qos1("second")) }).await;
+        assert_eq!(older.map(|p| p.topic), Some("first".to_string()));
+
+        // Kept messages: two fit, the third waits for the writer to take the batch.
+        let task = hearth_protocol::TaskId::new();
+        for seq in 1..=2 {
+            pending.push(Inbound { msg: Ingested::TaskEvent(a, event(task, seq)), ack: None }).await;
+        }
+        let third = pending.push(Inbound { msg: Ingested::TaskEvent(a, event(task, 3)), ack: None });
+        tokio::pin!(third);
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut third).await.is_err(), "waits at the cap");
+
+        let batch = pending.next(Duration::from_millis(1), 1_000_000).await.expect("a batch");
+        assert_eq!(batch.heartbeats(), (2002, 2000), "all taken in, all but the newest of each superseded");
+        assert_eq!(batch.kept(), 2);
+        let updates = batch.appliance_updates();
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates.iter().find(|u| u.id == a).and_then(|u| u.heartbeat.as_ref()).map(|h| h.seq), Some(1002));
+        assert_eq!(updates.iter().find(|u| u.id == b).and_then(|u| u.heartbeat.as_ref()).map(|h| h.seq), Some(1000));
+        assert!(batch.must_not_drop(), "the newest QoS 1 heartbeat's acknowledgement waits for the commit");
+
+        // Taking the batch made room: the third event goes in.
+        tokio::time::timeout(Duration::from_secs(1), &mut third).await.expect("room after the take");
+        pending.close();
+        let rest = pending.next(Duration::from_secs(60), 1_000_000).await.expect("what was left");
+        assert_eq!(rest.kept(), 1);
+        assert!(pending.next(Duration::from_secs(60), 1_000_000).await.is_none(), "closed and empty");
+    }
+
+    #[test]
+    fn metrics_are_written_at_most_every_interval_and_at_once_after_a_restart() {
+        let a = ApplianceId::new();
+        let t0 = Instant::now();
+        let mut schedule = MetricsSchedule::new(Duration::from_secs(60));
+        let update = |h: Heartbeat| {
+            let mut c = Coalescer::default();
+            c.push(msg(Ingested::Heartbeat(a, h)));
+            c.appliance_updates()
+        };
+        let first = hb(1);
+        let boot = first.boot_id;
+        let mut u = update(first);
+        let due = schedule.plan(&mut u, t0);
+        assert!(u[0].heartbeat.as_ref().unwrap().metrics.is_some(), "the first heartbeat's metrics are written");
+        schedule.record(due, t0);
+
+        let with_boot = |seq: u64| Heartbeat { boot_id: boot, ..hb(seq) };
+        let mut u = update(with_boot(2));
+        assert!(schedule.plan(&mut u, t0 + Duration::from_secs(30)).is_empty());
+        let h = u[0].heartbeat.as_ref().unwrap();
+        assert!(h.metrics.is_none(), "not due: only the heartbeat itself is written");
+        assert_eq!(h.seq, 2);
+
+        let mut u = update(with_boot(3));
+        let due = schedule.plan(&mut u, t0 + Duration::from_secs(61));
+        assert!(u[0].heartbeat.as_ref().unwrap().metrics.is_some(), "due again after the interval");
+        schedule.record(due, t0 + Duration::from_secs(61));
+
+        // A reboot, an agent restart and an agent update each write at once.
+        for h in [hb(4), with_boot(1), Heartbeat { agent_version: "0.2.0".into(), ..with_boot(5) }] {
+            let mut u = update(h);
+            assert_eq!(schedule.plan(&mut u, t0 + Duration::from_secs(62)).len(), 1);
+            assert!(u[0].heartbeat.as_ref().unwrap().metrics.is_some());
+        }
+        // Every heartbeat, with no interval.
+        let mut every = MetricsSchedule::new(Duration::ZERO);
+        let mut u = update(with_boot(6));
+        let due = every.plan(&mut u, t0);
+        every.record(due, t0);
+        let mut u = update(with_boot(7));
+        assert_eq!(every.plan(&mut u, t0).len(), 1);
     }
 }

@@ -10,7 +10,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{Inbound, Ingested};
+use super::batch::{Inbound, Ingested, Pending};
 use crate::limits::{Decision, LimitKind, RateLimits};
 use crate::metrics::Metrics;
 
@@ -23,8 +23,8 @@ pub struct ConsumerConfig {
 /// The consumer's connections to the rest of the control plane.
 #[derive(Debug)]
 pub struct ConsumerLinks {
-    /// Decoded messages for the writer.
-    pub tx: mpsc::Sender<Inbound>,
+    /// Decoded messages for the writer (closed when the consumer stops).
+    pub pending: Arc<Pending>,
     /// Publishes the writer has stored and that may now be acknowledged.
     pub acks: mpsc::UnboundedReceiver<rumqttc::Publish>,
     pub metrics: Arc<Metrics>,
@@ -128,10 +128,12 @@ pub async fn run_consumer(
                         decode_payload(&p.topic, appliance, channel, &p.payload, &links.metrics)
                     });
                 match msg {
-                    // Backpressure: wait for the writer rather than drop.
+                    // Heartbeats and status messages coalesce per appliance and never wait;
+                    // past `ingest.queue` pending task events, results and configuration
+                    // messages, this waits for the writer rather than drop them.
                     Some(Routed::Writer(msg)) => {
-                        if links.tx.send(Inbound { msg, ack }).await.is_err() {
-                            break;
+                        if let Some(p) = links.pending.push(Inbound { msg, ack }).await {
+                            pending_acks.push_back(p);
                         }
                     }
                     // Never waits: the renewal worker waits for room in the client this
@@ -176,6 +178,7 @@ pub async fn run_consumer(
         .await;
     }
     set_connected(false);
+    links.pending.close();
     tracing::info!("MQTT consumer stopped");
 }
 

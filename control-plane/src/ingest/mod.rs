@@ -28,5 +28,5 @@
 mod batch;
 mod consumer;
 
-pub use batch::{run_writer, Coalescer, Inbound, Ingested, WriterContext};
+pub use batch::{run_writer, Coalescer, Inbound, Ingested, Pending, WriterContext};
 pub use consumer::{run_consumer, ConsumerConfig, ConsumerLinks, RenewalRequest};

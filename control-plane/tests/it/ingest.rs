@@ -14,7 +14,7 @@ fn hb_row(seq: u64) -> HeartbeatRow {
         agent_version: "9.9.9".into(),
         boot_id: BootId::new(),
         seq,
-        metrics: serde_json::json!({ "uptime_s": seq }),
+        metrics: Some(serde_json::json!({ "uptime_s": seq })),
         sent_at: time::OffsetDateTime::now_utc(),
     }
 }
@@ -80,6 +80,32 @@ async fn batch_statement_applies_presence_rules(pool: PgPool) {
     // Staying online records no new transition.
     let out = presence::write_batch(&pool, &[upd(b, Some(hb_row(2)), online(s1), true)]).await.expect("batch");
     assert_eq!(out.transitions, 0);
+
+    // A heartbeat without metrics (not due) keeps the stored ones and their time; the
+    // heartbeat itself (sequence, time, last_seen) is written.
+    type Facts = (Option<serde_json::Value>, Option<time::OffsetDateTime>, Option<time::OffsetDateTime>, Option<i64>);
+    let facts = |id| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, Facts>(
+                "SELECT metrics, metrics_at, heartbeat_at, heartbeat_seq FROM appliances WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+        }
+    };
+    let (metrics, metrics_at, heartbeat_at, _) = facts(b).await;
+    assert_eq!(metrics, Some(serde_json::json!({ "uptime_s": 2 })));
+    assert_eq!(metrics_at, heartbeat_at);
+    let at =
+        time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp() + 5).expect("time");
+    let later = HeartbeatRow { metrics: None, sent_at: at, ..hb_row(3) };
+    presence::write_batch(&pool, &[upd(b, Some(later.clone()), None, true)]).await.expect("batch");
+    let (metrics_now, metrics_at_now, heartbeat_at_now, seq) = facts(b).await;
+    assert_eq!((metrics_now, metrics_at_now), (metrics, metrics_at), "metrics kept");
+    assert_eq!((heartbeat_at_now, seq), (Some(later.sent_at), Some(3)), "the heartbeat written");
 
     // b reconnected (session s2); the late last will of s1 must not take it offline.
     presence::write_batch(&pool, &[upd(b, None, online(s2), true)]).await.expect("batch");
@@ -236,5 +262,132 @@ async fn heartbeats_are_written_in_batches(pool: PgPool) {
     assert!(batches < (APPLIANCES * EACH) as f64 / 4.0, "{batches} batches for {} heartbeats", APPLIANCES * EACH);
     for (id, _) in &probes {
         assert_eq!(state(&pool, *id).await.2, Some(EACH as i64), "latest heartbeat wins");
+    }
+}
+
+fn task_event(task: TaskId, seq: u64) -> Vec<u8> {
+    encode(&TaskEvent {
+        v: ProtocolVersion,
+        task_id: task,
+        seq,
+        kind: TaskEventKind::TaskOk,
+        task: Some(format!("step {seq}")),
+        message: format!("line {seq}"),
+        at: time::OffsetDateTime::now_utc(),
+    })
+    .expect("encode")
+}
+
+/// Past the database's wall (here the writer is held up by a lock on the appliances table,
+/// as a saturated PostgreSQL would): heartbeats coalesce to the newest of each appliance
+/// instead of queueing, the ones replaced are counted as superseded (not lost), task events
+/// are never shed, and once the database answers the newest heartbeat of every appliance is
+/// stored at once, in a batch or two rather than a backlog worked through; no appliance is
+/// marked offline for heartbeats that sat waiting.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn overload_coalesces_heartbeats_to_the_newest_and_never_sheds_task_events(pool: PgPool) {
+    let pki = Pki::new();
+    let broker = Broker::start(&pki);
+    let mut config = test_config(&pki, &broker);
+    config.presence.offline_after_s = 4.0;
+    let cp = ControlPlane::start(pool.clone(), config, &pki).await;
+    let (t, _) = tenant(&pool, "acme").await;
+    eventually(Duration::from_secs(10), "control plane connected", || async {
+        (metric(&cp.metrics().await, "hearth_mqtt_connected") == Some(1.0)).then_some(())
+    })
+    .await;
+
+    const APPLIANCES: u64 = 5;
+    const EACH: u64 = 200;
+    // Few enough kept messages to stay within the broker's 20 unacknowledged QoS 1 messages
+    // in flight to the control plane while the database is held.
+    const EVENT_EVERY: u64 = 100;
+    let mut probes = Vec::new();
+    for i in 0..APPLIANCES {
+        let (id, _) = appliance(&pool, t, &format!("box-{i}")).await;
+        let task = TaskId::new();
+        sqlx::query("INSERT INTO tasks (id, tenant_id, appliance_id, action, params, status, deadline) VALUES ($1, $2, $3, 'appliance.reboot', '{}', 'dispatched', now() + interval '5 minutes')")
+            .bind(task).bind(t).bind(id).execute(&pool).await.expect("task");
+        let (cert, key) = pki.appliance_cert(id);
+        let probe = mqtt::connect(mqtt::options(
+            &broker,
+            &id.to_string(),
+            &pki.read("ca.crt"),
+            Some((cert.as_bytes(), key.as_bytes())),
+        ))
+        .await
+        .expect("connect");
+        probe.publish(&Topic::new(id, UpChannel::Heartbeat).to_string(), heartbeat_payload(1)).await;
+        probes.push((id, task, probe));
+    }
+    for (id, _, _) in &probes {
+        eventually(Duration::from_secs(10), "first heartbeat stored", || async {
+            (state(&pool, *id).await == ("online".into(), None, Some(1))).then_some(())
+        })
+        .await;
+    }
+    let batches_before = metric(&cp.metrics().await, "hearth_ingest_batch_seconds_count").unwrap_or(0.0);
+
+    // The database stops taking updates of appliances (reads still work).
+    let mut stall = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE appliances IN SHARE MODE").execute(&mut *stall).await.expect("lock");
+    for seq in 2..=EACH + 1 {
+        for (id, task, probe) in &probes {
+            probe.publish(&Topic::new(*id, UpChannel::Heartbeat).to_string(), heartbeat_payload(seq)).await;
+            if seq % EVENT_EVERY == 0 {
+                probe
+                    .publish(
+                        &Topic::new(*id, UpChannel::TaskEvent(*task)).to_string(),
+                        task_event(*task, seq / EVENT_EVERY),
+                    )
+                    .await;
+            }
+        }
+    }
+    // Every message reaches the control plane while the database is held (the broker hands
+    // over QoS 1 messages only while they are acknowledged: the superseded heartbeats are,
+    // at once, so nothing waits for the commit but one heartbeat per appliance).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (id, _, _) in &probes {
+        assert_eq!(state(&pool, *id).await.2, Some(1), "nothing written while the database is held");
+    }
+    stall.rollback().await.expect("release");
+    let released = std::time::Instant::now();
+    for (id, _, _) in &probes {
+        eventually(Duration::from_secs(10), "the newest heartbeat stored", || async {
+            (state(&pool, *id).await.2 == Some(EACH as i64 + 1)).then_some(())
+        })
+        .await;
+    }
+    let delay = released.elapsed();
+    assert!(delay < Duration::from_secs(2), "the newest heartbeats took {delay:?} after the database came back");
+
+    let total = APPLIANCES * (EACH + 1);
+    let text = eventually(Duration::from_secs(10), "every heartbeat accounted for", || async {
+        let text = cp.metrics().await;
+        (metric(&text, "hearth_heartbeats_ingested_total") == Some(total as f64)).then_some(text)
+    })
+    .await;
+    let superseded = metric(&text, "hearth_heartbeats_superseded_total").unwrap_or(0.0) as u64;
+    // At most the batch held up by the lock and the one after it wrote a heartbeat of each.
+    assert!(superseded >= APPLIANCES * (EACH - 2), "{superseded} of {total} superseded");
+    assert!(superseded < total, "the newest ones were written");
+    assert_eq!(metric(&text, "hearth_ingest_messages_dropped_total").unwrap_or(0.0), 0.0);
+    let batches = metric(&text, "hearth_ingest_batch_seconds_count").unwrap_or(0.0) - batches_before;
+    assert!(batches <= 4.0, "{batches} batches after the stall: a backlog was worked through");
+
+    // Task events are never shed.
+    for (id, task, _) in &probes {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1")
+            .bind(task)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(stored as u64, EACH / EVENT_EVERY, "every task event of {id} stored");
+    }
+    // And presence stayed right: online, never swept for missed heartbeats.
+    for (id, _, _) in &probes {
+        assert_eq!(state(&pool, *id).await.0, "online");
+        assert_eq!(events(&pool, *id).await, vec![("online".to_string(), "heartbeat".to_string())]);
     }
 }

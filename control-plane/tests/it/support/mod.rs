@@ -74,6 +74,8 @@ pub fn test_config(pki: &Pki, broker: &Broker) -> Config {
     c.presence.offline_after_s = 2.0;
     c.presence.sweep_interval_s = 0.25;
     c.ingest.batch_wait_ms = 20;
+    // Tests read each heartbeat's metrics (the shipped default writes them once a minute).
+    c.ingest.metrics_every_s = 0;
     // Tests poll the API and publish as fast as they like; the rate-limit tests put a
     // tenant on a plan.
     c.limits.api_per_minute = 1_000_000;
