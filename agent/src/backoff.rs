@@ -98,6 +98,14 @@ impl Backoff {
     /// backoff starts over and the recovery window opens; otherwise the cap doubles for the
     /// next call.
     pub fn next_delay<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Duration {
+        let cap = self.next_cap(now);
+        let cap_ns = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rng.gen_range(0..=cap_ns))
+    }
+
+    /// The cap the next delay is drawn under (after starting over if a healthy connection
+    /// just dropped); grows the cap for the call after.
+    fn next_cap(&mut self, now: Instant) -> Duration {
         if let Some(at) = self.connected_at.take() {
             if now.saturating_duration_since(at) >= HEALTHY_AFTER {
                 self.attempt = 0;
@@ -108,8 +116,7 @@ impl Backoff {
         if self.initial.saturating_mul(1u32.checked_shl(self.attempt).unwrap_or(u32::MAX)) < self.max {
             self.attempt = self.attempt.saturating_add(1);
         }
-        let cap_ns = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.gen_range(0..=cap_ns))
+        cap
     }
 
     /// How many delays have grown the cap since the last start-over.
@@ -166,11 +173,13 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// The caps of the next `n` delays (and each delay drawn under its cap).
     fn caps(b: &mut Backoff, now: Instant, n: usize, rng: &mut StdRng) -> Vec<u128> {
         (0..n)
             .map(|_| {
-                let cap = b.current_cap(now);
-                let d = b.next_delay(now, rng);
+                let mut probe = b.clone();
+                let d = probe.next_delay(now, rng);
+                let cap = b.next_cap(now);
                 assert!(d <= cap, "{d:?} > {cap:?}");
                 cap.as_millis()
             })
