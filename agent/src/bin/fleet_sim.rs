@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect the bundle's appliances and heartbeat until --duration or SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Count what the broker delivers on every appliance's up topics (the broker's ceiling
     /// for the traffic, with nothing else consuming); uses the control plane's identity, so
     /// `--port` is the broker's internal listener (8884 by default in `broker-config`).
@@ -147,7 +147,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Count(args) => count(args).await,
         }
     });
