@@ -124,9 +124,13 @@ PY
 
 # last_online FILE → connections up in the simulator's newest timeline line (0: none yet).
 last_online() {
-    tail -n1 "$1" 2>/dev/null | python3 -c 'import json,sys
-l = sys.stdin.read().strip()
-print(json.loads(l)["snapshot"]["online"] if l else 0)' 2>/dev/null || echo 0
+    local line
+    line=$(tail -n1 "$1" 2>/dev/null) || true
+    python3 -c 'import json, sys
+try:
+    print(json.loads(sys.argv[1])["snapshot"]["online"])
+except Exception:
+    print(0)' "$line"
 }
 
 # wait_all SINCE_MS → "SYNCED_S ONLINE_S ONLINE SYNCED": seconds from SINCE_MS until every
