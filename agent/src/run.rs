@@ -35,7 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, ConnectTimeout};
 use crate::config::{AgentConfig, ConfigError};
 use crate::connection::{self, mqtt_options, status, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::desired::{AppliedStore, Desired, DesiredError};
@@ -246,6 +246,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             Duration::from_millis(config.backoff_initial_ms),
             Duration::from_millis(config.backoff_max_ms),
         ),
+        connect_timeout: ConnectTimeout::default(),
         rng: StdRng::from_entropy(),
         outbox,
         tracker: AckTracker::default(),
@@ -299,6 +300,7 @@ struct Agent {
     stop_heartbeats: CancellationToken,
     heartbeats: Option<JoinHandle<()>>,
     backoff: Backoff,
+    connect_timeout: ConnectTimeout,
     rng: StdRng,
     outbox: Outbox,
     tracker: AckTracker,
@@ -354,6 +356,7 @@ impl Agent {
                     self.session = connection::renew_session(&mut eventloop.mqtt_options, self.id)?;
                 }
                 first_attempt = false;
+                eventloop.network_options.set_connection_timeout(self.connect_timeout.secs());
             }
             let event = {
                 let poll = eventloop.poll();
@@ -439,6 +442,11 @@ impl Agent {
                     return Ok(());
                 }
                 Err(e) => {
+                    if !self.connected && matches!(e, rumqttc::ConnectionError::NetworkTimeout) {
+                        // Still in the broker's queue when the timeout came: wait longer
+                        // next time (see backoff::ConnectTimeout).
+                        self.connect_timeout.timed_out();
+                    }
                     self.set_disconnected();
                     if self.renewal.switch == Switch::Connecting {
                         warn!(
@@ -462,7 +470,7 @@ impl Agent {
                     // anyway). A held-back colliding publish goes too: the spool resends it.
                     connection::forget_unsent(&mut eventloop);
                     self.tracker.reset();
-                    let delay = self.backoff.next_delay(&mut self.rng);
+                    let delay = self.backoff.next_delay(Instant::now(), &mut self.rng);
                     warn!(
                         error = %crate::error_chain(&e),
                         retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -487,7 +495,8 @@ impl Agent {
         }
         self.connected = true;
         self.generation += 1;
-        self.backoff.reset();
+        self.backoff.connected(Instant::now());
+        self.connect_timeout.connected();
         self.tracker.reset();
         let applied_version = *self.applied_version.borrow();
         let announced = connection::announce(&self.client, self.id, self.session, applied_version)?;

@@ -8,6 +8,9 @@
 #                                                    script runs and prints its JSON line
 #   options: --idle-seconds N (60)  --cpu-seconds N (300)  --profile P (release-agent)
 #            --agent-bin PATH (measure this hearth-agent build instead of building one)
+#            --compare-bin PATH (run this other hearth-agent build as the second agent, in
+#                                the same run, instead of MALLOC_ARENA_MAX=1: before/after)
+#            --cp-bin PATH (use this hearth-control-plane build instead of building one)
 #
 # It builds hearth-agent with the size-optimised `release-agent` profile (and the control
 # plane, debug, as plumbing), starts its own stack on free ports with its own database
@@ -22,7 +25,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-IDLE_S=60 CPU_S=300 PROFILE=release-agent SMOKE=false AGENT_BIN=""
+IDLE_S=60 CPU_S=300 PROFILE=release-agent SMOKE=false AGENT_BIN="" COMPARE_BIN="" CP_BIN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=true IDLE_S=3 CPU_S=2; shift ;;
@@ -30,6 +33,8 @@ while [ $# -gt 0 ]; do
         --cpu-seconds) CPU_S=$2; shift 2 ;;
         --profile) PROFILE=$2; shift 2 ;;
         --agent-bin) AGENT_BIN=$(realpath "$2"); shift 2 ;;
+        --compare-bin) COMPARE_BIN=$(realpath "$2"); shift 2 ;;
+        --cp-bin) CP_BIN=$(realpath "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
         *) echo "agent-footprint: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -45,9 +50,13 @@ if [ -z "$AGENT_BIN" ]; then
 else
     AGENT=$AGENT_BIN PROFILE="given: $AGENT_BIN"
 fi
-say "building hearth-control-plane (dev)"
-(cd "$ROOT" && cargo build --locked -p hearth-control-plane) >&2
-CP=$TARGET_DIR/debug/hearth-control-plane
+if [ -z "$CP_BIN" ]; then
+    say "building hearth-control-plane (dev)"
+    (cd "$ROOT" && cargo build --locked -p hearth-control-plane) >&2
+    CP=$TARGET_DIR/debug/hearth-control-plane
+else
+    CP=$CP_BIN
+fi
 
 WORK=$(mktemp -d)
 DB=hearth_footprint_bench
@@ -102,7 +111,7 @@ TOML
 done
 
 say "measuring (idle ${IDLE_S} s, CPU window ${CPU_S} s); broker on $MQTT_PORT, API on $API_PORT"
-export AGENT MOSQUITTO WORK API TENANT_KEY IDLE_S CPU_S PROFILE SMOKE MQTT_PORT
+export AGENT MOSQUITTO WORK API TENANT_KEY IDLE_S CPU_S PROFILE SMOKE MQTT_PORT COMPARE_BIN
 python3 - <<'PY'
 import json, os, platform, re, subprocess, threading, time, shutil, urllib.request, ssl
 
@@ -120,16 +129,19 @@ def status(pid):
     return d
 
 def breakdown(pid, binary):
-    """Resident KiB: the binary's own (file-backed) pages, shared libraries', anonymous."""
-    own = libs = 0; path = None
+    """Resident KiB: the binary's own (file-backed) pages, shared libraries', anonymous;
+    and per mapped file and permission (what the code pages are)."""
+    own = libs = 0; path = None; per = {}
     for line in open(f"/proc/{pid}/smaps"):
         f = line.split()
         if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            path = f[5] if len(f) > 5 else None
+            path = f[5] if len(f) > 5 else None; perms = f[1]
         elif f[0] == "Rss:" and path and path.startswith("/"):
+            key = f"{os.path.basename(path)} {perms}"
+            per[key] = per.get(key, 0) + int(f[1])
             if os.path.realpath(path) == os.path.realpath(binary): own += int(f[1])
             else: libs += int(f[1])
-    return {"own_code_kib": own, "libs_kib": libs}
+    return {"own_code_kib": own, "libs_kib": libs, "per_mapping": per}
 
 def cpu_s(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -175,12 +187,15 @@ def run_task(appliance):
     return "unfinished"
 
 agent = os.environ["AGENT"]
+compare = os.environ.get("COMPARE_BIN") or None
 base_env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
 base_env["RUST_LOG"] = "info"
 clients = []
-for name, extra in (("agent", {}), ("agent_arena1", {"MALLOC_ARENA_MAX": "1"})):
+second = ("agent_compare", compare, {}) if compare else ("agent_arena1", agent, {"MALLOC_ARENA_MAX": "1"})
+for name, binary, extra in (("agent", agent, {}), second):
     cfg = "plain" if name == "agent" else "arena1"
-    c = Client(name, [agent, "--config", f"{W}/{cfg}.toml", "run"], r"\bconnected\b", env={**base_env, **extra})
+    c = Client(name, [binary, "--config", f"{W}/{cfg}.toml", "run"], r"\bconnected\b", env={**base_env, **extra})
+    c.binary = binary
     c.appliance = open(f"{W}/{cfg}.id").read().strip()
     c.wait_connected()
     clients.append(c)
@@ -196,7 +211,7 @@ clients.append(sub)
 time.sleep(IDLE)
 for c in clients:
     c.idle = status(c.p.pid); c.cpu0 = cpu_s(c.p.pid)
-    c.idle.update(breakdown(c.p.pid, sub_bin if c is sub else agent))
+    c.idle.update(breakdown(c.p.pid, sub_bin if c is sub else c.binary))
 time.sleep(CPU)
 for c in clients:
     c.cpu_per_hour = (cpu_s(c.p.pid) - c.cpu0) / CPU * 3600
@@ -241,6 +256,8 @@ for c in clients:
 for c in clients:
     print(f"  {c.name}: idle RSS = {mib(c.idle['own_code_kib']):.2f} MiB its own code pages + "
           f"{mib(c.idle['libs_kib']):.2f} MiB shared libraries (libc, ld.so…) + {mib(c.idle['RssAnon']):.2f} MiB anonymous")
+    top = sorted(c.idle["per_mapping"].items(), key=lambda kv: -kv[1])[:6]
+    print("    file-backed by mapping: " + ", ".join(f"{k} {v} KiB" for k, v in top))
 print(f"(idle = {IDLE:g} s after connecting; CPU over the next {CPU:g} s, scaled to an hour, "
       f"resolution one {1/TICK:.2f} s tick = {3600/TICK/CPU:.2f} s per hour; peak = VmHWM after one dns.record.add task)")
 result = {"bench": "agent_footprint", "smoke": os.environ["SMOKE"] == "true", "machine": machine,
@@ -248,6 +265,8 @@ result = {"bench": "agent_footprint", "smoke": os.environ["SMOKE"] == "true", "m
           "cpu_resolution_s_per_hour": round(3600 / TICK / CPU, 3),
           "agent_binary_bytes": agent_size, "mosquitto_sub_binary_bytes": sub_size,
           "mosquitto_sub_shared_libs_bytes": sub_libs_size}
+if compare:
+    result["compare_bin"] = compare; result["compare_binary_bytes"] = os.path.getsize(compare)
 for c in clients:
     result[c.name] = {"connect_ms": round(c.connected * 1000, 1), "idle_rss_kib": c.idle["VmRSS"],
                       "idle_rss_anon_kib": c.idle["RssAnon"],

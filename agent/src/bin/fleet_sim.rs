@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect the bundle's appliances and heartbeat until --duration or SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Count what the broker delivers on every appliance's up topics (the broker's ceiling
     /// for the traffic, with nothing else consuming); uses the control plane's identity, so
     /// `--port` is the broker's internal listener (8884 by default in `broker-config`).
@@ -90,6 +90,23 @@ struct RunArgs {
     /// Largest reconnect backoff in milliseconds (default: the agent's, 60000).
     #[arg(long)]
     backoff_max_ms: Option<u64>,
+    /// Largest reconnect backoff in milliseconds while recovering from the drop of a
+    /// healthy connection (default: the agent's, 8000; 60000 with the other defaults is
+    /// the policy before it existed).
+    #[arg(long)]
+    backoff_recovery_max_ms: Option<u64>,
+    /// The first connection attempt's timeout in seconds, doubled after each attempt that
+    /// timed out (default: the agent's, 10).
+    #[arg(long)]
+    connect_timeout_s: Option<u64>,
+    /// The largest connection timeout in seconds (default: the agent's, 60; equal to
+    /// --connect-timeout-s for a fixed timeout).
+    #[arg(long)]
+    connect_timeout_max_s: Option<u64>,
+    /// Skip this many of the bundle's appliances (run the next --count): two simulators
+    /// can share one bundle.
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
     /// Every appliance asks for a new certificate this many seconds after the start (a
     /// renewal storm); without it, only when the control plane sends a renewal notice.
     #[arg(long)]
@@ -130,7 +147,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Count(args) => count(args).await,
         }
     });
@@ -162,11 +179,10 @@ struct RunReport {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bundle = Bundle::load(&args.bundle)?;
-    let n = args.count.unwrap_or(bundle.appliances.len());
-    if n > bundle.appliances.len() || n == 0 {
-        return Err(
-            SimError::TooFew { path: args.bundle.clone(), have: bundle.appliances.len(), wanted: n.max(1) }.into()
-        );
+    let available = bundle.appliances.len().saturating_sub(args.skip);
+    let n = args.count.unwrap_or(available);
+    if n > available || n == 0 {
+        return Err(SimError::TooFew { path: args.bundle.clone(), have: available, wanted: n.max(1) }.into());
     }
     let defaults = AgentConfig::default();
     let interval_s = match (args.rate, args.heartbeat_interval_s) {
@@ -190,6 +206,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         keep_alive: Duration::from_secs(args.keep_alive_s.unwrap_or(defaults.keep_alive_s)),
         backoff_initial: Duration::from_millis(args.backoff_initial_ms.unwrap_or(defaults.backoff_initial_ms)),
         backoff_max: Duration::from_millis(args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms)),
+        backoff_recovery_max: args
+            .backoff_recovery_max_ms
+            .map_or(hearth_agent::backoff::RECOVERY_MAX, Duration::from_millis),
+        connect_timeout: args
+            .connect_timeout_s
+            .map_or(hearth_agent::backoff::CONNECT_TIMEOUT_INITIAL, Duration::from_secs),
+        connect_timeout_max: args
+            .connect_timeout_max_s
+            .map_or(hearth_agent::backoff::CONNECT_TIMEOUT_MAX, Duration::from_secs),
         renew_after: match args.renew_after_s {
             Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
             Some(_) => anyhow::bail!("--renew-after-s must be a number of seconds, 0 or more"),
@@ -215,8 +240,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let started = Instant::now();
     let fleet = {
-        let (stats, stop, ca, appliances, opts) =
-            (stats.clone(), stop.clone(), bundle.ca_pem.clone(), bundle.appliances[..n].to_vec(), opts.clone());
+        let (stats, stop, ca, appliances, opts) = (
+            stats.clone(),
+            stop.clone(),
+            bundle.ca_pem.clone(),
+            bundle.appliances[args.skip..args.skip + n].to_vec(),
+            opts.clone(),
+        );
         tokio::spawn(async move { run_fleet(&ca, &appliances, &opts, stats, stop).await })
     };
     drop(bundle);

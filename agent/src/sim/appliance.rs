@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::renewal::{self, SimRenewal};
 use super::{FleetOptions, Stats};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, ConnectTimeout, RECOVERY_WINDOW};
 use crate::connection::{self, mqtt_options, ConnectionParams, REQUEST_CHANNEL_CAPACITY};
 use crate::facts::Facts;
 use crate::run::{RECEIPT_TIMEOUT, SPOOL_RETRY};
@@ -126,7 +126,9 @@ impl Simulated {
             serial: renewal::serial_of(&params.cert_pem),
             params,
         };
-        let mut backoff = Backoff::new(self.opts.backoff_initial, self.opts.backoff_max);
+        let mut backoff = Backoff::new(self.opts.backoff_initial, self.opts.backoff_max)
+            .with_recovery(self.opts.backoff_recovery_max, RECOVERY_WINDOW);
+        let mut timeout = ConnectTimeout::new(self.opts.connect_timeout, self.opts.connect_timeout_max);
         let mut first_attempt = true;
         let mut retry = tokio::time::interval(SPOOL_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -142,6 +144,7 @@ impl Simulated {
                     }
                 }
                 first_attempt = false;
+                eventloop.network_options.set_connection_timeout(timeout.secs());
                 Stats::inc(&self.stats.connect_attempts);
             }
             let event = {
@@ -170,7 +173,8 @@ impl Simulated {
             match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     live.connected = true;
-                    backoff.reset();
+                    backoff.connected(Instant::now());
+                    timeout.connected();
                     if let Some(renewed) = live.renewal.on_connected(&self.stats) {
                         // The broker accepted the new pair: it is this appliance's now.
                         live.serial = renewal::serial_of(&renewed.cert_pem);
@@ -211,6 +215,9 @@ impl Simulated {
                 Err(e) => {
                     if live.connected {
                         self.stats.online.fetch_sub(1, Relaxed);
+                    } else if matches!(e, rumqttc::ConnectionError::NetworkTimeout) {
+                        timeout.timed_out();
+                        Stats::inc(&self.stats.connect_timeouts);
                     }
                     live.connected = false;
                     Stats::inc(&self.stats.connection_errors);
@@ -227,7 +234,7 @@ impl Simulated {
                         }
                     }
                     connection::forget_unsent(&mut eventloop);
-                    let delay = backoff.next_delay(&mut live.rng);
+                    let delay = backoff.next_delay(Instant::now(), &mut live.rng);
                     tracing::debug!(appliance = %id, error = %crate::error_chain(&e), ?delay, "broker connection failed");
                     tokio::select! {
                         _ = stop.cancelled() => return,

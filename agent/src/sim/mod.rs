@@ -6,7 +6,8 @@
 //! [`connection::mqtt_options`](crate::connection::mqtt_options) (client id, persistent
 //! session, last will, TLS), [`connection::announce`](crate::connection::announce) on every
 //! connect, [`connection::renew_session`](crate::connection::renew_session) and
-//! [`Backoff`](crate::backoff::Backoff) (full jitter) on every reconnect, and
+//! [`Backoff`](crate::backoff::Backoff) (full jitter) and
+//! [`ConnectTimeout`](crate::backoff::ConnectTimeout) on every reconnect, and
 //! [`connection::try_heartbeat`](crate::connection::try_heartbeat) with
 //! [`Facts::heartbeat`](crate::facts::Facts::heartbeat) for heartbeats. What it does not
 //! share with the agent: facts are synthetic (one boot id per simulated appliance, not read
@@ -62,6 +63,13 @@ pub struct FleetOptions {
     pub keep_alive: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// The backoff's cap while recovering from a healthy connection's drop (the agent's:
+    /// [`RECOVERY_MAX`](crate::backoff::RECOVERY_MAX)).
+    pub backoff_recovery_max: Duration,
+    /// The first attempt's connection timeout and the largest it grows to after timeouts
+    /// (the agent's: [`ConnectTimeout::default`](crate::backoff::ConnectTimeout)).
+    pub connect_timeout: Duration,
+    pub connect_timeout_max: Duration,
     /// Every appliance asks for a new certificate this long after the fleet started (all
     /// due at once: a renewal storm). Without it an appliance renews only when a
     /// `down/cert/renew` notice tells it to.

@@ -17,6 +17,8 @@ pub struct Stats {
     pub online: AtomicI64,
     /// Failed attempts and dropped connections.
     pub connection_errors: AtomicU64,
+    /// Attempts that gave up at the connection timeout (still in the broker's queue).
+    pub connect_timeouts: AtomicU64,
     /// Heartbeats handed to the MQTT client.
     pub heartbeats_queued: AtomicU64,
     /// Heartbeats written to the connection (QoS 0: the last the sender knows of them).
@@ -52,6 +54,7 @@ pub struct Snapshot {
     pub connected: u64,
     pub online: i64,
     pub connection_errors: u64,
+    pub connect_timeouts: u64,
     pub heartbeats_queued: u64,
     pub heartbeats_written: u64,
     pub heartbeats_skipped: u64,
@@ -76,6 +79,7 @@ impl Stats {
             connected: self.connected.load(Relaxed),
             online: self.online.load(Relaxed),
             connection_errors: self.connection_errors.load(Relaxed),
+            connect_timeouts: self.connect_timeouts.load(Relaxed),
             heartbeats_queued: self.heartbeats_queued.load(Relaxed),
             heartbeats_written: self.heartbeats_written.load(Relaxed),
             heartbeats_skipped: self.heartbeats_skipped.load(Relaxed),

@@ -59,6 +59,9 @@ async fn simulated_appliances_come_online_answer_tasks_and_apply_configuration(p
         keep_alive: Duration::from_secs(30),
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(1),
+        backoff_recovery_max: hearth_agent::backoff::RECOVERY_MAX,
+        connect_timeout: hearth_agent::backoff::CONNECT_TIMEOUT_INITIAL,
+        connect_timeout_max: hearth_agent::backoff::CONNECT_TIMEOUT_MAX,
         renew_after: Some(Duration::from_secs(4)),
         task_failure_share: 0.0,
     };

@@ -48,6 +48,9 @@ impl Sim {
             keep_alive: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(1),
+            backoff_recovery_max: hearth_agent::backoff::RECOVERY_MAX,
+            connect_timeout: hearth_agent::backoff::CONNECT_TIMEOUT_INITIAL,
+            connect_timeout_max: hearth_agent::backoff::CONNECT_TIMEOUT_MAX,
             renew_after: None,
             task_failure_share: failure_share,
         };
