@@ -21,6 +21,8 @@
 //! | `POST/GET /api/v1/support/conversations…`, `…/messages`, `…/proposals/{id}/confirm`, `…/events` | tenant | the support chat (see [`support`]) |
 //! | `GET/PUT /api/v1/support/settings` | tenant (owner to change) | whether low-risk proposals wait for confirmation |
 //! | `GET /support` | anyone (the page signs in) | the customers' chat page |
+//! | `GET /home` | anyone (the page signs in) | the customers' home page: appliances, tasks, configuration, account (see [`home`]) |
+//! | `GET /console` | anyone (the page signs in an operator) | the operator console (see [`console`]) |
 //! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
 //! | `GET /agent/v1/artifacts/{sha256}` | an appliance's client certificate (HTTPS listener only) | an agent build's bytes, in ranges (see [`agent`]) |
 //! | `GET /agent/v1/self` | an appliance's client certificate (HTTPS listener only) | what is stored about the calling appliance |
@@ -35,11 +37,13 @@ mod agent;
 mod appliances;
 pub mod auth;
 pub mod client_cert;
+mod console;
 mod desired;
 mod enroll;
 pub mod error;
 mod events;
 mod health;
+mod home;
 mod inventory;
 pub mod openapi;
 mod ratelimit;
@@ -104,6 +108,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(account::router())
         .merge(support::router())
         .merge(admin::router())
+        .merge(console::router())
+        .merge(home::router())
         // Outside `/api/v1`: authenticated by the appliance's client certificate alone.
         .merge(agent::router())
 }

@@ -394,3 +394,11 @@ mod tests {
         assert_eq!(m["mail"]["relay"]["password"], json!({"$encrypted": "y"}));
     }
 }
+
+/// Any tenant's appliance's configuration (operators): found by the appliance's id, read in
+/// its tenant's transaction, secrets redacted as for the customer.
+pub async fn fleet_get(svc: &Services, appliance: ApplianceId) -> Result<ConfigView, DesiredError> {
+    let tenant =
+        crate::db::appliances::fleet_get(&svc.pool, appliance).await?.ok_or(DesiredError::ApplianceNotFound)?.tenant_id;
+    get(svc, tenant, appliance).await
+}
