@@ -54,6 +54,7 @@ pub fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespons
 /// The operator console.
 #[utoipa::path(
     get,
+    operation_id = "console_page",
     path = "/console",
     tag = "admin",
     responses((status = 200, description = "HTML page: the operators' console (fleet, tenants, appliances, tasks, \
@@ -67,6 +68,7 @@ async fn page() -> impl IntoResponse {
 /// The operator console's script.
 #[utoipa::path(
     get,
+    operation_id = "console_script",
     path = "/console/console.js",
     tag = "admin",
     responses((status = 200, description = "JavaScript (an ES module) of the console", content_type = "text/javascript",
@@ -79,6 +81,7 @@ async fn script() -> impl IntoResponse {
 /// The style sheet of the console and the customers' home page.
 #[utoipa::path(
     get,
+    operation_id = "console_style",
     path = "/console/console.css",
     tag = "admin",
     responses((status = 200, description = "CSS of the console and the home page", content_type = "text/css",

@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The customers' home page.
 #[utoipa::path(
     get,
+    operation_id = "home_page",
     path = "/home",
     tag = "support",
     responses((status = 200, description = "HTML page: the household's appliances, recent tasks, configuration, \
@@ -33,6 +34,7 @@ async fn page() -> impl IntoResponse {
 /// The home page's script.
 #[utoipa::path(
     get,
+    operation_id = "home_script",
     path = "/home/home.js",
     tag = "support",
     responses((status = 200, description = "JavaScript (an ES module) of the home page", content_type = "text/javascript",
