@@ -206,6 +206,7 @@ SQL
     OPERATOR_TOKEN=""
     DEMO_EMAIL=""
     DEMO_PASSWORD=""
+    CONSOLE_ADMIN_NAME="" CONSOLE_ADMIN_PASSWORD="" CONSOLE_VIEWER_NAME="" CONSOLE_VIEWER_PASSWORD=""
     [ -f "$STATE/demo.env" ] && . "$STATE/demo.env"
     if [ -z "$OPERATOR_TOKEN" ] || ! curl -fsS --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $OPERATOR_TOKEN" \
             "https://localhost:$API_PORT/api/v1/admin/fleet/summary" >/dev/null 2>&1; then
@@ -236,8 +237,28 @@ SQL
         printf '%s\n' "$DEMO_PASSWORD" \
             | "$BIN/hearth-control-plane" user create --tenant "$TENANT_ID" --email "$DEMO_EMAIL" >/dev/null
     fi
-    (umask 077; printf 'TENANT_ID=%s\nTENANT_KEY=%s\nAPPLIANCE_ID=%s\nOPERATOR_TOKEN=%s\nDEMO_EMAIL=%s\nDEMO_PASSWORD=%s\n' \
-        "$TENANT_ID" "$TENANT_KEY" "$APPLIANCE_ID" "$OPERATOR_TOKEN" "$DEMO_EMAIL" "$DEMO_PASSWORD" >"$STATE/demo.env")
+    # Operators sign in to the web console (/console) with accounts: an admin and a viewer.
+    console_account() { # role, name var, password var
+        local name=${!2:-} password=${!3:-}
+        if [ -z "$name" ] || ! curl -fsS --cacert "$STATE/pki/ca.crt" -H 'Content-Type: application/json' \
+                -d "{\"name\": \"$name\", \"password\": \"$password\"}" \
+                "https://localhost:$API_PORT/api/v1/console/login" >/dev/null 2>&1; then
+            say "creating the console's $1 account"
+            name="console-$1-$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+            password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+            printf '%s\n' "$password" \
+                | "$BIN/hearth-control-plane" operator account create "$name" --role "$1" --password-stdin >/dev/null
+        fi
+        printf -v "$2" '%s' "$name"
+        printf -v "$3" '%s' "$password"
+    }
+    console_account admin CONSOLE_ADMIN_NAME CONSOLE_ADMIN_PASSWORD
+    console_account viewer CONSOLE_VIEWER_NAME CONSOLE_VIEWER_PASSWORD
+    (umask 077; printf '%s=%s\n' TENANT_ID "$TENANT_ID" TENANT_KEY "$TENANT_KEY" APPLIANCE_ID "$APPLIANCE_ID" \
+        OPERATOR_TOKEN "$OPERATOR_TOKEN" DEMO_EMAIL "$DEMO_EMAIL" DEMO_PASSWORD "$DEMO_PASSWORD" \
+        CONSOLE_ADMIN_NAME "$CONSOLE_ADMIN_NAME" CONSOLE_ADMIN_PASSWORD "$CONSOLE_ADMIN_PASSWORD" \
+        CONSOLE_VIEWER_NAME "$CONSOLE_VIEWER_NAME" CONSOLE_VIEWER_PASSWORD "$CONSOLE_VIEWER_PASSWORD" \
+        >"$STATE/demo.env")
 
     mkdir -p "$STATE/sandbox"
     cat >"$STATE/agent.toml" <<TOML
@@ -293,6 +314,12 @@ export HEARTH_DEMO_KEY=$STATE/agent/key.pem
 export HEARTH_CHAT_URL=https://localhost:$API_PORT/support
 export HEARTH_DEMO_EMAIL=$DEMO_EMAIL
 export HEARTH_DEMO_PASSWORD=$DEMO_PASSWORD
+# The operators' web console and its two accounts (an admin, and a viewer who changes nothing).
+export HEARTH_CONSOLE_URL=https://localhost:$API_PORT/console
+export HEARTH_CONSOLE_ADMIN_NAME=$CONSOLE_ADMIN_NAME
+export HEARTH_CONSOLE_ADMIN_PASSWORD=$CONSOLE_ADMIN_PASSWORD
+export HEARTH_CONSOLE_VIEWER_NAME=$CONSOLE_VIEWER_NAME
+export HEARTH_CONSOLE_VIEWER_PASSWORD=$CONSOLE_VIEWER_PASSWORD
 ENV
 )
 

@@ -16,7 +16,7 @@
 #
 # The quickstart's database outlives its runs, so before the blocks run, what an earlier
 # run of this check created under the names the README uses (plans "family" and "starter",
-# the demo household's appliance "kitchen") is renamed aside with psql as the tables' owner;
+# the operator account "bob", the demo household's appliance "kitchen") is renamed aside with psql as the tables' owner;
 # everything else the README makes is new each time. Needs a running quickstart
 # (.hearth/dev.env); installs nothing.
 set -euo pipefail
@@ -95,6 +95,7 @@ PY
 # row-level security policies).
 psql "$HEARTH_DATABASE_URL" -qX -v ON_ERROR_STOP=1 >/dev/null <<SQL
 UPDATE plans SET name = name || '-' || id WHERE name IN ('family', 'starter');
+UPDATE operator_accounts SET name = name || '-' || id WHERE name = 'bob';
 UPDATE appliances SET name = name || '-' || id
  WHERE name = 'kitchen' AND tenant_id = '$HEARTH_TENANT_ID';
 SQL

@@ -19,6 +19,7 @@ use crate::db::audit::{Actor, Recorder};
 use crate::db::plans::{self as plan_rows, Quotas};
 use crate::db::tenants::Changes;
 use crate::domain::accounts::{self, AccountError, NewUser};
+use crate::domain::operator_accounts;
 use crate::domain::operators::{self, OperatorError};
 use crate::domain::plans::{self, NewPlan, PlanError};
 use crate::domain::rollouts::{self, NewRollout, RolloutError, Steer, Who};
@@ -171,6 +172,34 @@ pub enum OperatorCommand {
     /// Revoke an operator token.
     Revoke {
         /// The token's id (`operator_id=` of `operator create`, `id` of `operator list`).
+        id: OperatorId,
+    },
+    /// Operator accounts: who signs in to the web console (password, optional TOTP).
+    Account {
+        #[command(subcommand)]
+        command: OperatorAccountCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorAccountCommand {
+    /// Create an account; prints `account_id=` and, unless `--password-stdin`, the
+    /// password chosen for it (`password=`, shown this once).
+    Create {
+        /// The sign-in name (unique).
+        name: String,
+        /// admin, support or viewer.
+        #[arg(long, default_value = "viewer")]
+        role: OperatorRole,
+        /// Read the password (at least 12 characters) from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the accounts (JSON lines; never passwords or TOTP keys).
+    List,
+    /// Disable an account: it cannot sign in and its sessions end.
+    Disable {
+        /// The account's id (`account_id=` of `operator account create`).
         id: OperatorId,
     },
 }
@@ -384,6 +413,36 @@ pub async fn operator(pool: &PgPool, cmd: OperatorCommand) -> anyhow::Result<()>
                 e => anyhow::Error::new(e),
             })?;
             println!("operator_id={id}\nrevoked=true");
+        }
+        OperatorCommand::Account { command } => operator_account(pool, command, audit).await?,
+    }
+    Ok(())
+}
+
+async fn operator_account(pool: &PgPool, cmd: OperatorAccountCommand, audit: Recorder<'_>) -> anyhow::Result<()> {
+    match cmd {
+        OperatorAccountCommand::Create { name, role, password_stdin } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let created = operator_accounts::create(pool, &name, role, password.as_deref(), audit).await?;
+            println!("account_id={}\nname={}\nrole={}", created.account.id, created.account.name, role.as_str());
+            if let Some(p) = created.password {
+                println!("password={p}");
+            }
+        }
+        OperatorAccountCommand::List => {
+            for a in operator_accounts::list(pool).await? {
+                json_line(&a)?;
+            }
+        }
+        OperatorAccountCommand::Disable { id } => {
+            operator_accounts::disable(pool, id, audit).await?;
+            println!("account_id={id}\ndisabled=true");
         }
     }
     Ok(())

@@ -132,6 +132,8 @@ impl Default for ArtifactsConfig {
 pub struct AuthConfig {
     /// How long a tenant user's sign-in token is valid.
     pub session_ttl_s: u64,
+    /// How long an operator's console session (cookie) is valid.
+    pub operator_session_ttl_s: u64,
     /// Failed sign-ins for one address from one source after which that source must wait
     /// (each of these is answered 401; the next attempt, 429)…
     pub max_failed_logins: u32,
@@ -362,6 +364,7 @@ impl Default for Config {
             secrets: SecretsConfig { key: None },
             auth: AuthConfig {
                 session_ttl_s: 3600,
+                operator_session_ttl_s: 28_800,
                 max_failed_logins: 5,
                 lockout_s: 900,
                 account_failures_burst: 50,
@@ -546,6 +549,7 @@ impl Config {
         let a = &self.auth;
         for (setting, env, value) in [
             ("auth.session_ttl_s", "HEARTH_AUTH__SESSION_TTL_S", a.session_ttl_s),
+            ("auth.operator_session_ttl_s", "HEARTH_AUTH__OPERATOR_SESSION_TTL_S", a.operator_session_ttl_s),
             ("auth.max_failed_logins", "HEARTH_AUTH__MAX_FAILED_LOGINS", a.max_failed_logins.into()),
             ("auth.lockout_s", "HEARTH_AUTH__LOCKOUT_S", a.lockout_s),
             ("auth.account_failures_burst", "HEARTH_AUTH__ACCOUNT_FAILURES_BURST", a.account_failures_burst.into()),

@@ -47,3 +47,4 @@ pub mod secret;
 pub mod serve;
 pub mod ticker;
 pub mod token;
+pub mod totp;

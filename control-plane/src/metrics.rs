@@ -211,7 +211,7 @@ impl Metrics {
             )?,
             credential_lookups: counter_vec(
                 "hearth_credential_lookups_total",
-                "Bearer credentials looked up, by kind (api_key, session, operator_token).",
+                "Bearer credentials looked up, by kind (api_key, session, operator_token, console_session).",
                 &["kind"],
             )?,
             password_verifications: counter(

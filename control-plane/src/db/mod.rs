@@ -16,6 +16,7 @@ pub mod certificates;
 pub mod desired;
 pub mod enrollment;
 pub mod events;
+pub mod operator_accounts;
 pub mod operators;
 pub mod plans;
 pub mod presence;

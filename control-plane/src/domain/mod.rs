@@ -48,6 +48,7 @@ pub mod desired;
 pub mod enrollment;
 pub mod events;
 pub mod labels;
+pub mod operator_accounts;
 pub mod operators;
 pub mod plans;
 pub mod rollouts;

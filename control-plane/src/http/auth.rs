@@ -7,6 +7,13 @@
 //! | `hearth_st_` | tenant user's sign-in session | [`Tenant`], [`Owner`] (role owner) |
 //! | `hearth_ot_` | operator token | [`OperatorAuth`] |
 //!
+//! Without an `Authorization` header, the console's session cookie ([`CONSOLE_COOKIE`],
+//! `hearth_oc_…`, set by `POST /api/v1/console/login`) authenticates an operator the same
+//! way; a request that changes something (any method but GET, HEAD and OPTIONS) must then
+//! also carry the session's CSRF token in `X-CSRF-Token`, or it is `403 csrf_failed`. A
+//! bearer credential, when sent, always wins over the cookie (scripts and the CLI never
+//! need a CSRF token).
+//!
 //! A handler that takes [`Tenant`] cannot run unauthenticated and gets the tenant id from
 //! the credential, never from the request; every repository function it calls takes that
 //! id. A suspended tenant's keys and sessions are refused with `403 tenant_suspended`.
@@ -28,9 +35,11 @@ use hearth_protocol::{ApiKeyId, TenantId, UserId};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::audit::Actor;
+use crate::db::operator_accounts as console_sessions;
 use crate::db::operators::{self, Operator};
 use crate::db::tenants;
 use crate::db::users;
+use crate::domain::operator_accounts;
 use crate::model::{OperatorRole, UserRole};
 
 /// The authenticated caller of a request.
@@ -60,7 +69,10 @@ impl Caller {
         if let Some(Refused(refusal)) = parts.extensions.get::<Refused>() {
             return Err(refusal.map_or(ApiError::Unauthorized, ApiError::TooManyFailures));
         }
-        let secret = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?.to_owned();
+        let (secret, from_cookie) = match bearer(&parts.headers) {
+            Some(b) => (b.to_owned(), false),
+            None => (console_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?.to_owned(), true),
+        };
         let source = Source::of(parts, state);
         if let Err(t) = state.credentials.check_bearer(source, &secret) {
             state.metrics.credential_refusals.with_label_values(&[t.scope.as_str()]).inc();
@@ -73,6 +85,12 @@ impl Caller {
             parts.extensions.insert(Refused(None));
             return Err(ApiError::Unauthorized);
         };
+        if from_cookie && !parts.method.is_safe() {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !operator_accounts::csrf_matches(&secret, sent) {
+                return Err(csrf_failed());
+            }
+        }
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -99,6 +117,9 @@ impl Caller {
         } else if secret.starts_with(operators::TOKEN_PREFIX) {
             lookups.with_label_values(&["operator_token"]).inc();
             operators::authenticate(&state.domain.pool, secret).await?.map(Caller::Operator)
+        } else if secret.starts_with(console_sessions::SESSION_PREFIX) {
+            lookups.with_label_values(&["console_session"]).inc();
+            console_sessions::authenticate(&state.domain.pool, secret).await?.map(|(op, _)| Caller::Operator(op))
         } else {
             None
         };
@@ -185,6 +206,43 @@ mod tests {
         assert_eq!(source_address(ip("10.0.0.2"), &xff("nonsense"), &trusted), ip("10.0.0.2"));
         assert_eq!(source_address(ip("10.0.0.2"), &xff("[2001:db8::1]:4711"), &trusted), ip("2001:db8::1"));
     }
+}
+
+/// The console's session cookie: `__Host-` makes browsers insist on `Secure`, `Path=/` and
+/// no `Domain`, so no other host or path can plant or read it.
+pub const CONSOLE_COOKIE: &str = "__Host-hearth_console";
+/// The header that carries a console session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn csrf_failed() -> ApiError {
+    ApiError::Refused {
+        status: StatusCode::FORBIDDEN,
+        code: "csrf_failed",
+        message: "a change made with the console's session cookie must carry the session's X-CSRF-Token header".into(),
+    }
+}
+
+/// The value of the console's session cookie, if the request carries it.
+pub(super) fn console_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == CONSOLE_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// The `Set-Cookie` value that stores `secret` for `max_age_s` seconds.
+pub(super) fn console_cookie_header(secret: &str, max_age_s: u64) -> String {
+    format!("{CONSOLE_COOKIE}={secret}; Path=/; Max-Age={max_age_s}; HttpOnly; Secure; SameSite=Strict")
+}
+
+/// The `Set-Cookie` value that removes the console cookie.
+pub(super) fn console_cookie_clear() -> String {
+    format!("{CONSOLE_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict")
 }
 
 /// The credential of `Authorization: Bearer …`, if there is one.

@@ -33,6 +33,7 @@ use crate::domain::desired::secrets::SecretError;
 use crate::domain::desired::DesiredError;
 use crate::domain::enrollment::EnrollError;
 use crate::domain::events::EventError;
+use crate::domain::operator_accounts::OperatorAccountError;
 use crate::domain::operators::OperatorError;
 use crate::domain::plans::PlanError;
 use crate::domain::rollouts::RolloutError;
@@ -425,6 +426,33 @@ impl From<OperatorError> for ApiError {
     }
 }
 
+impl From<OperatorAccountError> for ApiError {
+    fn from(e: OperatorAccountError) -> Self {
+        let message = e.to_string();
+        let refused = |status, code| ApiError::Refused { status, code, message: message.clone() };
+        match e {
+            OperatorAccountError::InvalidCredentials | OperatorAccountError::WrongPassword => {
+                refused(StatusCode::UNAUTHORIZED, "invalid_credentials")
+            }
+            OperatorAccountError::TotpRequired => refused(StatusCode::UNAUTHORIZED, "totp_required"),
+            OperatorAccountError::InvalidTotp => refused(StatusCode::UNAUTHORIZED, "invalid_totp"),
+            OperatorAccountError::TooManyFailures(t) => ApiError::TooManyFailures(t),
+            OperatorAccountError::NoPendingTotp => ApiError::Conflict { code: "no_pending_totp", message },
+            OperatorAccountError::NoSecretsKey => ApiError::Conflict { code: "secrets_key_required", message },
+            OperatorAccountError::NotFound => ApiError::NotFound("operator account"),
+            OperatorAccountError::NameTaken => ApiError::Conflict { code: "operator_name_taken", message },
+            OperatorAccountError::Invalid(e) => e.into(),
+            OperatorAccountError::Password(UserError::WeakPassword) => ApiError::Unprocessable {
+                code: "invalid_password",
+                message,
+                details: serde_json::json!({ "param": "password" }),
+            },
+            OperatorAccountError::Password(e) => e.into(),
+            OperatorAccountError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
 impl From<PlanError> for ApiError {
     fn from(e: PlanError) -> Self {
         let message = e.to_string();
@@ -646,7 +674,8 @@ pub struct OwnerForbidden(#[allow(dead_code)] ErrorBody);
 #[derive(Debug, utoipa::ToResponse)]
 #[response(
     description = "`forbidden_for_role`: the operator's role does not allow this (`support` may only read and \
-                   create tasks, `viewer` may only read)",
+                   create tasks, `viewer` may only read); `csrf_failed`: sent with the console's session cookie \
+                   but without its `X-CSRF-Token`",
     example = json!({"error": {"code": "forbidden_for_role", "message": "the operator role `viewer` may not do this"}})
 )]
 pub struct ForbiddenForRole(#[allow(dead_code)] ErrorBody);

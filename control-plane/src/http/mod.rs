@@ -23,6 +23,7 @@
 //! | `GET /support` | anyone (the page signs in) | the customers' chat page |
 //! | `GET /home` | anyone (the page signs in) | the customers' home page: appliances, tasks, configuration, account (see [`home`]) |
 //! | `GET /console` | anyone (the page signs in an operator) | the operator console (see [`console`]) |
+//! | `POST /api/v1/console/login`, `GET …/session`, `POST …/logout`, `…/password`, `…/totp…` | operator account | the web console's sign-in: a session cookie, its CSRF token, password and TOTP (see [`console_session`]) |
 //! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
 //! | `GET /agent/v1/artifacts/{sha256}` | an appliance's client certificate (HTTPS listener only) | an agent build's bytes, in ranges (see [`agent`]) |
 //! | `GET /agent/v1/self` | an appliance's client certificate (HTTPS listener only) | what is stored about the calling appliance |
@@ -38,6 +39,7 @@ mod appliances;
 pub mod auth;
 pub mod client_cert;
 mod console;
+mod console_session;
 mod desired;
 mod enroll;
 pub mod error;
@@ -106,6 +108,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(desired::router())
         .merge(inventory::router())
         .merge(account::router())
+        .merge(console_session::router())
         .merge(support::router())
         .merge(admin::router())
         .merge(console::router())

@@ -10,6 +10,9 @@
 //! - `operator_token`: `Authorization: Bearer hearth_ot_…`, an operator of the service.
 //! - `session_token`: `Authorization: Bearer hearth_st_…`, a tenant user's short-lived
 //!   sign-in token.
+//! - `console_session`: the cookie `__Host-hearth_console` of an operator signed in to the
+//!   web console; accepted by every `/api/v1/admin/…` route like an operator token, with
+//!   `X-CSRF-Token` required on every change.
 //! - `appliance_certificate` (mutual TLS): the appliance's own client certificate, presented
 //!   in the TLS handshake with the control plane's HTTPS listener (`/agent/v1/…`).
 //!
@@ -23,7 +26,7 @@ use axum::http::{header, Method};
 use axum::response::{Html, IntoResponse};
 use hearth_protocol::api::ErrorBody;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -116,6 +119,8 @@ use crate::model::{
         (name = "account", description = "A customer's sign-in, account, members and API keys"),
         (name = "support", description = "The support chat: conversations with the assistant, proposed tasks \
                                           confirmed by the customer, an event stream, and the chat page"),
+        (name = "console", description = "Operators' sign-in to the web console: a session cookie, its CSRF token, \
+                                           password and TOTP"),
         (name = "admin", description = "The service operators' API: tenants, plans, keys, operators, fleet, \
                                         revocation and the audit trail"),
         (name = "agent", description = "What an appliance's agent fetches for itself (agent builds, what is stored \
@@ -129,6 +134,7 @@ const TENANT_KEY: &str = "tenant_key";
 const OPERATOR_TOKEN: &str = "operator_token";
 const SESSION_TOKEN: &str = "session_token";
 const APPLIANCE_CERTIFICATE: &str = "appliance_certificate";
+const CONSOLE_SESSION: &str = "console_session";
 
 struct SecuritySchemes;
 
@@ -151,6 +157,16 @@ impl Modify for SecuritySchemes {
                 .build();
             components.add_security_scheme(name, SecurityScheme::Http(scheme));
         }
+        components.add_security_scheme(
+            CONSOLE_SESSION,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::auth::CONSOLE_COOKIE,
+                "An operator signed in to the web console (`POST /api/v1/console/login` sets this HttpOnly, Secure, \
+                 SameSite=Strict cookie). Every `/api/v1/admin/…` route accepts it as it accepts an operator token; \
+                 a POST, PUT, PATCH or DELETE sent with it must also carry the session's `X-CSRF-Token`, or it is \
+                 refused with `403 csrf_failed`.",
+            ))),
+        );
         components.add_security_scheme(
             APPLIANCE_CERTIFICATE,
             SecurityScheme::MutualTls {

@@ -24,6 +24,7 @@ mod isolation;
 mod labels;
 mod limits;
 mod openapi;
+mod operator_sign_in;
 mod real_model;
 mod rollouts;
 mod supervision;

@@ -79,6 +79,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/admin/operators/{id}"),
     ("GET", "/api/v1/admin/audit"),
     ("GET", "/api/v1/admin/audit.csv"),
+    ("GET", "/api/v1/admin/operator-accounts"),
+    ("POST", "/api/v1/admin/operator-accounts"),
+    ("DELETE", "/api/v1/admin/operator-accounts/{id}"),
+    ("POST", "/api/v1/console/login"),
+    ("GET", "/api/v1/console/session"),
+    ("POST", "/api/v1/console/logout"),
+    ("POST", "/api/v1/console/password"),
+    ("POST", "/api/v1/console/totp"),
+    ("POST", "/api/v1/console/totp/confirm"),
     ("POST", "/api/v1/support/conversations"),
     ("GET", "/api/v1/support/conversations"),
     ("POST", "/api/v1/rollouts"),
@@ -227,6 +236,12 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         assert_eq!((s["type"].as_str(), s["scheme"].as_str()), (Some("http"), Some("bearer")), "{name}");
         assert!(s["bearerFormat"].as_str().unwrap().starts_with(prefix), "{name}");
     }
+    // Operators in the web console: a cookie.
+    assert_eq!(
+        (schemes["console_session"]["type"].as_str(), schemes["console_session"]["in"].as_str()),
+        (Some("apiKey"), Some("cookie"))
+    );
+    assert_eq!(schemes["console_session"]["name"], "__Host-hearth_console");
     // Appliances authenticate with their client certificate (OpenAPI's mutual TLS scheme).
     assert_eq!(schemes["appliance_certificate"]["type"], "mutualTLS");
 
@@ -327,6 +342,13 @@ async fn the_document_is_valid_openapi_3_1(pool: PgPool) {
         "client_certificate_required",
         "range_not_satisfiable",
         "webhook_limit",
+        "csrf_failed",
+        "totp_required",
+        "invalid_totp",
+        "no_pending_totp",
+        "secrets_key_required",
+        "operator_name_taken",
+        "invalid_password",
     ] {
         assert!(text.contains(&format!("`{code}`")), "error code {code} is not documented");
     }

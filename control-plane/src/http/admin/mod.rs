@@ -1,5 +1,5 @@
 //! The operators' API under `/api/v1/admin`, authenticated with operator tokens
-//! (`hearth_ot_…`). Operators work across tenants, so these handlers run on the service
+//! (`hearth_ot_…`) or the web console's session cookie (with its CSRF token on changes). Operators work across tenants, so these handlers run on the service
 //! role; anything done to one tenant's own rows (tasks, API keys, users) still runs in that
 //! tenant's transaction. Every change is audited with the operator and request id. The
 //! rules are in `crate::domain`, shared with the customer API and the operator CLI.
@@ -16,6 +16,7 @@
 //! | `POST /appliances/{id}/revoke` | admin | revoke: CRL, broker reload, disconnect |
 //! | `POST /appliances/{id}/tasks` | admin, support | a catalog task on the customer's behalf |
 //! | `GET/POST /operators`, `DELETE /operators/{id}` | read / admin | operator tokens |
+//! | `GET/POST /operator-accounts`, `DELETE /operator-accounts/{id}` | read / admin | operator accounts: the web console's sign-in (password, optional TOTP) |
 //! | `GET /audit` | read | the audit trail, filtered |
 //! | `GET/POST /pki/rotation`, `POST /pki/rotation/finish` | read / admin | the fleet CA's rotation |
 //! | `GET/POST /rollouts`, `GET/PATCH /rollouts/{id}`, `POST /rollouts/{id}/{action}` | read / admin | fleet rollouts, pause/resume/approve/cancel |
@@ -35,6 +36,7 @@ mod artifacts;
 mod events;
 mod fleet;
 mod insight;
+mod operator_accounts;
 mod operators;
 mod pki;
 mod rollouts;
@@ -51,6 +53,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(tenants::router())
         .merge(fleet::router())
         .merge(operators::router())
+        .merge(operator_accounts::router())
         .merge(pki::router())
         .merge(rollouts::router())
         .merge(artifacts::router())
