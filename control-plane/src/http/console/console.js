@@ -25,11 +25,16 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 function append(e, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
+}
+/** Replaces an element's children (nodes, values as text; arrays flattened, null skipped). */
+function fill(e, ...children) {
+  e.replaceChildren();
+  return append(e, children);
 }
 const badge = (s) => el("span", { class: `badge ${s || ""}` }, s ?? "—");
 const when = (t) => (t ? new Date(t).toLocaleString() : "—");
@@ -141,7 +146,7 @@ function showSignIn(message) {
   $("nav").classList.add("hidden");
   $("signout").classList.add("hidden");
   $("who").textContent = "";
-  $("view").replaceChildren();
+  fill($("view"), );
   $("signin").classList.remove("hidden");
   $("signin-error").textContent = message || "";
   $("name").focus();
@@ -227,15 +232,15 @@ async function route() {
     try {
       const content = await page(...m.slice(1));
       if (gen !== S.gen) return;
-      view.replaceChildren(...[content].flat());
+      fill(view, content);
       document.title = `${view.querySelector("h2")?.textContent || "Console"} · Hearth console`;
     } catch (e) {
       if (gen !== S.gen) return;
-      view.replaceChildren(el("h2", {}, "Could not load this page"), el("p", { class: "error" }, e.message));
+      fill(view, el("h2", {}, "Could not load this page"), el("p", { class: "error" }, e.message));
     }
     return;
   }
-  view.replaceChildren(el("h2", {}, "Not found"), el("p", {}, link("#/", "Back to the fleet")));
+  fill(view, el("h2", {}, "Not found"), el("p", {}, link("#/", "Back to the fleet")));
 }
 window.addEventListener("hashchange", route);
 
@@ -284,7 +289,7 @@ async function fleetPage() {
     }
     S.ingest = ing;
     const lag = ing.newest_heartbeat_age_s == null ? "—" : `${ing.newest_heartbeat_age_s.toFixed(1)} s`;
-    stats.replaceChildren(
+    fill(stats, 
       stat(sum.online, "online", "#/appliances?status=online"),
       stat(sum.offline, "offline", "#/appliances?status=offline"),
       stat(sum.never_seen, "never seen", "#/appliances?status=never_seen"),
@@ -295,7 +300,7 @@ async function fleetPage() {
       stat(ing.messages_dropped + ing.batch_errors, "ingest drops + batch errors"),
     );
     const pts = tr.points;
-    trend.replaceChildren(
+    fill(trend, 
       el("h3", {}, "Trend, last 6 hours (one sample a minute)"),
       pts.length
         ? el("div", { class: "cols" },
@@ -304,7 +309,7 @@ async function fleetPage() {
         : el("p", { class: "muted" }, "No samples yet: the control plane samples the counts once a minute."),
     );
     const shown = sum.tenants.slice(0, 200);
-    tenants.replaceChildren(
+    fill(tenants, 
       el("h3", {}, `Tenants (${sum.tenants.length})`),
       table(
         ["Tenant", { label: "Online", cls: "num" }, { label: "Offline", cls: "num" }, { label: "Never seen", cls: "num" }, { label: "Revoked", cls: "num" }, { label: "Certs expiring", cls: "num" }],
@@ -319,7 +324,7 @@ async function fleetPage() {
       ),
       sum.tenants.length > shown.length ? el("p", { class: "muted" }, `First 200 of ${sum.tenants.length}; see Tenants for all.`) : null,
     );
-    side.replaceChildren(
+    fill(side, 
       el("div", { class: "card" }, el("h3", {}, "Agent versions"),
         table(["Version", { label: "Appliances", cls: "num" }], sum.agent_versions.map((v) => [v.version ?? "(no heartbeat yet)", { node: v.appliances, cls: "num" }]))),
       el("div", { class: "card" }, el("h3", {}, "Support assistant"),
@@ -434,7 +439,7 @@ async function tenantPage(id) {
     keyCard.append(el("form", { onsubmit: async (e) => {
       e.preventDefault();
       const k = await act(e.target.querySelector("button"), () => api("POST", `/api/v1/admin/tenants/${id}/keys`, { name: kname.value.trim() }));
-      secrets.replaceChildren(shownOnce(`API key ${k.name}`, k.key));
+      fill(secrets, shownOnce(`API key ${k.name}`, k.key));
       kname.value = "";
       secrets.scrollIntoView();
     } }, el("div", { class: "row" }, field("New key's name", kname), el("button", { type: "submit" }, "Issue key"))));
@@ -442,7 +447,7 @@ async function tenantPage(id) {
     keyCard.append(el("form", { onsubmit: async (e) => {
       e.preventDefault();
       const r = await act(e.target.querySelector("button"), () => api("POST", `/api/v1/admin/tenants/${id}/appliances`, { name: aname.value }));
-      secrets.replaceChildren(shownOnce("Enrollment token", r.enrollment_token, `For appliance ${r.appliance_id}: run hearth-agent enroll with it before ${when(r.expires_at)}. Shown this once.`));
+      fill(secrets, shownOnce("Enrollment token", r.enrollment_token, `For appliance ${r.appliance_id}: run hearth-agent enroll with it before ${when(r.expires_at)}. Shown this once.`));
       aname.value = "";
       secrets.scrollIntoView();
     } }, el("div", { class: "row" }, field("Register an appliance named", aname), el("button", { type: "submit" }, "Register"))));
@@ -539,7 +544,7 @@ async function taskForm(applianceId, onQueued) {
       nodes.push(field(`${name}${required.has(name) ? " (required)" : ""}`, input, schema.description));
     }
     if (!Object.keys(props).length) nodes.push(el("p", { class: "muted" }, "This action takes no parameters."));
-    fields.replaceChildren(...nodes);
+    fill(fields, ...nodes);
   }
   select.addEventListener("change", build);
   build();
@@ -589,7 +594,7 @@ async function appliancePage(id) {
         route();
       } }, "Revoke appliance"));
     }
-    head.replaceChildren(
+    fill(head, 
       el("div", { class: "cols" },
         el("div", {}, el("h3", {}, "Status"), kv([
           ["Status", el("span", { id: "appliance-status" }, badge(st))], ["Since", when(a.status_since)], ["Last seen", ago(a.last_seen)],
@@ -604,7 +609,7 @@ async function appliancePage(id) {
     );
   }
   function renderTasks(list) {
-    tasks.replaceChildren(el("h3", {}, "Recent tasks"), table(["Created", "Action", "Status", "Message"], list.map((t) => [
+    fill(tasks, el("h3", {}, "Recent tasks"), table(["Created", "Action", "Status", "Message"], list.map((t) => [
       when(t.created_at), { node: link(`#/tasks/${t.id}`, t.action) }, { node: badge(t.status) }, t.message ?? "",
     ]), "No tasks yet."));
   }
@@ -644,7 +649,7 @@ async function tasksPage() {
   const list = el("div", { class: "card", "aria-live": "polite" });
   async function load() {
     const page = await api("GET", `/api/v1/admin/tasks${query(q)}`);
-    list.replaceChildren(table(
+    fill(list, table(
       ["Created", "Action", "Status", "Appliance", { label: "Tenant", cls: "hide-narrow" }, ""],
       page.tasks.map((t) => [
         when(t.created_at), { node: link(`#/tasks/${t.id}`, t.action) }, { node: badge(t.status) },
@@ -677,7 +682,7 @@ async function taskPage(id) {
         load();
       } }, "Cancel task"));
     }
-    head.replaceChildren(kv([
+    fill(head, kv([
       ["Status", el("span", { id: "task-status" }, badge(t.status))], ["Message", t.message ?? "—"], ["Created", when(t.created_at)],
       ["Started", when(t.started_at)], ["Finished", when(t.finished_at)], ["Deadline", when(t.deadline)],
       ["Log", t.log_complete ? "complete" : FINAL.has(t.status) ? "waiting for the last events" : "following"],
@@ -749,7 +754,7 @@ async function rolloutPage(id) {
         } }, v[0].toUpperCase() + v.slice(1)));
       }
     }
-    box.replaceChildren(
+    fill(box, 
       el("div", { class: "card" }, kv([
         ["State", badge(r.state)], ["Reason", r.reason ?? "—"], ["Payload", JSON.stringify(r.payload)], ["Selector", JSON.stringify(r.selector)],
         ["Waves open", `${r.waves_open} of ${r.wave_sizes.length}`], ["Created by", r.created_by], ["Started", when(r.started_at)], ["Finished", when(r.finished_at)],
@@ -829,13 +834,13 @@ async function accountPage() {
       const r = await act(e.target, () => api("POST", "/api/v1/console/totp"));
       const code = el("input", { inputmode: "numeric", maxlength: 6, required: true, autocomplete: "one-time-code" });
       const err = el("div", { class: "error", role: "alert" });
-      totpBox.replaceChildren(shownOnce("Secret for your authenticator", r.secret, "Shown this once. Add it to your app (or use the otpauth link below), then confirm with a code."),
+      fill(totpBox, shownOnce("Secret for your authenticator", r.secret, "Shown this once. Add it to your app (or use the otpauth link below), then confirm with a code."),
         el("p", {}, el("span", { class: "mono secret" }, r.otpauth_uri)),
         el("form", { onsubmit: async (ev) => {
           ev.preventDefault();
           try {
             await act(ev.target.querySelector("button"), () => api("POST", "/api/v1/console/totp/confirm", { code: code.value.trim() }), "Two-factor sign-in is on.");
-            totpBox.replaceChildren(el("p", {}, "Two-factor sign-in is on."));
+            fill(totpBox, el("p", {}, "Two-factor sign-in is on."));
           } catch (x) {
             err.textContent = x.message;
           }

@@ -14,7 +14,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k === "class") e.className = v;
     else e.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -124,7 +124,7 @@ async function render() {
         el("table", {}, el("thead", {}, el("tr", {}, ["E-mail", "Role"].map((h) => el("th", { scope: "col" }, h)))),
           el("tbody", {}, users.users.map((u) => el("tr", {}, el("td", {}, u.email), el("td", {}, u.role))))))),
     el("h2", {}, `Appliances (${list.appliances.length})`),
-    cards.length ? cards : el("p", { class: "muted" }, "No appliance yet."),
+    ...(cards.length ? cards : [el("p", { class: "muted" }, "No appliance yet.")]),
   );
 }
 
