@@ -439,29 +439,6 @@ pub async fn delete_tenant(
     Ok(Some((before, revoked)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_sizes_are_bounded() {
-        assert_eq!(page_size(None).unwrap(), DEFAULT_LIMIT);
-        assert_eq!(page_size(Some(MAX_LIMIT)).unwrap(), MAX_LIMIT);
-        assert!(matches!(page_size(Some(0)), Err(ApplianceError::BadLimit { max: MAX_LIMIT })));
-        assert!(page_size(Some(MAX_LIMIT + 1)).is_err());
-    }
-
-    #[test]
-    fn a_page_cut_names_the_next_cursor() {
-        let ids: Vec<ApplianceId> = (0..3).map(|_| ApplianceId::new()).collect();
-        let mut rows = ids.clone();
-        assert_eq!(next_page(&mut rows, 2, |a| *a), Some(ids[1]));
-        assert_eq!(rows.len(), 2);
-        let mut rows = ids.clone();
-        assert_eq!(next_page(&mut rows, 3, |a| *a), None);
-    }
-}
-
 /// How the heartbeat ingest is doing, for the operator console: this process's counters
 /// since it started (a client turns two readings into rates) and how fresh the newest
 /// stored heartbeat is.
@@ -535,5 +512,28 @@ pub async fn run_fleet_sampler(pool: PgPool, shutdown: tokio_util::sync::Cancell
         if let Err(e) = store::sample_counts(&pool, keep).await {
             tracing::warn!(error = %e, "sampling the fleet's counts failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(page_size(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(page_size(Some(MAX_LIMIT)).unwrap(), MAX_LIMIT);
+        assert!(matches!(page_size(Some(0)), Err(ApplianceError::BadLimit { max: MAX_LIMIT })));
+        assert!(page_size(Some(MAX_LIMIT + 1)).is_err());
+    }
+
+    #[test]
+    fn a_page_cut_names_the_next_cursor() {
+        let ids: Vec<ApplianceId> = (0..3).map(|_| ApplianceId::new()).collect();
+        let mut rows = ids.clone();
+        assert_eq!(next_page(&mut rows, 2, |a| *a), Some(ids[1]));
+        assert_eq!(rows.len(), 2);
+        let mut rows = ids.clone();
+        assert_eq!(next_page(&mut rows, 3, |a| *a), None);
     }
 }
