@@ -69,6 +69,8 @@ async function signIn(page, name, password) {
 }
 async function view(page, hash, selector) {
   await page.evaluate((h) => (location.hash = h), hash);
+  // The view of this hash, not the one before it.
+  await page.waitForFunction((h) => document.getElementById("view").dataset.route === h, hash);
   await page.locator(selector).first().waitFor();
 }
 

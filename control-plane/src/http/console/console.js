@@ -233,6 +233,7 @@ async function route() {
       const content = await page(...m.slice(1));
       if (gen !== S.gen) return;
       fill(view, content);
+      view.dataset.route = location.hash; // which view is shown (tests wait for it)
       document.title = `${view.querySelector("h2")?.textContent || "Console"} · Hearth console`;
     } catch (e) {
       if (gen !== S.gen) return;
