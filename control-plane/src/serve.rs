@@ -313,6 +313,13 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
+    parts.spawn("fleet sampler", {
+        let (pool, token) = (pool.clone(), shutdown.clone());
+        async move {
+            crate::domain::appliances::run_fleet_sampler(pool, token).await;
+            Ok(())
+        }
+    });
     parts.spawn("task timeout sweeper", {
         let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
         let every = config.sweep_interval();

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Browser tests of the control plane's pages, against the running quickstart
-# (deploy/quickstart.sh) and its real demo agent: the support chat in headless Chromium.
+# (deploy/quickstart.sh) and its real demo agent, in headless Chromium: the support chat,
+# then the operator console and the customers' home page (deploy/e2e/console.mjs, its
+# screenshots in target/e2e/console-*.png).
 #
 #   deploy/e2e/run.sh [screenshot.png]     (default: target/e2e/support-chat.png)
 #
@@ -32,3 +34,5 @@ if [ ! -d "$HERE/node_modules/playwright-core" ]; then
 fi
 
 CHROMIUM=$(command -v chromium) node "$HERE/chat.mjs" "$HEARTH_API_URL" "$HEARTH_DEMO_EMAIL" "$HEARTH_DEMO_PASSWORD" "$SHOT"
+[ -n "${HEARTH_CONSOLE_ADMIN_NAME:-}" ] || die ".hearth/dev.env has no console accounts: run deploy/quickstart.sh again"
+CHROMIUM=$(command -v chromium) node "$HERE/console.mjs" "$HEARTH_API_URL" "$ROOT/target/e2e"

@@ -299,3 +299,69 @@ pub async fn caller(pool: &PgPool, id: ApplianceId, serial_hex: &str) -> Result<
     .fetch_optional(pool)
     .await
 }
+
+/// Records every tenant's counts for the current minute (one aggregate query over the
+/// appliances; a second call in the same minute changes nothing) and forgets samples older
+/// than `keep`. Returns how many tenants were sampled.
+pub async fn sample_counts(pool: &PgPool, keep: time::Duration) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "INSERT INTO fleet_samples (at, tenant_id, online, offline, never_seen, revoked)
+         SELECT date_trunc('minute', now()), t.id,
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'online'),
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'offline'),
+                count(a.id) FILTER (WHERE a.revoked_at IS NULL AND a.status = 'never_seen'),
+                count(a.id) FILTER (WHERE a.revoked_at IS NOT NULL)
+         FROM tenants t LEFT JOIN appliances a ON a.tenant_id = t.id
+         GROUP BY t.id
+         ON CONFLICT (tenant_id, at) DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM fleet_samples WHERE at < now() - make_interval(secs => $1)")
+        .bind(keep.as_seconds_f64())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// The fleet's counts at one sampled minute (summed over tenants, or one tenant's).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TrendPoint {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub online: i64,
+    pub offline: i64,
+    pub never_seen: i64,
+    pub revoked: i64,
+}
+
+/// The sampled counts since `since`, oldest first, summed over tenants or for `tenant`.
+pub async fn trend(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    since: OffsetDateTime,
+) -> Result<Vec<TrendPoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT at, sum(online)::int8 AS online, sum(offline)::int8 AS offline,
+                sum(never_seen)::int8 AS never_seen, sum(revoked)::int8 AS revoked
+         FROM fleet_samples WHERE at >= $1 AND ($2::uuid IS NULL OR tenant_id = $2)
+         GROUP BY at ORDER BY at",
+    )
+    .bind(since)
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+}
+
+/// How fresh the newest heartbeat is: seconds since the most recent `last_seen` of an
+/// online appliance (`None` when none is online).
+pub async fn newest_heartbeat_age(pool: &PgPool) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - max(last_seen))::float8 FROM appliances
+         WHERE status = 'online' AND revoked_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -295,3 +295,56 @@ pub async fn store_results(conn: &mut PgConnection, results: &[(ApplianceId, Tas
     .await?;
     Ok(r.rows_affected())
 }
+
+/// A task of any tenant, with the names an operator reads it by.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct FleetTask {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub task: Task,
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub appliance_name: String,
+}
+
+/// Filters for [`fleet_list`]; every one is optional.
+#[derive(Debug, Clone, Default)]
+pub struct FleetTaskFilter {
+    pub tenant: Option<TenantId>,
+    pub appliance: Option<ApplianceId>,
+    pub status: Option<TaskStatus>,
+    /// Exact action, or a prefix ending in `.` (`dns.` matches `dns.record.add`, …).
+    pub action: Option<String>,
+    /// Tasks older than this one (paging backwards from the newest; ids are time-ordered).
+    pub before: Option<TaskId>,
+}
+
+/// Tasks across tenants, newest first (operators; the service role).
+pub async fn fleet_list(pool: &PgPool, f: &FleetTaskFilter, limit: i64) -> Result<Vec<FleetTask>, sqlx::Error> {
+    let action_like = f.action.as_ref().map(|a| if a.ends_with('.') { format!("{a}%") } else { a.clone() });
+    sqlx::query_as(
+        "SELECT t.id, t.appliance_id, t.action, t.params, t.status, t.message, t.stats, t.events_expected,
+                t.created_at, t.deadline, t.dispatched_at, t.started_at, t.finished_at,
+                t.tenant_id, te.name AS tenant_name, a.name AS appliance_name
+         FROM tasks t JOIN tenants te ON te.id = t.tenant_id JOIN appliances a ON a.id = t.appliance_id
+         WHERE ($1::uuid IS NULL OR t.tenant_id = $1)
+           AND ($2::uuid IS NULL OR t.appliance_id = $2)
+           AND ($3::text IS NULL OR t.status = $3)
+           AND ($4::text IS NULL OR t.action LIKE $4)
+           AND ($5::uuid IS NULL OR t.id < $5)
+         ORDER BY t.id DESC LIMIT $6",
+    )
+    .bind(f.tenant)
+    .bind(f.appliance)
+    .bind(f.status)
+    .bind(action_like)
+    .bind(f.before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The tenant a task belongs to (operators find a task by its id alone).
+pub async fn tenant_of(pool: &PgPool, id: TaskId) -> Result<Option<TenantId>, sqlx::Error> {
+    sqlx::query_scalar("SELECT tenant_id FROM tasks WHERE id = $1").bind(id).fetch_optional(pool).await
+}

@@ -439,6 +439,82 @@ pub async fn delete_tenant(
     Ok(Some((before, revoked)))
 }
 
+/// How the heartbeat ingest is doing, for the operator console: this process's counters
+/// since it started (a client turns two readings into rates) and how fresh the newest
+/// stored heartbeat is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestHealth {
+    /// Heartbeats written to PostgreSQL by this process since it started.
+    pub heartbeats_ingested: u64,
+    /// Ingest batches written, and the seconds they took in all.
+    pub batches: u64,
+    pub batch_seconds: f64,
+    pub batch_errors: u64,
+    /// Messages dropped because the ingest queue was full.
+    pub messages_dropped: u64,
+    /// Heartbeats from appliances the control plane does not know.
+    pub unknown_appliances: u64,
+    /// Seconds since the newest heartbeat of an online appliance was stored (`null`: none
+    /// is online). With appliances beating every N seconds, much more than N is lag.
+    pub newest_heartbeat_age_s: Option<f64>,
+    /// When this was read (the server's clock).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+pub async fn ingest_health(svc: &Services) -> Result<IngestHealth, ApplianceError> {
+    let m = &svc.metrics;
+    Ok(IngestHealth {
+        heartbeats_ingested: m.heartbeats_ingested.get(),
+        batches: m.ingest_batch_seconds.get_sample_count(),
+        batch_seconds: m.ingest_batch_seconds.get_sample_sum(),
+        batch_errors: m.ingest_batch_errors.get(),
+        messages_dropped: m.ingest_messages_dropped.get(),
+        unknown_appliances: m.ingest_unknown_appliances.get(),
+        newest_heartbeat_age_s: store::newest_heartbeat_age(&svc.pool).await?,
+        at: OffsetDateTime::now_utc(),
+    })
+}
+
+/// The fleet's counts, one point per sampled minute (see [`run_fleet_sampler`]).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetTrend {
+    /// Oldest first, summed over tenants (or the one tenant asked for).
+    pub points: Vec<store::TrendPoint>,
+}
+
+/// How far back a trend may reach (samples are kept this long).
+pub const TREND_KEEP_HOURS: u32 = 24 * 7;
+
+/// The last `hours` of sampled counts (1 to [`TREND_KEEP_HOURS`], default 6).
+pub async fn fleet_trend(
+    svc: &Services,
+    tenant: Option<TenantId>,
+    hours: Option<u32>,
+) -> Result<FleetTrend, ApplianceError> {
+    let hours = hours.unwrap_or(6);
+    if !(1..=TREND_KEEP_HOURS).contains(&hours) {
+        return Err(ApplianceError::Invalid(Invalid::new(
+            "hours",
+            format!("hours must be between 1 and {TREND_KEEP_HOURS}"),
+        )));
+    }
+    let since = OffsetDateTime::now_utc() - time::Duration::hours(i64::from(hours));
+    Ok(FleetTrend { points: store::trend(&svc.pool, tenant, since).await? })
+}
+
+/// Samples every tenant's counts once a minute into `fleet_samples` (the console's trend),
+/// keeping [`TREND_KEEP_HOURS`]; stops at shutdown.
+pub async fn run_fleet_sampler(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) {
+    let mut ticker = crate::ticker::Ticker::new(std::time::Duration::from_secs(60), shutdown);
+    let keep = time::Duration::hours(i64::from(TREND_KEEP_HOURS));
+    while ticker.tick().await {
+        if let Err(e) = store::sample_counts(&pool, keep).await {
+            tracing::warn!(error = %e, "sampling the fleet's counts failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

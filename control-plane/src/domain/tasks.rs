@@ -152,3 +152,37 @@ pub async fn cancel(svc: &Services, tenant: TenantId, id: TaskId, audit: Recorde
     tx.commit().await?;
     Ok(task)
 }
+
+/// One page of tasks across tenants (operators).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetTaskPage {
+    /// Newest first.
+    pub tasks: Vec<store::FleetTask>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<TaskId>,
+}
+
+/// Tasks across tenants, newest first, filtered, a page of `limit` (operators; the service
+/// role).
+pub async fn fleet_list(
+    svc: &Services,
+    filter: &store::FleetTaskFilter,
+    limit: i64,
+) -> Result<FleetTaskPage, TaskError> {
+    let mut tasks = store::fleet_list(&svc.pool, filter, limit + 1).await?;
+    let next_before = super::next_page(&mut tasks, limit, |t| t.task.id);
+    Ok(FleetTaskPage { tasks, next_before })
+}
+
+/// Any tenant's task with its event log (operators), read in the tenant's transaction.
+pub async fn fleet_get(svc: &Services, id: TaskId) -> Result<(TenantId, TaskDetail), TaskError> {
+    let tenant = store::tenant_of(&svc.pool, id).await?.ok_or(TaskError::TaskNotFound)?;
+    Ok((tenant, get(svc, tenant, id).await?))
+}
+
+/// Cancels any tenant's task not yet sent (operators), audited as the operator.
+pub async fn fleet_cancel(svc: &Services, id: TaskId, audit: Recorder<'_>) -> Result<Task, TaskError> {
+    let tenant = store::tenant_of(&svc.pool, id).await?.ok_or(TaskError::TaskNotFound)?;
+    cancel(svc, tenant, id, audit).await
+}

@@ -21,6 +21,8 @@
 //! | `POST/GET /api/v1/support/conversations…`, `…/messages`, `…/proposals/{id}/confirm`, `…/events` | tenant | the support chat (see [`support`]) |
 //! | `GET/PUT /api/v1/support/settings` | tenant (owner to change) | whether low-risk proposals wait for confirmation |
 //! | `GET /support` | anyone (the page signs in) | the customers' chat page |
+//! | `GET /home` | anyone (the page signs in) | the customers' home page: appliances, tasks, configuration, account (see [`home`]) |
+//! | `GET /console` | anyone (the page signs in an operator) | the operator console (see [`console`]) |
 //! | `POST /api/v1/console/login`, `GET …/session`, `POST …/logout`, `…/password`, `…/totp…` | operator account | the web console's sign-in: a session cookie, its CSRF token, password and TOTP (see [`console_session`]) |
 //! | `/api/v1/admin/…` | operator token | tenants, plans, keys, operators, fleet, revocation, audit (see [`admin`]) |
 //! | `GET /agent/v1/artifacts/{sha256}` | an appliance's client certificate (HTTPS listener only) | an agent build's bytes, in ranges (see [`agent`]) |
@@ -36,12 +38,14 @@ mod agent;
 mod appliances;
 pub mod auth;
 pub mod client_cert;
+mod console;
 mod console_session;
 mod desired;
 mod enroll;
 pub mod error;
 mod events;
 mod health;
+mod home;
 mod inventory;
 pub mod openapi;
 mod ratelimit;
@@ -107,6 +111,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(console_session::router())
         .merge(support::router())
         .merge(admin::router())
+        .merge(console::router())
+        .merge(home::router())
         // Outside `/api/v1`: authenticated by the appliance's client certificate alone.
         .merge(agent::router())
 }

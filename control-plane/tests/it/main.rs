@@ -12,6 +12,7 @@ mod assistant;
 mod broker_security;
 mod certificates;
 mod client_identity;
+mod console;
 mod credentials;
 mod desired;
 mod e2e;

@@ -338,6 +338,14 @@ fn is_secret(v: &Value) -> bool {
         .is_some_and(|o| o.len() == 1 && (o.contains_key(secrets::SECRET) || o.contains_key(secrets::ENCRYPTED)))
 }
 
+/// Any tenant's appliance's configuration (operators): found by the appliance's id, read in
+/// its tenant's transaction, secrets redacted as for the customer.
+pub async fn fleet_get(svc: &Services, appliance: ApplianceId) -> Result<ConfigView, DesiredError> {
+    let tenant =
+        crate::db::appliances::fleet_get(&svc.pool, appliance).await?.ok_or(DesiredError::ApplianceNotFound)?.tenant_id;
+    get(svc, tenant, appliance).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,12 @@
 //! | `GET/POST /rollouts`, `GET/PATCH /rollouts/{id}`, `POST /rollouts/{id}/{action}` | read / admin | fleet rollouts, pause/resume/approve/cancel |
 //! | `GET /rollouts/{id}/executions`, `GET /rollouts/{id}/events` | read | a rollout's executions, its progress stream |
 //! | `GET /artifacts` | read | signed agent builds (uploaded with the CLI) |
+//! | `GET /tasks`, `GET /tasks/{id}` | read | tasks across tenants (filters, paging), one with its event log |
+//! | `POST /tasks/{id}/cancel` | admin, support | cancel a task not yet sent |
+//! | `GET /catalog` | read | the action catalog with its parameter schemas (the console's task form) |
+//! | `GET /fleet/trend`, `GET /fleet/ingest` | read | counts per minute (sampled, 7 days), ingest counters and lag |
+//! | `GET /appliances/{id}/config` | read | desired vs applied configuration, drift (secrets redacted) |
+//! | `GET /audit.csv` | read | the audit trail as CSV, same filters as `/audit` |
 //!
 //! Each handler's `#[utoipa::path]` names its full path (`/api/v1/admin/…`), so the routers
 //! are merged, not nested.
@@ -29,10 +35,12 @@
 mod artifacts;
 mod events;
 mod fleet;
+mod insight;
 mod operator_accounts;
 mod operators;
 mod pki;
 mod rollouts;
+mod tasks;
 mod tenants;
 
 use serde::Deserialize;
@@ -50,6 +58,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(rollouts::router())
         .merge(artifacts::router())
         .merge(events::router())
+        .merge(tasks::router())
+        .merge(insight::router())
 }
 
 // One page-size rule for every list (`http::shared::page_size`).

@@ -1,0 +1,14 @@
+-- The fleet's trend for the operator console: each tenant's appliance counts, sampled once
+-- a minute by the control plane (every replica tries; the primary key keeps one sample per
+-- tenant and minute) and kept for 7 days. Operators read it on the service role only, so
+-- there is no row-level security policy and no grant to hearth_tenant.
+CREATE TABLE fleet_samples (
+    at          timestamptz NOT NULL,
+    tenant_id   uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    online      integer     NOT NULL,
+    offline     integer     NOT NULL,
+    never_seen  integer     NOT NULL,
+    revoked     integer     NOT NULL,
+    PRIMARY KEY (tenant_id, at)
+);
+CREATE INDEX fleet_samples_at_idx ON fleet_samples (at);
