@@ -301,9 +301,11 @@ async fn every_tenant_table_hides_other_tenants_rows(pool: PgPool) {
                     SELECT ep.id, e.seq, $1, 1 FROM ep, events e WHERE e.tenant_id = $1 LIMIT 1 RETURNING 1),
               r AS (INSERT INTO alert_rules (tenant_id, offline_minutes, drift_minutes, task_failed)
                     VALUES ($1, 10, 30, true) RETURNING 1),
-              q AS (INSERT INTO quota_notices (tenant_id, quota) VALUES ($1, 'webhook_endpoints') RETURNING 1)
+              q AS (INSERT INTO quota_notices (tenant_id, quota) VALUES ($1, 'webhook_endpoints') RETURNING 1),
+              s AS (INSERT INTO fleet_samples (at, tenant_id, online, offline, never_seen, revoked)
+                    VALUES (now(), $1, 1, 0, 0, 0) RETURNING 1)
          INSERT INTO alerts (appliance_id, kind, tenant_id) SELECT $2, 'appliance_offline', $1
-         FROM d, r, q",
+         FROM d, r, q, s",
     )
     .bind(a)
     .bind(box_a)
