@@ -486,7 +486,7 @@ async function appliancesPage() {
 }
 
 function timeline(history) {
-  // The last 24 hours as segments of presence (widths in 5 % steps: no inline styles).
+  // The last 24 hours as spells of presence (widths in 5 % steps: no inline styles).
   const end = Date.now();
   const start = end - 24 * 3600 * 1000;
   const bar = el("div", { class: "timeline", role: "img" });
@@ -502,10 +502,17 @@ function timeline(history) {
     state = h.status;
   }
   segs.push([state, end - from]);
-  for (const [s, ms] of segs) {
-    const w = Math.round((ms / (end - start)) * 20) * 5;
-    if (w > 0) bar.append(el("span", { class: `${s} w${w}`, title: s }));
+  // Twenty steps in all; every spell gets at least one, so a short one still shows (the
+  // largest spell gives the steps back).
+  const steps = segs.filter(([, ms]) => ms > 0).map(([s, ms]) => [s, Math.max(1, Math.round((ms / (end - start)) * 20))]);
+  const largest = () => steps.reduce((a, b) => (b[1] > a[1] ? b : a));
+  let over = steps.reduce((n, [, k]) => n + k, 0) - 20;
+  while (over > 0 && largest()[1] > 1) {
+    largest()[1] -= 1;
+    over -= 1;
   }
+  if (over < 0) largest()[1] -= over;
+  for (const [s, k] of steps) bar.append(el("span", { class: `${s} w${k * 5}`, title: s }));
   bar.setAttribute("aria-label", `presence over the last 24 hours, now ${state}`);
   return bar;
 }
