@@ -17,7 +17,8 @@ use crate::ticker::Ticker;
 
 /// Marks offline, every `every`, the appliances not seen for `offline_after` — once this
 /// replica has been able to hear the fleet for that long: since it started, since its MQTT
-/// connection (`mqtt_connected`) was last down, since PostgreSQL last failed the sweeper and
+/// connection (`mqtt_connected`) was last down (an outage holds it off for `offline_after`
+/// at most), since PostgreSQL last failed the sweeper and
 /// since its ingest writer last failed a batch and had not stored one since. Silence
 /// nobody could store (every replica down, the broker or the database away) is not the
 /// appliances' silence: sweeping right after such an outage marked the whole fleet offline
@@ -33,11 +34,16 @@ pub async fn run_sweeper(
 ) {
     let mut ticker = Ticker::new(every, shutdown);
     let mut deaf_at = Instant::now();
+    let mut down_since: Option<Instant> = None;
     // The writer's failed batches and its stored ones (the batch time is observed on success).
     let mut errors = metrics.ingest_batch_errors.get();
     let mut stored_at_error: Option<u64> = None;
     while ticker.tick().await {
-        if !mqtt_connected.load(Ordering::Relaxed) {
+        // A broker outage holds the sweep off for `offline_after` at most: one longer than
+        // that is real silence (the appliances cannot be reached), so they go offline then.
+        if mqtt_connected.load(Ordering::Relaxed) {
+            down_since = None;
+        } else if down_since.get_or_insert_with(Instant::now).elapsed() < offline_after {
             deaf_at = Instant::now();
         }
         let (e, stored) = (metrics.ingest_batch_errors.get(), metrics.ingest_batch_seconds.get_sample_count());
