@@ -114,13 +114,13 @@ class DelayProxy:
     """TCP proxy in front of PostgreSQL: every chunk the client sends waits `delay` seconds
     before it goes on (statement latency, as a slow disk or a far database gives)."""
 
-    def __init__(self, listen_port, upstream_port):
+    def __init__(self, listen_port, upstream_port, listen_host="127.0.0.1"):
         self.listen_port = listen_port
         self.upstream_port = upstream_port
         self.delay = 0.0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", listen_port))
+        self.sock.bind((listen_host, listen_port))
         self.sock.listen(256)
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -158,35 +158,13 @@ class DelayProxy:
             s.close()
 
 
-class Forwarder:
+class Forwarder(DelayProxy):
     """Plain TCP forwarder from ADDRESS:PORT (a veth's host end) to the broker on loopback:
     the broker listens on 127.0.0.1 only, a namespaced agent reaches it through this. It
-    never cuts anything itself: a partition is the veth going down."""
+    never cuts anything itself (its delay stays 0): a partition is the veth going down."""
 
     def __init__(self, listen_host, listen_port, upstream_port):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((listen_host, listen_port))
-        self.sock.listen(64)
-        self.upstream_port = upstream_port
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            threading.Thread(target=DelayProxy._pipe, args=(self, c, u, False), daemon=True).start()
-            threading.Thread(target=DelayProxy._pipe, args=(self, u, c, False), daemon=True).start()
-
-    delay = 0.0
+        super().__init__(listen_port, upstream_port, listen_host=listen_host)
 
 
 class Broker:
