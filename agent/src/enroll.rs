@@ -9,10 +9,11 @@ use std::time::Duration;
 use hearth_protocol::api::{EnrollRequest, EnrollResponse, ErrorBody};
 use hearth_protocol::tls::{client_config, mtls_client_config, TlsError};
 use hearth_protocol::Secret;
+use hyper::StatusCode;
 use rcgen::{CertificateParams, DnType, KeyPair};
-use reqwest::{StatusCode, Url};
 use time::OffsetDateTime;
 
+use crate::https::{self, Url};
 use crate::state::{self, State, StateError, KEY_MODE};
 
 /// The path of the enrollment endpoint under the server URL.
@@ -83,17 +84,8 @@ pub enum EnrollError {
 
 /// `{server}/api/v1/enroll`, refusing anything but an absolute `https://` URL.
 pub fn enroll_url(server: &str) -> Result<Url, EnrollError> {
-    let invalid = |reason: String| EnrollError::InvalidServer { server: server.to_string(), reason };
-    let mut url = Url::parse(server).map_err(|e| invalid(e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(invalid("must start with https://".into()));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not have a query or fragment".into()));
-    }
-    let path = format!("{}{ENROLL_PATH}", url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    Ok(url)
+    let url = Url::parse(server).map_err(|reason| EnrollError::InvalidServer { server: server.to_string(), reason })?;
+    Ok(url.join(ENROLL_PATH))
 }
 
 /// The error for a non-2xx answer: the API error body if there is one, else the status and
@@ -163,14 +155,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
     }
     let ca_path = opts.ca_file.as_ref().ok_or(EnrollError::CaFileRequired)?;
     let ca_pem = std::fs::read(ca_path).map_err(|source| EnrollError::CaFile { path: ca_path.clone(), source })?;
-    let tls = client_config(&ca_pem)?;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .https_only(true)
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("hearth-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| EnrollError::Client(crate::error_chain(&e)))?;
+    let client = https::Client::new(client_config(&ca_pem)?);
 
     let (key, csr_pem) = key_and_csr()?;
     let key_pem = key.serialize_pem();
@@ -189,17 +174,22 @@ pub async fn enroll(opts: EnrollOptions) -> Result<State, EnrollError> {
 }
 
 async fn request(
-    client: &reqwest::Client,
+    client: &https::Client,
     url: &Url,
     token: &Secret<String>,
     csr_pem: String,
 ) -> Result<EnrollResponse, EnrollError> {
-    let request_err = |e: reqwest::Error| EnrollError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
     let enroll_request =
         EnrollRequest { token: token.clone(), csr_pem, sealed_formats: hearth_protocol::sealed::FORMATS.to_vec() };
-    let response = client.post(url.clone()).json(&enroll_request).send().await.map_err(request_err)?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(request_err)?;
+    let json = serde_json::to_string(&enroll_request)
+        .map_err(|e| EnrollError::Request { url: url.to_string(), detail: e.to_string() })?;
+    let answer = https::within(REQUEST_TIMEOUT, async {
+        let response = client.post_json(url, json).await?;
+        let status = response.status();
+        Ok((status, response.bytes(https::MAX_ANSWER_BYTES).await?))
+    });
+    let (status, body) =
+        answer.await.map_err(|e| EnrollError::Request { url: url.to_string(), detail: crate::error_chain(&e) })?;
     if !status.is_success() {
         return Err(refusal(status, &body));
     }

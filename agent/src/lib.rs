@@ -17,6 +17,7 @@
 //!   goes through, removed only when the broker acknowledges it.
 //! - [`config`]: `agent.toml` and `HEARTH_AGENT_*` settings; [`state`]: the state directory.
 //! - [`facts`], [`backoff`], [`connection`]: the pieces `run` is made of.
+//! - [`https`]: the HTTPS client enrollment and the updater talk to the control plane with.
 //! - [`process`]: logging and the stop signals, set up the same way by both binaries.
 //! - [`sim`]: the fleet simulator (`hearth-fleet-sim`), many appliances in one process
 //!   built from those same pieces.
@@ -29,6 +30,7 @@ pub mod connection;
 pub mod desired;
 pub mod enroll;
 pub mod facts;
+pub mod https;
 pub mod process;
 pub mod renewal;
 pub mod run;

@@ -12,15 +12,21 @@ use std::time::Duration;
 use hearth_protocol::api::{ApplianceSelf, AGENT_ARTIFACTS_PATH, AGENT_SELF_PATH};
 use hearth_protocol::artifact::{self, Manifest};
 use hearth_protocol::tls::mtls_client_config;
-use reqwest::{StatusCode, Url};
+use hyper::header::RANGE;
+use hyper::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::https::{self, Url};
 use crate::state::State;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A download that receives nothing for this long is cut and resumed.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The whole of a request for what is stored about this appliance.
+const SELF_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much of an error answer's body is read (its first 300 characters are shown).
+const ERROR_BODY_BYTES: usize = 4096;
 /// Attempts at a download (each resumes where the last stopped).
 const ATTEMPTS: u32 = 5;
 const PART_MODE: u32 = 0o600;
@@ -64,7 +70,7 @@ impl Reach {
 /// An HTTPS client for the control plane, as this appliance.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
-    client: reqwest::Client,
+    client: https::Client,
     base: Url,
 }
 
@@ -73,40 +79,36 @@ impl ControlPlane {
     pub fn new(api_url: Option<&str>, identity: &State) -> Result<ControlPlane, DownloadError> {
         let url = api_url.ok_or(DownloadError::NoUrl)?;
         let base = Url::parse(url).map_err(|_| DownloadError::BadUrl(url.into()))?;
-        if base.scheme() != "https" {
-            return Err(DownloadError::BadUrl(url.into()));
-        }
         let tls = mtls_client_config(
             identity.ca_pem.as_bytes(),
             identity.cert_pem.as_bytes(),
             identity.key_pem.expose().as_bytes(),
         )
         .map_err(|e| DownloadError::Client(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .https_only(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("hearth-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DownloadError::Client(crate::error_chain(&e)))?;
+        let client = https::Client::new(tls).connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT);
         Ok(ControlPlane { client, base })
     }
 
     fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
-        url
+        self.base.join(path)
     }
 
     /// What the control plane has stored about this appliance.
     pub async fn appliance_self(&self) -> Result<ApplianceSelf, DownloadError> {
         let url = self.url(AGENT_SELF_PATH);
         let request_err =
-            |e: reqwest::Error| DownloadError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
-        let response = self.client.get(url.clone()).timeout(CONNECT_TIMEOUT * 2).send().await.map_err(request_err)?;
-        let response = ok(response).await?;
-        response.json().await.map_err(request_err)
+            |e: https::Error| DownloadError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
+        let answer = async {
+            let response = self.client.get(&url, &[]).await.map_err(request_err)?;
+            let body = ok(&url, response).await?.bytes(https::MAX_ANSWER_BYTES).await.map_err(request_err)?;
+            serde_json::from_slice(&body).map_err(|e| DownloadError::Request {
+                url: url.to_string(),
+                detail: format!("error decoding response body: {e}"),
+            })
+        };
+        tokio::time::timeout(SELF_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| Err(request_err(https::Error::Timeout(SELF_TIMEOUT))))
     }
 
     /// Downloads the build `m` names into `dir/<sha256>.part`, resuming what an earlier
@@ -179,16 +181,16 @@ impl ControlPlane {
         }
         let url = self.url(&format!("{AGENT_ARTIFACTS_PATH}/{}", m.sha256));
         let request_err =
-            |e: reqwest::Error| DownloadError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
-        let mut request = self.client.get(url.clone());
-        if have > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
-        }
-        let response = request.send().await.map_err(request_err)?;
+            |e: https::Error| DownloadError::Request { url: url.to_string(), detail: crate::error_chain(&e) };
+        let range = match have {
+            0 => vec![],
+            _ => vec![(RANGE, format!("bytes={have}-"))],
+        };
+        let response = self.client.get(&url, &range).await.map_err(request_err)?;
         if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
             file.set_len(0).map_err(io)?;
         }
-        let mut response = ok(response).await?;
+        let mut response = ok(&url, response).await?;
         if response.status() == StatusCode::OK && have > 0 {
             // The whole build again: start over.
             file.set_len(0).map_err(io)?;
@@ -222,12 +224,12 @@ impl ControlPlane {
 }
 
 /// A 2xx (or 206) answer, or the error with the start of the body.
-async fn ok(response: reqwest::Response) -> Result<reqwest::Response, DownloadError> {
+async fn ok(url: &Url, response: https::Response) -> Result<https::Response, DownloadError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    let url = response.url().to_string();
-    let body = response.text().await.unwrap_or_default();
-    Err(DownloadError::Status { url, status: status.as_u16(), body: body.chars().take(300).collect() })
+    let body = response.start(ERROR_BODY_BYTES).await;
+    let body = String::from_utf8_lossy(&body);
+    Err(DownloadError::Status { url: url.to_string(), status: status.as_u16(), body: body.chars().take(300).collect() })
 }
