@@ -21,7 +21,7 @@
 use std::time::Instant;
 
 use hearth_control_plane::db::{self, presence};
-use hearth_protocol::{ApplianceId, BootId, TenantId};
+use hearth_protocol::{ApplianceId, BootId, Filesystem, Memory, TenantId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
@@ -89,10 +89,14 @@ async fn run(url: &str, appliances: usize, batch: usize, rounds: usize, metrics_
                         agent_version: "0.1.0".into(),
                         boot_id: boot,
                         seq: round as u64,
-                        metrics: (round % metrics_every == 1 % metrics_every).then(|| {
-                            serde_json::json!({"uptime_s": round, "load": [0.1, 0.2, 0.3],
-                            "memory": {"total_bytes": 2u64 << 30, "available_bytes": 1u64 << 30},
-                            "root_fs": {"total_bytes": 32u64 << 30, "available_bytes": 20u64 << 30}})
+                        metrics: (round % metrics_every == 1 % metrics_every).then_some(presence::Facts {
+                            uptime_s: round as u64,
+                            load: [0.1, 0.2, 0.3],
+                            memory: Memory { total_bytes: 2 << 30, available_bytes: 1 << 30 },
+                            root_fs: Filesystem { total_bytes: 32 << 30, available_bytes: 20 << 30 },
+                            boot_id: boot,
+                            seq: round as u64,
+                            utc_offset_s: None,
                         }),
                         sent_at: time::OffsetDateTime::now_utc(),
                     }),

@@ -244,7 +244,7 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
     // dispatcher publishes through the same client.
     let opts = mqtt::options(config)?;
     let (client, eventloop) = rumqttc::AsyncClient::new(opts, 1024);
-    let pending = ingest::Pending::new(config.ingest.queue);
+    let pending = ingest::Pending::new(config.ingest.queue, config.ingest.batch_max);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     // Unbounded so the consumer never waits for the renewal worker, which waits for room in
     // the MQTT client the consumer drains (a bounded queue would close that circle). What it

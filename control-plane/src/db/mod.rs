@@ -132,13 +132,16 @@ impl Scope {
 /// Begins a transaction confined to `tenant` by row-level security: it assumes the role
 /// `hearth_tenant` and sets `hearth.tenant_id`, both local to the transaction. Queries in
 /// it still filter by tenant themselves; RLS is the second wall.
+///
+/// `BEGIN` and the two settings go in one simple-protocol round trip (the tenant API's
+/// every request pays it). The tenant id is written into the statement's text, not bound:
+/// it is a [`TenantId`], whose text is a UUID's hex digits and dashes, never caller input.
 pub async fn tenant_tx(pool: &PgPool, tenant: TenantId) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('hearth.tenant_id', $1, true), set_config('role', 'hearth_tenant', true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    pool.begin_with(format!(
+        "BEGIN; SELECT set_config('hearth.tenant_id', '{}', true), set_config('role', 'hearth_tenant', true)",
+        tenant.as_uuid().hyphenated()
+    ))
+    .await
 }
 
 /// Whether `err` is a violation of the named constraint (mapped to 409 by the API).

@@ -16,7 +16,9 @@
 //! locks in id order and skips rows a batch holds (`SKIP LOCKED`) since a batch holding them
 //! is about to prove them alive.
 
-use hearth_protocol::{ApplianceId, BootId, SessionId};
+use hearth_protocol::{ApplianceId, BootId, Filesystem, Heartbeat, Memory, SessionId};
+use serde::Serialize;
+use sqlx::types::Json;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -30,8 +32,36 @@ pub struct HeartbeatRow {
     pub seq: u64,
     /// The heartbeat's facts, when they are due to be written (`None`: keep the stored
     /// ones; see `ingest.metrics_every_s`).
-    pub metrics: Option<serde_json::Value>,
+    pub metrics: Option<Facts>,
     pub sent_at: OffsetDateTime,
+}
+
+/// A heartbeat's facts as `appliances.metrics` stores them. Plain values, so that holding
+/// and copying one per heartbeat costs no allocation; the JSON is made only for those
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Facts {
+    pub uptime_s: u64,
+    pub load: [f64; 3],
+    pub memory: Memory,
+    pub root_fs: Filesystem,
+    pub boot_id: BootId,
+    pub seq: u64,
+    pub utc_offset_s: Option<i32>,
+}
+
+impl From<&Heartbeat> for Facts {
+    fn from(hb: &Heartbeat) -> Facts {
+        Facts {
+            uptime_s: hb.uptime_s,
+            load: hb.load,
+            memory: hb.memory,
+            root_fs: hb.root_fs,
+            boot_id: hb.boot_id,
+            seq: hb.seq,
+            utc_offset_s: hb.utc_offset_s,
+        }
+    }
 }
 
 /// The presence an appliance's messages in a batch add up to.
@@ -136,7 +166,7 @@ pub async fn write_batch<'e>(
         versions.push(hb.map(|h| h.agent_version.clone()));
         boots.push(hb.map(|h| *h.boot_id.as_uuid()));
         seqs.push(hb.map(|h| i64::try_from(h.seq).unwrap_or(i64::MAX)));
-        metrics.push(hb.and_then(|h| h.metrics.clone()));
+        metrics.push(hb.and_then(|h| h.metrics.map(Json)));
         sent_at.push(hb.map(|h| h.sent_at));
         p_status.push(u.presence.map(|p| if p.online { Presence::Online } else { Presence::Offline }.as_str()));
         p_session.push(u.presence.and_then(|p| p.session).map(|s| *s.as_uuid()));

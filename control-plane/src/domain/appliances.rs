@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use hearth_protocol::{ApplianceId, TenantId};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -122,7 +121,8 @@ pub struct HostVars {
     pub hearth_last_seen: Option<OffsetDateTime>,
     pub hearth_agent_version: Option<String>,
     /// The latest heartbeat's facts.
-    pub hearth_facts: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub hearth_facts: Option<store::RawJson>,
 }
 
 /// A registered appliance and its one-time enrollment token.

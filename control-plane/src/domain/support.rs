@@ -317,7 +317,8 @@ async fn context(
 /// An appliance as the assistant sees it: facts from its latest heartbeat (`metrics`);
 /// addresses are not reported yet.
 fn facts(a: &Appliance) -> ApplianceFacts {
-    let m = a.metrics.as_ref();
+    let m: Option<serde_json::Value> = a.metrics.as_ref().and_then(|raw| serde_json::from_str(raw.get()).ok());
+    let m = m.as_ref();
     let usage = |key: &str| m.and_then(|m| serde_json::from_value::<Usage>(m.get(key)?.clone()).ok());
     ApplianceFacts {
         id: a.id,

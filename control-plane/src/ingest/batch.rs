@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::IngestConfig;
-use crate::db::presence::{self, ApplianceUpdate, HeartbeatRow, PresenceChange};
+use crate::db::presence::{self, ApplianceUpdate, Facts, HeartbeatRow, PresenceChange};
 use crate::db::{desired, tasks};
 use crate::metrics::Metrics;
 
@@ -86,15 +86,7 @@ impl Coalescer {
                     boot_id: hb.boot_id,
                     seq: hb.seq,
                     sent_at: hb.sent_at,
-                    metrics: Some(serde_json::json!({
-                        "uptime_s": hb.uptime_s,
-                        "load": hb.load,
-                        "memory": hb.memory,
-                        "root_fs": hb.root_fs,
-                        "boot_id": hb.boot_id,
-                        "seq": hb.seq,
-                        "utc_offset_s": hb.utc_offset_s,
-                    })),
+                    metrics: Some(Facts::from(&hb)),
                 });
                 if replaces {
                     self.superseded += 1;
@@ -183,12 +175,16 @@ pub struct WriterContext {
 #[derive(Debug)]
 pub struct Pending {
     state: Mutex<PendingState>,
-    /// Wakes the writer: something was added, or the consumer is gone.
+    /// Wakes the writer: a batch was started or filled, or the consumer is gone. Not every
+    /// message: at 10,000 heartbeats/s a wake each was a cross-thread wake-up each, to find
+    /// the batch not due yet.
     added: Notify,
     /// Wakes the consumer: the writer took the batch (room for kept messages).
     taken: Notify,
     /// Kept messages (see [`Coalescer::kept`]) pending before the consumer waits.
     keep_max: usize,
+    /// Messages that make a batch due before its wait is over (`ingest.batch_max`).
+    batch_max: usize,
 }
 
 #[derive(Debug, Default)]
@@ -200,12 +196,13 @@ struct PendingState {
 }
 
 impl Pending {
-    pub fn new(keep_max: usize) -> Arc<Pending> {
+    pub fn new(keep_max: usize, batch_max: usize) -> Arc<Pending> {
         Arc::new(Pending {
             state: Mutex::new(PendingState::default()),
             added: Notify::new(),
             taken: Notify::new(),
             keep_max: keep_max.max(1),
+            batch_max: batch_max.max(1),
         })
     }
 
@@ -232,12 +229,18 @@ impl Pending {
                 taken.await;
             }
         }
-        let redundant = {
+        let (redundant, wake) = {
             let mut s = self.lock();
+            let started = s.since.is_none();
             s.since.get_or_insert_with(tokio::time::Instant::now);
-            s.batch.push(inbound)
+            let redundant = s.batch.push(inbound);
+            // The writer waits for the first message, then for the batch's wait to end or
+            // for it to be full (`next`): only those two wake it.
+            (redundant, started || s.batch.messages() == self.batch_max)
         };
-        self.added.notify_one();
+        if wake {
+            self.added.notify_one();
+        }
         redundant
     }
 
@@ -247,9 +250,9 @@ impl Pending {
         self.added.notify_one();
     }
 
-    /// Waits until a batch is due — `wait` after its first message, or `max` messages, or
-    /// the consumer gone — and takes it; `None` once closed and empty.
-    async fn next(&self, wait: Duration, max: usize) -> Option<Coalescer> {
+    /// Waits until a batch is due — `wait` after its first message, or `batch_max`
+    /// messages, or the consumer gone — and takes it; `None` once closed and empty.
+    async fn next(&self, wait: Duration) -> Option<Coalescer> {
         let deadline = loop {
             {
                 let s = self.lock();
@@ -264,7 +267,7 @@ impl Pending {
         loop {
             {
                 let s = self.lock();
-                if s.batch.messages() >= max || s.closed {
+                if s.batch.messages() >= self.batch_max || s.closed {
                     break;
                 }
             }
@@ -290,7 +293,7 @@ impl Pending {
 pub async fn run_writer(pending: Arc<Pending>, ctx: WriterContext) {
     let wait = Duration::from_millis(ctx.cfg.batch_wait_ms);
     let mut schedule = MetricsSchedule::new(Duration::from_secs(ctx.cfg.metrics_every_s));
-    while let Some(batch) = pending.next(wait, ctx.cfg.batch_max).await {
+    while let Some(batch) = pending.next(wait).await {
         flush(&ctx, batch, &mut schedule).await;
     }
     tracing::debug!("ingest writer drained");
@@ -527,7 +530,7 @@ mod tests {
     #[tokio::test]
     async fn pending_coalesces_heartbeats_without_waiting_and_holds_back_only_kept_messages() {
         let (a, b) = (ApplianceId::new(), ApplianceId::new());
-        let pending = Pending::new(2);
+        let pending = Pending::new(2, 1_000_000);
         // No writer: heartbeats never wait, however many; each appliance keeps its newest.
         for seq in 1..=1000 {
             for id in [a, b] {
@@ -551,7 +554,7 @@ mod tests {
         tokio::pin!(third);
         assert!(tokio::time::timeout(Duration::from_millis(50), &mut third).await.is_err(), "waits at the cap");
 
-        let batch = pending.next(Duration::from_millis(1), 1_000_000).await.expect("a batch");
+        let batch = pending.next(Duration::from_millis(1)).await.expect("a batch");
         assert_eq!(batch.heartbeats(), (2002, 2000), "all taken in, all but the newest of each superseded");
         assert_eq!(batch.kept(), 2);
         let updates = batch.appliance_updates();
@@ -563,9 +566,30 @@ mod tests {
         // Taking the batch made room: the third event goes in.
         tokio::time::timeout(Duration::from_secs(1), &mut third).await.expect("room after the take");
         pending.close();
-        let rest = pending.next(Duration::from_secs(60), 1_000_000).await.expect("what was left");
+        let rest = pending.next(Duration::from_secs(60)).await.expect("what was left");
         assert_eq!(rest.kept(), 1);
-        assert!(pending.next(Duration::from_secs(60), 1_000_000).await.is_none(), "closed and empty");
+        assert!(pending.next(Duration::from_secs(60)).await.is_none(), "closed and empty");
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_due_at_once_and_a_partial_one_after_its_wait() {
+        let pending = Pending::new(10, 3);
+        let writer = {
+            let pending = pending.clone();
+            tokio::spawn(async move { pending.next(Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        for seq in 1..=3 {
+            pending.push(Inbound { msg: Ingested::Heartbeat(ApplianceId::new(), hb(seq)), ack: None }).await;
+        }
+        let full = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("woken when full").unwrap();
+        assert_eq!(full.expect("a batch").messages(), 3);
+
+        pending.push(Inbound { msg: Ingested::Heartbeat(ApplianceId::new(), hb(4)), ack: None }).await;
+        let started = Instant::now();
+        let partial = pending.next(Duration::from_millis(50)).await.expect("a batch");
+        assert_eq!(partial.messages(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(40), "taken after its wait, not at once");
     }
 
     #[test]

@@ -14,7 +14,15 @@ fn hb_row(seq: u64) -> HeartbeatRow {
         agent_version: "9.9.9".into(),
         boot_id: BootId::new(),
         seq,
-        metrics: Some(serde_json::json!({ "uptime_s": seq })),
+        metrics: Some(presence::Facts {
+            uptime_s: seq,
+            load: [0.5, 0.25, 0.0],
+            memory: Memory { total_bytes: 1000, available_bytes: 400 },
+            root_fs: Filesystem { total_bytes: 2000, available_bytes: 1000 },
+            boot_id: BootId::new(),
+            seq,
+            utc_offset_s: None,
+        }),
         sent_at: time::OffsetDateTime::now_utc(),
     }
 }
@@ -97,7 +105,9 @@ async fn batch_statement_applies_presence_rules(pool: PgPool) {
         }
     };
     let (metrics, metrics_at, heartbeat_at, _) = facts(b).await;
-    assert_eq!(metrics, Some(serde_json::json!({ "uptime_s": 2 })));
+    let stored = metrics.as_ref().expect("metrics stored");
+    assert_eq!((stored["uptime_s"].as_u64(), stored["seq"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(stored["memory"]["available_bytes"], 400);
     assert_eq!(metrics_at, heartbeat_at);
     let at =
         time::OffsetDateTime::from_unix_timestamp(time::OffsetDateTime::now_utc().unix_timestamp() + 5).expect("time");
