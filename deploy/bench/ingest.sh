@@ -105,7 +105,7 @@ fi
 # appliance is connected and one heartbeat interval more (steady state).
 sim() {
     : >"$WORK/timeline.jsonl"
-    "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" \
+    apart "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" \
         --rate "$1" --ramp "$RAMP" --timeline "$WORK/timeline.jsonl" --progress-every 10 \
         >"$WORK/sim.json" 2>>"$WORK/sim.log" &
     SIM_PID=$!
@@ -149,7 +149,7 @@ IFS=, read -ra rate_list <<<"$RATES"
 for RATE in "${rate_list[@]}"; do
     say "rate $RATE/s: ceiling phase (control plane stopped): connecting at $RAMP/s, then a ${WINDOW} s window"
     sim "$RATE"
-    "$BIN/hearth-fleet-sim" count --pki-dir "$PKI" --host 127.0.0.1 --port "$MQTT_SERVICE_PORT" \
+    apart "$BIN/hearth-fleet-sim" count --pki-dir "$PKI" --host 127.0.0.1 --port "$MQTT_SERVICE_PORT" \
         --skip 1 --window "$WINDOW" >"$WORK/count.json" 2>>"$WORK/count.log" &
     COUNT_PID=$!
     EXTRA_PIDS+=("$COUNT_PID")
@@ -191,7 +191,7 @@ SQL
     SAMPLER_PID=$!
     EXTRA_PIDS+=("$SAMPLER_PID")
     if $MIXED; then
-        wrk -t1 -c"$API_CONNECTIONS" -d"${WINDOW}s" --latency -s "$WORK/list.lua" "https://localhost:$API_PORT" \
+        apart wrk -t1 -c"$API_CONNECTIONS" -d"${WINDOW}s" --latency -s "$WORK/list.lua" "https://localhost:$API_PORT" \
             >"$WORK/wrk.out" 2>&1 &
         WRK_PID=$!
         EXTRA_PIDS+=("$WRK_PID")

@@ -158,7 +158,7 @@ if [ "$MODE" = load ]; then
     NEW=$((APPLIANCES - LOADED))
     [ "$LOADED" -gt 0 ] && [ "$NEW" -gt 0 ] || die "--loaded must be between 1 and --appliances − 1"
     say "connecting $LOADED loaded appliances at $RAMP/s, $RATE heartbeats/s in all"
-    "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" "${POLICY_ARGS[@]}" \
+    apart "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" "${POLICY_ARGS[@]}" \
         --count "$LOADED" --rate "$RATE" --ramp "$RAMP" --timeline "$WORK/loaded.jsonl" --progress-every 10 \
         >"$WORK/loaded.json" 2>>"$WORK/sim.log" &
     LOADED_PID=$!
@@ -173,7 +173,7 @@ if [ "$MODE" = load ]; then
     hb0=$(tail -n1 "$WORK/loaded.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"]["heartbeats_written"])')
     say "connecting $NEW more appliances at $RAMP/s while the broker carries the traffic"
     b0=$(cpu_ticks "$BROKER_PID")
-    "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" "${POLICY_ARGS[@]}" \
+    apart "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" "${POLICY_ARGS[@]}" \
         --skip "$LOADED" --count "$NEW" --heartbeat-interval-s "$INTERVAL" --ramp "$RAMP" \
         --timeline "$WORK/new.jsonl" --progress-every 10 >"$WORK/new.json" 2>>"$WORK/sim.log" &
     NEW_PID=$!
@@ -203,7 +203,7 @@ if [ "$MODE" = load ]; then
     exit 0
 fi
 say "connecting $APPLIANCES appliances at $RAMP/s"
-"$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" "${POLICY_ARGS[@]}" \
+apart "$BIN/hearth-fleet-sim" run --bundle "$BUNDLE" --host 127.0.0.1 --port "$MQTT_PORT" "${POLICY_ARGS[@]}" \
     --heartbeat-interval-s "$INTERVAL" --ramp "$RAMP" --timeline "$WORK/timeline.jsonl" --progress-every 10 \
     >"$WORK/sim.json" 2>>"$WORK/sim.log" &
 SIM_PID=$!

@@ -6,6 +6,10 @@
 # listener (the control plane's) is on MQTT_SERVICE_PORT, default MQTT_PORT + 10.
 # HEARTH_BENCH_PROFILE=dev uses a debug build (faster to compile; the smoke test uses it);
 # the default is release, which is what figures must come from.
+# HEARTH_BENCH_KEEP=1 keeps the work directory (logs, PKI) and the database on exit.
+# HEARTH_BENCH_BIN_DIR=DIR runs the hearth-control-plane and hearth-fleet-sim already in DIR
+# and builds nothing: a before/after pair from two builds kept side by side (copy
+# target/release/hearth-* away, change the code, build again, run both).
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     # Run, not sourced: say what it is (also for --help) and do nothing else.
@@ -16,7 +20,7 @@ fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PROFILE=${HEARTH_BENCH_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+BIN=${HEARTH_BENCH_BIN_DIR:-$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")}
 MQTT_SERVICE_PORT=${MQTT_SERVICE_PORT:-$((MQTT_PORT + 10))}
 DB_NAME=hearth_bench_${BENCH//-/_}
 ADMIN_URL=${HEARTH_BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -29,6 +33,14 @@ CP_PID=""
 EXTRA_PIDS=()
 
 say() { printf '%s: %s\n' "$BENCH" "$*" >&2; }
+
+# Runs a component in a session of its own, in place (run it in the background: `apart cmd &`,
+# and $! is the component's pid). In production each of them is a service in a cgroup of its
+# own; on a kernel with autogroup scheduling (Debian's default) all the processes of one
+# session share one CPU share, so without this the broker, the control plane and the
+# simulator together would get as much CPU as each PostgreSQL backend alone (each backend
+# is a session of its own) once the cores are busy.
+apart() { exec setsid "$@"; }
 die() { say "error: $*"; exit 1; }
 
 for p in "$MQTT_PORT" "$MQTT_SERVICE_PORT" "$API_PORT"; do
@@ -42,14 +54,15 @@ cleanup() {
     [ -n "$CP_PID" ] && kill -TERM "$CP_PID" 2>/dev/null && wait "$CP_PID" 2>/dev/null
     [ -n "$BROKER_PID" ] && kill -TERM "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
     for pid in "${EXTRA_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1
+    [ -n "${HEARTH_BENCH_KEEP:-}" ] \
+        || psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1
     if [ "$rc" -ne 0 ] && [ -d "$WORK" ]; then
         say "exit $rc; last lines of the logs:"
         for f in "$WORK"/*.log "$BROKER_DIR"/mosquitto.log; do
             [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
         done
     fi
-    [ -n "${HEARTH_BENCH_KEEP:-}" ] && say "kept $WORK" || rm -rf "$WORK"
+    [ -n "${HEARTH_BENCH_KEEP:-}" ] && say "kept $WORK and the database $DB_NAME" || rm -rf "$WORK"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -57,6 +70,12 @@ trap 'exit 130' INT TERM
 
 build() {
     local t0=$SECONDS
+    if [ -n "${HEARTH_BENCH_BIN_DIR:-}" ]; then
+        [ -x "$BIN/hearth-control-plane" ] && [ -x "$BIN/hearth-fleet-sim" ] \
+            || die "HEARTH_BENCH_BIN_DIR=$BIN: no hearth-control-plane and hearth-fleet-sim there"
+        say "using the builds in $BIN (HEARTH_BENCH_BIN_DIR)"
+        return
+    fi
     say "building hearth-control-plane and hearth-fleet-sim ($PROFILE)"
     (cd "$ROOT" && cargo build --quiet --locked --profile "$PROFILE" -p hearth-control-plane -p hearth-agent --bins) >&2
     say "build took $((SECONDS - t0)) s"
@@ -110,7 +129,7 @@ start_broker() {
     [ -x "$mosquitto" ] || mosquitto=$(command -v mosquitto) || die "mosquitto is not installed"
     port_free "$MQTT_PORT" || die "port $MQTT_PORT is already in use (another broker?); pass --mqtt-port"
     port_free "$MQTT_SERVICE_PORT" || die "port $MQTT_SERVICE_PORT (the internal listener) is already in use"
-    (ulimit -n "$(ulimit -Hn)"; exec "$mosquitto" -c "$BROKER_DIR/mosquitto.conf") &
+    (ulimit -n "$(ulimit -Hn)"; apart "$mosquitto" -c "$BROKER_DIR/mosquitto.conf") &
     BROKER_PID=$!
     wait_port "$MQTT_PORT" && wait_port "$MQTT_SERVICE_PORT" || die "mosquitto did not start (see $BROKER_DIR/mosquitto.log)"
 }
@@ -124,7 +143,7 @@ stop_broker() {
 
 start_cp() {
     port_free "$API_PORT" || die "port $API_PORT is already in use; pass --api-port"
-    "$BIN/hearth-control-plane" serve >>"$WORK/control-plane.log" 2>&1 &
+    apart "$BIN/hearth-control-plane" serve >>"$WORK/control-plane.log" 2>&1 &
     CP_PID=$!
     for _ in $(seq 1 200); do
         if curl -fsS --cacert "$PKI/ca.crt" "https://localhost:$API_PORT/readyz" >/dev/null 2>&1; then return 0; fi
