@@ -58,6 +58,30 @@ pub async fn run_task_timeouts(pool: PgPool, metrics: Arc<Metrics>, every: Durat
     }
 }
 
+/// A configuration version pushed this long ago and neither applied nor reported failed is
+/// pushed again ([`desired::repush_unanswered`]). Longer than an apply takes (the agent runs
+/// `site.yml`; a version sent again while it is still being applied is applied twice, which
+/// the playbooks allow), short enough that a lost document does not wait for the
+/// appliance's next connection.
+pub const UNANSWERED_AFTER: Duration = Duration::from_secs(180);
+
+/// Every `every`, marks for sending again the configuration versions pushed more than
+/// [`UNANSWERED_AFTER`] ago that were never answered. Every replica runs it; the update is
+/// idempotent, and the dispatcher's claim sends each once.
+pub async fn run_config_repush(pool: PgPool, wake: Wake, every: Duration, shutdown: CancellationToken) {
+    let mut ticker = Ticker::new(every, shutdown);
+    while ticker.tick().await {
+        match desired::repush_unanswered(&pool, UNANSWERED_AFTER).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(appliances = n, "configuration versions never answered are sent again");
+                wake.wake();
+            }
+            Err(e) => tracing::warn!(error = %e, "configuration re-push sweep failed"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum DispatchError {
     #[error(transparent)]

@@ -4,7 +4,7 @@
 use hearth_protocol::{ApplianceId, ConfigApplied, Outcome, TenantId};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
 /// One appliance's configuration state (documents as stored: secrets sealed).
@@ -158,7 +158,7 @@ pub async fn mark_pushed(conn: &mut PgConnection, sent: &[(ApplianceId, i64)]) -
     let ids: Vec<_> = sent.iter().map(|(a, _)| *a.as_uuid()).collect();
     let versions: Vec<_> = sent.iter().map(|(_, v)| *v).collect();
     sqlx::query(
-        "UPDATE appliance_config c SET pushed_version = s.version
+        "UPDATE appliance_config c SET pushed_version = s.version, pushed_at = now()
          FROM UNNEST($1::uuid[], $2::int8[]) AS s(id, version) WHERE c.appliance_id = s.id",
     )
     .bind(ids)
@@ -166,6 +166,23 @@ pub async fn mark_pushed(conn: &mut PgConnection, sent: &[(ApplianceId, i64)]) -
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Marks for sending again the versions pushed more than `after` ago that the appliance
+/// neither applied nor reported failing (the document or the request that asked for it was
+/// lost with a connection); returns how many. An appliance that is offline gets it on its
+/// next connection, as it would anyway.
+pub async fn repush_unanswered(pool: &PgPool, after: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE appliance_config SET pushed_version = NULL
+         WHERE pushed_version IS NOT NULL AND last_apply_version IS DISTINCT FROM pushed_version
+           AND pushed_version = desired_version
+           AND pushed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(after.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// Appliances asked for their configuration, saying which version they have applied: the

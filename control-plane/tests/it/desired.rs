@@ -301,3 +301,50 @@ async fn secrets_pushed_to_offline_appliances_are_never_in_the_brokers_persisten
     let sent: ConfigDocument = decode(&bytes).expect("ConfigDocument");
     assert_eq!(sent.document["mail"]["relay"]["password"], PLAIN);
 }
+
+/// A pushed version that is never answered is pushed again after a while; one answered
+/// (applied, or reported failed) or pushed recently is not.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn a_push_never_answered_is_sent_again(pool: PgPool) {
+    use hearth_control_plane::db::desired;
+
+    let (tenant, _) = tenant(&pool, "repush").await;
+    let mut ids = Vec::new();
+    for name in ["lost", "applied", "failed", "recent"] {
+        let (id, _) = appliance(&pool, tenant, name).await;
+        sqlx::query("INSERT INTO appliance_config (appliance_id, tenant_id) VALUES ($1, $2)")
+            .bind(id)
+            .bind(tenant)
+            .execute(&pool)
+            .await
+            .expect("config row");
+        ids.push(id);
+    }
+    let (lost, applied, failed, recent) = (ids[0], ids[1], ids[2], ids[3]);
+    let mut conn = pool.acquire().await.expect("conn");
+    desired::mark_pushed(&mut conn, &ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()).await.expect("pushed");
+    let report = |outcome| ConfigApplied {
+        v: ProtocolVersion,
+        version: 1,
+        outcome,
+        message: None,
+        at: time::OffsetDateTime::now_utc(),
+    };
+    desired::applied(&mut conn, &[(applied, report(Outcome::Succeeded)), (failed, report(Outcome::Failed))])
+        .await
+        .expect("reports");
+    sqlx::query("UPDATE appliance_config SET pushed_at = now() - interval '10 minutes' WHERE appliance_id <> $1")
+        .bind(recent)
+        .execute(&pool)
+        .await
+        .expect("backdate");
+
+    let n = desired::repush_unanswered(&pool, Duration::from_secs(180)).await.expect("repush");
+    assert_eq!(n, 1, "only the unanswered old push");
+    for (id, still) in [(lost, false), (applied, true), (failed, true), (recent, true)] {
+        assert_eq!(pushed(&pool, id).await, still, "{id}");
+    }
+    // Sent again, it waits for its answer once more.
+    desired::mark_pushed(&mut conn, &[(lost, 1)]).await.expect("pushed again");
+    assert_eq!(desired::repush_unanswered(&pool, Duration::from_secs(180)).await.expect("repush"), 0);
+}
