@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
         Run `hearth-agent enroll` once with a one-time token to obtain the appliance's identity, \
         then `hearth-agent run` as a service. Settings come from defaults, then the configuration \
         file, then HEARTH_AGENT_* environment variables (e.g. HEARTH_AGENT_STATE_DIR, \
-        HEARTH_AGENT_HEARTBEAT_INTERVAL_S). Log verbosity follows RUST_LOG (default: info)."
+        HEARTH_AGENT_HEARTBEAT_INTERVAL_S). Log verbosity follows RUST_LOG (default: info): levels \
+        and targets, e.g. RUST_LOG=hearth_agent=debug,info; span and field filters are not supported."
 )]
 struct Cli {
     /// Configuration file (TOML). Default: /etc/hearth/agent.toml if it exists.
