@@ -67,8 +67,6 @@ pub enum EnrollError {
     Key(#[from] rcgen::Error),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot build the HTTPS client: {0}")]
-    Client(String),
     #[error("enrollment request to {url} failed: {detail}")]
     Request { url: String, detail: String },
     /// The control plane answered with an API error body.

@@ -41,10 +41,20 @@ pub struct Dispatcher {
     pub secrets: Option<SecretKey>,
 }
 
-/// Marks `timed_out`, every `every`, the unfinished tasks past their deadline (queued ones
-/// that never reached an appliance, and sent ones whose result never came). Every replica
-/// runs it; the update is idempotent.
-pub async fn run_task_timeouts(pool: PgPool, metrics: Arc<Metrics>, every: Duration, shutdown: CancellationToken) {
+/// A configuration version pushed this long ago and neither applied nor reported failed is
+/// pushed again ([`desired::repush_unanswered`]). Longer than an apply takes (the agent runs
+/// `site.yml`; a version sent again while it is still being applied is applied twice, which
+/// the playbooks allow), short enough that a lost document does not wait for the
+/// appliance's next connection.
+pub const UNANSWERED_AFTER: Duration = Duration::from_secs(180);
+
+/// The dispatcher's sweeps, every `every`: marks `timed_out` the unfinished tasks past their
+/// deadline (queued ones that never reached an appliance, and sent ones whose result never
+/// came), and marks for sending again the configuration versions pushed more than
+/// [`UNANSWERED_AFTER`] ago that were never answered (waking the dispatcher to send them).
+/// Every replica runs them; both updates are idempotent, and the dispatcher's claim sends
+/// each configuration once.
+pub async fn run_sweeps(pool: PgPool, metrics: Arc<Metrics>, wake: Wake, every: Duration, shutdown: CancellationToken) {
     let mut ticker = Ticker::new(every, shutdown);
     while ticker.tick().await {
         match tasks::time_out(&pool).await {
@@ -55,22 +65,6 @@ pub async fn run_task_timeouts(pool: PgPool, metrics: Arc<Metrics>, every: Durat
             }
             Err(e) => tracing::warn!(error = %e, "task timeout sweep failed"),
         }
-    }
-}
-
-/// A configuration version pushed this long ago and neither applied nor reported failed is
-/// pushed again ([`desired::repush_unanswered`]). Longer than an apply takes (the agent runs
-/// `site.yml`; a version sent again while it is still being applied is applied twice, which
-/// the playbooks allow), short enough that a lost document does not wait for the
-/// appliance's next connection.
-pub const UNANSWERED_AFTER: Duration = Duration::from_secs(180);
-
-/// Every `every`, marks for sending again the configuration versions pushed more than
-/// [`UNANSWERED_AFTER`] ago that were never answered. Every replica runs it; the update is
-/// idempotent, and the dispatcher's claim sends each once.
-pub async fn run_config_repush(pool: PgPool, wake: Wake, every: Duration, shutdown: CancellationToken) {
-    let mut ticker = Ticker::new(every, shutdown);
-    while ticker.tick().await {
         match desired::repush_unanswered(&pool, UNANSWERED_AFTER).await {
             Ok(0) => {}
             Ok(n) => {

@@ -2,7 +2,7 @@
 //! last will reaching us (broker restart, lost message, network partition), and keeps the
 //! `hearth_appliances_online` gauge current. Every replica runs it; each sweep is
 //! idempotent. (Tasks past their deadline are timed out next to their dispatch, in
-//! `dispatch::run_task_timeouts`.)
+//! `dispatch::run_sweeps`.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

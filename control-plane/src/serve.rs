@@ -24,7 +24,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::{run_config_repush, run_task_timeouts, Dispatcher};
+use crate::dispatch::{run_sweeps, Dispatcher};
 use crate::domain::{Services, Wake};
 use crate::http::{app, AppState};
 use crate::ingest::{self, ConsumerConfig, ConsumerLinks, WriterContext};
@@ -320,20 +320,11 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
             Ok(())
         }
     });
-    parts.spawn("task timeout sweeper", {
-        let (pool, metrics, token) = (pool.clone(), metrics.clone(), shutdown.clone());
+    parts.spawn("dispatch sweeps (task timeouts, configuration re-push)", {
+        let (pool, metrics, wake, token) = (pool.clone(), metrics.clone(), wake.clone(), shutdown.clone());
         let every = config.sweep_interval();
         async move {
-            run_task_timeouts(pool, metrics, every, token).await;
-            Ok(())
-        }
-    });
-
-    parts.spawn("configuration re-push", {
-        let (pool, wake, token) = (pool.clone(), wake.clone(), shutdown.clone());
-        let every = config.sweep_interval();
-        async move {
-            run_config_repush(pool, wake, every, token).await;
+            run_sweeps(pool, metrics, wake, every, token).await;
             Ok(())
         }
     });
