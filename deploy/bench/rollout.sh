@@ -201,24 +201,6 @@ hz=$(getconf CLK_TCK)
 cpu_s() { awk -v a="$1" -v b="$2" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
 per_k() { awk -v a="$1" -v b="$2" -v hz="$hz" -v n="$3" 'BEGIN {printf "%.2f", (n > 0 ? (b - a) / hz / n * 1000 : 0)}'; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.1f", (s + 0 > 0 ? n / s : 0)}'; }
-# "pid ticks" of the PostgreSQL processes serving this benchmark, $1 = db: its database's
-# backends (the control plane's pool; psql's short-lived ones are gone by the next sample),
-# bg: the server's background processes (checkpointer, WAL writer…; shared with whatever
-# else uses the server). pg_delta BEFORE AFTER: ticks between two such samples (a process
-# that exited in between is not counted; one that started is counted whole).
-pg_sample() {
-    local pid cmd
-    for pid in $(pgrep -x postgres); do
-        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-        case $cmd in
-            *" $DB_NAME "*) [ "$1" = db ] || continue ;;
-            *"("* | *"[local]"*) continue ;;
-            *) [ "$1" = bg ] || continue ;;
-        esac
-        echo "$pid $(cpu_ticks "$pid")"
-    done
-}
-pg_delta() { awk 'NR == FNR {a[$1] = $2; next} {s += $2 - (($1 in a) ? a[$1] : 0)} END {print s + 0}' <(echo "$1") <(echo "$2"); }
 offline_events() { sql "SELECT count(*) FROM presence_events WHERE status = 'offline'"; }
 
 # baseline → "CP PG": CPU-seconds per second of the control plane and of PostgreSQL (its

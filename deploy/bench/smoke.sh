@@ -15,7 +15,7 @@ export HEARTH_BENCH_PROFILE=${HEARTH_BENCH_PROFILE:-dev}
 args_for() {
     case $1 in
         ingest-batch.sh) echo "--appliances 50 --batch 10 --rounds 2" ;;
-        ingest.sh) echo "--appliances 20 --rates 20 --window 3 --ramp 100" ;;
+        ingest.sh) echo "--appliances 20 --rates 20 --window 3 --settle 1 --ramp 100" ;;
         reconnect-storm.sh) echo "--appliances 20 --down 1 --ramp 100 --timeout 60 --heartbeat-interval-s 2" ;;
         api.sh) echo "--appliances 20 --tenants 4 --duration 2 --connections 4 --threads 1" ;;
         agent-footprint.sh) echo "--smoke" ;;

@@ -33,7 +33,8 @@
 # the default 10 s, as the product's 90 s are for the agent's 30 s); the sweep runs every
 # 10 s. --timeout bounds each wait (all offline, all delivered, all back online).
 # Diagnoses, not product settings: --analyze-every runs ANALYZE on the database every S s
-# (a stand-in for autovacuum where the server runs without it; its setting is shown);
+# (a stand-in for autovacuum where the server runs without it, as with
+# HEARTH_BENCH_PG_SETTINGS=autovacuum=off; its setting is shown);
 # --pg-setting sets a PostgreSQL setting on the control plane's connections, e.g.
 # plan_cache_mode=force_custom_plan. Prints a summary and one JSON
 # line last. Its own database (hearth_bench_webhooks) and ports (the receivers on
@@ -80,13 +81,13 @@ SINK=$(cd "$(dirname "$0")/lib" && pwd)/webhook-sink.py
 build
 MACHINE=$(machine)
 say "machine: $MACHINE"
-AUTOVACUUM=$(psql -qXAt "$ADMIN_URL" -c "SHOW autovacuum" 2>/dev/null || echo unknown)
 LOAD_START=$(load_avg)
 export HEARTH_WEBHOOKS__ALLOW_HTTP_LOOPBACK=true
 export HEARTH_PRESENCE__OFFLINE_AFTER_S=$OFFLINE_AFTER
 HEARTH_SECRETS__KEY=$(head -c 32 /dev/urandom | base64)
 export HEARTH_SECRETS__KEY
 setup_stack
+AUTOVACUUM=$(psql -qXAt "$ADMIN_URL" -c "SHOW autovacuum" 2>/dev/null || echo unknown)
 if [ "${#PG_SETTINGS[@]}" -gt 0 ]; then
     # A diagnosis, not a product setting: PostgreSQL settings on the control plane's
     # connections (sqlx's options[NAME]=VALUE URL parameters).
@@ -112,21 +113,6 @@ sql() { psql -qXAt -F' ' "$DB_URL" -c "$1"; }
 api() { curl -sS --max-time 60 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$@"; }
 hz=$(getconf CLK_TCK)
 cpu_s() { awk -v a="$1" -v b="$2" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
-# "pid ticks" of this database's PostgreSQL backends (db) or the server's background
-# processes (bg), and the ticks between two samples (as rollout.sh).
-pg_sample() {
-    local pid cmd
-    for pid in $(pgrep -x postgres); do
-        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-        case $cmd in
-            *" $DB_NAME "*) [ "$1" = db ] || continue ;;
-            *"("* | *"[local]"*) continue ;;
-            *) [ "$1" = bg ] || continue ;;
-        esac
-        echo "$pid $(cpu_ticks "$pid")"
-    done
-}
-pg_delta() { awk 'NR == FNR {a[$1] = $2; next} {s += $2 - (($1 in a) ? a[$1] : 0)} END {print s + 0}' <(echo "$1") <(echo "$2"); }
 metrics_dump() { curl -fsS --cacert "$PKI/ca.crt" "https://localhost:$API_PORT/metrics" >"$1" || : >"$1"; }
 # sink_get FILE KEY → a figure of a receiver's stats file ("types.appliance.offline.distinct").
 sink_get() {

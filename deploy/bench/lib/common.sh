@@ -10,6 +10,14 @@
 # HEARTH_BENCH_BIN_DIR=DIR runs the hearth-control-plane and hearth-fleet-sim already in DIR
 # and builds nothing: a before/after pair from two builds kept side by side (copy
 # target/release/hearth-* away, change the code, build again, run both).
+# PostgreSQL: a server of the benchmark's own by default (initdb with PostgreSQL's stock
+# settings, on PG_PORT, default MQTT_PORT + 20), so that a figure depends neither on how a
+# shared server is configured (the one a CI machine provides may run without autovacuum,
+# which no deployment does: the appliances table then bloats under heartbeats and the ingest
+# wall moves from run to run) nor on what else that server is doing, and PostgreSQL's CPU is
+# the benchmark's alone. HEARTH_BENCH_PG_SETTINGS="name=value …" adds settings to it (a
+# diagnosis: "autovacuum=off", "shared_preload_libraries=pg_stat_statements").
+# HEARTH_BENCH_ADMIN_URL=postgres://…/postgres uses that server instead.
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     # Run, not sourced: say what it is (also for --help) and do nothing else.
@@ -22,10 +30,14 @@ PROFILE=${HEARTH_BENCH_PROFILE:-release}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${HEARTH_BENCH_BIN_DIR:-$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")}
 MQTT_SERVICE_PORT=${MQTT_SERVICE_PORT:-$((MQTT_PORT + 10))}
+PG_PORT=${PG_PORT:-$((MQTT_PORT + 20))}
 DB_NAME=hearth_bench_${BENCH//-/_}
-ADMIN_URL=${HEARTH_BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+ADMIN_URL=${HEARTH_BENCH_ADMIN_URL:-postgres://postgres@127.0.0.1:$PG_PORT/postgres}
 DB_URL=${ADMIN_URL%/*}/$DB_NAME
 WORK=$(mktemp -d "/tmp/hearth-bench-$BENCH.XXXXXX")
+PG_DIR=""
+PG_PID=""
+PG_DESC=""
 PKI=$WORK/pki
 BROKER_DIR=$WORK/broker
 BROKER_PID=""
@@ -43,7 +55,7 @@ say() { printf '%s: %s\n' "$BENCH" "$*" >&2; }
 apart() { exec setsid "$@"; }
 die() { say "error: $*"; exit 1; }
 
-for p in "$MQTT_PORT" "$MQTT_SERVICE_PORT" "$API_PORT"; do
+for p in "$MQTT_PORT" "$MQTT_SERVICE_PORT" "$API_PORT" "$PG_PORT"; do
     case $p in 8443 | 8883 | 8884) die "ports 8443, 8883 and 8884 belong to the quickstart; pick others" ;; esac
 done
 
@@ -54,15 +66,22 @@ cleanup() {
     [ -n "$CP_PID" ] && kill -TERM "$CP_PID" 2>/dev/null && wait "$CP_PID" 2>/dev/null
     [ -n "$BROKER_PID" ] && kill -TERM "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
     for pid in "${EXTRA_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    [ -n "${HEARTH_BENCH_KEEP:-}" ] \
+    [ -n "${HEARTH_BENCH_KEEP:-}" ] || [ -n "$PG_DIR" ] \
         || psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1
+    stop_postgres
     if [ "$rc" -ne 0 ] && [ -d "$WORK" ]; then
         say "exit $rc; last lines of the logs:"
         for f in "$WORK"/*.log "$BROKER_DIR"/mosquitto.log; do
             [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
         done
     fi
-    [ -n "${HEARTH_BENCH_KEEP:-}" ] && say "kept $WORK and the database $DB_NAME" || rm -rf "$WORK"
+    if [ -n "${HEARTH_BENCH_KEEP:-}" ]; then
+        say "kept $WORK and the database $DB_NAME"
+        [ -n "$PG_DIR" ] && say "the database server's data is in $PG_DIR; start it again with: $(pg_ctl_cmd) -D $PG_DIR/data start"
+    else
+        rm -rf "$WORK"
+        [ -n "$PG_DIR" ] && rm -rf "$PG_DIR"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -99,11 +118,58 @@ wait_port() {
     return 1
 }
 
+# PostgreSQL's own programs (the newest installed), run as the postgres user when this
+# runs as root (PostgreSQL refuses to run as root).
+pg_bin() {
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$d" ] && [ -x "$d/initdb" ] && { echo "$d"; return; }
+    d=$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")
+    [ -x "$d/initdb" ] && echo "$d"
+}
+as_pg_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_ctl_cmd() { echo "$(if [ "$(id -u)" = 0 ]; then echo "runuser -u postgres -- "; fi)$(pg_bin)/pg_ctl"; }
+
+# The benchmark's own PostgreSQL server (see the top of this file).
+start_postgres() {
+    [ -n "${HEARTH_BENCH_ADMIN_URL:-}" ] && return 0
+    local bin kv
+    bin=$(pg_bin) || true
+    [ -n "$bin" ] || die "PostgreSQL's initdb is missing (deploy/services.sh installs PostgreSQL); or set HEARTH_BENCH_ADMIN_URL"
+    port_free "$PG_PORT" || die "port $PG_PORT is already in use; pass another MQTT port, set PG_PORT, or HEARTH_BENCH_ADMIN_URL"
+    PG_DIR=$(mktemp -d "/tmp/hearth-bench-$BENCH-pg.XXXXXX")
+    [ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+    as_pg_owner "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$WORK/initdb.log" 2>&1 \
+        || die "initdb failed (see $WORK/initdb.log)"
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $PG_PORT"
+        echo "unix_socket_directories = '$PG_DIR'"
+        for kv in ${HEARTH_BENCH_PG_SETTINGS:-}; do echo "${kv%%=*} = '${kv#*=}'"; done
+    } | as_pg_owner tee -a "$PG_DIR/data/postgresql.conf" >/dev/null
+    [ -n "${HEARTH_BENCH_PG_SETTINGS:-}" ] && say "PostgreSQL settings added: ${HEARTH_BENCH_PG_SETTINGS}"
+    # In a session of its own, like every component (see apart).
+    as_pg_owner setsid "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 start >/dev/null \
+        || die "PostgreSQL did not start (see $PG_DIR/postgres.log)"
+    PG_PID=$(head -n 1 "$PG_DIR/data/postmaster.pid")
+}
+
+stop_postgres() {
+    [ -n "$PG_DIR" ] && [ -n "$PG_PID" ] || return 0
+    as_pg_owner "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
+    PG_PID=""
+}
+
 # A fresh database, the PKI and the broker's configuration.
 setup_stack() {
     command -v psql >/dev/null || die "psql is missing (deploy/services.sh installs it)"
-    psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" -c "CREATE DATABASE $DB_NAME" >/dev/null \
+    start_postgres
+    psql -qX "$ADMIN_URL" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" -c "CREATE DATABASE $DB_NAME" >/dev/null \
         || die "cannot create the database $DB_NAME at $ADMIN_URL"
+    # What the figures were measured against (for the summary and the JSON line).
+    PG_DESC="$([ -n "$PG_DIR" ] && echo "own server" || echo "shared server"), PostgreSQL $(psql -qXAt "$ADMIN_URL" \
+        -c "SELECT split_part(current_setting('server_version'), ' ', 1) || ', autovacuum ' || current_setting('autovacuum')")${HEARTH_BENCH_PG_SETTINGS:+, added: $HEARTH_BENCH_PG_SETTINGS}"
+    say "database: $PG_DESC"
     "$BIN/hearth-control-plane" pki init --dir "$PKI" >/dev/null
     "$BIN/hearth-control-plane" broker-config --pki-dir "$PKI" --data-dir "$BROKER_DIR" --port "$MQTT_PORT" \
         --service-port "$MQTT_SERVICE_PORT" >/dev/null
@@ -168,12 +234,35 @@ cp_metric() {
 
 # CPU time (user + system) of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# Of every PostgreSQL server process (the server is shared with whatever else runs here).
+# The PostgreSQL server's processes: the benchmark's own server's, or with
+# HEARTH_BENCH_ADMIN_URL every one here (that server is shared with whatever else runs here).
+pg_pids() {
+    if [ -n "$PG_PID" ]; then echo "$PG_PID $(pgrep -P "$PG_PID")"; else pgrep -x postgres; fi
+}
+# CPU ticks of all of them.
 pg_ticks() {
     local t=0 pid
-    for pid in $(pgrep -x postgres); do t=$((t + $(cpu_ticks "$pid"))); done
+    for pid in $(pg_pids); do t=$((t + $(cpu_ticks "$pid"))); done
     echo "$t"
 }
+# "pid ticks" lines of the backends serving this benchmark's database (db: the control
+# plane's pool; psql's short-lived ones are gone by the next sample) or of the server's
+# background processes (bg: checkpointer, WAL writer, autovacuum…). pg_delta BEFORE AFTER:
+# the ticks between two such samples (a process that exited in between is not counted; one
+# that started is counted whole).
+pg_sample() {
+    local pid cmd
+    for pid in $(pg_pids); do
+        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+        case $cmd in
+            *" $DB_NAME "*) [ "$1" = db ] || continue ;;
+            *"("* | *"[local]"*) continue ;;
+            *) [ "$1" = bg ] || continue ;;
+        esac
+        echo "$pid $(cpu_ticks "$pid")"
+    done
+}
+pg_delta() { awk 'NR == FNR {a[$1] = $2; next} {s += $2 - (($1 in a) ? a[$1] : 0)} END {print s + 0}' <(echo "$1") <(echo "$2"); }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Percent of one core over `secs` seconds between two tick samples.
 # wrk (Debian's package), installed when missing.
