@@ -207,6 +207,10 @@ pub async fn start(config: &Config, pool: PgPool, shutdown: CancellationToken) -
         tracing::warn!(error = %e, "cannot write the CA bundle; CA rotation needs a writable `pki.dir`");
     }
     let ca = Arc::new(SharedCa::load(&config.pki.dir).map_err(ServeError::Ca)?);
+    match crate::db::server_warnings(&pool).await {
+        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        Err(e) => tracing::warn!(error = %e, "could not read PostgreSQL's settings"),
+    }
     let connected = Arc::new(AtomicBool::new(false));
     let mut parts = Parts::default();
 

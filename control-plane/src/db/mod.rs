@@ -110,6 +110,40 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// What in the server's configuration works against the control plane, one sentence each
+/// (logged as warnings at start-up; nothing is refused). Today: autovacuum turned off,
+/// for the server or for `appliances`. Every heartbeat updates its appliance's row; without
+/// autovacuum the dead versions are never reclaimed, the table and its indexes bloat, and
+/// the ingest's batch write costs several times more per row (BENCHMARKS.md, "Ingest on a
+/// database server of its own").
+pub async fn server_warnings(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let (server_on, table_off): (bool, bool) = sqlx::query_as(
+        "SELECT current_setting('autovacuum')::bool,
+                COALESCE((SELECT 'autovacuum_enabled=false' = ANY (reloptions) FROM pg_class
+                          WHERE oid = 'appliances'::regclass), false)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let mut warnings = Vec::new();
+    if !server_on {
+        warnings.push(
+            "PostgreSQL runs with `autovacuum = off`: the appliances table, updated by every heartbeat, \
+             bloats and heartbeat ingest slows down several times; turn it on (or VACUUM appliances \
+             every few minutes)"
+                .to_owned(),
+        );
+    }
+    if table_off {
+        warnings.push(
+            "autovacuum is turned off for the appliances table (`autovacuum_enabled = false`), which \
+             every heartbeat updates: it bloats and heartbeat ingest slows down several times; \
+             `ALTER TABLE appliances RESET (autovacuum_enabled)`"
+                .to_owned(),
+        );
+    }
+    Ok(warnings)
+}
+
 /// Whose rows a read or change of a resource that operators and tenants share (rollouts,
 /// webhook endpoints) may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

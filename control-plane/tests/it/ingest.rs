@@ -401,3 +401,23 @@ async fn overload_coalesces_heartbeats_to_the_newest_and_never_sheds_task_events
         assert_eq!(events(&pool, *id).await, vec![("online".to_string(), "heartbeat".to_string())]);
     }
 }
+
+/// The control plane warns at start-up when autovacuum, which the heartbeat-updated
+/// appliances table depends on, is off for the server or for that table.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn autovacuum_turned_off_is_warned_about(pool: PgPool) {
+    let server_on: bool =
+        sqlx::query_scalar("SELECT current_setting('autovacuum')::bool").fetch_one(&pool).await.unwrap();
+    let warnings = hearth_control_plane::db::server_warnings(&pool).await.unwrap();
+    assert_eq!(warnings.len(), usize::from(!server_on), "{warnings:?}");
+    assert_eq!(warnings.iter().any(|w| w.contains("`autovacuum = off`")), !server_on, "{warnings:?}");
+
+    sqlx::query("ALTER TABLE appliances SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    let warnings = hearth_control_plane::db::server_warnings(&pool).await.unwrap();
+    assert_eq!(warnings.len(), 1 + usize::from(!server_on), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("RESET (autovacuum_enabled)")), "{warnings:?}");
+
+    sqlx::query("ALTER TABLE appliances RESET (autovacuum_enabled)").execute(&pool).await.unwrap();
+    let warnings = hearth_control_plane::db::server_warnings(&pool).await.unwrap();
+    assert!(!warnings.iter().any(|w| w.contains("autovacuum_enabled")), "{warnings:?}");
+}
