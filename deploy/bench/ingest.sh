@@ -3,8 +3,8 @@
 # certificate and mutual-TLS connection) → Mosquitto → the control plane → PostgreSQL.
 #
 #   deploy/bench/ingest.sh [--appliances N] [--rates R1,R2,…] [--window S] [--ramp C]
-#                          [--settle S] [--sample N] [--mixed] [--api-connections C] [--api-rate R]
-#                          [--mqtt-port P] [--api-port P]
+#                          [--settle S] [--sample N] [--mixed] [--api-connections C]
+#                          [--api-rate R] [--mqtt-port P] [--api-port P]
 #
 # Rates above the fleet size mean sub-second heartbeat intervals (40000 over 10,000
 # appliances: one every 250 ms each); the per-appliance MQTT limit is raised above them.
@@ -31,7 +31,7 @@
 # same control plane, --api-connections at once, each paced to --api-rate requests/s over
 # all (wrk's delay(); 0: as fast as they go), and its requests/s, p50 and p99 are reported
 # beside the ingest's.
-# Latency: a psql session polls a sample of --sample appliances (default 250) every 100 ms and records,
+# Latency: a psql session polls --sample appliances (default 250) every 100 ms and records,
 # for each new `heartbeat_at` (the newest heartbeat's own `sent_at`, stamped by the
 # simulator when it hands the heartbeat to its MQTT client), clock_timestamp() −
 # heartbeat_at. It is an upper bound: a heartbeat is seen up to one poll (100 ms) after it

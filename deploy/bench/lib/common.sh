@@ -246,8 +246,10 @@ pg_ticks() {
     echo "$t"
 }
 # "pid ticks" lines of the backends serving this benchmark's database (db: the control
-# plane's pool; psql's short-lived ones are gone by the next sample) or of the server's
-# background processes (bg: checkpointer, WAL writer, autovacuum…). pg_delta BEFORE AFTER:
+# plane's pool and autovacuum workers on it; psql's short-lived ones are gone by the next
+# sample) or of the server's background processes (bg: checkpointer, WAL writer…). Both
+# pg_ticks and pg_sample see live processes only: a backend or autovacuum worker that ends
+# between two samples is not counted. pg_delta BEFORE AFTER:
 # the ticks between two such samples (a process that exited in between is not counted; one
 # that started is counted whole).
 pg_sample() {
