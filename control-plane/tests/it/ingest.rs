@@ -417,6 +417,15 @@ async fn autovacuum_turned_off_is_warned_about(pool: PgPool) {
     assert_eq!(warnings.len(), 1 + usize::from(!server_on), "{warnings:?}");
     assert!(warnings.iter().any(|w| w.contains("RESET (autovacuum_enabled)")), "{warnings:?}");
 
+    // Spelled as PostgreSQL also accepts it.
+    sqlx::query("ALTER TABLE appliances SET (autovacuum_enabled = off)").execute(&pool).await.unwrap();
+    let warnings = hearth_control_plane::db::server_warnings(&pool).await.unwrap();
+    assert!(warnings.iter().any(|w| w.contains("RESET (autovacuum_enabled)")), "{warnings:?}");
+
+    sqlx::query("ALTER TABLE appliances SET (autovacuum_enabled = on)").execute(&pool).await.unwrap();
+    let warnings = hearth_control_plane::db::server_warnings(&pool).await.unwrap();
+    assert!(!warnings.iter().any(|w| w.contains("autovacuum_enabled")), "{warnings:?}");
+
     sqlx::query("ALTER TABLE appliances RESET (autovacuum_enabled)").execute(&pool).await.unwrap();
     let warnings = hearth_control_plane::db::server_warnings(&pool).await.unwrap();
     assert!(!warnings.iter().any(|w| w.contains("autovacuum_enabled")), "{warnings:?}");
