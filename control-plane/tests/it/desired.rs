@@ -348,3 +348,96 @@ async fn a_push_never_answered_is_sent_again(pool: PgPool) {
     desired::mark_pushed(&mut conn, &[(lost, 1)]).await.expect("pushed again");
     assert_eq!(desired::repush_unanswered(&pool, Duration::from_secs(180)).await.expect("repush"), 0);
 }
+
+/// The dispatcher's claim runs every second: with nothing due it reads no appliance, however
+/// many are online, and when configurations are due it claims only those of online,
+/// unrevoked appliances of active tenants.
+#[sqlx::test(migrator = "hearth_control_plane::db::MIGRATOR")]
+async fn the_configuration_claim_follows_what_is_due_not_the_fleet(pool: PgPool) {
+    use hearth_control_plane::db::desired;
+
+    let (active, _) = tenant(&pool, "claim-active").await;
+    let (suspended, _) = tenant(&pool, "claim-suspended").await;
+    sqlx::query(
+        "INSERT INTO appliances (id, tenant_id, name) SELECT gen_random_uuid(), $1, 'box-' || g
+         FROM generate_series(1, 3000) g",
+    )
+    .bind(active)
+    .execute(&pool)
+    .await
+    .expect("fleet");
+    // Statistics taken before the fleet came online (and before any configuration), as
+    // after a bulk provisioning: the planner believes few appliances are online.
+    sqlx::query("ANALYZE").execute(&pool).await.expect("analyze");
+    sqlx::query("UPDATE appliances SET status = 'online', status_since = now(), last_seen = now()")
+        .execute(&pool)
+        .await
+        .expect("online");
+
+    // Appliance rows read by `claim_pending` (counters of the current transaction).
+    async fn appliances_read(conn: &mut sqlx::PgConnection) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0)
+             FROM pg_stat_xact_user_tables WHERE relname = 'appliances'",
+        )
+        .fetch_one(conn)
+        .await
+        .expect("counters")
+    }
+
+    let mut tx = pool.begin().await.expect("tx");
+    let before = appliances_read(&mut tx).await;
+    let due = desired::claim_pending(&mut tx, 256).await.expect("claim");
+    assert!(due.is_empty());
+    assert_eq!(appliances_read(&mut tx).await - before, 0, "nothing due, yet appliances were read");
+    tx.rollback().await.expect("rollback");
+
+    // Due: one online appliance (claimed), and four that must wait.
+    let online: ApplianceId = sqlx::query_scalar("SELECT id FROM appliances WHERE tenant_id = $1 AND name = 'box-7'")
+        .bind(active)
+        .fetch_one(&pool)
+        .await
+        .expect("online");
+    let (offline, _) = appliance(&pool, active, "offline").await;
+    let (revoked, _) = appliance(&pool, active, "revoked").await;
+    let (elsewhere, _) = appliance(&pool, suspended, "suspended").await;
+    sqlx::query("UPDATE appliances SET status = 'online', revoked_at = now() WHERE id = $1")
+        .bind(revoked)
+        .execute(&pool)
+        .await
+        .expect("revoke");
+    sqlx::query("UPDATE appliances SET status = 'online' WHERE id = $1")
+        .bind(elsewhere)
+        .execute(&pool)
+        .await
+        .expect("on");
+    sqlx::query("UPDATE tenants SET status = 'suspended' WHERE id = $1")
+        .bind(suspended)
+        .execute(&pool)
+        .await
+        .expect("s");
+    let pushed_already =
+        sqlx::query_scalar::<_, ApplianceId>("SELECT id FROM appliances WHERE tenant_id = $1 AND name = 'box-8'")
+            .bind(active)
+            .fetch_one(&pool)
+            .await
+            .expect("box-8");
+    for (id, t, pushed) in [
+        (online, active, None),
+        (offline, active, None),
+        (revoked, active, None),
+        (elsewhere, suspended, None),
+        (pushed_already, active, Some(1i64)),
+    ] {
+        sqlx::query("INSERT INTO appliance_config (appliance_id, tenant_id, pushed_version) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(t)
+            .bind(pushed)
+            .execute(&pool)
+            .await
+            .expect("config row");
+    }
+    let mut tx = pool.begin().await.expect("tx");
+    let due = desired::claim_pending(&mut tx, 256).await.expect("claim");
+    assert_eq!(due.iter().map(|p| p.appliance_id).collect::<Vec<_>>(), vec![online]);
+}

@@ -239,16 +239,21 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pg_pids() {
     if [ -n "$PG_PID" ]; then echo "$PG_PID $(pgrep -P "$PG_PID")"; else pgrep -x postgres; fi
 }
-# CPU ticks of all of them.
+# CPU ticks of all of them. On the benchmark's own server this also counts the processes
+# that have ended (the postmaster reaps every backend and worker, so their CPU is in its
+# cutime + cstime): a delta of two samples is then the server's whole CPU in between, an
+# autovacuum worker or a psql backend that ended inside it included. On a shared server
+# (HEARTH_BENCH_ADMIN_URL) it counts live processes only.
 pg_ticks() {
     local t=0 pid
     for pid in $(pg_pids); do t=$((t + $(cpu_ticks "$pid"))); done
+    if [ -n "$PG_PID" ]; then t=$((t + $(awk '{print $16 + $17}' "/proc/$PG_PID/stat" 2>/dev/null || echo 0))); fi
     echo "$t"
 }
 # "pid ticks" lines of the backends serving this benchmark's database (db: the control
 # plane's pool and autovacuum workers on it; psql's short-lived ones are gone by the next
-# sample) or of the server's background processes (bg: checkpointer, WAL writer…). Both
-# pg_ticks and pg_sample see live processes only: a backend or autovacuum worker that ends
+# sample) or of the server's background processes (bg: checkpointer, WAL writer…). Unlike
+# pg_ticks, pg_sample sees live processes only: a backend or autovacuum worker that ends
 # between two samples is not counted. pg_delta BEFORE AFTER:
 # the ticks between two such samples (a process that exited in between is not counted; one
 # that started is counted whole).
