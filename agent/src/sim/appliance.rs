@@ -432,8 +432,12 @@ impl Simulated {
         }
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
             while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
-                    break;
+                match ev {
+                    Event::Outgoing(Outgoing::Disconnect) => break,
+                    // Written to the connection before the stop, but not yet reported when
+                    // the run loop left: the control plane counts it, so count it here too.
+                    Event::Outgoing(Outgoing::Publish(0)) => Stats::inc(&self.stats.heartbeats_written),
+                    _ => {}
                 }
             }
         })

@@ -136,26 +136,46 @@ pub struct Pending {
 /// Locks up to `limit` configurations of online appliances that are due to be sent (never
 /// for a revoked appliance or a suspended tenant).
 ///
-/// This runs every second, and most of the time nothing is due, so its cost must follow the
-/// due configurations, not the fleet. No `ORDER BY`: ordering by `appliance_id` let the
-/// planner walk every online appliance in `appliances_online_idx` order and probe
-/// `appliance_config` for each (10,000 buffer hits and about 10 ms a call at 10,000 online
-/// appliances with nothing due, whenever `appliance_config`'s statistics said it was
-/// small). `SKIP LOCKED` never waits, so the order of the locks does not matter, and each
+/// This runs every second, and most of the time nothing is due, so its cost follows the due
+/// configurations and never the fleet, whatever the planner's statistics say. One query
+/// joining `appliance_config` to `appliances` let the planner start from the appliances
+/// whenever the statistics said few were online (taken before a fleet came online, or
+/// before `appliance_config` was ever analyzed): it then walked every online appliance to
+/// find none due, 11,300 buffer hits and 5 ms a call at 10,000 online appliances, every
+/// second. So, two steps:
+/// - the due ids, from the partial index `appliance_config_push_idx` (one buffer when none is
+///   due, the common case, which ends here);
+/// - those rows locked, each appliance looked up by id in a `LATERAL … OFFSET 0` subquery,
+///   which the planner cannot turn into a scan of `appliances`: about two buffers per due
+///   row.
+///
+/// `SKIP LOCKED` never waits, so the order of the locks does not matter, and each
 /// configuration sent is marked pushed, so the next round claims the others.
 pub async fn claim_pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+    let due: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT appliance_id FROM appliance_config WHERE pushed_version IS NULL OR pushed_version < desired_version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query_as(
         "SELECT c.appliance_id, c.tenant_id, c.desired_version, COALESCE(tc.defaults, '{}'::jsonb) AS defaults,
                 c.rollout_overlay, c.overrides, a.sealing_key
          FROM appliance_config c
-         JOIN appliances a ON a.id = c.appliance_id
+         CROSS JOIN LATERAL (
+             SELECT a.sealing_key FROM appliances a
+             WHERE a.id = c.appliance_id AND a.status = 'online' AND a.revoked_at IS NULL
+             OFFSET 0
+         ) a
          LEFT JOIN tenant_config tc ON tc.tenant_id = c.tenant_id
-         WHERE a.status = 'online' AND (c.pushed_version IS NULL OR c.pushed_version < c.desired_version)
-           AND a.revoked_at IS NULL
+         WHERE c.appliance_id = ANY($1) AND (c.pushed_version IS NULL OR c.pushed_version < c.desired_version)
            AND EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = c.tenant_id AND tn.status = 'active')
-         LIMIT $1
+         LIMIT $2
          FOR UPDATE OF c SKIP LOCKED",
     )
+    .bind(due)
     .bind(limit)
     .fetch_all(conn)
     .await

@@ -366,9 +366,9 @@ async fn the_configuration_claim_follows_what_is_due_not_the_fleet(pool: PgPool)
     .execute(&pool)
     .await
     .expect("fleet");
-    // Statistics taken before the fleet came online (and before any configuration), as
-    // after a bulk provisioning: the planner believes few appliances are online.
-    sqlx::query("ANALYZE").execute(&pool).await.expect("analyze");
+    // Statistics taken before the fleet came online, and none yet for `appliance_config`,
+    // as after a bulk provisioning: the planner believes few appliances are online.
+    sqlx::query("ANALYZE appliances, tenants").execute(&pool).await.expect("analyze");
     sqlx::query("UPDATE appliances SET status = 'online', status_since = now(), last_seen = now()")
         .execute(&pool)
         .await
@@ -438,6 +438,10 @@ async fn the_configuration_claim_follows_what_is_due_not_the_fleet(pool: PgPool)
             .expect("config row");
     }
     let mut tx = pool.begin().await.expect("tx");
+    let before = appliances_read(&mut tx).await;
     let due = desired::claim_pending(&mut tx, 256).await.expect("claim");
     assert_eq!(due.iter().map(|p| p.appliance_id).collect::<Vec<_>>(), vec![online]);
+    // Each due configuration's appliance looked up by its id, and nothing more.
+    let read = appliances_read(&mut tx).await - before;
+    assert!(read <= 4, "{read} appliance rows read for 4 due configurations");
 }

@@ -17,6 +17,9 @@
 # wall moves from run to run) nor on what else that server is doing, and PostgreSQL's CPU is
 # the benchmark's alone. HEARTH_BENCH_PG_SETTINGS="name=value …" adds settings to it (a
 # diagnosis: "autovacuum=off", "shared_preload_libraries=pg_stat_statements").
+# HEARTH_BENCH_PG_CPU=CORES caps that server's CPU (a cgroup CPU quota, e.g. 0.25 of a core;
+# needs root): a database server smaller than the rest of the stack, to put the wall in the
+# database and offer twice it on a box that could not offer twice its own wall.
 # HEARTH_BENCH_ADMIN_URL=postgres://…/postgres uses that server instead.
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
@@ -38,6 +41,7 @@ WORK=$(mktemp -d "/tmp/hearth-bench-$BENCH.XXXXXX")
 PG_DIR=""
 PG_PID=""
 PG_DESC=""
+PG_CGROUP=""
 PKI=$WORK/pki
 BROKER_DIR=$WORK/broker
 BROKER_PID=""
@@ -152,12 +156,42 @@ start_postgres() {
     as_pg_owner setsid "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 start >/dev/null \
         || die "PostgreSQL did not start (see $PG_DIR/postgres.log)"
     PG_PID=$(head -n 1 "$PG_DIR/data/postmaster.pid")
+    [ -n "${HEARTH_BENCH_PG_CPU:-}" ] && cap_postgres "$HEARTH_BENCH_PG_CPU"
+    return 0
+}
+
+# Puts the server (its processes now, and the backends it forks later) in a cgroup of its
+# own with a CPU quota of $1 cores, per 100 ms period (cgroup v1's cpu controller, or v2's).
+cap_postgres() {
+    local quota pid
+    quota=$(awk -v c="$1" 'BEGIN {if (c + 0 <= 0) exit 1; printf "%d", c * 100000}')         || die "HEARTH_BENCH_PG_CPU=$1: give the cores as a number above 0 (e.g. 0.25)"
+    if [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+        PG_CGROUP=/sys/fs/cgroup/cpu/hearth-bench-pg-$PG_PORT
+        mkdir -p "$PG_CGROUP" && echo 100000 >"$PG_CGROUP/cpu.cfs_period_us" && echo "$quota" >"$PG_CGROUP/cpu.cfs_quota_us" \
+            || die "HEARTH_BENCH_PG_CPU: cannot set a CPU quota in $PG_CGROUP"
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+        PG_CGROUP=/sys/fs/cgroup/hearth-bench-pg-$PG_PORT
+        mkdir -p "$PG_CGROUP" && echo "$quota 100000" >"$PG_CGROUP/cpu.max" \
+            || die "HEARTH_BENCH_PG_CPU: cannot set a CPU quota in $PG_CGROUP"
+    else
+        die "HEARTH_BENCH_PG_CPU needs a writable cgroup CPU controller (run as root)"
+    fi
+    for pid in $(pg_pids); do echo "$pid" >"$PG_CGROUP/cgroup.procs"; done
+    say "PostgreSQL capped at $1 of a core ($PG_CGROUP)"
+}
+
+# Takes one of the server's processes out of the cap (a measuring backend, which must not
+# wait for the quota it measures).
+uncap_pg_process() {
+    [ -n "$PG_CGROUP" ] || return 0
+    echo "$1" >"$(dirname "$PG_CGROUP")/cgroup.procs"
 }
 
 stop_postgres() {
     [ -n "$PG_DIR" ] && [ -n "$PG_PID" ] || return 0
     as_pg_owner "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
     PG_PID=""
+    if [ -n "$PG_CGROUP" ]; then rmdir "$PG_CGROUP" 2>/dev/null || true; PG_CGROUP=""; fi
 }
 
 # A fresh database, the PKI and the broker's configuration.
@@ -168,7 +202,7 @@ setup_stack() {
         || die "cannot create the database $DB_NAME at $ADMIN_URL"
     # What the figures were measured against (for the summary and the JSON line).
     PG_DESC="$([ -n "$PG_DIR" ] && echo "own server" || echo "shared server"), PostgreSQL $(psql -qXAt "$ADMIN_URL" \
-        -c "SELECT split_part(current_setting('server_version'), ' ', 1) || ', autovacuum ' || current_setting('autovacuum')")${HEARTH_BENCH_PG_SETTINGS:+, added: $HEARTH_BENCH_PG_SETTINGS}"
+        -c "SELECT split_part(current_setting('server_version'), ' ', 1) || ', autovacuum ' || current_setting('autovacuum')")${HEARTH_BENCH_PG_SETTINGS:+, added: $HEARTH_BENCH_PG_SETTINGS}${PG_CGROUP:+, CPU capped at $HEARTH_BENCH_PG_CPU of a core}"
     say "database: $PG_DESC"
     "$BIN/hearth-control-plane" pki init --dir "$PKI" >/dev/null
     "$BIN/hearth-control-plane" broker-config --pki-dir "$PKI" --data-dir "$BROKER_DIR" --port "$MQTT_PORT" \
