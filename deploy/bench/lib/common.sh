@@ -164,7 +164,8 @@ start_postgres() {
 # own with a CPU quota of $1 cores, per 100 ms period (cgroup v1's cpu controller, or v2's).
 cap_postgres() {
     local quota pid
-    quota=$(awk -v c="$1" 'BEGIN {if (c + 0 <= 0) exit 1; printf "%d", c * 100000}')         || die "HEARTH_BENCH_PG_CPU=$1: give the cores as a number above 0 (e.g. 0.25)"
+    quota=$(awk -v c="$1" 'BEGIN {if (c + 0 <= 0) exit 1; printf "%d", c * 100000}') \
+        || die "HEARTH_BENCH_PG_CPU=$1: give the cores as a number above 0 (e.g. 0.25)"
     if [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
         PG_CGROUP=/sys/fs/cgroup/cpu/hearth-bench-pg-$PG_PORT
         mkdir -p "$PG_CGROUP" && echo 100000 >"$PG_CGROUP/cpu.cfs_period_us" && echo "$quota" >"$PG_CGROUP/cpu.cfs_quota_us" \
@@ -176,7 +177,9 @@ cap_postgres() {
     else
         die "HEARTH_BENCH_PG_CPU needs a writable cgroup CPU controller (run as root)"
     fi
-    for pid in $(pg_pids); do echo "$pid" >"$PG_CGROUP/cgroup.procs"; done
+    echo "$PG_PID" >"$PG_CGROUP/cgroup.procs" || die "HEARTH_BENCH_PG_CPU: cannot move PostgreSQL into $PG_CGROUP"
+    # Its children now (one may have just ended); those it forks later start in the cgroup.
+    for pid in $(pgrep -P "$PG_PID"); do echo "$pid" >"$PG_CGROUP/cgroup.procs" 2>/dev/null || true; done
     say "PostgreSQL capped at $1 of a core ($PG_CGROUP)"
 }
 
